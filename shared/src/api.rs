@@ -1,0 +1,321 @@
+//! The platform-facing HTTP API (`/v1/...`, IAM-authorised in AWS). Each handler turns a
+//! request into a response and never fails: every error becomes problem+json.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::clock;
+use crate::http as web;
+use crate::model::{Interaction, ProxyNumber};
+use crate::phone::PhoneNumber;
+use crate::pricing::Yen;
+use crate::problem::{Code, Problem};
+use crate::sessions::{self, CreateSession, SessionView};
+use crate::store::{Claim, StoreError};
+
+/// How long a completed Idempotency-Key answer is replayed.
+const IDEMPOTENCY_KEEP_SECONDS: i64 = 24 * 3600;
+/// After this, an in-progress claim is considered abandoned (the Lambda timed out).
+const IDEMPOTENCY_IN_PROGRESS_SECONDS: i64 = 60;
+
+fn respond(req: &Request, result: Result<Response<Body>, Problem>) -> Response<Body> {
+    result.unwrap_or_else(|p| {
+        if p.status.is_server_error() {
+            tracing::error!(code = p.code_number(), detail = %p.detail, "request failed");
+        }
+        web::problem(&p, Some(&web::raw_path(req)))
+    })
+}
+
+fn sid_param(req: &Request) -> Result<String, Problem> {
+    web::path_param(req, "sid").ok_or_else(|| Problem::not_found("the path names no session"))
+}
+
+// ---- sessions ---------------------------------------------------------------------
+
+pub async fn create_session(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = idempotent(&app, &req, "POST /v1/sessions", || async {
+        let input: CreateSession = web::read_json(&req)?;
+        let new = sessions::validate(input, &app.config, app.now())?;
+        let session = sessions::create(&app, new).await?;
+        Ok(web::json(StatusCode::CREATED, &SessionView::of(&session)))
+    })
+    .await;
+    respond(&req, result)
+}
+
+pub async fn get_session(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = async {
+        let session = sessions::find(&app, &sid_param(&req)?).await?;
+        Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
+    }
+    .await;
+    respond(&req, result)
+}
+
+pub async fn close_session(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = async {
+        let session = sessions::close(&app, &sid_param(&req)?, "closed-by-api").await?;
+        Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
+    }
+    .await;
+    respond(&req, result)
+}
+
+#[derive(Serialize)]
+struct InteractionView<'a> {
+    sid: &'a str,
+    session_sid: &'a str,
+    call_sid: &'a str,
+    parent_call_sid: Option<&'a str>,
+    direction: crate::pricing::Direction,
+    twilio_direction: &'a str,
+    from: &'a str,
+    to: &'a str,
+    from_participant_sid: Option<&'a str>,
+    to_participant_sid: Option<&'a str>,
+    callee_type: &'static str,
+    status: &'static str,
+    duration: u64,
+    billed_minutes: u64,
+    cost: Yen,
+    cost_unit: &'static str,
+    date_created: String,
+    date_updated: String,
+    date_ended: Option<String>,
+}
+
+impl<'a> InteractionView<'a> {
+    fn of(i: &'a Interaction) -> Self {
+        Self {
+            sid: &i.sid,
+            session_sid: &i.session_sid,
+            call_sid: &i.call_sid,
+            parent_call_sid: i.parent_call_sid.as_deref(),
+            direction: i.direction,
+            twilio_direction: &i.twilio_direction,
+            from: &i.from_masked,
+            to: &i.to_masked,
+            from_participant_sid: i.from_participant_sid.as_deref(),
+            to_participant_sid: i.to_participant_sid.as_deref(),
+            callee_type: i.callee_class.as_str(),
+            status: i.status.as_str(),
+            duration: i.duration,
+            billed_minutes: i.billed_minutes,
+            cost: i.cost(),
+            cost_unit: "JPY",
+            date_created: clock::iso(i.date_created),
+            date_updated: clock::iso(i.date_updated),
+            date_ended: i.date_ended.map(clock::iso),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct InteractionList<'a> {
+    session_sid: &'a str,
+    interactions: Vec<InteractionView<'a>>,
+    total_cost: Yen,
+    cost_unit: &'static str,
+}
+
+pub async fn list_interactions(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = async {
+        let session = sessions::find(&app, &sid_param(&req)?).await?;
+        let legs = app.store.list_interactions(&session.sid).await?;
+        let body = InteractionList {
+            session_sid: &session.sid,
+            total_cost: legs.iter().map(Interaction::cost).sum(),
+            interactions: legs.iter().map(InteractionView::of).collect(),
+            cost_unit: "JPY",
+        };
+        Ok(web::json(StatusCode::OK, &body))
+    }
+    .await;
+    respond(&req, result)
+}
+
+// ---- the number pool ----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNumber {
+    phone_number: String,
+    #[serde(default)]
+    is_reserved: bool,
+}
+
+#[derive(Serialize)]
+struct NumberView<'a> {
+    phone_number: &'a str,
+    is_reserved: bool,
+    in_use: u64,
+    date_created: String,
+    date_updated: String,
+}
+
+impl<'a> NumberView<'a> {
+    fn of(n: &'a ProxyNumber) -> Self {
+        Self {
+            phone_number: n.phone_number.as_str(),
+            is_reserved: n.is_reserved,
+            in_use: n.in_use,
+            date_created: clock::iso(n.date_created),
+            date_updated: clock::iso(n.date_updated),
+        }
+    }
+}
+
+/// `POST /v1/numbers`, `GET /v1/numbers` and `DELETE /v1/numbers/{number}`.
+pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = match (req.method().clone(), web::path_param(&req, "number")) {
+        (Method::POST, None) => idempotent(&app, &req, "POST /v1/numbers", || add_number(&app, &req)).await,
+        (Method::GET, None) => list_numbers(&app).await,
+        (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
+        (method, _) => Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Code::NotFound,
+            "Method not allowed",
+            format!("{method} is not served here"),
+        )),
+    };
+    respond(&req, result)
+}
+
+async fn add_number(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
+    let input: AddNumber = web::read_json(req)?;
+    let phone_number = PhoneNumber::parse(&input.phone_number).map_err(|e| Problem::invalid(format!("phone_number: {e}")))?;
+    let now = app.now();
+    let number = ProxyNumber {
+        phone_number,
+        is_reserved: input.is_reserved,
+        in_use: 0,
+        date_created: now,
+        date_updated: now,
+    };
+    if !app.store.add_number(&number).await? {
+        return Err(Problem::conflict(
+            Code::NumberAlreadyInPool,
+            "Number already in pool",
+            format!("{} is already in the pool", number.phone_number),
+        ));
+    }
+    Ok(web::json(StatusCode::CREATED, &NumberView::of(&number)))
+}
+
+async fn list_numbers(app: &App) -> Result<Response<Body>, Problem> {
+    let numbers = app.store.list_numbers().await?;
+    #[derive(Serialize)]
+    struct List<'a> {
+        numbers: Vec<NumberView<'a>>,
+    }
+    Ok(web::json(
+        StatusCode::OK,
+        &List {
+            numbers: numbers.iter().map(NumberView::of).collect(),
+        },
+    ))
+}
+
+async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
+    // API Gateway may hand the path parameter over still percent-encoded ("%2B81…").
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let number = PhoneNumber::parse(&decoded).map_err(|e| Problem::invalid(format!("number: {e}")))?;
+    let not_in_pool = || Problem::not_found(format!("{number} is not in the pool"));
+    let existing = app.store.get_number(&number).await?.ok_or_else(not_in_pool)?;
+    let in_use = |n: u64| {
+        Problem::conflict(
+            Code::NumberInUse,
+            "Number in use",
+            format!("{number} is used by {n} open session(s); close them first"),
+        )
+    };
+    if existing.in_use > 0 {
+        return Err(in_use(existing.in_use));
+    }
+    match app.store.delete_number(&number).await {
+        Ok(()) => Ok(web::no_content()),
+        Err(StoreError::ConditionFailed) => match app.store.get_number(&number).await? {
+            Some(n) => Err(in_use(n.in_use)),
+            None => Err(not_in_pool()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- idempotency --------------------------------------------------------------------
+
+/// Runs `action` at most once per `Idempotency-Key`: a retry with the same key and body gets
+/// the first answer again; the same key with another body is refused. Only successful
+/// answers are kept, so a failed request can be retried with its key.
+async fn idempotent<F, Fut>(app: &App, req: &Request, scope: &str, action: F) -> Result<Response<Body>, Problem>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Body>, Problem>>,
+{
+    let Some(key) = web::header(req, "idempotency-key") else {
+        return action().await;
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters"));
+    }
+    let hash = hex(&Sha256::digest(web::body_bytes(req)));
+    let record = format!("{scope}#{key}");
+    let now = app.now();
+    let claim = app
+        .store
+        .claim_idempotency_key(&record, &hash, now, IDEMPOTENCY_KEEP_SECONDS, IDEMPOTENCY_IN_PROGRESS_SECONDS)
+        .await?;
+    let reused = || {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Code::IdempotencyKeyReused,
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with a different request body; use a new key",
+        )
+    };
+    match claim {
+        Claim::New => {}
+        Claim::InProgress { request_hash } if request_hash != hash => return Err(reused()),
+        Claim::InProgress { .. } => {
+            return Err(Problem::conflict(
+                Code::IdempotencyInProgress,
+                "Request in progress",
+                "a request with this Idempotency-Key is still being processed; retry in a moment",
+            ));
+        }
+        Claim::Completed { request_hash, .. } if request_hash != hash => return Err(reused()),
+        Claim::Completed { status, body, .. } => {
+            let mut r = web::with_type(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "application/json", body);
+            r.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            return Ok(r);
+        }
+    }
+    let result = action().await;
+    match &result {
+        Ok(response) if response.status().is_success() => {
+            let body = match response.body() {
+                Body::Text(t) => t.clone(),
+                _ => String::new(),
+            };
+            if let Err(e) = app.store.complete_idempotency_key(&record, response.status().as_u16(), &body).await {
+                tracing::error!(error = %e, "could not record the idempotent answer");
+            }
+        }
+        _ => {
+            if let Err(e) = app.store.release_idempotency_key(&record).await {
+                tracing::error!(error = %e, "could not release an idempotency key");
+            }
+        }
+    }
+    result
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

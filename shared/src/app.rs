@@ -1,0 +1,84 @@
+//! What a function needs, built once per container: configuration, the store, the secret
+//! cache and HTTP clients. Building does no network I/O, so the first poll is not delayed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::tls;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::secrets::{SecretCache, SecretSource, SecretsManagerSource};
+use crate::store::Store;
+use crate::twilio::TwilioClient;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub secrets: SecretCache,
+    pub twilio: TwilioClient,
+    /// For the platform's intercept and out-of-session callbacks.
+    pub http: reqwest::Client,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// The Lambda path: configuration from the environment, AWS settings from the SDK's
+    /// usual sources (`AWS_REGION`, `AWS_ENDPOINT_URL`, the execution role).
+    pub async fn from_env() -> Result<Arc<App>, ConfigError> {
+        let config = Config::from_env()?;
+        let aws = load_aws_config().await;
+        Ok(Arc::new(App::new(config, &aws, Arc::new(SystemClock))))
+    }
+
+    pub fn new(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>) -> App {
+        let secrets_client = aws_sdk_secretsmanager::Client::new(aws);
+        let source: Arc<dyn SecretSource> = Arc::new(SecretsManagerSource::new(
+            secrets_client,
+            config.twilio_secret_id.clone(),
+        ));
+        Self::with_secret_source(config, aws, clock, source)
+    }
+
+    pub fn with_secret_source(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>, source: Arc<dyn SecretSource>) -> App {
+        let http = http_client();
+        App {
+            store: Store::new(aws_sdk_dynamodb::Client::new(aws), config.table_name.clone()),
+            secrets: SecretCache::new(source),
+            twilio: TwilioClient::new(http.clone(), config.twilio_api_base_url.clone()),
+            http,
+            clock,
+            config,
+        }
+    }
+
+    /// Now, in seconds since the epoch, from this app's clock.
+    pub fn now(&self) -> i64 {
+        crate::clock::epoch(self.clock.now())
+    }
+}
+
+/// The AWS SDK configuration with rustls on ring (no aws-lc, no OpenSSL).
+pub async fn load_aws_config() -> SdkConfig {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .load()
+        .await
+}
+
+/// One reqwest client per container. Short timeouts: every caller is answering Twilio,
+/// which gives up after 15 seconds.
+pub fn http_client() -> reqwest::Client {
+    // reqwest is built without a default crypto provider; ring is the one we ship.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .user_agent(concat!("tsunagu/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}

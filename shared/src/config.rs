@@ -1,0 +1,226 @@
+//! Configuration from the environment (DESIGN §5), read once per container.
+
+use crate::pricing::{RateError, Rates};
+
+pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set; it is required (see README, Configuration)")]
+    Missing(&'static str),
+    #[error("{name}={value:?} is invalid: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error(transparent)]
+    Rate(#[from] RateError),
+}
+
+/// What callers hear. Japanese by default; every text can be replaced by configuration.
+#[derive(Debug, Clone)]
+pub struct Prompts {
+    pub language: String,
+    pub voice: String,
+    /// A caller with no open session on the number they dialled.
+    pub no_session: String,
+    /// The session exists but has closed or expired.
+    pub session_closed: String,
+    /// The platform's intercept callback refused the call.
+    pub blocked: String,
+    /// Something failed inside; Twilio still gets valid TwiML.
+    pub apology: String,
+}
+
+impl Default for Prompts {
+    fn default() -> Self {
+        Self {
+            language: "ja-JP".into(),
+            voice: "Polly.Mizuki".into(),
+            no_session: "おかけになった番号は、現在お取り扱いしておりません。".into(),
+            session_closed: "この番号でのお取り次ぎは終了しました。".into(),
+            blocked: "申し訳ございません。この通話はおつなぎできません。".into(),
+            apology: "申し訳ございません。ただいま通話をおつなぎできません。しばらくしてからおかけ直しください。".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table_name: String,
+    pub twilio_secret_id: String,
+    /// Scheme, host, optional port and optional path prefix, without a trailing slash.
+    pub public_base_url: String,
+    pub twilio_api_base_url: String,
+    /// Session ttl when a create request gives none; 0 means no inactivity limit.
+    pub default_ttl_seconds: u64,
+    pub default_warning_lead_seconds: u64,
+    pub default_extension_seconds: u64,
+    pub default_extension_max_count: u32,
+    pub retention_days: u64,
+    /// How long Twilio rings the other party before giving up.
+    pub dial_timeout_seconds: u32,
+    pub intercept_callback_url: Option<String>,
+    pub out_of_session_callback_url: Option<String>,
+    pub rates: Rates,
+    pub prompts: Prompts,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests and the local gateway need not touch
+    /// the process environment. Empty values count as absent (CloudFormation passes "").
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+                    name,
+                    value: v,
+                    why: "expected a whole number",
+                }),
+            }
+        };
+        let url = |name: &'static str, value: String| -> Result<String, ConfigError> {
+            if !(value.starts_with("https://") || value.starts_with("http://")) {
+                return Err(ConfigError::Invalid {
+                    name,
+                    value,
+                    why: "expected an absolute http(s) URL",
+                });
+            }
+            Ok(value.trim_end_matches('/').to_owned())
+        };
+        let optional_url = |name: &'static str| get(name).map(|v| url(name, v)).transpose();
+
+        let public_base_url = url("PUBLIC_BASE_URL", required("PUBLIC_BASE_URL")?)?;
+        if public_base_url.contains('?') || public_base_url.contains('#') {
+            return Err(ConfigError::Invalid {
+                name: "PUBLIC_BASE_URL",
+                value: public_base_url,
+                why: "must not contain a query or fragment",
+            });
+        }
+        let mut prompts = Prompts::default();
+        for (name, slot) in [
+            ("TTS_LANGUAGE", &mut prompts.language),
+            ("TTS_VOICE", &mut prompts.voice),
+            ("PROMPT_NO_SESSION", &mut prompts.no_session),
+            ("PROMPT_SESSION_CLOSED", &mut prompts.session_closed),
+            ("PROMPT_BLOCKED", &mut prompts.blocked),
+            ("PROMPT_APOLOGY", &mut prompts.apology),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = v;
+            }
+        }
+        let max_count = number("DEFAULT_EXTENSION_MAX_COUNT", 1)?;
+        let dial_timeout = number("DIAL_TIMEOUT_SECONDS", 30)?;
+        if !(5..=600).contains(&dial_timeout) {
+            return Err(ConfigError::Invalid {
+                name: "DIAL_TIMEOUT_SECONDS",
+                value: dial_timeout.to_string(),
+                why: "Twilio accepts 5 to 600 seconds",
+            });
+        }
+        Ok(Self {
+            table_name: required("TABLE_NAME")?,
+            twilio_secret_id: required("TWILIO_SECRET_ID")?,
+            public_base_url,
+            twilio_api_base_url: match get("TWILIO_API_BASE_URL") {
+                Some(v) => url("TWILIO_API_BASE_URL", v)?,
+                None => DEFAULT_TWILIO_API_BASE_URL.to_owned(),
+            },
+            default_ttl_seconds: number("DEFAULT_TTL_SECONDS", 0)?,
+            default_warning_lead_seconds: number("DEFAULT_WARNING_LEAD_SECONDS", 180)?,
+            default_extension_seconds: number("DEFAULT_EXTENSION_SECONDS", 300)?,
+            default_extension_max_count: u32::try_from(max_count).unwrap_or(u32::MAX),
+            retention_days: number("RETENTION_DAYS", 90)?,
+            dial_timeout_seconds: dial_timeout as u32,
+            intercept_callback_url: optional_url("INTERCEPT_CALLBACK_URL")?,
+            out_of_session_callback_url: optional_url("OUT_OF_SESSION_CALLBACK_URL")?,
+            rates: Rates::from_lookup(|name| get(name))?,
+            prompts,
+        })
+    }
+
+    /// The URL Twilio requested, for signature checks: never rebuilt from headers.
+    pub fn public_url(&self, raw_path: &str, raw_query: Option<&str>) -> String {
+        match raw_query.filter(|q| !q.is_empty()) {
+            Some(q) => format!("{}{raw_path}?{q}", self.public_base_url),
+            None => format!("{}{raw_path}", self.public_base_url),
+        }
+    }
+
+    pub fn retention_seconds(&self) -> i64 {
+        i64::try_from(self.retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("TABLE_NAME", "tsunagu"),
+        ("TWILIO_SECRET_ID", "tsunagu/twilio"),
+        ("PUBLIC_BASE_URL", "https://voice.example.jp/"),
+    ];
+
+    #[test]
+    fn defaults_apply_and_trailing_slash_is_dropped() {
+        let c = Config::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(c.public_base_url, "https://voice.example.jp");
+        assert_eq!(c.twilio_api_base_url, DEFAULT_TWILIO_API_BASE_URL);
+        assert_eq!(c.default_warning_lead_seconds, 180);
+        assert_eq!(c.retention_days, 90);
+        assert_eq!(c.prompts.voice, "Polly.Mizuki");
+        assert_eq!(c.intercept_callback_url, None);
+        assert_eq!(
+            c.public_url("/twilio/voice/status", Some("session=KC1&x=%20")),
+            "https://voice.example.jp/twilio/voice/status?session=KC1&x=%20"
+        );
+        assert_eq!(c.public_url("/twilio/voice/inbound", Some("")), "https://voice.example.jp/twilio/voice/inbound");
+    }
+
+    #[test]
+    fn missing_and_bad_values_are_named() {
+        let err = Config::from_lookup(lookup(&BASE[..2])).unwrap_err();
+        assert!(err.to_string().contains("PUBLIC_BASE_URL"), "{err}");
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DEFAULT_TTL_SECONDS", "an hour"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert!(err.to_string().contains("DEFAULT_TTL_SECONDS"), "{err}");
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("INTERCEPT_CALLBACK_URL", "ftp://x"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert!(err.to_string().contains("INTERCEPT_CALLBACK_URL"), "{err}");
+    }
+
+    #[test]
+    fn empty_values_count_as_absent() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("INTERCEPT_CALLBACK_URL", ""));
+        pairs.push(("TTS_VOICE", "Polly.Takumi"));
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.intercept_callback_url, None);
+        assert_eq!(c.prompts.voice, "Polly.Takumi");
+    }
+}

@@ -1,0 +1,74 @@
+//! Every function's handler by its name: the one table that `functions/*/src/main.rs`, the
+//! local gateway and the tests share, so a function is wired the same way everywhere.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use lambda_http::{Body, Request, Response, service_fn};
+
+use crate::app::App;
+use crate::{api, webhooks};
+
+pub type HttpFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+pub type HttpHandler = fn(Arc<App>, Request) -> HttpFuture;
+
+macro_rules! boxed {
+    ($f:path) => {{
+        fn handler(app: Arc<App>, req: Request) -> HttpFuture {
+            Box::pin($f(app, req))
+        }
+        handler as HttpHandler
+    }};
+}
+
+/// Function name (the crate under `functions/` and its binary) → HTTP handler.
+pub fn http_handler(function: &str) -> Option<HttpHandler> {
+    Some(match function {
+        "create-session" => boxed!(api::create_session),
+        "get-session" => boxed!(api::get_session),
+        "close-session" => boxed!(api::close_session),
+        "list-interactions" => boxed!(api::list_interactions),
+        "numbers" => boxed!(api::numbers),
+        "inbound-call" => boxed!(webhooks::inbound_call),
+        "call-status" => boxed!(webhooks::call_status),
+        _ => return None,
+    })
+}
+
+/// Every function served over HTTP.
+pub const HTTP_FUNCTIONS: &[&str] = &[
+    "create-session",
+    "get-session",
+    "close-session",
+    "list-interactions",
+    "numbers",
+    "inbound-call",
+    "call-status",
+];
+
+/// A Lambda function's whole `main`: build the app once (no network I/O), then serve events.
+pub async fn run_http(function: &'static str) -> Result<(), lambda_http::Error> {
+    crate::logging::init();
+    let handler = http_handler(function).ok_or_else(|| format!("no handler named {function}"))?;
+    let app = App::from_env().await?;
+    lambda_http::run(service_fn(move |req: Request| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handler(app, req).await) }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_function_has_a_handler() {
+        for f in HTTP_FUNCTIONS {
+            assert!(http_handler(f).is_some(), "{f}");
+        }
+        assert!(http_handler("nope").is_none());
+    }
+}

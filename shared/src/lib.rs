@@ -1,0 +1,27 @@
+//! Tsunagu: masked two-party voice calls on Twilio Programmable Voice, for Japan.
+//!
+//! Every Lambda function is a thin `main` over [`handlers`]; all logic lives here.
+//! Read `DESIGN.md` for the flows; module names say what each part is.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod handlers;
+pub mod http;
+pub mod ids;
+pub mod logging;
+pub mod model;
+pub mod phone;
+pub mod pool;
+pub mod pricing;
+pub mod problem;
+pub mod secrets;
+pub mod sessions;
+pub mod signature;
+pub mod store;
+pub mod twilio;
+pub mod twiml;
+pub mod webhooks;
+
+pub use app::App;

@@ -1,0 +1,214 @@
+//! The records Tsunagu keeps: sessions with their participants, proxy numbers, and one
+//! interaction per call leg. Stored as DynamoDB items by `store`, shown by `api`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::phone::{NumberClass, PhoneNumber};
+use crate::pricing::{Direction, Yen};
+
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionStatus {
+    Open,
+    InProgress,
+    Closed,
+    Failed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::InProgress => "in-progress",
+            Self::Closed => "closed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Open sessions route calls; closed and failed ones never do.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Open | Self::InProgress)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub sid: String,
+    pub identifier: PhoneNumber,
+    pub proxy_identifier: PhoneNumber,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    pub seconds: u64,
+    pub max_count: u32,
+}
+
+/// A session as stored. Times are seconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_name: Option<String>,
+    pub status: SessionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_reason: Option<String>,
+    pub mode: String,
+    /// Seconds of inactivity after which the session closes; 0 = no limit.
+    pub ttl: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_expiry: Option<i64>,
+    pub date_created: i64,
+    pub date_updated: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_last_interaction: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_time_limit: Option<u64>,
+    pub warning_lead: u64,
+    pub extension: Extension,
+    #[serde(default)]
+    pub extension_count: u32,
+    pub participants: Vec<Participant>,
+}
+
+impl Session {
+    pub fn participant(&self, sid_or_identifier: &str) -> Option<&Participant> {
+        self.participants
+            .iter()
+            .find(|p| p.sid == sid_or_identifier || p.identifier.as_str() == sid_or_identifier)
+    }
+
+    /// The other participant of a two-party session.
+    pub fn other(&self, participant_sid: &str) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.sid != participant_sid)
+    }
+
+    /// When inactivity closes the session, if it has a ttl: from the last interaction, or
+    /// from creation when there has been none.
+    pub fn inactive_after(&self) -> Option<i64> {
+        (self.ttl > 0).then(|| {
+            self.date_last_interaction.unwrap_or(self.date_created) + self.ttl as i64
+        })
+    }
+
+    /// The instant the session stops routing: the earlier of `date_expiry` and the ttl.
+    pub fn deadline(&self) -> Option<i64> {
+        match (self.date_expiry, self.inactive_after()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A proxy number in the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyNumber {
+    pub phone_number: PhoneNumber,
+    /// Reserved numbers are never allocated automatically, only when a request names them.
+    pub is_reserved: bool,
+    /// How many open sessions use this number.
+    pub in_use: u64,
+    pub date_created: i64,
+    pub date_updated: i64,
+}
+
+/// Twilio call statuses in the order a leg passes through them; the order makes callbacks
+/// that arrive late or twice harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallStatus {
+    Queued,
+    Initiated,
+    Ringing,
+    InProgress,
+    Completed,
+    Busy,
+    NoAnswer,
+    Failed,
+    Canceled,
+}
+
+impl CallStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "initiated" => Self::Initiated,
+            "ringing" => Self::Ringing,
+            "in-progress" | "answered" => Self::InProgress,
+            "completed" => Self::Completed,
+            "busy" => Self::Busy,
+            "no-answer" => Self::NoAnswer,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Initiated => "initiated",
+            Self::Ringing => "ringing",
+            Self::InProgress => "in-progress",
+            Self::Completed => "completed",
+            Self::Busy => "busy",
+            Self::NoAnswer => "no-answer",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Progress rank: a stored status is only replaced by a higher one. All final statuses
+    /// share the top rank, so the first final callback wins.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Queued => 0,
+            Self::Initiated => 1,
+            Self::Ringing => 2,
+            Self::InProgress => 3,
+            _ => 4,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self.rank() == 4
+    }
+}
+
+/// One call leg: who called whom (masked), how it went and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interaction {
+    pub sid: String,
+    pub session_sid: String,
+    pub call_sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_call_sid: Option<String>,
+    pub direction: Direction,
+    /// Twilio's own direction: inbound, outbound-dial or outbound-api.
+    pub twilio_direction: String,
+    pub from_masked: String,
+    pub to_masked: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_participant_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_participant_sid: Option<String>,
+    pub callee_class: NumberClass,
+    pub status: CallStatus,
+    pub duration: u64,
+    pub billed_minutes: u64,
+    /// Thousandths of a yen, exact in the table; see `cost()`.
+    pub cost_milli_yen: u64,
+    pub date_created: i64,
+    pub date_updated: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_ended: Option<i64>,
+}
+
+impl Interaction {
+    pub fn cost(&self) -> Yen {
+        Yen::from_milli(self.cost_milli_yen)
+    }
+}

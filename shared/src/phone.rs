@@ -1,0 +1,692 @@
+//! Phone numbers: what people type (Japanese national form, full-width digits, E.164) parsed
+//! into one canonical E.164 form, classified for pricing, and masked for logs.
+//!
+//! Japanese numbering (national digits, trunk `0` included) as enforced here:
+//!
+//! | prefix          | class     | digits |
+//! |-----------------|-----------|--------|
+//! | 070 / 080 / 090 | mobile    | 11     |
+//! | 050             | IP phone  | 11     |
+//! | 0120            | toll-free | 10     |
+//! | 0800            | toll-free | 11     |
+//! | 0570 (navi dial)| other     | 10     |
+//! | 020 (M2M)       | other     | 11     |
+//! | other 0ABJ      | landline  | 10     |
+//!
+//! Rejected: `0990` (Dial Q2, discontinued), `010` (the international call prefix), and the
+//! remaining `0A0` prefixes (`030`, `040`, `060`), which are not geographic and not in use.
+//! No landline starts with `0A0`: subscriber numbers never begin with 0.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A phone number in E.164 form, e.g. "+819012345678". Only constructible through parse.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct PhoneNumber(String);
+
+/// What kind of line a number reaches; it decides the outbound rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NumberClass {
+    Mobile,
+    Landline,
+    IpPhone,
+    TollFree,
+    /// Japanese navi dial (0570), M2M (020), and every non-Japanese number.
+    Other,
+}
+
+impl NumberClass {
+    /// The same spelling as the serde form.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NumberClass::Mobile => "mobile",
+            NumberClass::Landline => "landline",
+            NumberClass::IpPhone => "ip-phone",
+            NumberClass::TollFree => "toll-free",
+            NumberClass::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for NumberClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Why some input is not a phone number. `rule` is a sentence the person who typed it can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a valid phone number: {rule}")]
+pub struct PhoneError {
+    pub input: String,
+    pub rule: &'static str,
+}
+
+/// The rules a number can break, one sentence each. Public so callers can match on them.
+pub mod rule {
+    pub const EMPTY: &str = "enter a phone number, e.g. 090-1234-5678 or +819012345678";
+    pub const NO_DIGITS: &str = "a phone number must contain digits";
+    pub const BAD_CHARACTER: &str = "use only digits, an optional leading '+', and hyphens, spaces, dots or parentheses as separators";
+    pub const PLUS_POSITION: &str = "'+' may appear only once, before the first digit";
+    pub const PLUS_ALONE: &str =
+        "'+' must be followed by the country code and the number, e.g. +819012345678";
+    pub const NO_LEADING_ZERO_OR_PLUS: &str = "Japanese numbers start with 0 (e.g. 090-1234-5678); numbers from other countries start with '+' and the country code";
+    pub const INTERNATIONAL_PREFIX_00: &str = "write international numbers with '+' and the country code instead of 00 (only 0081 for Japan is accepted)";
+    pub const INTERNATIONAL_PREFIX_010: &str =
+        "010 is the international call prefix; write '+' and the country code instead";
+    pub const COUNTRY_CODE_ZERO: &str =
+        "after '+' comes the country code, and country codes never start with 0";
+    pub const INTERNATIONAL_LENGTH: &str = "international numbers have 8 to 15 digits after '+'";
+    pub const TRUNK_ZERO_AFTER_81: &str =
+        "drop the 0 after the country code 81: +81 90-1234-5678, not +81 090-1234-5678";
+    pub const JAPANESE_LENGTH: &str =
+        "Japanese numbers have 10 or 11 digits including the leading 0";
+    pub const UNUSED_PREFIX: &str = "this Japanese prefix (030, 040 or 060) is not in use; mobile numbers start 070, 080 or 090";
+    pub const DIAL_Q2: &str = "0990 (Dial Q2) numbers are discontinued and cannot be called";
+    pub const MOBILE_LENGTH: &str = "Japanese mobile numbers (070/080/090) have 11 digits";
+    pub const IP_PHONE_LENGTH: &str = "Japanese IP phone numbers (050) have 11 digits";
+    pub const TOLL_FREE_0120_LENGTH: &str =
+        "Japanese toll-free numbers starting 0120 have 10 digits";
+    pub const TOLL_FREE_0800_LENGTH: &str =
+        "Japanese toll-free numbers starting 0800 have 11 digits";
+    pub const NAVI_DIAL_LENGTH: &str = "Japanese navi dial numbers (0570) have 10 digits";
+    pub const M2M_LENGTH: &str = "Japanese M2M numbers (020) have 11 digits";
+    pub const LANDLINE_LENGTH: &str =
+        "Japanese landline numbers have 10 digits including the area code, e.g. 03-1234-5678";
+}
+
+impl PhoneNumber {
+    /// Parses Japanese national form (`090-1234-5678`, full-width `０９０－１２３４－５６７８`),
+    /// `0081…`, or E.164 (`+81 90 1234 5678`, `+14155550123`) into E.164.
+    pub fn parse(input: &str) -> Result<PhoneNumber, PhoneError> {
+        normalise(input)
+            .and_then(|(plus, digits)| canonical(plus, &digits))
+            .map(PhoneNumber)
+            .map_err(|rule| PhoneError {
+                input: input.to_owned(),
+                rule,
+            })
+    }
+
+    /// The E.164 form, e.g. "+819012345678".
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn class(&self) -> NumberClass {
+        self.japanese_kind()
+            .map_or(NumberClass::Other, JapaneseKind::class)
+    }
+
+    /// For logs: "+8190****5678".
+    pub fn masked(&self) -> Masked<'_> {
+        Masked(&self.0)
+    }
+
+    pub fn is_japanese(&self) -> bool {
+        // ITU country codes are prefix-free, so no other country's numbers start +81.
+        self.0.starts_with("+81")
+    }
+
+    /// Japanese numbers as people in Japan write them: "090-1234-5678", "03-1234-5678",
+    /// "0120-123-456". `None` for other countries.
+    ///
+    /// Landline area codes vary from 2 to 5 digits; without a full area-code table we use a
+    /// simple rule: 03 (Tokyo) and 06 (Osaka) are `0X-XXXX-XXXX`, all others `0XX-XXX-XXXX`.
+    pub fn national(&self) -> Option<String> {
+        let national = self.national_digits()?;
+        let kind = JapaneseKind::of(&national).ok()?;
+        let [a, b, _] = kind.groups(&national);
+        let first = national.get(..a)?;
+        let second = national.get(a..a + b)?;
+        let third = national.get(a + b..)?;
+        Some(format!("{first}-{second}-{third}"))
+    }
+
+    /// "+81" + subscriber → "0" + subscriber.
+    fn national_digits(&self) -> Option<String> {
+        self.0.strip_prefix("+81").map(|rest| format!("0{rest}"))
+    }
+
+    fn japanese_kind(&self) -> Option<JapaneseKind> {
+        JapaneseKind::of(&self.national_digits()?).ok()
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl FromStr for PhoneNumber {
+    type Err = PhoneError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PhoneNumber::parse(s)
+    }
+}
+
+impl Serialize for PhoneNumber {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PhoneVisitor;
+
+        impl Visitor<'_> for PhoneVisitor {
+            type Value = PhoneNumber;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a phone number string such as \"+819012345678\"")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PhoneNumber, E> {
+                PhoneNumber::parse(v).map_err(E::custom)
+            }
+        }
+
+        // A visitor rather than `String::deserialize` avoids an allocation for borrowed input.
+        deserializer.deserialize_str(PhoneVisitor)
+    }
+}
+
+/// A phone number with its middle hidden, for logs.
+#[derive(Clone, Copy)]
+pub struct Masked<'a>(&'a str);
+
+impl fmt::Debug for Masked<'_> {
+    // Masked too: a derived Debug would print the whole number into `?field` logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Masked({self})")
+    }
+}
+
+impl fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keep "+81" plus two digits (enough to tell mobile from landline) and the last 4.
+        // Below 12 characters that would hide fewer than 3 digits, so keep only the last 2.
+        const HEAD: usize = 5;
+        const TAIL: usize = 4;
+        const SHORT_TAIL: usize = 2;
+        let len = self.0.chars().count();
+        let (head, tail) = if len >= HEAD + TAIL + 3 {
+            (HEAD, TAIL)
+        } else {
+            (0, SHORT_TAIL.min(len))
+        };
+        let mut out = String::with_capacity(len);
+        for (i, c) in self.0.chars().enumerate() {
+            out.push(if i < head || i >= len - tail { c } else { '*' });
+        }
+        f.pad(&out)
+    }
+}
+
+/// Japanese number kinds, each with its exact length. Finer than `NumberClass` because the
+/// two toll-free prefixes differ in length and layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JapaneseKind {
+    Mobile,
+    IpPhone,
+    TollFree0120,
+    TollFree0800,
+    NaviDial,
+    M2m,
+    Landline,
+}
+
+impl JapaneseKind {
+    /// Classifies by prefix alone; the length is checked separately so the error can say
+    /// which length that prefix needs.
+    fn of(national: &str) -> Result<JapaneseKind, &'static str> {
+        // Four-digit prefixes first: 0800 would otherwise read as mobile 080, 0990 as
+        // Kagoshima's 099, 0120 and 0570 as landline area codes.
+        const PREFIXES: [(&str, Result<JapaneseKind, &str>); 11] = [
+            ("0120", Ok(JapaneseKind::TollFree0120)),
+            ("0800", Ok(JapaneseKind::TollFree0800)),
+            ("0570", Ok(JapaneseKind::NaviDial)),
+            ("0990", Err(rule::DIAL_Q2)),
+            ("070", Ok(JapaneseKind::Mobile)),
+            ("080", Ok(JapaneseKind::Mobile)),
+            ("090", Ok(JapaneseKind::Mobile)),
+            ("050", Ok(JapaneseKind::IpPhone)),
+            ("020", Ok(JapaneseKind::M2m)),
+            ("010", Err(rule::INTERNATIONAL_PREFIX_010)),
+            ("00", Err(rule::INTERNATIONAL_PREFIX_00)),
+        ];
+        if let Some((_, kind)) = PREFIXES.iter().find(|(p, _)| national.starts_with(p)) {
+            return *kind;
+        }
+        match national.as_bytes() {
+            [b'0', b'1'..=b'9', b'0', ..] => Err(rule::UNUSED_PREFIX),
+            [b'0', b'1'..=b'9', ..] => Ok(JapaneseKind::Landline),
+            _ => Err(rule::JAPANESE_LENGTH),
+        }
+    }
+
+    fn digits(self) -> usize {
+        match self {
+            JapaneseKind::TollFree0120 | JapaneseKind::NaviDial | JapaneseKind::Landline => 10,
+            JapaneseKind::Mobile
+            | JapaneseKind::IpPhone
+            | JapaneseKind::TollFree0800
+            | JapaneseKind::M2m => 11,
+        }
+    }
+
+    fn length_rule(self) -> &'static str {
+        match self {
+            JapaneseKind::Mobile => rule::MOBILE_LENGTH,
+            JapaneseKind::IpPhone => rule::IP_PHONE_LENGTH,
+            JapaneseKind::TollFree0120 => rule::TOLL_FREE_0120_LENGTH,
+            JapaneseKind::TollFree0800 => rule::TOLL_FREE_0800_LENGTH,
+            JapaneseKind::NaviDial => rule::NAVI_DIAL_LENGTH,
+            JapaneseKind::M2m => rule::M2M_LENGTH,
+            JapaneseKind::Landline => rule::LANDLINE_LENGTH,
+        }
+    }
+
+    fn class(self) -> NumberClass {
+        match self {
+            JapaneseKind::Mobile => NumberClass::Mobile,
+            JapaneseKind::IpPhone => NumberClass::IpPhone,
+            JapaneseKind::TollFree0120 | JapaneseKind::TollFree0800 => NumberClass::TollFree,
+            JapaneseKind::Landline => NumberClass::Landline,
+            JapaneseKind::NaviDial | JapaneseKind::M2m => NumberClass::Other,
+        }
+    }
+
+    /// Digit group sizes for the hyphenated national form.
+    fn groups(self, national: &str) -> [usize; 3] {
+        match self {
+            JapaneseKind::Mobile | JapaneseKind::IpPhone | JapaneseKind::M2m => [3, 4, 4],
+            JapaneseKind::TollFree0800 => [4, 3, 4],
+            JapaneseKind::TollFree0120 | JapaneseKind::NaviDial => [4, 3, 3],
+            JapaneseKind::Landline if national.starts_with("03") || national.starts_with("06") => {
+                [2, 4, 4]
+            }
+            JapaneseKind::Landline => [3, 3, 4],
+        }
+    }
+}
+
+/// Strips separators and folds full-width characters: returns whether a leading '+' was
+/// present, and the ASCII digits.
+fn normalise(input: &str) -> Result<(bool, String), &'static str> {
+    let input = input.trim();
+    if input.is_empty() {
+        return Err(rule::EMPTY);
+    }
+    let mut plus = false;
+    let mut digits = String::with_capacity(input.len());
+    for c in input.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            // Full-width digits, as typed with a Japanese IME. The arm bounds the offset to
+            // 0..=9, so the cast cannot truncate.
+            '０'..='９' => digits.push(char::from(b'0' + (u32::from(c) - u32::from('０')) as u8)),
+            '+' | '＋' if plus || !digits.is_empty() => return Err(rule::PLUS_POSITION),
+            '+' | '＋' => plus = true,
+            // Hyphen look-alikes: ASCII, full-width, katakana long vowel marks (IMEs turn
+            // '-' into 'ー'), Unicode hyphens and dashes, minus.
+            '-' | '－' | 'ー' | 'ｰ' | '‐' | '‑' | '‒' | '–' | '—' | '―' | '−' => {
+            }
+            '(' | ')' | '（' | '）' | '.' | '．' => {}
+            c if c.is_whitespace() => {}
+            _ => return Err(rule::BAD_CHARACTER),
+        }
+    }
+    Ok((plus, digits))
+}
+
+/// Digits (after normalisation) to E.164.
+fn canonical(plus: bool, digits: &str) -> Result<String, &'static str> {
+    if digits.is_empty() {
+        return Err(if plus {
+            rule::PLUS_ALONE
+        } else {
+            rule::NO_DIGITS
+        });
+    }
+    if plus {
+        if let Some(subscriber) = digits.strip_prefix("81") {
+            return japanese_subscriber(subscriber);
+        }
+        if digits.starts_with('0') {
+            return Err(rule::COUNTRY_CODE_ZERO);
+        }
+        if !(8..=15).contains(&digits.len()) {
+            return Err(rule::INTERNATIONAL_LENGTH);
+        }
+        return Ok(format!("+{digits}"));
+    }
+    if let Some(subscriber) = digits.strip_prefix("0081") {
+        return japanese_subscriber(subscriber);
+    }
+    if !digits.starts_with('0') {
+        return Err(rule::NO_LEADING_ZERO_OR_PLUS);
+    }
+    japanese_national(digits)
+}
+
+/// The digits after country code 81.
+fn japanese_subscriber(subscriber: &str) -> Result<String, &'static str> {
+    if subscriber.starts_with('0') {
+        return Err(rule::TRUNK_ZERO_AFTER_81);
+    }
+    japanese_national(&format!("0{subscriber}"))
+}
+
+/// National digits, trunk 0 included, to E.164.
+fn japanese_national(national: &str) -> Result<String, &'static str> {
+    let kind = JapaneseKind::of(national)?;
+    if national.len() != kind.digits() {
+        return Err(kind.length_rule());
+    }
+    let subscriber = national.strip_prefix('0').ok_or(rule::JAPANESE_LENGTH)?;
+    Ok(format!("+81{subscriber}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> PhoneNumber {
+        match PhoneNumber::parse(input) {
+            Ok(n) => n,
+            Err(e) => panic!("{input:?} should parse: {e}"),
+        }
+    }
+
+    fn rejected(input: &str) -> &'static str {
+        match PhoneNumber::parse(input) {
+            Ok(n) => panic!("{input:?} should be rejected, got {n}"),
+            Err(e) => {
+                assert_eq!(e.input, input, "the error keeps the raw input");
+                e.rule
+            }
+        }
+    }
+
+    #[test]
+    fn each_class_from_national_form() {
+        let cases = [
+            ("090-1234-5678", "+819012345678", NumberClass::Mobile),
+            ("080-1234-5678", "+818012345678", NumberClass::Mobile),
+            ("070-1234-5678", "+817012345678", NumberClass::Mobile),
+            ("03-1234-5678", "+81312345678", NumberClass::Landline),
+            ("06-1234-5678", "+81612345678", NumberClass::Landline),
+            ("011-123-4567", "+81111234567", NumberClass::Landline),
+            ("099-123-4567", "+81991234567", NumberClass::Landline),
+            ("050-1234-5678", "+815012345678", NumberClass::IpPhone),
+            ("0120-123-456", "+81120123456", NumberClass::TollFree),
+            ("0800-123-4567", "+818001234567", NumberClass::TollFree),
+            ("0570-123-456", "+81570123456", NumberClass::Other),
+            ("020-1234-5678", "+812012345678", NumberClass::Other),
+        ];
+        for (input, e164, class) in cases {
+            let n = ok(input);
+            assert_eq!(n.as_str(), e164, "{input}");
+            assert_eq!(n.class(), class, "{input}");
+            assert!(n.is_japanese(), "{input}");
+        }
+    }
+
+    #[test]
+    fn each_class_from_e164() {
+        let cases = [
+            ("+819012345678", NumberClass::Mobile),
+            ("+81312345678", NumberClass::Landline),
+            ("+815012345678", NumberClass::IpPhone),
+            ("+81120123456", NumberClass::TollFree),
+            ("+818001234567", NumberClass::TollFree),
+            ("+81570123456", NumberClass::Other),
+            ("+812012345678", NumberClass::Other),
+        ];
+        for (input, class) in cases {
+            let n = ok(input);
+            assert_eq!(n.as_str(), input);
+            assert_eq!(n.class(), class, "{input}");
+        }
+    }
+
+    #[test]
+    fn separators_and_full_width_characters_are_normalised() {
+        for input in [
+            "09012345678",
+            "090 1234 5678",
+            "090.1234.5678",
+            "(090) 1234-5678",
+            "  090-1234-5678\t",
+            "０９０－１２３４－５６７８",
+            "０９０ー１２３４ー５６７８",
+            "090‐1234‐5678",
+            "090−1234−5678",
+            "090–1234—5678",
+            "090　1234　5678",
+            "+81 90-1234-5678",
+            "+81(90)1234-5678",
+            "＋８１９０１２３４５６７８",
+            "0081-90-1234-5678",
+        ] {
+            assert_eq!(ok(input).as_str(), "+819012345678", "{input:?}");
+        }
+        assert_eq!(ok("０３（１２３４）５６７８").as_str(), "+81312345678");
+    }
+
+    #[test]
+    fn other_countries_are_kept_as_e164() {
+        let n = ok("+1 (415) 555-0123");
+        assert_eq!(n.as_str(), "+14155550123");
+        assert_eq!(n.class(), NumberClass::Other);
+        assert!(!n.is_japanese());
+        assert_eq!(n.national(), None);
+        assert_eq!(ok("+44 20 7946 0958").as_str(), "+442079460958");
+        assert_eq!(
+            ok("+12345678").as_str(),
+            "+12345678",
+            "8 digits is the minimum"
+        );
+        assert_eq!(
+            ok("+123456789012345").as_str(),
+            "+123456789012345",
+            "15 is the max"
+        );
+    }
+
+    #[test]
+    fn general_rejections_name_the_rule() {
+        assert_eq!(rejected(""), rule::EMPTY);
+        assert_eq!(rejected("   "), rule::EMPTY);
+        assert_eq!(rejected("--"), rule::NO_DIGITS);
+        assert_eq!(rejected("+"), rule::PLUS_ALONE);
+        assert_eq!(rejected("+ -"), rule::PLUS_ALONE);
+        assert_eq!(rejected("090-1234-567a"), rule::BAD_CHARACTER);
+        assert_eq!(rejected("tel:09012345678"), rule::BAD_CHARACTER);
+        assert_eq!(rejected("090/1234/5678"), rule::BAD_CHARACTER);
+        assert_eq!(rejected("++819012345678"), rule::PLUS_POSITION);
+        assert_eq!(rejected("81+9012345678"), rule::PLUS_POSITION);
+        assert_eq!(rejected("9012345678"), rule::NO_LEADING_ZERO_OR_PLUS);
+        assert_eq!(rejected("0044 20 7946 0958"), rule::INTERNATIONAL_PREFIX_00);
+        assert_eq!(
+            rejected("010-1-415-555-0123"),
+            rule::INTERNATIONAL_PREFIX_010
+        );
+    }
+
+    #[test]
+    fn international_rejections() {
+        assert_eq!(rejected("+0123456789"), rule::COUNTRY_CODE_ZERO);
+        assert_eq!(rejected("+1234567"), rule::INTERNATIONAL_LENGTH);
+        assert_eq!(rejected("+1234567890123456"), rule::INTERNATIONAL_LENGTH);
+        assert_eq!(
+            rejected("+1 234 567 890 123 456 789 0"),
+            rule::INTERNATIONAL_LENGTH
+        );
+    }
+
+    #[test]
+    fn trunk_zero_after_81_is_a_named_mistake() {
+        assert_eq!(rejected("+81 090-1234-5678"), rule::TRUNK_ZERO_AFTER_81);
+        assert_eq!(rejected("+810312345678"), rule::TRUNK_ZERO_AFTER_81);
+        assert_eq!(rejected("0081-090-1234-5678"), rule::TRUNK_ZERO_AFTER_81);
+    }
+
+    #[test]
+    fn japanese_length_rules_follow_the_prefix() {
+        assert_eq!(rejected("090-1234-567"), rule::MOBILE_LENGTH);
+        assert_eq!(rejected("080-1234-56789"), rule::MOBILE_LENGTH);
+        assert_eq!(rejected("+81 70 1234 567"), rule::MOBILE_LENGTH);
+        assert_eq!(rejected("050-1234-567"), rule::IP_PHONE_LENGTH);
+        assert_eq!(rejected("0120-123-4567"), rule::TOLL_FREE_0120_LENGTH);
+        assert_eq!(rejected("0800-123-456"), rule::TOLL_FREE_0800_LENGTH);
+        assert_eq!(rejected("0570-123-4567"), rule::NAVI_DIAL_LENGTH);
+        assert_eq!(rejected("020-1234-567"), rule::M2M_LENGTH);
+        assert_eq!(rejected("03-1234-567"), rule::LANDLINE_LENGTH);
+        assert_eq!(rejected("03-1234-56789"), rule::LANDLINE_LENGTH);
+        assert_eq!(rejected("0"), rule::JAPANESE_LENGTH);
+        assert_eq!(rejected("+81"), rule::JAPANESE_LENGTH);
+    }
+
+    #[test]
+    fn unknown_and_discontinued_prefixes_are_rejected() {
+        assert_eq!(rejected("0990-123-456"), rule::DIAL_Q2);
+        assert_eq!(rejected("030-1234-5678"), rule::UNUSED_PREFIX);
+        assert_eq!(rejected("040-123-4567"), rule::UNUSED_PREFIX);
+        assert_eq!(rejected("060-1234-5678"), rule::UNUSED_PREFIX);
+    }
+
+    #[test]
+    fn error_message_quotes_input_and_rule() {
+        let err = PhoneNumber::parse("090-1234").err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some(
+                "\"090-1234\" is not a valid phone number: \
+                 Japanese mobile numbers (070/080/090) have 11 digits"
+            )
+        );
+    }
+
+    #[test]
+    fn masking_keeps_country_code_prefix_and_last_four() {
+        assert_eq!(ok("090-1234-5678").masked().to_string(), "+8190****5678");
+        assert_eq!(ok("03-1234-5678").masked().to_string(), "+8131***5678");
+        assert_eq!(ok("+14155550123").masked().to_string(), "+1415***0123");
+        assert_eq!(ok("+442079460958").masked().to_string(), "+4420****0958");
+    }
+
+    #[test]
+    fn masking_short_numbers_keeps_only_last_two() {
+        assert_eq!(ok("+12345678").masked().to_string(), "*******78");
+        assert_eq!(ok("+1234567890").masked().to_string(), "*********90");
+        assert_eq!(Masked("1").to_string(), "1");
+        assert_eq!(Masked("").to_string(), "");
+    }
+
+    #[test]
+    fn masked_output_never_contains_the_full_number() {
+        let n = ok("090-1234-5678");
+        let masked = n.masked().to_string();
+        assert!(!masked.contains("12345678"));
+        assert_eq!(masked.len(), n.as_str().len());
+        assert_eq!(format!("{:?}", n.masked()), "Masked(+8190****5678)");
+    }
+
+    #[test]
+    fn national_form_groups_digits() {
+        let cases = [
+            ("+819012345678", "090-1234-5678"),
+            ("+815012345678", "050-1234-5678"),
+            ("+812012345678", "020-1234-5678"),
+            ("+81312345678", "03-1234-5678"),
+            ("+81612345678", "06-1234-5678"),
+            ("+81451234567", "045-123-4567"),
+            ("+81120123456", "0120-123-456"),
+            ("+818001234567", "0800-123-4567"),
+            ("+81570123456", "0570-123-456"),
+        ];
+        for (e164, national) in cases {
+            assert_eq!(ok(e164).national().as_deref(), Some(national), "{e164}");
+        }
+    }
+
+    #[test]
+    fn national_form_reparses_to_the_same_number() {
+        for input in [
+            "+819012345678",
+            "+81312345678",
+            "+81120123456",
+            "+818001234567",
+        ] {
+            let n = ok(input);
+            let national = n.national().unwrap_or_default();
+            assert_eq!(ok(&national), n);
+        }
+    }
+
+    #[test]
+    fn display_and_from_str() {
+        let n: Result<PhoneNumber, _> = "090-1234-5678".parse();
+        assert_eq!(
+            n.map(|n| n.to_string()).ok().as_deref(),
+            Some("+819012345678")
+        );
+        assert!("nope".parse::<PhoneNumber>().is_err());
+    }
+
+    #[test]
+    fn number_class_strings_match_serde() {
+        for class in [
+            NumberClass::Mobile,
+            NumberClass::Landline,
+            NumberClass::IpPhone,
+            NumberClass::TollFree,
+            NumberClass::Other,
+        ] {
+            let json = serde_json::to_string(&class).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", class.as_str()));
+            let back: NumberClass = serde_json::from_str(&json).unwrap_or(NumberClass::Other);
+            assert_eq!(back, class);
+        }
+        assert_eq!(NumberClass::IpPhone.as_str(), "ip-phone");
+        assert_eq!(NumberClass::TollFree.to_string(), "toll-free");
+    }
+
+    #[test]
+    fn serde_round_trip_uses_e164() -> Result<(), serde_json::Error> {
+        let n = ok("090-1234-5678");
+        let json = serde_json::to_string(&n)?;
+        assert_eq!(json, "\"+819012345678\"");
+        let back: PhoneNumber = serde_json::from_str(&json)?;
+        assert_eq!(back, n);
+        // Deserializing also normalises, as the API accepts national form.
+        let national: PhoneNumber = serde_json::from_str("\"03-1234-5678\"")?;
+        assert_eq!(national.as_str(), "+81312345678");
+        // Owned strings (escapes, `from_value`) work as well as borrowed ones.
+        let escaped: PhoneNumber = serde_json::from_str("\"\\u002b819012345678\"")?;
+        assert_eq!(escaped, n);
+        let from_value: PhoneNumber = serde_json::from_value(serde_json::json!("+819012345678"))?;
+        assert_eq!(from_value, n);
+        Ok(())
+    }
+
+    #[test]
+    fn serde_rejects_invalid_numbers_with_the_rule() {
+        let err = serde_json::from_str::<PhoneNumber>("\"090-1234\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains(rule::MOBILE_LENGTH), "{err}");
+        assert!(err.contains("\"090-1234\""), "{err}");
+        assert!(serde_json::from_str::<PhoneNumber>("9012345678").is_err());
+    }
+}

@@ -1,0 +1,683 @@
+//! `X-Twilio-Signature`: computing and checking Twilio's webhook signatures.
+//!
+//! The rule is the one twilio-python's `RequestValidator` implements:
+//!
+//! 1. Start from the full URL exactly as Twilio requested it. Callers pass
+//!    `PUBLIC_BASE_URL` + raw path + `?` + raw query string as received; never a URL
+//!    rebuilt from headers or from a parsed query map (DESIGN.md §8).
+//! 2. For form posts, append every parameter name followed by its value, names in byte
+//!    order, each name's values sorted and de-duplicated.
+//! 3. HMAC-SHA1 keyed by the account's auth token, encoded as standard padded base64.
+//!
+//! Twilio signs the URL as configured, port included, so validation also accepts the URL
+//! with the default port added or its port removed, as the official validators do.
+//!
+//! JSON bodies are signed differently: Twilio adds `bodySHA256=<hex SHA-256 of the body>`
+//! to the query string and signs the URL alone; the body is bound through that hash.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use percent_encoding::percent_decode;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+type HmacSha1 = Hmac<Sha1>;
+
+/// The query parameter Twilio adds to the URL when the request body is JSON.
+const BODY_SHA256_PARAM: &str = "bodySHA256";
+
+/// Computes the `X-Twilio-Signature` value for a request.
+///
+/// `params` are the form parameters as decoded from the x-www-form-urlencoded body, in
+/// arrival order; names may repeat. Pass an empty slice for requests without a form body.
+#[must_use]
+pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    sign(auth_token, url, &canonical_params(params))
+}
+
+/// Checks an `X-Twilio-Signature` header against a form-encoded request.
+///
+/// Tries every variant of [`url_variants`]; the comparison is constant-time.
+/// An empty auth token never validates: it would mean a missing secret, and an empty HMAC
+/// key is one an attacker can use too.
+#[must_use]
+pub fn is_valid(auth_token: &str, url: &str, params: &[(String, String)], header: &str) -> bool {
+    if auth_token.is_empty() {
+        return false;
+    }
+    let params = canonical_params(params);
+    // Check every variant rather than stopping at the first match: the work done then
+    // does not depend on which variant (if any) matched.
+    url_variants(url)
+        .iter()
+        .fold(Choice::from(0), |matched, variant| {
+            let expected = sign(auth_token, variant, &params);
+            matched | expected.as_bytes().ct_eq(header.as_bytes())
+        })
+        .into()
+}
+
+/// Checks an `X-Twilio-Signature` header against a request with a JSON (or other raw) body.
+///
+/// Valid only when the URL carries a `bodySHA256` parameter equal to the body's hex SHA-256
+/// and the signature over the URL (with no body parameters) matches.
+#[must_use]
+pub fn is_valid_json(auth_token: &str, url: &str, body: &[u8], header: &str) -> bool {
+    let Some(claimed) = query_param(url, BODY_SHA256_PARAM) else {
+        return false;
+    };
+    let actual = hex_lower(&Sha256::digest(body));
+    // Hex is case-insensitive; Twilio sends lowercase, but accept either.
+    let body_matches = actual
+        .as_bytes()
+        .ct_eq(claimed.to_ascii_lowercase().as_bytes());
+    let signature_matches = is_valid(auth_token, url, &[], header);
+    signature_matches & bool::from(body_matches)
+}
+
+/// The URLs a signature is checked against: the URL as given, then either the URL with the
+/// scheme's default port added (only `http` → `:80` and `https` → `:443`, when it has no
+/// port) or the URL with its port removed (when it has one). Deduplicated.
+///
+/// Only the port inside the authority is touched: userinfo (`user:pass@`), IPv6 literals
+/// (`[::1]:3000`), the path and the query are left alone. A URL whose authority cannot be
+/// understood yields only itself.
+#[must_use]
+pub fn url_variants(url: &str) -> Vec<String> {
+    let mut variants = vec![url.to_owned()];
+    let Some(parts) = UrlParts::split(url) else {
+        return variants;
+    };
+    let alternative = match parts.port {
+        Some(_) => Some(format!("{}{}", parts.head, parts.tail)),
+        None => {
+            default_port(parts.scheme).map(|port| format!("{}:{}{}", parts.head, port, parts.tail))
+        }
+    };
+    if let Some(alternative) = alternative.filter(|alt| alt != url) {
+        variants.push(alternative);
+    }
+    variants
+}
+
+/// Decodes an application/x-www-form-urlencoded body ('+' is space, %XX UTF-8) into ordered
+/// pairs; invalid UTF-8 is replaced, never panics.
+///
+/// Empty segments (`a=1&&b=2`, a trailing `&`) are skipped, as browsers do; a segment
+/// without `=` is a name with an empty value.
+#[must_use]
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    body.split(|&b| b == b'&')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            let (name, value) = match segment.iter().position(|&b| b == b'=') {
+                Some(eq) => (&segment[..eq], &segment[eq + 1..]),
+                None => (segment, &[][..]),
+            };
+            (decode_component(name), decode_component(value))
+        })
+        .collect()
+}
+
+/// Params as sorted, de-duplicated (name, value) pairs. Sorting the pairs sorts by name and
+/// then by value within a name; removing equal neighbours de-duplicates each name's values.
+/// `str` ordering is byte ordering, which for UTF-8 is code-point ordering, as in Python.
+fn canonical_params(params: &[(String, String)]) -> Vec<(&str, &str)> {
+    let mut pairs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+fn sign(auth_token: &str, url: &str, canonical: &[(&str, &str)]) -> String {
+    let mut mac =
+        HmacSha1::new_from_slice(auth_token.as_bytes()).expect("HMAC accepts keys of any length");
+    mac.update(url.as_bytes());
+    for (name, value) in canonical {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn decode_component(raw: &[u8]) -> String {
+    // '+' must become a space before percent-decoding, so that "%2B" stays a literal '+'.
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&spaced).decode_utf8_lossy().into_owned()
+}
+
+/// The first value of a query parameter, decoded; `None` when the URL has no such parameter.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let (_, after_question_mark) = url.split_once('?')?;
+    let query = after_question_mark
+        .split_once('#')
+        .map_or(after_question_mark, |(query, _)| query);
+    parse_form(query.as_bytes())
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+fn default_port(scheme: &str) -> Option<&'static str> {
+    if scheme.eq_ignore_ascii_case("https") {
+        Some("443")
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some("80")
+    } else {
+        None
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// A URL cut around its port: `head` runs up to the end of the host, `tail` from the end of
+/// the authority (path, query, fragment).
+struct UrlParts<'a> {
+    scheme: &'a str,
+    head: &'a str,
+    port: Option<&'a str>,
+    tail: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    fn split(url: &'a str) -> Option<Self> {
+        let scheme_end = url.find("://")?;
+        let authority_start = scheme_end + "://".len();
+        let authority_end = url[authority_start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| authority_start + i);
+        let authority = &url[authority_start..authority_end];
+
+        // Userinfo may itself contain ':' (user:password); the host starts after the last '@'.
+        let host_start = authority.rfind('@').map_or(0, |at| at + 1);
+        let host_and_port = &authority[host_start..];
+        // In an IPv6 literal the port's ':' can only follow the closing bracket.
+        let port_search_from = if host_and_port.starts_with('[') {
+            host_and_port.find(']')? + 1
+        } else {
+            0
+        };
+        let colon = host_and_port[port_search_from..]
+            .find(':')
+            .map(|i| port_search_from + i);
+
+        let host_end = authority_start + host_start + colon.unwrap_or(host_and_port.len());
+        let port = colon.map(|c| &host_and_port[c + 1..]);
+        // Anything but digits after the colon is not a port we understand: leave the URL alone.
+        if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+            return None;
+        }
+        Some(Self {
+            scheme: &url[..scheme_end],
+            head: &url[..host_end],
+            port,
+            tail: &url[authority_end..],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    // Expected values below are computed independently with Python, e.g. for `voice`:
+    // python3 -c "import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b'<token>',
+    //   '<url><name><value>...'.encode(),hashlib.sha1).digest()).decode())"
+    // with the string to sign written out by hand (names sorted, values sorted).
+
+    fn voice_params() -> Vec<(String, String)> {
+        // Arrival order as Twilio posts it, deliberately not sorted.
+        pairs(&[
+            ("Called", "+815012345678"),
+            ("To", "+815012345678"),
+            ("From", "+819012345678"),
+            ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("Caller", "+819012345678"),
+            ("Direction", "inbound"),
+            ("CallStatus", "ringing"),
+            ("ApiVersion", "2010-04-01"),
+        ])
+    }
+
+    #[test]
+    fn twilio_documentation_vector() {
+        // The example from Twilio's security docs.
+        // python3 -c "import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b'12345',
+        //   b'https://mycompany.com/myapp.php?foo=1&bar=2CallSidCA1234567890ABCDECaller+12349013030Digits1234From+12349013030To+18005551212',
+        //   hashlib.sha1).digest()).decode())"
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let params = pairs(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+12349013030"),
+            ("Digits", "1234"),
+            ("From", "+12349013030"),
+            ("To", "+18005551212"),
+        ]);
+        let expected = "0/KCTR6DLpKmkAf8muzZqo1nDgQ=";
+        assert_eq!(compute("12345", url, &params), expected);
+        assert!(is_valid("12345", url, &params, expected));
+    }
+
+    #[test]
+    fn typical_voice_webhook() {
+        // python3 -c "...hmac.new(b'0123456789abcdef0123456789abcdef',
+        //   b'https://api.tsunagu.example/twilio/voice/inboundAccountSidAC0123456789abcdef0123456789abcdefApiVersion2010-04-01CallSidCA0123456789abcdef0123456789abcdefCallStatusringingCalled+815012345678Caller+819012345678DirectioninboundFrom+819012345678To+815012345678'...)"
+        let url = "https://api.tsunagu.example/twilio/voice/inbound";
+        let expected = "L30exHxiV947+jpckb75o+G2+8w=";
+        assert_eq!(compute(TOKEN, url, &voice_params()), expected);
+        assert!(is_valid(TOKEN, url, &voice_params(), expected));
+    }
+
+    #[test]
+    fn japanese_values_are_signed_as_utf8() {
+        // python3 -c "...hmac.new(b'0123...cdef',
+        //   'https://api.tsunagu.example/twilio/voice/extension/answerDigits1FriendlyName山田 太郎SpeechResult延長してください'.encode()...)"
+        let url = "https://api.tsunagu.example/twilio/voice/extension/answer";
+        let params = pairs(&[
+            ("SpeechResult", "延長してください"),
+            ("FriendlyName", "山田 太郎"),
+            ("Digits", "1"),
+        ]);
+        let expected = "a4nD8ewZ20AIXZrPvXfnSh8fgLE=";
+        assert_eq!(compute(TOKEN, url, &params), expected);
+        assert!(is_valid(TOKEN, url, &params, expected));
+    }
+
+    #[test]
+    fn repeated_names_sort_and_deduplicate_values_in_byte_order() {
+        // Byte order puts "B" before "a"; a's values z,x,z,y become x,y,z; b's 2,1,2 become 1,2.
+        // python3 -c "...hmac.new(b'0123...cdef', b'https://api.tsunagu.example/hookB0axayazb1b2'...)"
+        let url = "https://api.tsunagu.example/hook";
+        let params = pairs(&[
+            ("b", "2"),
+            ("a", "z"),
+            ("B", "0"),
+            ("a", "x"),
+            ("a", "z"),
+            ("a", "y"),
+            ("b", "1"),
+            ("b", "2"),
+        ]);
+        let expected = "G0/JQpLa6s9/M2UIOcmVGsapm30=";
+        assert_eq!(compute(TOKEN, url, &params), expected);
+        // Arrival order must not matter.
+        let mut reversed = params.clone();
+        reversed.reverse();
+        assert!(is_valid(TOKEN, url, &reversed, expected));
+    }
+
+    #[test]
+    fn query_string_is_signed_raw_as_received() {
+        // python3 -c "...hmac.new(b'0123...cdef',
+        //   b'https://api.tsunagu.example/twilio/voice/conference?session=KC1&participant=KP2&name=%E5%B1%B1CallSidCA1'...)"
+        let url = "https://api.tsunagu.example/twilio/voice/conference?session=KC1&participant=KP2&name=%E5%B1%B1";
+        let params = pairs(&[("CallSid", "CA1")]);
+        let expected = "SdjLbEP48vmaAcqhWi8wyuSX3qE=";
+        assert_eq!(compute(TOKEN, url, &params), expected);
+        assert!(is_valid(TOKEN, url, &params, expected));
+        // A decoded or reordered query is a different URL.
+        let decoded = "https://api.tsunagu.example/twilio/voice/conference?session=KC1&participant=KP2&name=山";
+        let reordered = "https://api.tsunagu.example/twilio/voice/conference?participant=KP2&session=KC1&name=%E5%B1%B1";
+        assert!(!is_valid(TOKEN, decoded, &params, expected));
+        assert!(!is_valid(TOKEN, reordered, &params, expected));
+    }
+
+    #[test]
+    fn signature_made_with_default_port_validates_without_it_and_vice_versa() {
+        // python3 -c "...hmac.new(b'0123...cdef',
+        //   b'https://api.tsunagu.example:443/twilio/voice/statusCallSidCA1CallStatuscompleted'...)"
+        let with_port = "https://api.tsunagu.example:443/twilio/voice/status";
+        // Same, without ':443'.
+        let without_port = "https://api.tsunagu.example/twilio/voice/status";
+        let params = pairs(&[("CallStatus", "completed"), ("CallSid", "CA1")]);
+        let signed_with_port = "1A1mSmNaAjssAs982QfPifCWNwk=";
+        let signed_without_port = "SX5IYMME5eXGjvUvdfsqAdppDmc=";
+        assert_eq!(compute(TOKEN, with_port, &params), signed_with_port);
+        assert_eq!(compute(TOKEN, without_port, &params), signed_without_port);
+
+        assert!(is_valid(TOKEN, without_port, &params, signed_with_port));
+        assert!(is_valid(TOKEN, with_port, &params, signed_without_port));
+        assert!(is_valid(TOKEN, with_port, &params, signed_with_port));
+        assert!(is_valid(TOKEN, without_port, &params, signed_without_port));
+        // Port 80 is not https's default port.
+        let wrong_default = "https://api.tsunagu.example:80/twilio/voice/status";
+        assert!(!is_valid(TOKEN, wrong_default, &params, signed_with_port));
+    }
+
+    #[test]
+    fn local_port_3000() {
+        // python3 -c "...hmac.new(b'0123...cdef',
+        //   b'http://localhost:3000/twilio/voice/inboundCallSidCA1From+819012345678'...)"
+        let url = "http://localhost:3000/twilio/voice/inbound";
+        let params = pairs(&[("From", "+819012345678"), ("CallSid", "CA1")]);
+        let expected = "ty/D+hXzLym56D6RgriRV3H/4JQ=";
+        assert_eq!(compute(TOKEN, url, &params), expected);
+        assert!(is_valid(TOKEN, url, &params, expected));
+        assert!(!is_valid(
+            TOKEN,
+            "http://localhost:3001/twilio/voice/inbound",
+            &params,
+            expected
+        ));
+    }
+
+    #[test]
+    fn empty_values_contribute_their_names() {
+        // python3 -c "...hmac.new(b'0123...cdef',
+        //   b'https://api.tsunagu.example/twilio/voice/extension/answerCallSidCA1DigitsSpeechResult'...)"
+        let url = "https://api.tsunagu.example/twilio/voice/extension/answer";
+        let params = pairs(&[("Digits", ""), ("CallSid", "CA1"), ("SpeechResult", "")]);
+        let expected = "z+WkRdhpPXsLq2quYjGjgY5TsnY=";
+        assert_eq!(compute(TOKEN, url, &params), expected);
+        assert!(is_valid(TOKEN, url, &params, expected));
+        // Dropping an empty parameter changes the signature.
+        let fewer = pairs(&[("CallSid", "CA1"), ("SpeechResult", "")]);
+        assert!(!is_valid(TOKEN, url, &fewer, expected));
+    }
+
+    #[test]
+    fn no_params_signs_the_url_alone() {
+        // python3 -c "...hmac.new(b'0123...cdef', b'https://api.tsunagu.example/twilio/voice/bridge?session=KC1'...)"
+        let url = "https://api.tsunagu.example/twilio/voice/bridge?session=KC1";
+        let expected = "3zPjv3V769y1WdTUi0YYiAPj54s=";
+        assert_eq!(compute(TOKEN, url, &[]), expected);
+        assert!(is_valid(TOKEN, url, &[], expected));
+    }
+
+    #[test]
+    fn rejects_wrong_token_tampered_param_and_tampered_url() {
+        let url = "https://api.tsunagu.example/twilio/voice/inbound";
+        let good = "L30exHxiV947+jpckb75o+G2+8w=";
+        assert!(is_valid(TOKEN, url, &voice_params(), good));
+
+        assert!(!is_valid(
+            "0123456789abcdef0123456789abcdee",
+            url,
+            &voice_params(),
+            good
+        ));
+
+        let mut tampered = voice_params();
+        if let Some(from) = tampered.iter_mut().find(|(k, _)| k == "From") {
+            from.1 = "+819099999999".to_owned();
+        }
+        assert!(!is_valid(TOKEN, url, &tampered, good));
+
+        let mut extra = voice_params();
+        extra.push(("Digits".to_owned(), "1".to_owned()));
+        assert!(!is_valid(TOKEN, url, &extra, good));
+
+        let other_path = "https://api.tsunagu.example/twilio/voice/bridge";
+        assert!(!is_valid(TOKEN, other_path, &voice_params(), good));
+        let other_host = "https://evil.example/twilio/voice/inbound";
+        assert!(!is_valid(TOKEN, other_host, &voice_params(), good));
+        let http = "http://api.tsunagu.example/twilio/voice/inbound";
+        assert!(!is_valid(TOKEN, http, &voice_params(), good));
+    }
+
+    #[test]
+    fn rejects_garbage_headers() {
+        let url = "https://api.tsunagu.example/twilio/voice/inbound";
+        let good = "L30exHxiV947+jpckb75o+G2+8w=";
+        for header in [
+            "",
+            "garbage",
+            "L30exHxiV947+jpckb75o+G2+8w",   // padding missing
+            "L30exHxiV947+jpckb75o+G2+8w==", // extra padding
+            " L30exHxiV947+jpckb75o+G2+8w=", // whitespace
+            "l30exHxiV947+jpckb75o+G2+8w=",  // case changed
+            "L30exHxiV947-jpckb75o-G2-8w=",  // URL-safe alphabet
+            "署名",
+        ] {
+            assert!(!is_valid(TOKEN, url, &voice_params(), header), "{header:?}");
+        }
+        assert!(is_valid(TOKEN, url, &voice_params(), good));
+    }
+
+    #[test]
+    fn empty_auth_token_never_validates() {
+        let url = "https://api.tsunagu.example/twilio/voice/inbound";
+        // A signature an attacker could make with an empty key must not pass.
+        let forged = compute("", url, &voice_params());
+        assert!(!is_valid("", url, &voice_params(), &forged));
+    }
+
+    // python3 -c "import hashlib;print(hashlib.sha256(b'{\"CallSid\":\"CA1\",\"CallStatus\":\"completed\"}').hexdigest())"
+    const JSON_BODY: &[u8] = br#"{"CallSid":"CA1","CallStatus":"completed"}"#;
+    const JSON_BODY_SHA256: &str =
+        "a0a5adcb584e9811c4ee5f334feef749f008b3b108d62d5addee051f9731b526";
+    // python3 -c "...hmac.new(b'0123...cdef',
+    //   b'https://api.tsunagu.example/twilio/voice/event?bodySHA256=a0a5adcb584e9811c4ee5f334feef749f008b3b108d62d5addee051f9731b526'...)"
+    const JSON_SIGNATURE: &str = "Urs2vpmqqyXdep9eam8+e0Cgrt0=";
+
+    fn json_url() -> String {
+        format!("https://api.tsunagu.example/twilio/voice/event?bodySHA256={JSON_BODY_SHA256}")
+    }
+
+    #[test]
+    fn json_body_happy_path() {
+        assert_eq!(hex_lower(&Sha256::digest(JSON_BODY)), JSON_BODY_SHA256);
+        assert_eq!(compute(TOKEN, &json_url(), &[]), JSON_SIGNATURE);
+        assert!(is_valid_json(TOKEN, &json_url(), JSON_BODY, JSON_SIGNATURE));
+        // With the default port, as for form posts.
+        let with_port = json_url().replacen(".example/", ".example:443/", 1);
+        assert!(is_valid_json(TOKEN, &with_port, JSON_BODY, JSON_SIGNATURE));
+    }
+
+    #[test]
+    fn json_body_tampered_is_rejected() {
+        let tampered = br#"{"CallSid":"CA1","CallStatus":"busy"}"#;
+        assert!(!is_valid_json(TOKEN, &json_url(), tampered, JSON_SIGNATURE));
+        assert!(!is_valid_json(TOKEN, &json_url(), b"", JSON_SIGNATURE));
+    }
+
+    #[test]
+    fn json_url_hash_swapped_to_match_a_new_body_is_rejected() {
+        // An attacker who rewrites the body and its hash still lacks a signature for that URL.
+        let tampered = br#"{"CallSid":"CA1","CallStatus":"busy"}"#;
+        let url = format!(
+            "https://api.tsunagu.example/twilio/voice/event?bodySHA256={}",
+            hex_lower(&Sha256::digest(tampered))
+        );
+        assert!(!is_valid_json(TOKEN, &url, tampered, JSON_SIGNATURE));
+    }
+
+    #[test]
+    fn json_without_body_hash_or_with_bad_signature_is_rejected() {
+        let url = "https://api.tsunagu.example/twilio/voice/event";
+        let signature = compute(TOKEN, url, &[]);
+        assert!(is_valid(TOKEN, url, &[], &signature));
+        assert!(!is_valid_json(TOKEN, url, JSON_BODY, &signature));
+        assert!(!is_valid_json(TOKEN, &json_url(), JSON_BODY, "garbage"));
+        assert!(!is_valid_json(
+            "wrong",
+            &json_url(),
+            JSON_BODY,
+            JSON_SIGNATURE
+        ));
+    }
+
+    #[test]
+    fn json_body_hash_accepts_uppercase_hex() {
+        let url = format!(
+            "https://api.tsunagu.example/twilio/voice/event?bodySHA256={}",
+            JSON_BODY_SHA256.to_ascii_uppercase()
+        );
+        let signature = compute(TOKEN, &url, &[]);
+        assert!(is_valid_json(TOKEN, &url, JSON_BODY, &signature));
+    }
+
+    #[test]
+    fn url_variants_add_or_remove_the_port() {
+        assert_eq!(
+            url_variants("https://a.example/p?q=1"),
+            ["https://a.example/p?q=1", "https://a.example:443/p?q=1"]
+        );
+        assert_eq!(
+            url_variants("https://a.example:443/p"),
+            ["https://a.example:443/p", "https://a.example/p"]
+        );
+        assert_eq!(
+            url_variants("http://a.example/p"),
+            ["http://a.example/p", "http://a.example:80/p"]
+        );
+        assert_eq!(
+            url_variants("http://localhost:3000/twilio/voice/inbound"),
+            [
+                "http://localhost:3000/twilio/voice/inbound",
+                "http://localhost/twilio/voice/inbound"
+            ]
+        );
+        // No path at all; query or fragment straight after the host.
+        assert_eq!(
+            url_variants("https://a.example"),
+            ["https://a.example", "https://a.example:443"]
+        );
+        assert_eq!(
+            url_variants("https://a.example?x=1:2"),
+            ["https://a.example?x=1:2", "https://a.example:443?x=1:2"]
+        );
+        assert_eq!(
+            url_variants("HTTPS://a.example/p"),
+            ["HTTPS://a.example/p", "HTTPS://a.example:443/p"]
+        );
+    }
+
+    #[test]
+    fn url_variants_leave_userinfo_path_and_query_alone() {
+        assert_eq!(
+            url_variants("https://user:pa:ss@a.example/p:1?t=10:30"),
+            [
+                "https://user:pa:ss@a.example/p:1?t=10:30",
+                "https://user:pa:ss@a.example:443/p:1?t=10:30"
+            ]
+        );
+        assert_eq!(
+            url_variants("https://user:pass@a.example:8443/p:1"),
+            [
+                "https://user:pass@a.example:8443/p:1",
+                "https://user:pass@a.example/p:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn url_variants_handle_ipv6_hosts() {
+        assert_eq!(
+            url_variants("http://[::1]:3000/hook"),
+            ["http://[::1]:3000/hook", "http://[::1]/hook"]
+        );
+        assert_eq!(
+            url_variants("http://[::1]/hook"),
+            ["http://[::1]/hook", "http://[::1]:80/hook"]
+        );
+    }
+
+    #[test]
+    fn url_variants_only_know_http_and_https_default_ports() {
+        assert_eq!(url_variants("ftp://a.example/p"), ["ftp://a.example/p"]);
+        assert_eq!(
+            url_variants("ftp://a.example:21/p"),
+            ["ftp://a.example:21/p", "ftp://a.example/p"]
+        );
+    }
+
+    #[test]
+    fn url_variants_leave_unparseable_urls_alone() {
+        for url in [
+            "",
+            "not a url",
+            "/twilio/voice/inbound",
+            "https://a.example:44x3/p",
+            "http://[::1/p",
+        ] {
+            assert_eq!(url_variants(url), [url]);
+        }
+    }
+
+    #[test]
+    fn parse_form_decodes_plus_percent_and_japanese() {
+        assert_eq!(
+            parse_form(b"From=%2B819012345678&Say=hello+world&Name=%E3%81%82&Plus=a%2Bb"),
+            pairs(&[
+                ("From", "+819012345678"),
+                ("Say", "hello world"),
+                ("Name", "あ"),
+                ("Plus", "a+b"),
+            ])
+        );
+        // Raw UTF-8 bytes pass through too.
+        assert_eq!(
+            parse_form("名前=山田".as_bytes()),
+            pairs(&[("名前", "山田")])
+        );
+    }
+
+    #[test]
+    fn parse_form_keeps_order_and_repeated_names() {
+        assert_eq!(
+            parse_form(b"b=2&a=1&b=1"),
+            pairs(&[("b", "2"), ("a", "1"), ("b", "1")])
+        );
+    }
+
+    #[test]
+    fn parse_form_empty_values_and_names_without_equals() {
+        assert_eq!(parse_form(b"a=&b"), pairs(&[("a", ""), ("b", "")]));
+        assert_eq!(parse_form(b"a=1=2"), pairs(&[("a", "1=2")]));
+        assert_eq!(parse_form(b"=v"), pairs(&[("", "v")]));
+        assert_eq!(parse_form(b"a=1&&b=2&"), pairs(&[("a", "1"), ("b", "2")]));
+        assert!(parse_form(b"").is_empty());
+    }
+
+    #[test]
+    fn parse_form_never_panics_on_bad_input() {
+        // Invalid UTF-8 (raw and percent-encoded) is replaced; malformed escapes stay literal.
+        assert_eq!(
+            parse_form(b"a=%FF&b=\xE3\x81&c=%&d=%4&e=%ZZ"),
+            pairs(&[
+                ("a", "\u{FFFD}"),
+                ("b", "\u{FFFD}"),
+                ("c", "%"),
+                ("d", "%4"),
+                ("e", "%ZZ"),
+            ])
+        );
+    }
+
+    #[test]
+    fn parsed_form_body_validates_end_to_end() {
+        let body = b"CallSid=CA1&Digits=&SpeechResult=";
+        let url = "https://api.tsunagu.example/twilio/voice/extension/answer";
+        assert!(is_valid(
+            TOKEN,
+            url,
+            &parse_form(body),
+            "z+WkRdhpPXsLq2quYjGjgY5TsnY="
+        ));
+    }
+}

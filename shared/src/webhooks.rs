@@ -1,0 +1,370 @@
+//! Twilio's webhooks (`/twilio/voice/...`, public). Every request is checked against
+//! `X-Twilio-Signature` first (403 and nothing else on failure); after that, whatever goes
+//! wrong, Twilio gets valid TwiML — a short Japanese apology — never a 5xx.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+
+use crate::app::App;
+use crate::http as web;
+use crate::ids;
+use crate::model::{CallStatus, Interaction};
+use crate::phone::PhoneNumber;
+use crate::pricing::{self, Direction};
+use crate::sessions::MAX_CALL_SECONDS;
+use crate::signature;
+use crate::store::{Recorded, Route};
+use crate::twiml::{Dial, Number, Response as TwiML, Say};
+
+/// Form parameters of a request whose signature checked out.
+#[derive(Debug)]
+pub struct TwilioForm(Vec<(String, String)>);
+
+impl TwilioForm {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+/// Why a webhook request was not processed.
+#[derive(Debug)]
+pub enum Rejected {
+    /// Missing or wrong signature: answer 403 and do nothing.
+    Forbidden,
+    /// The auth token could not be read, so nothing can be trusted: apologise to the caller.
+    Unverifiable(String),
+}
+
+/// Checks the request's signature over `PUBLIC_BASE_URL` + raw path + raw query and its form
+/// parameters. On a mismatch the secret is fetched once more, in case the token was rotated.
+pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
+    let Some(header) = web::header(req, "x-twilio-signature") else {
+        tracing::warn!(path = %web::raw_path(req), "webhook without X-Twilio-Signature");
+        return Err(Rejected::Forbidden);
+    };
+    let params = signature::parse_form(web::body_bytes(req));
+    let url = app.config.public_url(&web::raw_path(req), web::raw_query(req));
+    let creds = app.secrets.get().await.map_err(|e| Rejected::Unverifiable(e.to_string()))?;
+    if signature::is_valid(&creds.auth_token, &url, &params, header) {
+        return Ok(TwilioForm(params));
+    }
+    match app.secrets.refresh_after_failure().await {
+        Ok(Some(fresh)) if signature::is_valid(&fresh.auth_token, &url, &params, header) => {
+            tracing::info!("auth token rotated; new token accepted");
+            Ok(TwilioForm(params))
+        }
+        Ok(_) => {
+            tracing::warn!(path = %web::raw_path(req), "webhook with a wrong X-Twilio-Signature");
+            Err(Rejected::Forbidden)
+        }
+        Err(e) => Err(Rejected::Unverifiable(e.to_string())),
+    }
+}
+
+fn forbidden() -> Response<Body> {
+    web::with_type(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", "forbidden".into())
+}
+
+fn say(app: &App, text: &str) -> Say {
+    Say::new(text)
+        .language(app.config.prompts.language.clone())
+        .voice(app.config.prompts.voice.clone())
+}
+
+/// A spoken message and the end of the call.
+fn say_and_hang_up(app: &App, text: &str) -> Response<Body> {
+    web::twiml(TwiML::new().say(say(app, text)).hangup().to_xml())
+}
+
+fn apology(app: &App) -> Response<Body> {
+    say_and_hang_up(app, &app.config.prompts.apology)
+}
+
+/// Runs a webhook: signature first, then the handler; every failure after the signature
+/// check becomes the apology TwiML, logged.
+async fn webhook<F, Fut>(app: Arc<App>, req: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(Arc<App>, TwilioForm, Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Body>, WebhookError>>,
+{
+    let form = match verify(&app, &req).await {
+        Ok(form) => form,
+        Err(Rejected::Forbidden) => return forbidden(),
+        Err(Rejected::Unverifiable(why)) => {
+            tracing::error!(error = %why, "cannot verify webhook: credentials unavailable");
+            return apology(&app);
+        }
+    };
+    match handler(app.clone(), form, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook failed; answering with an apology");
+            apology(&app)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("Twilio sent no {0}")]
+    MissingParameter(&'static str),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+fn required<'a>(form: &'a TwilioForm, name: &'static str) -> Result<&'a str, WebhookError> {
+    form.get(name).filter(|v| !v.is_empty()).ok_or(WebhookError::MissingParameter(name))
+}
+
+// ---- inbound-call -------------------------------------------------------------------
+
+/// `POST /twilio/voice/inbound`: a participant called a proxy number. One read finds the
+/// route; one conditional write logs the leg while the session is still open; the answer
+/// dials the other participant with their own proxy number as caller ID.
+pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, form, _req| async move {
+        let call_sid = required(&form, "CallSid")?;
+        let to = PhoneNumber::parse(required(&form, "To")?).ok();
+        // Withheld caller IDs ("anonymous", "+266696687") parse as nothing: no route.
+        let from = form.get("From").and_then(|f| PhoneNumber::parse(f).ok());
+        let (Some(from), Some(to)) = (from, to) else {
+            return Ok(out_of_session(&app, &form).await);
+        };
+        let Some(route) = app.store.get_route(&to, &from).await? else {
+            tracing::info!(from = %from.masked(), to = %to.masked(), call = call_sid, "caller has no open session on this number");
+            return Ok(out_of_session(&app, &form).await);
+        };
+        let now = app.now();
+        if route.date_expiry.is_some_and(|t| t <= now) {
+            return Ok(say_and_hang_up(&app, &app.config.prompts.session_closed));
+        }
+        if intercepted(&app, &route, call_sid, &from).await {
+            return Ok(say_and_hang_up(&app, &app.config.prompts.blocked));
+        }
+        let leg = Interaction {
+            sid: ids::new_sid(ids::INTERACTION),
+            session_sid: route.session_sid.clone(),
+            call_sid: call_sid.to_owned(),
+            parent_call_sid: None,
+            direction: Direction::Inbound,
+            twilio_direction: "inbound".into(),
+            from_masked: from.masked().to_string(),
+            to_masked: to.masked().to_string(),
+            from_participant_sid: Some(route.participant_sid.clone()),
+            to_participant_sid: Some(route.other_participant_sid.clone()),
+            callee_class: to.class(),
+            status: CallStatus::InProgress,
+            duration: 0,
+            billed_minutes: 0,
+            cost_milli_yen: 0,
+            date_created: now,
+            date_updated: now,
+            date_ended: None,
+        };
+        if !app.store.start_inbound_leg(&leg, now, app.config.retention_seconds()).await? {
+            tracing::info!(session = %route.session_sid, call = call_sid, "session closed or expired; call refused");
+            return Ok(say_and_hang_up(&app, &app.config.prompts.session_closed));
+        }
+        tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), to = %route.other_identifier.masked(), "connecting masked call");
+        Ok(web::twiml(dial_other_party(&app, &route, now).to_xml()))
+    })
+    .await
+}
+
+/// The seconds a call may last: the session's `call_time_limit`, cut to what is left before
+/// `date_expiry`, within Twilio's four hours.
+pub fn time_limit(route: &Route, now: i64) -> u64 {
+    let until_expiry = route.date_expiry.map(|t| (t - now).max(1) as u64);
+    [route.call_time_limit, until_expiry, Some(MAX_CALL_SECONDS)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(MAX_CALL_SECONDS)
+}
+
+fn status_callback_url(app: &App, session_sid: &str, participant_sid: &str) -> String {
+    format!(
+        "{}/twilio/voice/status?session={session_sid}&participant={participant_sid}",
+        app.config.public_base_url
+    )
+}
+
+fn dial_other_party(app: &App, route: &Route, now: i64) -> TwiML {
+    let number = Number::new(route.other_identifier.as_str())
+        .status_callback(status_callback_url(app, &route.session_sid, &route.other_participant_sid))
+        .status_callback_event(&["initiated", "ringing", "answered", "completed"]);
+    TwiML::new().dial(
+        Dial::new()
+            .number(number)
+            .caller_id(route.other_proxy.as_str())
+            .time_limit(time_limit(route, now) as u32)
+            .timeout(app.config.dial_timeout_seconds)
+            // The caller hears ringing, and is billed, only once the other party answers.
+            .answer_on_bridge(true)
+            .ring_tone("jp"),
+    )
+}
+
+/// Asks the platform's intercept URL whether this call may go ahead; HTTP 403 blocks it, as
+/// in Twilio Proxy. Any other answer, or none within the timeout, lets the call through: a
+/// slow platform must not silence its users.
+async fn intercepted(app: &App, route: &Route, call_sid: &str, from: &PhoneNumber) -> bool {
+    let Some(url) = &app.config.intercept_callback_url else {
+        return false;
+    };
+    let form = [
+        ("session_sid", route.session_sid.as_str()),
+        ("inbound_participant_sid", route.participant_sid.as_str()),
+        ("outbound_participant_sid", route.other_participant_sid.as_str()),
+        ("call_sid", call_sid),
+        ("interaction_type", "voice"),
+    ];
+    match app.http.post(url).timeout(Duration::from_secs(3)).form(&form).send().await {
+        Ok(r) if r.status() == StatusCode::FORBIDDEN => {
+            tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), "intercept callback blocked the call");
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "intercept callback failed; letting the call through");
+            false
+        }
+    }
+}
+
+/// A caller without an open session: the platform's out-of-session URL may answer with its
+/// own TwiML; otherwise a short message and the end of the call.
+async fn out_of_session(app: &App, form: &TwilioForm) -> Response<Body> {
+    if let Some(url) = &app.config.out_of_session_callback_url {
+        let answer = app
+            .http
+            .post(url)
+            .timeout(Duration::from_secs(3))
+            .form(form.pairs())
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => match r.text().await {
+                Ok(body) if body.contains("<Response") => return web::twiml(body),
+                _ => tracing::warn!("out-of-session callback answered without TwiML"),
+            },
+            Ok(r) => tracing::warn!(status = r.status().as_u16(), "out-of-session callback failed"),
+            Err(e) => tracing::warn!(error = %e, "out-of-session callback unreachable"),
+        }
+    }
+    say_and_hang_up(app, &app.config.prompts.no_session)
+}
+
+// ---- call-status --------------------------------------------------------------------
+
+/// `POST /twilio/voice/status`: one status callback of one call leg. Updates the leg's
+/// interaction (status, duration, cost) and the session's activity in one request when the
+/// URL names the session; the caller's own leg is found through its call reference.
+pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, form, req| async move {
+        let empty = || web::twiml(TwiML::new().to_xml());
+        let call_sid = required(&form, "CallSid")?;
+        let Some(status) = form.get("CallStatus").and_then(CallStatus::parse) else {
+            tracing::warn!(call = call_sid, status = ?form.get("CallStatus"), "unknown call status ignored");
+            return Ok(empty());
+        };
+        let session_sid = match web::query_param(&req, "session").filter(|s| ids::is_sid(ids::SESSION, s)) {
+            Some(sid) => sid,
+            None => match app.store.session_of_call(call_sid).await? {
+                Some(sid) => sid,
+                None => {
+                    tracing::info!(call = call_sid, "status callback for a call outside any session");
+                    return Ok(empty());
+                }
+            },
+        };
+        let leg = leg_from_callback(&app, &form, &session_sid, web::query_param(&req, "participant"), status, app.now());
+        let outcome = app.store.record_leg(&leg, app.now(), app.config.retention_seconds()).await;
+        match outcome {
+            Ok(Recorded::Stale) => tracing::debug!(call = call_sid, status = status.as_str(), "late or repeated callback"),
+            Ok(r) => tracing::info!(
+                session = %session_sid, call = call_sid, status = status.as_str(),
+                duration = leg.duration, cost_jpy = %leg.cost(), session_closed = (r == Recorded::SessionClosed),
+                "call leg recorded"
+            ),
+            // The session does not exist: nothing to attach the leg to.
+            Err(crate::store::StoreError::ConditionFailed) => {
+                tracing::warn!(session = %session_sid, call = call_sid, "status callback names an unknown session");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(empty())
+    })
+    .await
+}
+
+fn leg_from_callback(app: &App, form: &TwilioForm, session_sid: &str, participant: Option<String>, status: CallStatus, now: i64) -> Interaction {
+    let twilio_direction = form.get("Direction").unwrap_or("outbound-dial").to_owned();
+    let direction = if twilio_direction == "inbound" { Direction::Inbound } else { Direction::Outbound };
+    let parse = |name| form.get(name).and_then(|v| PhoneNumber::parse(v).ok());
+    let (from, to) = (parse("From"), parse("To"));
+    let mask = |n: &Option<PhoneNumber>, name: &str| match n {
+        Some(n) => n.masked().to_string(),
+        None => form.get(name).unwrap_or("").chars().take(4).collect::<String>() + "…",
+    };
+    let callee_class = to.as_ref().map(PhoneNumber::class).unwrap_or(crate::phone::NumberClass::Other);
+    let duration = if status.is_final() {
+        form.get("CallDuration").and_then(|d| d.parse::<u64>().ok()).unwrap_or(0)
+    } else {
+        0
+    };
+    let cost = pricing::leg_cost(&app.config.rates, direction, callee_class, duration);
+    Interaction {
+        sid: ids::new_sid(ids::INTERACTION),
+        session_sid: session_sid.to_owned(),
+        call_sid: form.get("CallSid").unwrap_or_default().to_owned(),
+        parent_call_sid: form.get("ParentCallSid").filter(|p| !p.is_empty()).map(str::to_owned),
+        direction,
+        twilio_direction,
+        from_masked: mask(&from, "From"),
+        to_masked: mask(&to, "To"),
+        from_participant_sid: None,
+        to_participant_sid: participant.filter(|p| ids::is_sid(ids::PARTICIPANT, p)),
+        callee_class,
+        status,
+        duration,
+        billed_minutes: pricing::billed_minutes(duration),
+        cost_milli_yen: cost.milli(),
+        date_created: now,
+        date_updated: now,
+        date_ended: status.is_final().then_some(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(expiry: Option<i64>, limit: Option<u64>) -> Route {
+        Route {
+            session_sid: "KC1".into(),
+            participant_sid: "KP1".into(),
+            other_participant_sid: "KP2".into(),
+            other_identifier: PhoneNumber::parse("080-9876-5432").unwrap(),
+            other_proxy: PhoneNumber::parse("050-3123-4567").unwrap(),
+            date_expiry: expiry,
+            call_time_limit: limit,
+        }
+    }
+
+    #[test]
+    fn time_limit_is_the_tightest_bound() {
+        assert_eq!(time_limit(&route(None, None), 1000), MAX_CALL_SECONDS);
+        assert_eq!(time_limit(&route(None, Some(600)), 1000), 600);
+        assert_eq!(time_limit(&route(Some(1300), Some(600)), 1000), 300);
+        assert_eq!(time_limit(&route(Some(1000), None), 1000), 1, "never zero: Twilio would read it as no limit");
+        assert_eq!(time_limit(&route(Some(100_000), None), 1000), MAX_CALL_SECONDS);
+    }
+}
