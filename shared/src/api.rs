@@ -174,7 +174,9 @@ impl<'a> NumberView<'a> {
 /// `POST /v1/numbers`, `GET /v1/numbers` and `DELETE /v1/numbers/{number}`.
 pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
     let result = match (req.method().clone(), web::path_param(&req, "number")) {
-        (Method::POST, None) => idempotent(&app, &req, "POST /v1/numbers", || add_number(&app, &req)).await,
+        (Method::POST, None) => {
+            idempotent(&app, &req, "POST /v1/numbers", || add_number(&app, &req)).await
+        }
         (Method::GET, None) => list_numbers(&app).await,
         (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
         (method, _) => Err(Problem::new(
@@ -189,7 +191,8 @@ pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
 
 async fn add_number(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
     let input: AddNumber = web::read_json(req)?;
-    let phone_number = PhoneNumber::parse(&input.phone_number).map_err(|e| Problem::invalid(format!("phone_number: {e}")))?;
+    let phone_number = PhoneNumber::parse(&input.phone_number)
+        .map_err(|e| Problem::invalid(format!("phone_number: {e}")))?;
     let now = app.now();
     let number = ProxyNumber {
         phone_number,
@@ -225,9 +228,14 @@ async fn list_numbers(app: &App) -> Result<Response<Body>, Problem> {
 async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
     // API Gateway may hand the path parameter over still percent-encoded ("%2B81…").
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-    let number = PhoneNumber::parse(&decoded).map_err(|e| Problem::invalid(format!("number: {e}")))?;
+    let number =
+        PhoneNumber::parse(&decoded).map_err(|e| Problem::invalid(format!("number: {e}")))?;
     let not_in_pool = || Problem::not_found(format!("{number} is not in the pool"));
-    let existing = app.store.get_number(&number).await?.ok_or_else(not_in_pool)?;
+    let existing = app
+        .store
+        .get_number(&number)
+        .await?
+        .ok_or_else(not_in_pool)?;
     let in_use = |n: u64| {
         Problem::conflict(
             Code::NumberInUse,
@@ -253,7 +261,12 @@ async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> 
 /// Runs `action` at most once per `Idempotency-Key`: a retry with the same key and body gets
 /// the first answer again; the same key with another body is refused. Only successful
 /// answers are kept, so a failed request can be retried with its key.
-async fn idempotent<F, Fut>(app: &App, req: &Request, scope: &str, action: F) -> Result<Response<Body>, Problem>
+async fn idempotent<F, Fut>(
+    app: &App,
+    req: &Request,
+    scope: &str,
+    action: F,
+) -> Result<Response<Body>, Problem>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Response<Body>, Problem>>,
@@ -262,14 +275,22 @@ where
         return action().await;
     };
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Problem::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters"));
+        return Err(Problem::invalid(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
     }
     let hash = hex(&Sha256::digest(web::body_bytes(req)));
     let record = format!("{scope}#{key}");
     let now = app.now();
     let claim = app
         .store
-        .claim_idempotency_key(&record, &hash, now, IDEMPOTENCY_KEEP_SECONDS, IDEMPOTENCY_IN_PROGRESS_SECONDS)
+        .claim_idempotency_key(
+            &record,
+            &hash,
+            now,
+            IDEMPOTENCY_KEEP_SECONDS,
+            IDEMPOTENCY_IN_PROGRESS_SECONDS,
+        )
         .await?;
     let reused = || {
         Problem::new(
@@ -291,8 +312,15 @@ where
         }
         Claim::Completed { request_hash, .. } if request_hash != hash => return Err(reused()),
         Claim::Completed { status, body, .. } => {
-            let mut r = web::with_type(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "application/json", body);
-            r.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            let mut r = web::with_type(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                "application/json",
+                body,
+            );
+            r.headers_mut().insert(
+                "idempotent-replayed",
+                http::HeaderValue::from_static("true"),
+            );
             return Ok(r);
         }
     }
@@ -303,7 +331,11 @@ where
                 Body::Text(t) => t.clone(),
                 _ => String::new(),
             };
-            if let Err(e) = app.store.complete_idempotency_key(&record, response.status().as_u16(), &body).await {
+            if let Err(e) = app
+                .store
+                .complete_idempotency_key(&record, response.status().as_u16(), &body)
+                .await
+            {
                 tracing::error!(error = %e, "could not record the idempotent answer");
             }
         }

@@ -41,10 +41,18 @@ impl App {
         Self::with_secret_source(config, aws, clock, source)
     }
 
-    pub fn with_secret_source(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>, source: Arc<dyn SecretSource>) -> App {
+    pub fn with_secret_source(
+        config: Config,
+        aws: &SdkConfig,
+        clock: Arc<dyn Clock>,
+        source: Arc<dyn SecretSource>,
+    ) -> App {
         let http = http_client();
         App {
-            store: Store::new(aws_sdk_dynamodb::Client::new(aws), config.table_name.clone()),
+            store: Store::new(
+                aws_sdk_dynamodb::Client::new(aws),
+                config.table_name.clone(),
+            ),
             secrets: SecretCache::new(source),
             twilio: TwilioClient::new(http.clone(), config.twilio_api_base_url.clone()),
             http,
@@ -61,13 +69,19 @@ impl App {
 
 /// The AWS SDK configuration with rustls on ring (no aws-lc, no OpenSSL).
 pub async fn load_aws_config() -> SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https();
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(aws_http_client())
         .load()
         .await
+}
+
+/// The SDK's HTTP client on rustls with ring.
+pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// One reqwest client per container. Short timeouts: every caller is answering Twilio,

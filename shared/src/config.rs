@@ -75,7 +75,11 @@ impl Config {
     /// Reads configuration through `lookup`, so tests and the local gateway need not touch
     /// the process environment. Empty values count as absent (CloudFormation passes "").
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match get(name) {
@@ -195,7 +199,10 @@ mod tests {
             c.public_url("/twilio/voice/status", Some("session=KC1&x=%20")),
             "https://voice.example.jp/twilio/voice/status?session=KC1&x=%20"
         );
-        assert_eq!(c.public_url("/twilio/voice/inbound", Some("")), "https://voice.example.jp/twilio/voice/inbound");
+        assert_eq!(
+            c.public_url("/twilio/voice/inbound", Some("")),
+            "https://voice.example.jp/twilio/voice/inbound"
+        );
     }
 
     #[test]

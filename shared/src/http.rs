@@ -22,7 +22,11 @@ pub fn body_bytes(req: &Request) -> &[u8] {
 /// The path as the client sent it, without API Gateway's stage prefix.
 pub fn raw_path(req: &Request) -> String {
     let raw = req.raw_http_path();
-    if raw.is_empty() { req.uri().path().to_owned() } else { raw.to_owned() }
+    if raw.is_empty() {
+        req.uri().path().to_owned()
+    } else {
+        raw.to_owned()
+    }
 }
 
 /// The query string exactly as received (lambda_http keeps API Gateway's `rawQueryString`).
@@ -53,11 +57,19 @@ pub fn read_json<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
             StatusCode::PAYLOAD_TOO_LARGE,
             problem::Code::PayloadTooLarge,
             "Payload too large",
-            format!("the body has {} bytes; at most {MAX_BODY_BYTES} are accepted", bytes.len()),
+            format!(
+                "the body has {} bytes; at most {MAX_BODY_BYTES} are accepted",
+                bytes.len()
+            ),
         ));
     }
     if let Some(ct) = header(req, "content-type") {
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if mime != "application/json" && !mime.ends_with("+json") {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -79,7 +91,10 @@ pub fn read_json<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_string(value) {
         Ok(body) => with_type(status, "application/json", body),
-        Err(e) => problem(&Problem::internal(format!("could not encode the response: {e}")), None),
+        Err(e) => problem(
+            &Problem::internal(format!("could not encode the response: {e}")),
+            None,
+        ),
     }
 }
 
@@ -110,7 +125,9 @@ mod tests {
     use super::*;
 
     fn request(content_type: Option<&str>, body: &str) -> Request {
-        let mut b = http::Request::builder().method("POST").uri("https://x.test/v1/sessions");
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri("https://x.test/v1/sessions");
         if let Some(ct) = content_type {
             b = b.header("content-type", ct);
         }
@@ -128,15 +145,22 @@ mod tests {
     fn json_errors_are_classified() {
         let e = read_json::<Thing>(&request(Some("application/json"), "{")).unwrap_err();
         assert_eq!(e.code, problem::Code::MalformedBody);
-        let e = read_json::<Thing>(&request(Some("application/json"), r#"{"ttl":"soon"}"#)).unwrap_err();
+        let e = read_json::<Thing>(&request(Some("application/json"), r#"{"ttl":"soon"}"#))
+            .unwrap_err();
         assert_eq!(e.code, problem::Code::InvalidParameter);
         assert!(e.detail.contains("invalid type"), "{}", e.detail);
-        let e = read_json::<Thing>(&request(Some("application/json"), r#"{"ttl":1,"tll":2}"#)).unwrap_err();
+        let e = read_json::<Thing>(&request(Some("application/json"), r#"{"ttl":1,"tll":2}"#))
+            .unwrap_err();
         assert!(e.detail.contains("unknown field `tll`"), "{}", e.detail);
         let e = read_json::<Thing>(&request(Some("text/plain"), r#"{"ttl":1}"#)).unwrap_err();
         assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let e = read_json::<Thing>(&request(None, &" ".repeat(MAX_BODY_BYTES + 1))).unwrap_err();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(read_json::<Thing>(&request(None, r#"{"ttl":5}"#)).unwrap().ttl, 5);
+        assert_eq!(
+            read_json::<Thing>(&request(None, r#"{"ttl":5}"#))
+                .unwrap()
+                .ttl,
+            5
+        );
     }
 }

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use crate::phone::{NumberClass, PhoneNumber};
 use crate::pricing::{Direction, Yen};
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SessionStatus {
@@ -89,9 +88,8 @@ impl Session {
     /// When inactivity closes the session, if it has a ttl: from the last interaction, or
     /// from creation when there has been none.
     pub fn inactive_after(&self) -> Option<i64> {
-        (self.ttl > 0).then(|| {
-            self.date_last_interaction.unwrap_or(self.date_created) + self.ttl as i64
-        })
+        (self.ttl > 0)
+            .then(|| self.date_last_interaction.unwrap_or(self.date_created) + self.ttl as i64)
     }
 
     /// The instant the session stops routing: the earlier of `date_expiry` and the ttl.

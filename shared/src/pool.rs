@@ -23,13 +23,20 @@ pub enum Shortage {
     /// The requested number is not in the pool.
     NotInPool { number: PhoneNumber },
     /// The requested number is already used by this participant in an open session.
-    Taken { number: PhoneNumber, participant: PhoneNumber },
+    Taken {
+        number: PhoneNumber,
+        participant: PhoneNumber,
+    },
 }
 
 /// Picks one proxy number per participant. Prefers a single number free for everyone (so
 /// both parties save one contact), then the least-used unreserved number for each; ties are
 /// broken by `tie_break` (a random rotation, so concurrent creates spread over equal numbers).
-pub fn choose(pool: &[ProxyNumber], needs: &[Need<'_>], tie_break: usize) -> Result<Vec<PhoneNumber>, Shortage> {
+pub fn choose(
+    pool: &[ProxyNumber],
+    needs: &[Need<'_>],
+    tie_break: usize,
+) -> Result<Vec<PhoneNumber>, Shortage> {
     let in_pool = |n: &PhoneNumber| pool.iter().any(|p| &p.phone_number == n);
     for need in needs {
         if let Some(r) = need.requested {
@@ -56,10 +63,17 @@ pub fn choose(pool: &[ProxyNumber], needs: &[Need<'_>], tie_break: usize) -> Res
     let free_for = |need: &Need<'_>, p: &ProxyNumber| !need.taken.contains(&p.phone_number);
 
     let auto: Vec<&Need<'_>> = needs.iter().filter(|n| n.requested.is_none()).collect();
-    if let Some(shared) = candidates.iter().find(|p| auto.iter().all(|need| free_for(need, p))) {
+    if let Some(shared) = candidates
+        .iter()
+        .find(|p| auto.iter().all(|need| free_for(need, p)))
+    {
         return Ok(needs
             .iter()
-            .map(|need| need.requested.cloned().unwrap_or_else(|| shared.phone_number.clone()))
+            .map(|need| {
+                need.requested
+                    .cloned()
+                    .unwrap_or_else(|| shared.phone_number.clone())
+            })
             .collect());
     }
     needs
@@ -108,10 +122,22 @@ mod tests {
         let (a, b) = (num("090-1234-5678"), num("080-9876-5432"));
         let none = HashSet::new();
         let needs = [
-            Need { identifier: &a, requested: None, taken: &none },
-            Need { identifier: &b, requested: None, taken: &none },
+            Need {
+                identifier: &a,
+                requested: None,
+                taken: &none,
+            },
+            Need {
+                identifier: &b,
+                requested: None,
+                taken: &none,
+            },
         ];
-        assert_eq!(choose(&pool, &needs, 0).unwrap(), vec![num(P2), num(P2)], "reserved P3 is never auto-picked");
+        assert_eq!(
+            choose(&pool, &needs, 0).unwrap(),
+            vec![num(P2), num(P2)],
+            "reserved P3 is never auto-picked"
+        );
     }
 
     #[test]
@@ -121,18 +147,39 @@ mod tests {
         let a_taken = HashSet::from([num(P1)]);
         let b_taken = HashSet::from([num(P2)]);
         let needs = [
-            Need { identifier: &a, requested: None, taken: &a_taken },
-            Need { identifier: &b, requested: None, taken: &b_taken },
+            Need {
+                identifier: &a,
+                requested: None,
+                taken: &a_taken,
+            },
+            Need {
+                identifier: &b,
+                requested: None,
+                taken: &b_taken,
+            },
         ];
         // No single number is free for both: each gets one of their own.
         assert_eq!(choose(&pool, &needs, 0).unwrap(), vec![num(P2), num(P1)]);
 
         let both = HashSet::from([num(P1), num(P2)]);
         let needs = [
-            Need { identifier: &a, requested: None, taken: &both },
-            Need { identifier: &b, requested: None, taken: &b_taken },
+            Need {
+                identifier: &a,
+                requested: None,
+                taken: &both,
+            },
+            Need {
+                identifier: &b,
+                requested: None,
+                taken: &b_taken,
+            },
         ];
-        assert_eq!(choose(&pool, &needs, 0), Err(Shortage::NoneFree { participant: a.clone() }));
+        assert_eq!(
+            choose(&pool, &needs, 0),
+            Err(Shortage::NoneFree {
+                participant: a.clone()
+            })
+        );
     }
 
     #[test]
@@ -142,13 +189,35 @@ mod tests {
         let none = HashSet::new();
         let p1 = num(P1);
         let p2 = num(P2);
-        let ok = [Need { identifier: &a, requested: Some(&p1), taken: &none }];
-        assert_eq!(choose(&pool, &ok, 0).unwrap(), vec![p1.clone()], "reserved numbers can be requested");
-        let missing = [Need { identifier: &a, requested: Some(&p2), taken: &none }];
-        assert_eq!(choose(&pool, &missing, 0), Err(Shortage::NotInPool { number: p2.clone() }));
+        let ok = [Need {
+            identifier: &a,
+            requested: Some(&p1),
+            taken: &none,
+        }];
+        assert_eq!(
+            choose(&pool, &ok, 0).unwrap(),
+            vec![p1.clone()],
+            "reserved numbers can be requested"
+        );
+        let missing = [Need {
+            identifier: &a,
+            requested: Some(&p2),
+            taken: &none,
+        }];
+        assert_eq!(
+            choose(&pool, &missing, 0),
+            Err(Shortage::NotInPool { number: p2.clone() })
+        );
         let taken = HashSet::from([p1.clone()]);
-        let clash = [Need { identifier: &a, requested: Some(&p1), taken: &taken }];
-        assert!(matches!(choose(&pool, &clash, 0), Err(Shortage::Taken { .. })));
+        let clash = [Need {
+            identifier: &a,
+            requested: Some(&p1),
+            taken: &taken,
+        }];
+        assert!(matches!(
+            choose(&pool, &clash, 0),
+            Err(Shortage::Taken { .. })
+        ));
     }
 
     #[test]
@@ -156,8 +225,18 @@ mod tests {
         let pool = pool(&[(P1, false, 0), (P2, false, 0), (P3, false, 5)]);
         let a = num("090-1234-5678");
         let none = HashSet::new();
-        let needs = [Need { identifier: &a, requested: None, taken: &none }];
-        let picks: HashSet<_> = (0..4).map(|t| choose(&pool, &needs, t).unwrap()[0].clone()).collect();
-        assert_eq!(picks, HashSet::from([num(P1), num(P2)]), "the busier P3 is never preferred");
+        let needs = [Need {
+            identifier: &a,
+            requested: None,
+            taken: &none,
+        }];
+        let picks: HashSet<_> = (0..4)
+            .map(|t| choose(&pool, &needs, t).unwrap()[0].clone())
+            .collect();
+        assert_eq!(
+            picks,
+            HashSet::from([num(P1), num(P2)]),
+            "the busier P3 is never preferred"
+        );
     }
 }

@@ -73,7 +73,12 @@ struct Body<'a> {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: Code, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: Code,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code,
@@ -83,11 +88,21 @@ impl Problem {
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, Code::MalformedBody, "Malformed request body", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            Code::MalformedBody,
+            "Malformed request body",
+            detail,
+        )
     }
 
     pub fn invalid(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, Code::InvalidParameter, "Invalid parameter", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidParameter,
+            "Invalid parameter",
+            detail,
+        )
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -99,11 +114,21 @@ impl Problem {
     }
 
     pub fn internal(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, "Internal error", detail)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Internal,
+            "Internal error",
+            detail,
+        )
     }
 
     pub fn upstream(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, Code::Upstream, "Upstream failure", detail)
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            Code::Upstream,
+            "Upstream failure",
+            detail,
+        )
     }
 
     pub fn code_number(&self) -> u32 {
@@ -142,8 +167,13 @@ mod tests {
 
     #[test]
     fn body_carries_status_code_and_detail() {
-        let p = Problem::conflict(Code::SessionClosed, "Session closed", "session KC1 is closed");
-        let v: serde_json::Value = serde_json::from_str(&p.to_json(Some("/v1/sessions/KC1"))).unwrap();
+        let p = Problem::conflict(
+            Code::SessionClosed,
+            "Session closed",
+            "session KC1 is closed",
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&p.to_json(Some("/v1/sessions/KC1"))).unwrap();
         assert_eq!(v["status"], 409);
         assert_eq!(v["code"], 80607);
         assert_eq!(v["detail"], "session KC1 is closed");

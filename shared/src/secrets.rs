@@ -69,11 +69,12 @@ impl SecretsManagerSource {
 }
 
 pub fn parse_secret(id: &str, json: &str) -> Result<TwilioCredentials, SecretError> {
-    let creds: TwilioCredentials = serde_json::from_str(json).map_err(|e| SecretError::Malformed {
-        id: id.to_owned(),
-        // serde's message names the missing field; it never echoes the secret's values.
-        reason: e.to_string(),
-    })?;
+    let creds: TwilioCredentials =
+        serde_json::from_str(json).map_err(|e| SecretError::Malformed {
+            id: id.to_owned(),
+            // serde's message names the missing field; it never echoes the secret's values.
+            reason: e.to_string(),
+        })?;
     if creds.account_sid.is_empty() || creds.auth_token.is_empty() {
         return Err(SecretError::Malformed {
             id: id.to_owned(),
@@ -195,7 +196,11 @@ mod tests {
         let cache = SecretCache::new(source.clone());
         assert_eq!(cache.get().await.unwrap().auth_token, "token-0");
         assert_eq!(cache.get().await.unwrap().auth_token, "token-0");
-        assert_eq!(source.calls.load(Ordering::SeqCst), 1, "second get is cached");
+        assert_eq!(
+            source.calls.load(Ordering::SeqCst),
+            1,
+            "second get is cached"
+        );
 
         // Just fetched: a failing signature does not trigger another fetch.
         assert!(cache.refresh_after_failure().await.unwrap().is_none());
@@ -207,7 +212,11 @@ mod tests {
         assert_eq!(cache.get().await.unwrap().auth_token, "token-1");
 
         cache.age_for_test(CACHE_FOR).await;
-        assert_eq!(cache.get().await.unwrap().auth_token, "token-2", "expired after 5 min");
+        assert_eq!(
+            cache.get().await.unwrap().auth_token,
+            "token-2",
+            "expired after 5 min"
+        );
     }
 
     #[test]

@@ -76,7 +76,11 @@ fn field_number(name: &str, value: &str) -> Result<PhoneNumber, Problem> {
 }
 
 /// Checks a create request against the API's rules; `now` is for `date_expiry`.
-pub fn validate(req: CreateSession, defaults: &crate::config::Config, now: i64) -> Result<NewSession, Problem> {
+pub fn validate(
+    req: CreateSession,
+    defaults: &crate::config::Config,
+    now: i64,
+) -> Result<NewSession, Problem> {
     match req.mode.as_deref() {
         None | Some(MODE_VOICE_ONLY) => {}
         Some(m @ ("voice-and-message" | "message-only")) => {
@@ -84,31 +88,47 @@ pub fn validate(req: CreateSession, defaults: &crate::config::Config, now: i64) 
                 StatusCode::BAD_REQUEST,
                 Code::ModeNotSupported,
                 "Mode not supported",
-                format!("mode {m:?} needs SMS, and Japanese numbers have no SMS; use \"voice-only\""),
+                format!(
+                    "mode {m:?} needs SMS, and Japanese numbers have no SMS; use \"voice-only\""
+                ),
             ));
         }
-        Some(m) => return Err(Problem::invalid(format!("mode {m:?} is unknown; use \"voice-only\""))),
+        Some(m) => {
+            return Err(Problem::invalid(format!(
+                "mode {m:?} is unknown; use \"voice-only\""
+            )));
+        }
     }
     if let Some(name) = &req.unique_name {
         if name.trim().is_empty() || name.chars().count() > MAX_UNIQUE_NAME {
-            return Err(Problem::invalid(format!("unique_name must have 1 to {MAX_UNIQUE_NAME} characters")));
+            return Err(Problem::invalid(format!(
+                "unique_name must have 1 to {MAX_UNIQUE_NAME} characters"
+            )));
         }
         if name.chars().any(char::is_control) {
-            return Err(Problem::invalid("unique_name must not contain control characters"));
+            return Err(Problem::invalid(
+                "unique_name must not contain control characters",
+            ));
         }
         if ids::is_sid(ids::SESSION, name) {
-            return Err(Problem::invalid("unique_name must not look like a session SID (KC + 32 hex digits)"));
+            return Err(Problem::invalid(
+                "unique_name must not look like a session SID (KC + 32 hex digits)",
+            ));
         }
     }
     let ttl = req.ttl.unwrap_or(defaults.default_ttl_seconds);
     if ttl > MAX_TTL_SECONDS {
-        return Err(Problem::invalid(format!("ttl is {ttl} seconds; at most {MAX_TTL_SECONDS} (one year)")));
+        return Err(Problem::invalid(format!(
+            "ttl is {ttl} seconds; at most {MAX_TTL_SECONDS} (one year)"
+        )));
     }
     let date_expiry = match &req.date_expiry {
         None => None,
         Some(s) => {
             let t = clock::parse_iso(s).ok_or_else(|| {
-                Problem::invalid(format!("date_expiry {s:?} is not an ISO 8601 date-time like 2026-12-01T09:00:00+09:00"))
+                Problem::invalid(format!(
+                    "date_expiry {s:?} is not an ISO 8601 date-time like 2026-12-01T09:00:00+09:00"
+                ))
             })?;
             if t <= now {
                 return Err(Problem::invalid(format!("date_expiry {s} is in the past")));
@@ -123,9 +143,13 @@ pub fn validate(req: CreateSession, defaults: &crate::config::Config, now: i64) 
             )));
         }
     }
-    let warning_lead = req.warning_lead.unwrap_or(defaults.default_warning_lead_seconds);
+    let warning_lead = req
+        .warning_lead
+        .unwrap_or(defaults.default_warning_lead_seconds);
     if warning_lead > 3_600 {
-        return Err(Problem::invalid("warning_lead must be at most 3600 seconds"));
+        return Err(Problem::invalid(
+            "warning_lead must be at most 3600 seconds",
+        ));
     }
     let extension = match req.extension {
         None => Extension {
@@ -176,13 +200,18 @@ pub fn validate(req: CreateSession, defaults: &crate::config::Config, now: i64) 
             StatusCode::BAD_REQUEST,
             Code::ParticipantAlreadyInSession,
             "Participant already in session",
-            format!("both participants are {}; a session needs two different numbers", participants[0].identifier.masked()),
+            format!(
+                "both participants are {}; a session needs two different numbers",
+                participants[0].identifier.masked()
+            ),
         ));
     }
     for p in &participants {
         if let Some(proxy) = &p.proxy_identifier {
             if participants.iter().any(|q| &q.identifier == proxy) {
-                return Err(Problem::invalid("a proxy_identifier cannot be a participant's own number"));
+                return Err(Problem::invalid(
+                    "a proxy_identifier cannot be a participant's own number",
+                ));
             }
         }
     }
@@ -215,9 +244,14 @@ fn shortage_problem(s: Shortage, pool_empty: bool) -> Problem {
             StatusCode::BAD_REQUEST,
             Code::NumberNotInPool,
             "Number not in pool",
-            format!("proxy_identifier {number} is not in the number pool; add it with POST /v1/numbers"),
+            format!(
+                "proxy_identifier {number} is not in the number pool; add it with POST /v1/numbers"
+            ),
         ),
-        Shortage::Taken { number, participant } => Problem::conflict(
+        Shortage::Taken {
+            number,
+            participant,
+        } => Problem::conflict(
             Code::IdentifierConflict,
             "Identifier conflict",
             format!(
@@ -237,7 +271,8 @@ pub async fn create(app: &App, new: NewSession) -> Result<Session, Problem> {
             app.store.proxies_of(&new.participants[0].identifier),
             app.store.proxies_of(&new.participants[1].identifier),
         )?;
-        let taken: [HashSet<PhoneNumber>; 2] = [taken_a.into_iter().collect(), taken_b.into_iter().collect()];
+        let taken: [HashSet<PhoneNumber>; 2] =
+            [taken_a.into_iter().collect(), taken_b.into_iter().collect()];
         let needs: Vec<Need<'_>> = new
             .participants
             .iter()
@@ -296,16 +331,23 @@ pub async fn create(app: &App, new: NewSession) -> Result<Session, Problem> {
                 ));
             }
             Err(CreateError::Conflict(CreateConflict::Route { proxy, participant })) => {
-                let requested = new
-                    .participants
-                    .iter()
-                    .any(|p| p.identifier == participant && p.proxy_identifier.as_ref() == Some(&proxy));
+                let requested = new.participants.iter().any(|p| {
+                    p.identifier == participant && p.proxy_identifier.as_ref() == Some(&proxy)
+                });
                 if requested {
-                    return Err(shortage_problem(Shortage::Taken { number: proxy, participant }, false));
+                    return Err(shortage_problem(
+                        Shortage::Taken {
+                            number: proxy,
+                            participant,
+                        },
+                        false,
+                    ));
                 }
                 // Someone else took this slot a moment ago; the next read sees it.
             }
-            Err(CreateError::Conflict(CreateConflict::NumberGone(_) | CreateConflict::Contention)) => {}
+            Err(CreateError::Conflict(
+                CreateConflict::NumberGone(_) | CreateConflict::Contention,
+            )) => {}
         }
         tokio::time::sleep(backoff(attempt)).await;
     }
@@ -382,9 +424,11 @@ async fn end_live_calls(app: &App, session_sid: &str) {
     };
     let live: Vec<&Interaction> = legs.iter().filter(|l| !l.status.is_final()).collect();
     let live_sids: HashSet<&str> = live.iter().map(|l| l.call_sid.as_str()).collect();
-    let roots = live
-        .iter()
-        .filter(|l| l.parent_call_sid.as_deref().is_none_or(|p| !live_sids.contains(p)));
+    let roots = live.iter().filter(|l| {
+        l.parent_call_sid
+            .as_deref()
+            .is_none_or(|p| !live_sids.contains(p))
+    });
     for leg in roots {
         if let Err(e) = app.twilio.end_call(&app.secrets, &leg.call_sid).await {
             tracing::error!(session = session_sid, call = %leg.call_sid, error = %e, "could not end live call");
@@ -509,9 +553,21 @@ mod tests {
     #[test]
     fn bad_requests_name_the_problem() {
         let cases = [
-            (r#"{"mode":"message-only","participants":[]}"#, Code::ModeNotSupported, "SMS"),
-            (r#"{"mode":"video","participants":[]}"#, Code::InvalidParameter, "video"),
-            (r#"{"participants":[{"identifier":"090-1234-5678"}]}"#, Code::InvalidParameter, "exactly two"),
+            (
+                r#"{"mode":"message-only","participants":[]}"#,
+                Code::ModeNotSupported,
+                "SMS",
+            ),
+            (
+                r#"{"mode":"video","participants":[]}"#,
+                Code::InvalidParameter,
+                "video",
+            ),
+            (
+                r#"{"participants":[{"identifier":"090-1234-5678"}]}"#,
+                Code::InvalidParameter,
+                "exactly two",
+            ),
             (
                 r#"{"participants":[{"identifier":"090-1234-5678"},{"identifier":"12"}]}"#,
                 Code::InvalidParameter,

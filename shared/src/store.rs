@@ -113,11 +113,9 @@ fn with_key(mut item: Item, k: Item) -> Item {
 
 fn due_shard(sid: &str) -> String {
     // A stable spread by the SID's last hex digits; SIDs are random.
-    let h = sid
-        .bytes()
-        .rev()
-        .take(4)
-        .fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let h = sid.bytes().rev().take(4).fold(0u32, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u32::from(b))
+    });
     format!("DUE#{}", h % DUE_SHARDS)
 }
 
@@ -302,7 +300,12 @@ impl Store {
         Ok(TransactWriteItem::builder().delete(delete).build())
     }
 
-    fn count_number(&self, number: &PhoneNumber, delta: i64, now: i64) -> Result<TransactWriteItem, StoreError> {
+    fn count_number(
+        &self,
+        number: &PhoneNumber,
+        delta: i64,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(number_key(number)))
@@ -360,7 +363,10 @@ impl Store {
                 participant: p.identifier.clone(),
             };
             items.push(self.put(
-                with_key(to_item(&route)?, route_key(&p.proxy_identifier, &p.identifier)),
+                with_key(
+                    to_item(&route)?,
+                    route_key(&p.proxy_identifier, &p.identifier),
+                ),
                 "attribute_not_exists(pk)",
             )?);
             meaning.push(Some(conflict.clone()));
@@ -376,7 +382,11 @@ impl Store {
             meaning.push(Some(conflict));
         }
 
-        let mut proxies: Vec<&PhoneNumber> = session.participants.iter().map(|p| &p.proxy_identifier).collect();
+        let mut proxies: Vec<&PhoneNumber> = session
+            .participants
+            .iter()
+            .map(|p| &p.proxy_identifier)
+            .collect();
         proxies.sort();
         proxies.dedup();
         for proxy in proxies {
@@ -392,7 +402,9 @@ impl Store {
                     .zip(&meaning)
                     .find(|(code, _)| *code == "ConditionalCheckFailed")
                     .and_then(|(_, m)| m.clone());
-                Err(CreateError::Conflict(failed.unwrap_or(CreateConflict::Contention)))
+                Err(CreateError::Conflict(
+                    failed.unwrap_or(CreateConflict::Contention),
+                ))
             }
             Err(e) => Err(CreateError::Store(e)),
         }
@@ -402,7 +414,10 @@ impl Store {
         self.get(session_key(sid)).await?.map(from_item).transpose()
     }
 
-    pub async fn session_sid_by_unique_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+    pub async fn session_sid_by_unique_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self
             .get(key(format!("UNIQUE#{name}"), "UNIQUE"))
             .await?
@@ -413,7 +428,13 @@ impl Store {
 
     /// Closes an open session and releases its routes in one transaction (I3). Fails with
     /// `ConditionFailed` when the session is no longer open (a concurrent close won).
-    pub async fn close_session(&self, session: &Session, reason: &str, now: i64, expire_at: i64) -> Result<(), StoreError> {
+    pub async fn close_session(
+        &self,
+        session: &Session,
+        reason: &str,
+        now: i64,
+        expire_at: i64,
+    ) -> Result<(), StoreError> {
         let mut items = Vec::new();
         let update = Update::builder()
             .table_name(&self.table)
@@ -434,10 +455,22 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         items.push(TransactWriteItem::builder().update(update).build());
         for p in &session.participants {
-            items.push(self.delete_if_session(route_key(&p.proxy_identifier, &p.identifier), &session.sid)?);
-            items.push(self.delete_if_session(participation_key(&p.identifier, &p.proxy_identifier), &session.sid)?);
+            items.push(
+                self.delete_if_session(
+                    route_key(&p.proxy_identifier, &p.identifier),
+                    &session.sid,
+                )?,
+            );
+            items.push(self.delete_if_session(
+                participation_key(&p.identifier, &p.proxy_identifier),
+                &session.sid,
+            )?);
         }
-        let mut proxies: Vec<&PhoneNumber> = session.participants.iter().map(|p| &p.proxy_identifier).collect();
+        let mut proxies: Vec<&PhoneNumber> = session
+            .participants
+            .iter()
+            .map(|p| &p.proxy_identifier)
+            .collect();
         proxies.sort();
         proxies.dedup();
         for proxy in proxies {
@@ -451,17 +484,33 @@ impl Store {
 
     // ---- routing --------------------------------------------------------------------
 
-    pub async fn get_route(&self, proxy: &PhoneNumber, caller: &PhoneNumber) -> Result<Option<Route>, StoreError> {
-        self.get(route_key(proxy, caller)).await?.map(from_item).transpose()
+    pub async fn get_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+    ) -> Result<Option<Route>, StoreError> {
+        self.get(route_key(proxy, caller))
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     /// The proxy numbers on which `participant` is already in an open session.
-    pub async fn proxies_of(&self, participant: &PhoneNumber) -> Result<Vec<PhoneNumber>, StoreError> {
-        let items = self.query_all(format!("PARTICIPANT#{participant}"), "PROXY#").await?;
+    pub async fn proxies_of(
+        &self,
+        participant: &PhoneNumber,
+    ) -> Result<Vec<PhoneNumber>, StoreError> {
+        let items = self
+            .query_all(format!("PARTICIPANT#{participant}"), "PROXY#")
+            .await?;
         items
             .into_iter()
             .map(|item| {
-                let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let sk = item
+                    .get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
                 let number = sk.trim_start_matches("PROXY#");
                 PhoneNumber::parse(number).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
@@ -488,8 +537,14 @@ impl Store {
         }
     }
 
-    pub async fn get_number(&self, number: &PhoneNumber) -> Result<Option<ProxyNumber>, StoreError> {
-        self.get(number_key(number)).await?.map(from_item).transpose()
+    pub async fn get_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<ProxyNumber>, StoreError> {
+        self.get(number_key(number))
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     /// The whole pool, by number. One partition, paged; pools are hundreds of numbers.
@@ -526,13 +581,21 @@ impl Store {
     /// call racing a close is refused rather than connected into a closed session.
     /// `Ok(false)`: the session is closed or inactive. A repeated webhook for the same
     /// CallSid is accepted without a second log entry.
-    pub async fn start_inbound_leg(&self, leg: &Interaction, now: i64, retention: i64) -> Result<bool, StoreError> {
+    pub async fn start_inbound_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<bool, StoreError> {
         let items = vec![
             self.touch_session(&leg.session_sid, now, true)?,
             self.put(
-                with_key(to_item(leg)?, interaction_key(&leg.session_sid, &leg.call_sid))
-                    .tap_insert("status_rank", n(leg.status.rank()))
-                    .tap_insert("expire_at", n(now + retention)),
+                with_key(
+                    to_item(leg)?,
+                    interaction_key(&leg.session_sid, &leg.call_sid),
+                )
+                .tap_insert("status_rank", n(leg.status.rank()))
+                .tap_insert("expire_at", n(now + retention)),
                 "attribute_not_exists(pk)",
             )?,
             self.put(
@@ -566,7 +629,12 @@ impl Store {
     /// Marks session activity: last interaction, ttl restart, open → in-progress. With
     /// `check_deadline`, also requires the session not to be past `date_expiry` or its
     /// inactivity limit (`inactive_after`, kept as `now + ttl` by every touch).
-    fn touch_session(&self, sid: &str, now: i64, check_deadline: bool) -> Result<TransactWriteItem, StoreError> {
+    fn touch_session(
+        &self,
+        sid: &str,
+        now: i64,
+        check_deadline: bool,
+    ) -> Result<TransactWriteItem, StoreError> {
         let condition = if check_deadline {
             "#status IN (:open, :in_progress) \
              AND (attribute_not_exists(date_expiry) OR date_expiry > :now) \
@@ -590,21 +658,37 @@ impl Store {
         if check_deadline {
             update = update.expression_attribute_values(":zero", n(0));
         }
-        let update = update.build().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let update = update
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// Applies a status callback to a leg's interaction (creating it on first sight) and the
     /// session's activity, in one request. Late and repeated callbacks change nothing.
-    pub async fn record_leg(&self, leg: &Interaction, now: i64, retention: i64) -> Result<Recorded, StoreError> {
+    pub async fn record_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<Recorded, StoreError> {
         let upsert = self.upsert_leg(leg, now, retention)?;
-        match self.transact(vec![upsert, self.touch_session(&leg.session_sid, now, false)?]).await {
+        match self
+            .transact(vec![
+                upsert,
+                self.touch_session(&leg.session_sid, now, false)?,
+            ])
+            .await
+        {
             Ok(()) => Ok(Recorded::Updated),
             Err(e) if e.failed_at(0) => Ok(Recorded::Stale),
             Err(e) if e.failed_at(1) => {
                 // The session has closed (or is gone): still log the leg, for its cost.
                 match self
-                    .transact(vec![self.upsert_leg(leg, now, retention)?, self.session_exists(&leg.session_sid)?])
+                    .transact(vec![
+                        self.upsert_leg(leg, now, retention)?,
+                        self.session_exists(&leg.session_sid)?,
+                    ])
                     .await
                 {
                     Ok(()) => Ok(Recorded::SessionClosed),
@@ -627,7 +711,12 @@ impl Store {
         Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
-    fn upsert_leg(&self, leg: &Interaction, now: i64, retention: i64) -> Result<TransactWriteItem, StoreError> {
+    fn upsert_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
         // Fields that identify the leg are written once; progress fields move forward only.
         let mut values: HashMap<String, AttributeValue> = HashMap::new();
         let mut sets = Vec::new();
@@ -691,19 +780,36 @@ impl Store {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    pub async fn get_interaction(&self, session_sid: &str, call_sid: &str) -> Result<Option<Interaction>, StoreError> {
-        self.get(interaction_key(session_sid, call_sid)).await?.map(from_item).transpose()
+    pub async fn get_interaction(
+        &self,
+        session_sid: &str,
+        call_sid: &str,
+    ) -> Result<Option<Interaction>, StoreError> {
+        self.get(interaction_key(session_sid, call_sid))
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     /// A session's call legs, oldest first.
-    pub async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError> {
+    pub async fn list_interactions(
+        &self,
+        session_sid: &str,
+    ) -> Result<Vec<Interaction>, StoreError> {
         let mut legs: Vec<Interaction> = self
             .query_all(format!("SESSION#{session_sid}"), "CALL#")
             .await?
             .into_iter()
             .map(from_item)
             .collect::<Result<_, _>>()?;
-        legs.sort_by(|a, b| (a.date_created, &a.call_sid).cmp(&(b.date_created, &b.call_sid)));
+        // Oldest first; a caller's leg before the leg it dialled.
+        legs.sort_by_key(|l| {
+            (
+                l.date_created,
+                l.parent_call_sid.is_some(),
+                l.call_sid.clone(),
+            )
+        });
         Ok(legs)
     }
 
@@ -721,7 +827,14 @@ impl Store {
     /// Claims `key` for a request whose body hashes to `request_hash`, with one conditional
     /// put: it succeeds when no live record exists (absent, expired, or an abandoned
     /// in-progress claim); otherwise the existing record is returned.
-    pub async fn claim_idempotency_key(&self, key_: &str, request_hash: &str, now: i64, keep_for: i64, in_progress_for: i64) -> Result<Claim, StoreError> {
+    pub async fn claim_idempotency_key(
+        &self,
+        key_: &str,
+        request_hash: &str,
+        now: i64,
+        keep_for: i64,
+        in_progress_for: i64,
+    ) -> Result<Claim, StoreError> {
         let item = with_key(
             to_item(&IdempotencyItem {
                 status: "IN_PROGRESS".into(),
@@ -755,27 +868,40 @@ impl Store {
                     .map(from_item)
                     .transpose()?
                     .ok_or(StoreError::ConditionFailed)?;
-                Ok(match (existing.status.as_str(), existing.response_status, existing.response_body) {
-                    ("COMPLETED", Some(status), Some(body)) => Claim::Completed {
-                        request_hash: existing.request_hash,
-                        status,
-                        body,
+                Ok(
+                    match (
+                        existing.status.as_str(),
+                        existing.response_status,
+                        existing.response_body,
+                    ) {
+                        ("COMPLETED", Some(status), Some(body)) => Claim::Completed {
+                            request_hash: existing.request_hash,
+                            status,
+                            body,
+                        },
+                        _ => Claim::InProgress {
+                            request_hash: existing.request_hash,
+                        },
                     },
-                    _ => Claim::InProgress {
-                        request_hash: existing.request_hash,
-                    },
-                })
+                )
             }
             Err(e) => Err(StoreError::backend(e)),
         }
     }
 
-    pub async fn complete_idempotency_key(&self, key_: &str, status: u16, body: &str) -> Result<(), StoreError> {
+    pub async fn complete_idempotency_key(
+        &self,
+        key_: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY")))
-            .update_expression("SET #status = :done, response_status = :code, response_body = :body")
+            .update_expression(
+                "SET #status = :done, response_status = :code, response_body = :body",
+            )
             .condition_expression("#status = :in_progress")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":done", s("COMPLETED"))
@@ -809,7 +935,10 @@ impl Store {
 }
 
 fn interaction_key(session_sid: &str, call_sid: &str) -> Item {
-    key(format!("SESSION#{session_sid}"), &format!("CALL#{call_sid}"))
+    key(
+        format!("SESSION#{session_sid}"),
+        &format!("CALL#{call_sid}"),
+    )
 }
 
 fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {

@@ -16,7 +16,11 @@ pub enum TwilioError {
     Credentials(#[from] SecretError),
     /// Twilio answered with an error body: its code and message are kept for the caller.
     #[error("Twilio answered {status} (code {code}): {message}")]
-    Api { status: u16, code: u32, message: String },
+    Api {
+        status: u16,
+        code: u32,
+        message: String,
+    },
     #[error("Twilio could not be reached: {0}")]
     Transport(String),
 }
@@ -47,15 +51,26 @@ impl TwilioClient {
         match self.post(secrets, &path, &[("Status", "completed")]).await {
             Ok(_) => Ok(()),
             // 20404: no such call any more; 21220: the call is not in progress.
-            Err(TwilioError::Api { code: 20404 | 21220, .. }) => Ok(()),
+            Err(TwilioError::Api {
+                code: 20404 | 21220,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// POSTs a form to `/2010-04-01/Accounts/{AccountSid}/{path}` and returns the JSON body.
-    pub async fn post(&self, secrets: &SecretCache, path: &str, form: &[(&str, &str)]) -> Result<serde_json::Value, TwilioError> {
+    pub async fn post(
+        &self,
+        secrets: &SecretCache,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<serde_json::Value, TwilioError> {
         let creds = secrets.get().await?;
-        let url = format!("{}/{API_VERSION}/Accounts/{}/{path}", self.base_url, creds.account_sid);
+        let url = format!(
+            "{}/{API_VERSION}/Accounts/{}/{path}",
+            self.base_url, creds.account_sid
+        );
         let (user, password) = creds.rest_auth();
         let mut last = TwilioError::Transport("no attempt made".into());
         for attempt in 0..ATTEMPTS {
@@ -83,13 +98,16 @@ impl TwilioClient {
             let status = response.status().as_u16();
             let body = response.text().await.unwrap_or_default();
             if (200..300).contains(&status) {
-                return serde_json::from_str(&body).map_err(|e| TwilioError::Transport(format!("unreadable answer: {e}")));
+                return serde_json::from_str(&body)
+                    .map_err(|e| TwilioError::Transport(format!("unreadable answer: {e}")));
             }
             let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
             last = TwilioError::Api {
                 status,
                 code: parsed.as_ref().and_then(|b| b.code).unwrap_or(0),
-                message: parsed.and_then(|b| b.message).unwrap_or_else(|| body.chars().take(200).collect()),
+                message: parsed
+                    .and_then(|b| b.message)
+                    .unwrap_or_else(|| body.chars().take(200).collect()),
             };
             if status != 429 && status < 500 {
                 break;

@@ -25,7 +25,10 @@ pub struct TwilioForm(Vec<(String, String)>);
 
 impl TwilioForm {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn pairs(&self) -> &[(String, String)] {
@@ -50,8 +53,14 @@ pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
         return Err(Rejected::Forbidden);
     };
     let params = signature::parse_form(web::body_bytes(req));
-    let url = app.config.public_url(&web::raw_path(req), web::raw_query(req));
-    let creds = app.secrets.get().await.map_err(|e| Rejected::Unverifiable(e.to_string()))?;
+    let url = app
+        .config
+        .public_url(&web::raw_path(req), web::raw_query(req));
+    let creds = app
+        .secrets
+        .get()
+        .await
+        .map_err(|e| Rejected::Unverifiable(e.to_string()))?;
     if signature::is_valid(&creds.auth_token, &url, &params, header) {
         return Ok(TwilioForm(params));
     }
@@ -69,7 +78,11 @@ pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
 }
 
 fn forbidden() -> Response<Body> {
-    web::with_type(StatusCode::FORBIDDEN, "text/plain; charset=utf-8", "forbidden".into())
+    web::with_type(
+        StatusCode::FORBIDDEN,
+        "text/plain; charset=utf-8",
+        "forbidden".into(),
+    )
 }
 
 fn say(app: &App, text: &str) -> Say {
@@ -120,7 +133,9 @@ pub enum WebhookError {
 }
 
 fn required<'a>(form: &'a TwilioForm, name: &'static str) -> Result<&'a str, WebhookError> {
-    form.get(name).filter(|v| !v.is_empty()).ok_or(WebhookError::MissingParameter(name))
+    form.get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or(WebhookError::MissingParameter(name))
 }
 
 // ---- inbound-call -------------------------------------------------------------------
@@ -198,7 +213,11 @@ fn status_callback_url(app: &App, session_sid: &str, participant_sid: &str) -> S
 
 fn dial_other_party(app: &App, route: &Route, now: i64) -> TwiML {
     let number = Number::new(route.other_identifier.as_str())
-        .status_callback(status_callback_url(app, &route.session_sid, &route.other_participant_sid))
+        .status_callback(status_callback_url(
+            app,
+            &route.session_sid,
+            &route.other_participant_sid,
+        ))
         .status_callback_event(&["initiated", "ringing", "answered", "completed"]);
     TwiML::new().dial(
         Dial::new()
@@ -222,11 +241,21 @@ async fn intercepted(app: &App, route: &Route, call_sid: &str, from: &PhoneNumbe
     let form = [
         ("session_sid", route.session_sid.as_str()),
         ("inbound_participant_sid", route.participant_sid.as_str()),
-        ("outbound_participant_sid", route.other_participant_sid.as_str()),
+        (
+            "outbound_participant_sid",
+            route.other_participant_sid.as_str(),
+        ),
         ("call_sid", call_sid),
         ("interaction_type", "voice"),
     ];
-    match app.http.post(url).timeout(Duration::from_secs(3)).form(&form).send().await {
+    match app
+        .http
+        .post(url)
+        .timeout(Duration::from_secs(3))
+        .form(&form)
+        .send()
+        .await
+    {
         Ok(r) if r.status() == StatusCode::FORBIDDEN => {
             tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), "intercept callback blocked the call");
             true
@@ -255,7 +284,10 @@ async fn out_of_session(app: &App, form: &TwilioForm) -> Response<Body> {
                 Ok(body) if body.contains("<Response") => return web::twiml(body),
                 _ => tracing::warn!("out-of-session callback answered without TwiML"),
             },
-            Ok(r) => tracing::warn!(status = r.status().as_u16(), "out-of-session callback failed"),
+            Ok(r) => tracing::warn!(
+                status = r.status().as_u16(),
+                "out-of-session callback failed"
+            ),
             Err(e) => tracing::warn!(error = %e, "out-of-session callback unreachable"),
         }
     }
@@ -305,18 +337,41 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
     .await
 }
 
-fn leg_from_callback(app: &App, form: &TwilioForm, session_sid: &str, participant: Option<String>, status: CallStatus, now: i64) -> Interaction {
+fn leg_from_callback(
+    app: &App,
+    form: &TwilioForm,
+    session_sid: &str,
+    participant: Option<String>,
+    status: CallStatus,
+    now: i64,
+) -> Interaction {
     let twilio_direction = form.get("Direction").unwrap_or("outbound-dial").to_owned();
-    let direction = if twilio_direction == "inbound" { Direction::Inbound } else { Direction::Outbound };
+    let direction = if twilio_direction == "inbound" {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    };
     let parse = |name| form.get(name).and_then(|v| PhoneNumber::parse(v).ok());
     let (from, to) = (parse("From"), parse("To"));
     let mask = |n: &Option<PhoneNumber>, name: &str| match n {
         Some(n) => n.masked().to_string(),
-        None => form.get(name).unwrap_or("").chars().take(4).collect::<String>() + "…",
+        None => {
+            form.get(name)
+                .unwrap_or("")
+                .chars()
+                .take(4)
+                .collect::<String>()
+                + "…"
+        }
     };
-    let callee_class = to.as_ref().map(PhoneNumber::class).unwrap_or(crate::phone::NumberClass::Other);
+    let callee_class = to
+        .as_ref()
+        .map(PhoneNumber::class)
+        .unwrap_or(crate::phone::NumberClass::Other);
     let duration = if status.is_final() {
-        form.get("CallDuration").and_then(|d| d.parse::<u64>().ok()).unwrap_or(0)
+        form.get("CallDuration")
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or(0)
     } else {
         0
     };
@@ -325,7 +380,10 @@ fn leg_from_callback(app: &App, form: &TwilioForm, session_sid: &str, participan
         sid: ids::new_sid(ids::INTERACTION),
         session_sid: session_sid.to_owned(),
         call_sid: form.get("CallSid").unwrap_or_default().to_owned(),
-        parent_call_sid: form.get("ParentCallSid").filter(|p| !p.is_empty()).map(str::to_owned),
+        parent_call_sid: form
+            .get("ParentCallSid")
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned),
         direction,
         twilio_direction,
         from_masked: mask(&from, "From"),
@@ -364,7 +422,14 @@ mod tests {
         assert_eq!(time_limit(&route(None, None), 1000), MAX_CALL_SECONDS);
         assert_eq!(time_limit(&route(None, Some(600)), 1000), 600);
         assert_eq!(time_limit(&route(Some(1300), Some(600)), 1000), 300);
-        assert_eq!(time_limit(&route(Some(1000), None), 1000), 1, "never zero: Twilio would read it as no limit");
-        assert_eq!(time_limit(&route(Some(100_000), None), 1000), MAX_CALL_SECONDS);
+        assert_eq!(
+            time_limit(&route(Some(1000), None), 1000),
+            1,
+            "never zero: Twilio would read it as no limit"
+        );
+        assert_eq!(
+            time_limit(&route(Some(100_000), None), 1000),
+            MAX_CALL_SECONDS
+        );
     }
 }

@@ -1,0 +1,38 @@
+# Tsunagu — the two commands a newcomer needs are `make demo` and `make test`.
+# Both install what they need (the emulator into .venv) and stop what they start.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test up lint fmt clippy bench clean
+
+## make demo: the whole local stack and a full masked-call scenario, as a timeline
+demo:
+	@scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-demo
+
+## make test: unit, emulator and end-to-end tests (ends with the test runner's summary)
+test:
+	@scripts/bootstrap.sh
+	@.venv/bin/cfn-lint template.yaml
+	@python3 scripts/sign-events.py --check
+	@scripts/with-moto.sh $(CARGO) test --workspace --tests
+
+## make up: emulator + simulator + gateway on 127.0.0.1:$${GATEWAY_PORT:-3000}, until Ctrl-C
+up:
+	@MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-local
+
+lint: fmt clippy
+	@scripts/bootstrap.sh && .venv/bin/cfn-lint template.yaml
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## make bench: criterion benchmarks of the per-webhook CPU work (see docs/PERFORMANCE.md)
+bench:
+	$(CARGO) bench -p tsunagu
+
+clean:
+	rm -rf .stack

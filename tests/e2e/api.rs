@@ -1,0 +1,499 @@
+//! The platform API through the gateway, against the emulator: sessions, numbers,
+//! idempotency, invariant I1 under concurrency, and bad input that changes nothing.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_session_is_created_read_and_closed() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    stack.add_proxy_number(P2).await;
+
+    let (status, s) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({
+                "unique_name": "order-1",
+                "ttl": 600,
+                "participants": [
+                    {"identifier": A, "friendly_name": "購入者"},
+                    {"identifier": "+81 80 9876 5432"}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    assert_eq!(s["status"], "open");
+    assert_eq!(s["mode"], "voice-only");
+    assert_eq!(s["participants"][0]["identifier"], "+819012345678");
+    assert_eq!(s["participants"][1]["identifier"], "+818098765432");
+    assert_eq!(s["participants"][0]["friendly_name"], "購入者");
+    // One number free for both is preferred: each party knows the same proxy.
+    assert_eq!(
+        s["participants"][0]["proxy_identifier"],
+        s["participants"][1]["proxy_identifier"]
+    );
+    let sid = s["sid"].as_str().unwrap().to_owned();
+
+    let (status, by_sid) = stack.api("GET", &format!("/v1/sessions/{sid}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(by_sid, s);
+    let (status, by_name) = stack.api("GET", "/v1/sessions/order-1", None).await;
+    assert_eq!((status, by_name["sid"].as_str()), (200, Some(sid.as_str())));
+
+    let (_, numbers) = stack.api("GET", "/v1/numbers", None).await;
+    let in_use: u64 = numbers["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["in_use"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_use, 1);
+
+    let (status, closed) = stack
+        .api("DELETE", &format!("/v1/sessions/{sid}"), None)
+        .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["status"], "closed");
+    assert_eq!(closed["closed_reason"], "closed-by-api");
+    assert!(
+        items(&stack, "ROUTE#").await.is_empty(),
+        "routes released with the close (I3)"
+    );
+    assert!(items(&stack, "PARTICIPANT#").await.is_empty());
+    let (_, numbers) = stack.api("GET", "/v1/numbers", None).await;
+    assert!(
+        numbers["numbers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["in_use"] == 0),
+        "{numbers}"
+    );
+
+    // DELETE is idempotent.
+    let (status, again) = stack
+        .api("DELETE", &format!("/v1/sessions/{sid}"), None)
+        .await;
+    assert_eq!((status, &again["status"]), (200, &json!("closed")));
+    // The participants are free again on that number.
+    let (status, _) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_creates_never_double_route_a_participant() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    stack.add_proxy_number(P2).await;
+
+    // Fifty sessions at once, all with participant A and each with a different B.
+    let requests = (0..50).map(|i| {
+        let stack = &stack;
+        async move {
+            let b = format!("080-5555-{i:04}");
+            stack
+                .api("POST", "/v1/sessions", Some(session_body(A, &b)))
+                .await
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let no_number = answers
+        .iter()
+        .filter(|(s, b)| *s == 409 && b["code"] == 80206)
+        .count();
+    assert_eq!(
+        created, 2,
+        "A can hold one open session per proxy number, and there are two"
+    );
+    assert_eq!(
+        no_number,
+        48,
+        "every other create is refused with 80206: {:?}",
+        answers
+            .iter()
+            .map(|(s, b)| (s, &b["code"]))
+            .collect::<Vec<_>>()
+    );
+
+    let routes_for_a: Vec<String> = items(&stack, "ROUTE#")
+        .await
+        .into_iter()
+        .filter(|i| i["sk"].as_s().unwrap() == &format!("CALLER#{}", e164(A)))
+        .map(|i| i["pk"].as_s().unwrap().clone())
+        .collect();
+    let mut distinct = routes_for_a.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(routes_for_a.len(), 2);
+    assert_eq!(
+        distinct.len(),
+        2,
+        "A's two routes are on two different proxy numbers"
+    );
+    let (_, numbers) = stack.api("GET", "/v1/numbers", None).await;
+    let in_use: Vec<u64> = numbers["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["in_use"].as_u64().unwrap())
+        .collect();
+    assert_eq!(in_use, vec![1, 1], "use counts match the sessions created");
+    assert_eq!(
+        items(&stack, "SESSION#").await.len(),
+        2,
+        "refused creates wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let before = item_count(&stack).await;
+    let client = &stack.http;
+
+    // Raw bodies the JSON helper could not send.
+    let raw = |method: reqwest::Method, path: &str, ct: &str, body: String| {
+        client
+            .request(method, format!("{}{path}", stack.url))
+            .header("content-type", ct)
+            .body(body)
+    };
+    let cases: Vec<(reqwest::RequestBuilder, u16, u64)> = vec![
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                "application/json",
+                "{\"participants\": [".into(),
+            ),
+            400,
+            20400,
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                "application/json",
+                "".into(),
+            ),
+            400,
+            20400,
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                "application/json",
+                r#"{"participants": "A and B"}"#.into(),
+            ),
+            400,
+            20001,
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                "application/json",
+                r#"{"ttl": -5, "participants": []}"#.into(),
+            ),
+            400,
+            20001,
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                "text/plain",
+                "hello".into(),
+            ),
+            415,
+            20415,
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                "application/json",
+                format!("{{\"unique_name\":\"{}\"}}", "x".repeat(20_000)),
+            ),
+            413,
+            20413,
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/numbers",
+                "application/json",
+                r#"{"phone_number": 5031234567}"#.into(),
+            ),
+            400,
+            20001,
+        ),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/numbers",
+                "application/json",
+                r#"{"phone_number": "03-12"}"#.into(),
+            ),
+            400,
+            20001,
+        ),
+    ];
+    for (request, status, code) in cases {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let got_status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (got_status, body["code"].as_u64().unwrap()),
+            (status, code),
+            "{body}"
+        );
+        assert!(!body["detail"].as_str().unwrap().is_empty());
+    }
+
+    let json_cases = [
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"participants": [{"identifier": "090-1234"}, {"identifier": B}]}),
+            400,
+            20001,
+            "participants[0].identifier",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"participants": [{"identifier": A}, {"identifier": A}]}),
+            400,
+            80103,
+            "two different",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"participants": [{"identifier": A}]}),
+            400,
+            20001,
+            "exactly two",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"mode": "voice-and-message", "participants": []}),
+            400,
+            80620,
+            "SMS",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"participants": [{"identifier": A, "proxy_identifier": P2}, {"identifier": B}]}),
+            400,
+            80640,
+            "not in the number pool",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"participants": [{"identifier": A}, {"identifier": B}], "colour": "red"}),
+            400,
+            20001,
+            "unknown field",
+        ),
+    ];
+    for (method, path, body, status, code, needle) in json_cases {
+        let (got, problem) = stack.api(method, path, Some(body.clone())).await;
+        assert_eq!(
+            (got, problem["code"].as_u64().unwrap()),
+            (status, code),
+            "{body} → {problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{problem}"
+        );
+    }
+
+    for (method, path, status, code) in [
+        (
+            "GET",
+            "/v1/sessions/KC00000000000000000000000000000000",
+            404,
+            20404,
+        ),
+        ("GET", "/v1/sessions/no-such-name", 404, 20404),
+        (
+            "DELETE",
+            "/v1/sessions/KC00000000000000000000000000000000",
+            404,
+            20404,
+        ),
+        (
+            "GET",
+            "/v1/sessions/KC00000000000000000000000000000000/interactions",
+            404,
+            20404,
+        ),
+        ("DELETE", "/v1/numbers/%2B815099999999", 404, 20404),
+        ("DELETE", "/v1/numbers/not-a-number", 400, 20001),
+    ] {
+        let (got, problem) = stack.api(method, path, None).await;
+        assert_eq!(
+            (got, problem["code"].as_u64()),
+            (status, Some(code)),
+            "{method} {path}: {problem}"
+        );
+    }
+    assert_eq!(
+        item_count(&stack).await,
+        before,
+        "no bad request wrote anything"
+    );
+}
+
+#[tokio::test]
+async fn the_number_pool_guards_numbers_in_use() {
+    let stack = stack().await;
+    let added = stack.add_proxy_number(P1).await;
+    assert_eq!(added["phone_number"], "+815031234567");
+    assert_eq!(added["is_reserved"], false);
+    let (status, dup) = stack
+        .api(
+            "POST",
+            "/v1/numbers",
+            Some(json!({"phone_number": "+815031234567"})),
+        )
+        .await;
+    assert_eq!((status, dup["code"].as_u64()), (409, Some(80641)));
+
+    let (_, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    let (status, busy) = stack
+        .api("DELETE", "/v1/numbers/%2B815031234567", None)
+        .await;
+    assert_eq!(
+        (status, busy["code"].as_u64()),
+        (409, Some(80642)),
+        "{busy}"
+    );
+
+    // Reserved numbers are only used when asked for.
+    let (status, _) = stack
+        .api(
+            "POST",
+            "/v1/numbers",
+            Some(json!({"phone_number": P2, "is_reserved": true})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, refused) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(session_body(A, "080-2222-3333")),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_u64()),
+        (409, Some(80206)),
+        "{refused}"
+    );
+    let (status, asked) = stack
+        .api("POST", "/v1/sessions", Some(json!({"participants": [{"identifier": A, "proxy_identifier": P2}, {"identifier": "080-2222-3333"}]})))
+        .await;
+    assert_eq!(status, 201, "{asked}");
+    assert_eq!(
+        asked["participants"][0]["proxy_identifier"],
+        "+815031234568"
+    );
+    // Asking for a number A already uses is the identifier conflict 80623.
+    let (status, clash) = stack
+        .api("POST", "/v1/sessions", Some(json!({"participants": [{"identifier": A, "proxy_identifier": P2}, {"identifier": "080-4444-5555"}]})))
+        .await;
+    assert_eq!(
+        (status, clash["code"].as_u64()),
+        (409, Some(80623)),
+        "{clash}"
+    );
+
+    // The second session's other participant got the unreserved P1: close both to free it.
+    for session in [&s, &asked] {
+        stack
+            .api(
+                "DELETE",
+                &format!("/v1/sessions/{}", session["sid"].as_str().unwrap()),
+                None,
+            )
+            .await;
+    }
+    let (status, _) = stack
+        .api("DELETE", "/v1/numbers/%2B815031234567", None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, numbers) = stack.api("GET", "/v1/numbers", None).await;
+    assert_eq!(numbers["numbers"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unique_names_are_unique() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    stack.add_proxy_number(P2).await;
+    let body = |b: &str| json!({"unique_name": "order-7", "participants": [{"identifier": A}, {"identifier": b}]});
+    assert_eq!(
+        stack.api("POST", "/v1/sessions", Some(body(B))).await.0,
+        201
+    );
+    let (status, p) = stack
+        .api("POST", "/v1/sessions", Some(body("080-1212-3434")))
+        .await;
+    assert_eq!((status, p["code"].as_u64()), (409, Some(80603)), "{p}");
+    assert_eq!(items(&stack, "SESSION#").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let post = |body: serde_json::Value| {
+        stack
+            .http
+            .post(format!("{}/v1/sessions", stack.url))
+            .header("idempotency-key", "create-order-42")
+            .json(&body)
+            .send()
+    };
+    let first = post(session_body(A, B)).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let second = post(session_body(A, B)).await.unwrap();
+    assert_eq!(second.status(), 201);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let second: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(
+        first["sid"], second["sid"],
+        "the retry returns the same session"
+    );
+    assert_eq!(
+        items(&stack, "SESSION#").await.len(),
+        1,
+        "and creates nothing new"
+    );
+
+    let other = post(session_body(A, "080-7777-8888")).await.unwrap();
+    assert_eq!(other.status(), 422);
+    let other: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(other["code"], 20409);
+}

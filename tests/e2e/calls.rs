@@ -1,0 +1,401 @@
+//! Masked calls end to end: the simulator dials the proxy numbers, the gateway hands the
+//! signed webhooks to the real handlers, the emulator keeps the state.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tsunagu_tests::simulator::{CallerScript, PhoneScript};
+use tsunagu_tests::stack::Options;
+
+async fn session(
+    stack: &tsunagu_tests::stack::Stack,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let (status, s) = stack.api("POST", "/v1/sessions", Some(body)).await;
+    assert_eq!(status, 201, "{s}");
+    s
+}
+
+fn proxy(s: &serde_json::Value, i: usize) -> String {
+    s["participants"][i]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_masked_call_goes_both_ways_and_is_logged_with_its_cost() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    let sid = s["sid"].as_str().unwrap();
+    let (a, b, p) = (e164(A), e164(B), proxy(&s, 0));
+    let sim = stack.sim();
+
+    // A calls the proxy number; B answers after 3 s and talks 65 s.
+    sim.set_phone(
+        &b,
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(65)),
+    );
+    let parent = sim.dial_in(&a, &p, CallerScript::default()).await;
+    stack.finish_calls().await;
+
+    let calls = sim.calls();
+    let child = calls
+        .iter()
+        .find(|c| c.parent_sid.as_deref() == Some(parent.as_str()))
+        .expect("B was dialled");
+    assert_eq!(child.to, b);
+    assert_eq!(child.from, p, "B sees the proxy number, never A's");
+    assert_eq!(child.duration_secs, 65);
+    assert!(sim.heard_by(&a).is_empty(), "A heard no refusal");
+
+    let (_, got) = stack.api("GET", &format!("/v1/sessions/{sid}"), None).await;
+    assert_eq!(
+        got["status"], "in-progress",
+        "the first call moves the session on"
+    );
+    assert!(got["date_last_interaction"].is_string());
+
+    let (status, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    assert_eq!(status, 200);
+    let legs = log["interactions"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "{log}");
+    let inbound = legs.iter().find(|l| l["direction"] == "inbound").unwrap();
+    let outbound = legs.iter().find(|l| l["direction"] == "outbound").unwrap();
+    assert_eq!(inbound["call_sid"], parent.as_str());
+    assert_eq!(
+        inbound["from"], "+8190****5678",
+        "numbers are masked in the log"
+    );
+    assert_eq!(inbound["status"], "completed");
+    assert_eq!(outbound["status"], "completed");
+    assert_eq!(outbound["duration"], 65);
+    assert_eq!(outbound["billed_minutes"], 2);
+    assert_eq!(
+        outbound["cost"], 32.4,
+        "two started minutes to a mobile at 16.2 JPY"
+    );
+    assert_eq!(outbound["to"], "+8180****5432");
+    assert_eq!(outbound["parent_call_sid"], parent.as_str());
+    let inbound_minutes = inbound["billed_minutes"].as_u64().unwrap();
+    assert_eq!(
+        inbound["cost"],
+        json!(inbound_minutes),
+        "the caller's leg at 1 JPY/min"
+    );
+    assert_eq!(
+        log["total_cost"].as_f64().unwrap(),
+        32.4 + inbound_minutes as f64
+    );
+
+    // B calls back the number they saw and reaches A, who sees B's proxy number.
+    sim.set_phone(
+        &a,
+        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(30)),
+    );
+    let back = sim
+        .dial_in(&b, &proxy(&s, 1), CallerScript::default())
+        .await;
+    stack.finish_calls().await;
+    let child = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.parent_sid.as_deref() == Some(back.as_str()))
+        .expect("A was dialled");
+    assert_eq!(
+        (child.to.as_str(), child.from.as_str()),
+        (a.as_str(), p.as_str())
+    );
+    let (_, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    assert_eq!(log["interactions"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn strangers_and_closed_sessions_are_refused_in_japanese() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    let sid = s["sid"].as_str().unwrap();
+    let p = proxy(&s, 0);
+    let sim = stack.sim();
+
+    let stranger = e164("070-1111-2222");
+    sim.dial_in(&stranger, &p, CallerScript::default()).await;
+    stack.finish_calls().await;
+    let heard = sim.heard_by(&stranger);
+    assert_eq!(heard.len(), 1);
+    assert!(heard[0].contains("お取り扱いしておりません"), "{heard:?}");
+    assert!(
+        !sim.calls().iter().any(|c| c.direction == "outbound-dial"),
+        "nobody was dialled"
+    );
+
+    let (status, _) = stack
+        .api("DELETE", &format!("/v1/sessions/{sid}"), None)
+        .await;
+    assert_eq!(status, 200);
+    sim.dial_in(&e164(A), &p, CallerScript::default()).await;
+    stack.finish_calls().await;
+    assert_eq!(
+        sim.heard_by(&e164(A)).len(),
+        1,
+        "A is refused once the session is closed"
+    );
+    assert!(!sim.calls().iter().any(|c| c.direction == "outbound-dial"));
+    let (_, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    assert!(
+        log["interactions"].as_array().unwrap().is_empty(),
+        "refused calls are not session interactions"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_routes_nothing_and_limits_calls_to_its_end() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let now = stack.clock.now();
+    let expiry = (now + time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let s = session(&stack, json!({"date_expiry": expiry, "call_time_limit": 3600, "participants": [{"identifier": A}, {"identifier": B}]})).await;
+    let p = proxy(&s, 0);
+    let sim = stack.sim();
+
+    // B would talk for an hour; the session ends in ten minutes, and so does the call.
+    sim.set_phone(
+        &e164(B),
+        PhoneScript::talks(Duration::from_secs(1), Duration::from_secs(3600)),
+    );
+    let parent = sim.dial_in(&e164(A), &p, CallerScript::default()).await;
+    stack.finish_calls().await;
+    let child = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.parent_sid.as_deref() == Some(parent.as_str()))
+        .unwrap();
+    assert!(
+        child.duration_secs <= 600,
+        "cut by <Dial timeLimit> at the session's end: {}",
+        child.duration_secs
+    );
+    assert!(child.duration_secs >= 590, "{}", child.duration_secs);
+
+    sim.advance(Duration::from_secs(700)).await;
+    sim.dial_in(&e164(A), &p, CallerScript::default()).await;
+    stack.finish_calls().await;
+    let heard = sim.heard_by(&e164(A));
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].contains("終了しました"), "{heard:?}");
+}
+
+#[tokio::test]
+async fn a_busy_party_is_logged_at_no_cost() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    stack.sim().set_phone(&e164(B), PhoneScript::Busy);
+    stack
+        .sim()
+        .dial_in(&e164(A), &proxy(&s, 0), CallerScript::default())
+        .await;
+    stack.finish_calls().await;
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", s["sid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    let outbound = log["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["direction"] == "outbound")
+        .cloned()
+        .unwrap();
+    assert_eq!(outbound["status"], "busy");
+    assert_eq!(outbound["cost"], 0);
+}
+
+#[tokio::test]
+async fn closing_a_session_ends_its_live_call() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    let sim = stack.sim();
+    let parent = sim
+        .dial_in(&e164(A), &proxy(&s, 0), CallerScript::default())
+        .await;
+    sim.advance(Duration::from_secs(40)).await; // B answered after 3 s; they are talking.
+    assert!(
+        sim.calls().iter().all(|c| c.ended_at.is_none()),
+        "still talking"
+    );
+
+    let (status, _) = stack
+        .api(
+            "DELETE",
+            &format!("/v1/sessions/{}", s["sid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    sim.settle().await;
+    for call in sim.calls() {
+        assert_eq!(call.status, "completed", "{} ended by the close", call.sid);
+    }
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", s["sid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    let legs = log["interactions"].as_array().unwrap();
+    assert_eq!(
+        legs.len(),
+        2,
+        "both legs logged although the session closed mid-call: {log}"
+    );
+    assert!(legs.iter().all(|l| l["status"] == "completed"));
+    assert!(
+        legs.iter()
+            .any(|l| l["call_sid"] == parent.as_str() && l["duration"].as_u64().unwrap() >= 37)
+    );
+}
+
+#[tokio::test]
+async fn webhooks_refuse_unsigned_and_wrongly_signed_requests() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    let before = item_count(&stack).await;
+    let form = [
+        ("CallSid", "CA99999999999999999999999999999999"),
+        ("From", "+819012345678"),
+        ("To", "+815031234567"),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+    ];
+    let url = format!("{}/twilio/voice/inbound", stack.url);
+    let good = tsunagu::signature::compute(
+        tsunagu_tests::stack::AUTH_TOKEN,
+        &url,
+        &form
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+    );
+
+    let unsigned = stack.http.post(&url).form(&form).send().await.unwrap();
+    assert_eq!(unsigned.status(), 403);
+    let forged = stack
+        .http
+        .post(&url)
+        .header("x-twilio-signature", "bm90IGEgc2lnbmF0dXJl")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // A correct signature over other parameters does not carry over.
+    let mut tampered = form;
+    tampered[1].1 = "+818098765432";
+    let replayed = stack
+        .http
+        .post(&url)
+        .header("x-twilio-signature", &good)
+        .form(&tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 403);
+    let status_url = format!(
+        "{}/twilio/voice/status?session={}",
+        stack.url,
+        s["sid"].as_str().unwrap()
+    );
+    let forged_status = stack
+        .http
+        .post(&status_url)
+        .header("x-twilio-signature", &good)
+        .form(&[
+            ("CallSid", "CA1"),
+            ("CallStatus", "completed"),
+            ("CallDuration", "600"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged_status.status(), 403);
+    assert_eq!(
+        item_count(&stack).await,
+        before,
+        "refused webhooks wrote nothing"
+    );
+
+    // The genuine request goes through and is answered with TwiML.
+    let ok = stack
+        .http
+        .post(&url)
+        .header("x-twilio-signature", &good)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("<Dial"));
+}
+
+#[tokio::test]
+async fn the_intercept_url_can_block_a_call() {
+    // The platform's intercept endpoint refuses every call with 403, as Twilio Proxy's does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let intercept = format!("http://{}/intercept", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let router = axum::Router::new().route(
+        "/intercept",
+        axum::routing::post(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { axum::http::StatusCode::FORBIDDEN }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let stack = stack_with(Options {
+        env: vec![("INTERCEPT_CALLBACK_URL".into(), intercept)],
+        ..Options::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    stack
+        .sim()
+        .dial_in(&e164(A), &proxy(&s, 0), CallerScript::default())
+        .await;
+    stack.finish_calls().await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let heard = stack.sim().heard_by(&e164(A));
+    assert!(
+        heard.iter().any(|t| t.contains("おつなぎできません")),
+        "{heard:?}"
+    );
+    assert!(
+        !stack
+            .sim()
+            .calls()
+            .iter()
+            .any(|c| c.direction == "outbound-dial")
+    );
+}

@@ -1,0 +1,58 @@
+//! Shared by the end-to-end tests: starting a stack and reading the table directly.
+#![allow(dead_code)]
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use tsunagu_tests::stack::{Options, Stack};
+
+pub const A: &str = "090-1234-5678";
+pub const B: &str = "080-9876-5432";
+pub const P1: &str = "050-3123-4567";
+pub const P2: &str = "050-3123-4568";
+
+pub async fn stack() -> Stack {
+    stack_with(Options::default()).await
+}
+
+pub async fn stack_with(options: Options) -> Stack {
+    Stack::start(options)
+        .await
+        .unwrap_or_else(|e| panic!("local stack: {e}"))
+}
+
+pub fn e164(n: &str) -> String {
+    tsunagu::phone::PhoneNumber::parse(n).unwrap().to_string()
+}
+
+/// Every item whose pk starts with `prefix`. Tests may Scan; the product never does.
+pub async fn items(
+    stack: &Stack,
+    prefix: &str,
+) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let client = aws_sdk_dynamodb::Client::new(&stack.aws);
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(&stack.table)
+            .filter_expression("begins_with(pk, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        out.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return out,
+        }
+    }
+}
+
+pub async fn item_count(stack: &Stack) -> usize {
+    items(stack, "").await.len()
+}
+
+pub fn session_body(a: &str, b: &str) -> serde_json::Value {
+    serde_json::json!({"participants": [{"identifier": a}, {"identifier": b}]})
+}

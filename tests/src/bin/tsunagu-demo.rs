@@ -1,0 +1,250 @@
+//! `make demo`: the whole local stack and a masked-call scenario, printed as a timeline.
+//! Calls run in the simulator's virtual time, so a minute of talk takes milliseconds.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tsunagu_tests::simulator::{CallerScript, PhoneScript};
+use tsunagu_tests::stack::{Options, Stack};
+
+const BUYER: &str = "090-1234-5678";
+const SELLER: &str = "080-9876-5432";
+const STRANGER: &str = "070-1111-2222";
+
+struct Demo {
+    stack: Stack,
+    shown: usize,
+}
+
+impl Demo {
+    fn step(&self, text: &str) {
+        println!("\n▶ {text}");
+    }
+
+    /// Prints what happened in the simulator since the last call.
+    fn timeline(&mut self) {
+        let entries = self.stack.sim().transcript();
+        for entry in &entries[self.shown.min(entries.len())..] {
+            println!("    {entry}");
+        }
+        self.shown = entries.len();
+    }
+
+    fn check(&self, ok: bool, what: &str) -> Result<(), String> {
+        if ok {
+            println!("    ✓ {what}");
+            Ok(())
+        } else {
+            Err(format!("demo expectation failed: {what}"))
+        }
+    }
+}
+
+fn e164(national: &str) -> String {
+    tsunagu::phone::PhoneNumber::parse(national)
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+fn masked(national: &str) -> String {
+    tsunagu::phone::PhoneNumber::parse(national)
+        .map(|n| n.masked().to_string())
+        .unwrap_or_default()
+}
+
+async fn run() -> Result<(), String> {
+    let stack = Stack::start(Options::default()).await?;
+    println!("Tsunagu demo — masked calls on the local stack");
+    println!(
+        "  gateway   {}  (every route of template.yaml, real handlers)",
+        stack.url
+    );
+    println!(
+        "  emulator  {}  (DynamoDB table {}, Secrets Manager)",
+        tsunagu_tests::stack::emulator_url()?,
+        stack.table
+    );
+    println!(
+        "  Twilio    {}  (Voice simulator, virtual clock)",
+        stack.sim().base_url()
+    );
+    let mut demo = Demo { stack, shown: 0 };
+
+    demo.step("The platform adds two proxy numbers to the pool");
+    for n in ["050-3123-4567", "050-3123-4568"] {
+        let body = demo.stack.add_proxy_number(n).await;
+        println!("    POST /v1/numbers {n} → {}", body["phone_number"]);
+    }
+
+    demo.step(&format!(
+        "It creates a session between a buyer ({BUYER}) and a seller ({SELLER})"
+    ));
+    let (status, session) = demo
+        .stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({
+                "unique_name": "order-1234",
+                "ttl": 3600,
+                "participants": [
+                    {"identifier": BUYER, "friendly_name": "購入者"},
+                    {"identifier": SELLER, "friendly_name": "出品者"}
+                ]
+            })),
+        )
+        .await;
+    demo.check(
+        status == 201,
+        &format!("201 Created: session {}", session["sid"]),
+    )?;
+    let sid = session["sid"].as_str().unwrap_or_default().to_owned();
+    let proxy_of = |i: usize| {
+        session["participants"][i]["proxy_identifier"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (buyer_proxy, seller_proxy) = (proxy_of(0), proxy_of(1));
+    println!(
+        "    buyer dials {buyer_proxy}, seller dials {seller_proxy}; neither sees the other's number"
+    );
+
+    let sim = demo.stack.sim().clone();
+    demo.step(
+        "The buyer calls the proxy number; the seller answers after 3 s and they talk for 65 s",
+    );
+    sim.set_phone(
+        &e164(SELLER),
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(65)),
+    );
+    sim.dial_in(&e164(BUYER), &buyer_proxy, CallerScript::default())
+        .await;
+    demo.stack.finish_calls().await;
+    demo.timeline();
+    let bridged = sim
+        .calls()
+        .iter()
+        .any(|c| c.to == e164(SELLER) && c.from == seller_proxy && c.duration_secs == 65);
+    demo.check(
+        bridged,
+        &format!("the seller saw {seller_proxy}, never the buyer's number"),
+    )?;
+
+    demo.step(
+        "The seller calls back the number they saw; the buyer answers and they talk for 20 s",
+    );
+    sim.set_phone(
+        &e164(BUYER),
+        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(20)),
+    );
+    sim.dial_in(&e164(SELLER), &seller_proxy, CallerScript::default())
+        .await;
+    demo.stack.finish_calls().await;
+    demo.timeline();
+    let reached = sim
+        .calls()
+        .iter()
+        .any(|c| c.to == e164(BUYER) && c.from == buyer_proxy);
+    demo.check(reached, &format!("the buyer saw {buyer_proxy}"))?;
+
+    demo.step(&format!("A stranger ({STRANGER}) calls the proxy number"));
+    sim.dial_in(&e164(STRANGER), &buyer_proxy, CallerScript::default())
+        .await;
+    demo.stack.finish_calls().await;
+    demo.timeline();
+    let refused = !sim.heard_by(&e164(STRANGER)).is_empty()
+        && !sim.calls().iter().any(|c| {
+            c.from == buyer_proxy && c.direction == "outbound-dial" && c.to == e164(STRANGER)
+        });
+    demo.check(
+        refused,
+        "no session for the stranger: a short message and the call ends",
+    )?;
+
+    demo.step("The platform closes the session");
+    let (status, closed) = demo
+        .stack
+        .api("DELETE", &format!("/v1/sessions/{sid}"), None)
+        .await;
+    demo.check(
+        status == 200 && closed["status"] == "closed",
+        &format!(
+            "status {}, closed_reason {}",
+            closed["status"], closed["closed_reason"]
+        ),
+    )?;
+
+    demo.step("The buyer calls the proxy number again");
+    let calls_before = sim.calls().len();
+    sim.dial_in(&e164(BUYER), &buyer_proxy, CallerScript::default())
+        .await;
+    demo.stack.finish_calls().await;
+    demo.timeline();
+    let dialled = sim.calls()[calls_before..]
+        .iter()
+        .any(|c| c.direction == "outbound-dial");
+    demo.check(!dialled, "the closed session routes nothing")?;
+
+    demo.step("The call log (GET /v1/sessions/{sid}/interactions), numbers masked");
+    let (status, log) = demo
+        .stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    demo.check(status == 200, "200 OK")?;
+    print_log(&log);
+    let total = log["total_cost"].as_f64().unwrap_or_default();
+    // 65 s and 20 s to mobiles: 2 + 1 billed minutes at 16.2; the callers' legs at 1 JPY/min.
+    demo.check(
+        (total - (2.0 * 16.2 + 16.2 + 2.0 + 1.0)).abs() < 1e-9,
+        &format!(
+            "total {total} JPY = 3 outbound minutes to mobiles at 16.2 + 3 inbound minutes at 1"
+        ),
+    )?;
+    println!(
+        "\nDone: {} masked as {} and {} as {} throughout.",
+        BUYER,
+        masked(BUYER),
+        SELLER,
+        masked(SELLER)
+    );
+    Ok(())
+}
+
+fn print_log(log: &Value) {
+    println!(
+        "    {:<8} {:<10} {:<15} {:<15} {:<10} {:>5} {:>6} {:>8}",
+        "time", "leg", "from", "to", "status", "secs", "billed", "JPY"
+    );
+    for i in log["interactions"].as_array().into_iter().flatten() {
+        let time = i["date_created"]
+            .as_str()
+            .unwrap_or("")
+            .get(11..19)
+            .unwrap_or("");
+        println!(
+            "    {:<8} {:<10} {:<15} {:<15} {:<10} {:>5} {:>6} {:>8}",
+            time,
+            i["direction"].as_str().unwrap_or(""),
+            i["from"].as_str().unwrap_or(""),
+            i["to"].as_str().unwrap_or(""),
+            i["status"].as_str().unwrap_or(""),
+            i["duration"].to_string(),
+            format!("{} min", i["billed_minutes"]),
+            i["cost"].to_string(),
+        );
+    }
+    println!(
+        "    total {} {}",
+        log["total_cost"],
+        log["cost_unit"].as_str().unwrap_or("")
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("\n✗ {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,8 @@
+//! Tsunagu's local stack and test kit: the Twilio Voice simulator, the gateway that serves
+//! `template.yaml`'s routes to the real handlers, and the stack that wires them to the
+//! emulator. Used by the end-to-end tests, `make demo` and `make up`.
+
+pub mod gateway;
+pub mod simulator;
+pub mod stack;
+pub mod template;

@@ -1,0 +1,945 @@
+//! Tests of the simulator itself, against a toy webhook server that answers fixed TwiML.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+
+use super::*;
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "test-auth-token";
+const KEY: (&str, &str) = ("SK0123456789abcdef0123456789abcdef", "key-secret");
+/// The Twilio (proxy) number.
+const P: &str = "+815012345678";
+/// Real phones.
+const A: &str = "+819011112222";
+const B: &str = "+818033334444";
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A request the toy webhook server received.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// Path and query, as requested.
+    target: String,
+    signature: String,
+    user_agent: String,
+    content_type: String,
+    params: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Default)]
+struct ToyState {
+    routes: Arc<Mutex<HashMap<String, (u16, String)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// For the route that calls the simulator's REST API before answering.
+    sim_base: Arc<Mutex<Option<String>>>,
+}
+
+/// A webhook server answering fixed TwiML per path (`<Response/>` by default).
+struct Toy {
+    base: String,
+    state: ToyState,
+}
+
+impl Toy {
+    async fn start() -> Toy {
+        let state = ToyState::default();
+        let app = axum::Router::new()
+            .fallback(toy_handler)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Toy { base, state }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn route(&self, path: &str, status: u16, body: &str) {
+        let mut routes = self.state.routes.lock().unwrap();
+        routes.insert(path.to_owned(), (status, body.to_owned()));
+    }
+
+    /// Requests whose path (without query) is `path`.
+    fn seen(&self, path: &str) -> Vec<Seen> {
+        let seen = self.state.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.target.split('?').next() == Some(path))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn toy_handler(
+    State(state): State<ToyState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap();
+    let target = uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let seen = Seen {
+        target,
+        signature: header("x-twilio-signature"),
+        user_agent: header("user-agent"),
+        content_type: header("content-type"),
+        params,
+    };
+    state.seen.lock().unwrap().push(seen.clone());
+
+    if uri.path() == "/calls-back" {
+        // A handler that asks Twilio about the call while Twilio waits for its answer.
+        let base = state.sim_base.lock().unwrap().clone().unwrap();
+        let sid = seen.get("CallSid").unwrap();
+        let url = format!("{base}/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json");
+        let response = reqwest::Client::new()
+            .get(url)
+            .basic_auth(ACCOUNT, Some(TOKEN))
+            .send()
+            .await
+            .unwrap();
+        let call: Value = response.json().await.unwrap();
+        let twiml = format!(
+            "<Response><Say>{}</Say></Response>",
+            call["status"].as_str().unwrap()
+        );
+        return (StatusCode::OK, twiml);
+    }
+    let routes = state.routes.lock().unwrap();
+    let (status, body) = routes
+        .get(uri.path())
+        .cloned()
+        .unwrap_or((200, "<Response/>".to_owned()));
+    (StatusCode::from_u16(status).unwrap(), body)
+}
+
+async fn setup() -> (Simulator, Toy) {
+    let mut config = SimConfig::new(ACCOUNT, TOKEN);
+    config.api_key = Some((KEY.0.to_owned(), KEY.1.to_owned()));
+    let sim = Simulator::start(config).await.unwrap();
+    let toy = Toy::start().await;
+    *toy.state.sim_base.lock().unwrap() = Some(sim.base_url());
+    sim.add_number(
+        P,
+        &toy.url("/voice?tenant=1"),
+        Some(&toy.url("/parent-status")),
+    );
+    (sim, toy)
+}
+
+fn callbacks(sim: &Simulator, call_sid: &str) -> Vec<(String, u16)> {
+    sim.transcript()
+        .into_iter()
+        .filter(|e| e.call_sid.as_deref() == Some(call_sid))
+        .filter_map(|e| match e.event {
+            Event::StatusCallback {
+                call_status,
+                status,
+                ..
+            } => Some((call_status, status)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn child_of(sim: &Simulator, parent: &str) -> CallInfo {
+    sim.calls()
+        .into_iter()
+        .find(|c| c.parent_sid.as_deref() == Some(parent))
+        .expect("a dialled leg")
+}
+
+fn has_event(sim: &Simulator, wanted: impl Fn(&Event) -> bool) -> bool {
+    sim.transcript().iter().any(|e| wanted(&e.event))
+}
+
+fn dial_twiml(attributes: &str, number_attributes: &str, number: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Response><Dial callerId="{P}" {attributes}><Number {number_attributes}>{number}</Number></Dial></Response>"#
+    )
+}
+
+/// A client for the simulator's REST API.
+async fn rest(
+    sim: &Simulator,
+    method: reqwest::Method,
+    path: &str,
+    auth: (&str, &str),
+    form: &[(&str, &str)],
+) -> (u16, Value) {
+    let url = format!("{}/2010-04-01/Accounts/{path}", sim.base_url());
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .basic_auth(auth.0, Some(auth.1))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[test]
+fn signature_matches_twilios_documented_example() {
+    let params: Vec<(String, String)> = [
+        ("CallSid", "CA1234567890ABCDE"),
+        ("Caller", "+12349013030"),
+        ("Digits", "1234"),
+        ("From", "+12349013030"),
+        ("To", "+18005551212"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+    assert_eq!(
+        signature("12345", url, &params),
+        "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_form_posts_with_twilios_parameters() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, "<Response><Say>hi</Say></Response>");
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+
+    let requests = toy.seen("/voice");
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.target, "/voice?tenant=1");
+    assert_eq!(request.user_agent, "TwilioProxy/1.1");
+    assert_eq!(request.content_type, "application/x-www-form-urlencoded");
+    for (name, value) in [
+        ("AccountSid", ACCOUNT),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", sid.as_str()),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("From", A),
+        ("To", P),
+        ("Caller", A),
+        ("Called", P),
+        ("FromCountry", "JP"),
+        ("ToCountry", "JP"),
+    ] {
+        assert_eq!(request.get(name), Some(value), "{name}");
+    }
+    assert!(sid.starts_with("CA") && sid.len() == 34);
+
+    // Independent check: the URL as configured, then name+value pairs sorted by name.
+    let mut pairs = request.params.clone();
+    pairs.sort();
+    let mut data = toy.url(&request.target);
+    for (name, value) in &pairs {
+        data.push_str(name);
+        data.push_str(value);
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(TOKEN.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(request.signature, expected);
+}
+
+#[tokio::test]
+async fn bridged_inbound_call_reports_both_legs_with_durations() {
+    let (sim, toy) = setup().await;
+    let status_url = toy.url("/child-status");
+    let number_attributes = format!(
+        r#"statusCallback="{status_url}" statusCallbackEvent="initiated ringing answered completed""#
+    );
+    toy.route(
+        "/voice",
+        200,
+        &dial_twiml(r#"action="/dial-done""#, &number_attributes, B),
+    );
+    toy.route("/dial-done", 200, "<Response><Hangup/></Response>");
+    sim.set_phone(B, PhoneScript::talks(secs(3), secs(65)));
+
+    let parent = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(3600)).await;
+
+    let child = child_of(&sim, &parent);
+    assert_eq!(child.direction, "outbound-dial");
+    assert_eq!(
+        (child.from.as_str(), child.to.as_str()),
+        (P, B),
+        "B sees the proxy number"
+    );
+    assert_eq!(
+        (child.status.as_str(), child.duration_secs),
+        ("completed", 65)
+    );
+    let parent_info = sim.call(&parent).unwrap();
+    assert_eq!(
+        (parent_info.status.as_str(), parent_info.duration_secs),
+        ("completed", 68)
+    );
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::Bridged { a, b, caller_id } if a == A && b == B && caller_id == P)
+    ));
+
+    let child_callbacks = toy.seen("/child-status");
+    let statuses: Vec<_> = child_callbacks
+        .iter()
+        .map(|s| s.get("CallStatus").unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["initiated", "ringing", "in-progress", "completed"]
+    );
+    let sequence: Vec<_> = child_callbacks
+        .iter()
+        .map(|s| s.get("SequenceNumber").unwrap())
+        .collect();
+    assert_eq!(sequence, ["0", "1", "2", "3"]);
+    let last = child_callbacks.last().unwrap();
+    assert_eq!(last.get("CallDuration"), Some("65"));
+    assert_eq!(last.get("Duration"), Some("2"));
+    assert_eq!(last.get("ParentCallSid"), Some(parent.as_str()));
+    assert_eq!(last.get("Direction"), Some("outbound-dial"));
+    assert_eq!(last.get("CallbackSource"), Some("call-progress-events"));
+    assert!(last.get("Timestamp").unwrap().ends_with("+0000"));
+    assert_eq!(callbacks(&sim, &child.sid).len(), 4);
+
+    let action = &toy.seen("/dial-done")[0];
+    assert_eq!(action.get("DialCallStatus"), Some("completed"));
+    assert_eq!(action.get("DialCallSid"), Some(child.sid.as_str()));
+    assert_eq!(action.get("DialCallDuration"), Some("65"));
+    assert_eq!(action.get("CallSid"), Some(parent.as_str()));
+
+    let parent_callbacks = toy.seen("/parent-status");
+    assert_eq!(
+        parent_callbacks.len(),
+        1,
+        "a number's status callback only reports the end"
+    );
+    assert_eq!(parent_callbacks[0].get("CallStatus"), Some("completed"));
+    assert_eq!(parent_callbacks[0].get("CallDuration"), Some("68"));
+    assert_eq!(parent_callbacks[0].get("Duration"), Some("2"));
+}
+
+#[tokio::test]
+async fn busy_and_unanswered_callees_end_the_dial() {
+    let (sim, toy) = setup().await;
+    toy.route(
+        "/voice",
+        200,
+        &dial_twiml(r#"action="/dial-done" timeout="10""#, "", B),
+    );
+    toy.route("/dial-done", 200, "<Response><Say>Sorry</Say></Response>");
+    sim.set_phone(B, PhoneScript::Busy);
+    let busy = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(600)).await;
+    assert_eq!(
+        toy.seen("/dial-done")[0].get("DialCallStatus"),
+        Some("busy")
+    );
+    assert_eq!(child_of(&sim, &busy).status, "busy");
+    assert_eq!(sim.heard_by(A), ["Sorry"]);
+
+    sim.set_phone(B, PhoneScript::NoAnswer);
+    let start = sim.clock().now();
+    let unanswered = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(600)).await;
+    let action = &toy.seen("/dial-done")[1];
+    assert_eq!(action.get("DialCallStatus"), Some("no-answer"));
+    assert_eq!(action.get("DialCallDuration"), None);
+    let child = child_of(&sim, &unanswered);
+    assert_eq!(
+        (child.status.as_str(), child.duration_secs),
+        ("no-answer", 0)
+    );
+    assert_eq!(child.ended_at, Some(start + secs(10)), "the Dial timeout");
+}
+
+#[tokio::test]
+async fn dial_without_action_continues_with_the_next_verb() {
+    let (sim, toy) = setup().await;
+    let twiml = format!(
+        r#"<Response><Dial callerId="{P}">{B}</Dial><Say language="ja-JP">お繋ぎできませんでした</Say></Response>"#
+    );
+    toy.route("/voice", 200, &twiml);
+    sim.set_phone(B, PhoneScript::Fail);
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(600)).await;
+    assert_eq!(sim.heard_by(A), ["お繋ぎできませんでした"]);
+    assert_eq!(child_of(&sim, &sid).status, "failed");
+    assert_eq!(sim.call(&sid).unwrap().status, "completed");
+}
+
+#[tokio::test]
+async fn say_pause_and_hangup_take_virtual_time() {
+    let (sim, toy) = setup().await;
+    let twiml = r#"<Response>
+        <Say language="ja-JP" voice="Polly.Mizuki">只今電話に出ることができません</Say>
+        <Pause length="3"/>
+        <Say>Sixteen chars!!!</Say>
+        <Hangup/>
+        <Say>never said</Say>
+    </Response>"#;
+    toy.route("/voice", 200, twiml);
+    let start = sim.clock().now();
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(600)).await;
+
+    assert_eq!(
+        sim.heard_by(A),
+        ["只今電話に出ることができません", "Sixteen chars!!!"]
+    );
+    let said = sim.transcript().into_iter().find_map(|e| match e.event {
+        Event::Said {
+            language, voice, ..
+        } => Some((language, voice)),
+        _ => None,
+    });
+    assert_eq!(
+        said,
+        Some((Some("ja-JP".into()), Some("Polly.Mizuki".into())))
+    );
+    // 15 characters → 2 s, pause 3 s, 16 characters → 2 s.
+    let call = sim.call(&sid).unwrap();
+    assert_eq!((call.status.as_str(), call.duration_secs), ("completed", 7));
+    assert_eq!(call.ended_at, Some(start + secs(7)));
+    assert_eq!(
+        sim.clock().now(),
+        start + secs(7),
+        "run_until_idle stops when idle"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_an_application_error() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 500, "oops");
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::ApplicationError { status: 500, .. }
+    )));
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::Webhook { status: 500, .. }
+    )));
+    assert_eq!(sim.call(&sid).unwrap().status, "completed");
+    assert_eq!(sim.heard_by(A).len(), 1, "Twilio's apology");
+
+    toy.route("/voice", 200, "this is not XML");
+    sim.dial_in(A, P, CallerScript::default()).await;
+    let errors = sim
+        .transcript()
+        .into_iter()
+        .filter(|e| matches!(&e.event, Event::ApplicationError { status: 200, detail, .. } if detail.contains("TwiML")))
+        .count();
+    assert_eq!(errors, 1);
+
+    toy.route("/voice", 200, "<Response><Enqueue>q</Enqueue></Response>");
+    sim.dial_in(A, P, CallerScript::default()).await;
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::ApplicationError { detail, .. } if detail.contains("Enqueue"))
+    ));
+}
+
+#[tokio::test]
+async fn calling_an_unknown_number_fails() {
+    let (sim, _toy) = setup().await;
+    let sid = sim
+        .dial_in(A, "+815099999999", CallerScript::default())
+        .await;
+    assert_eq!(sim.call(&sid).unwrap().status, "failed");
+}
+
+#[tokio::test]
+async fn rest_checks_credentials_and_account() {
+    let (sim, _toy) = setup().await;
+    let path = format!("{ACCOUNT}/Calls.json");
+    let (status, body) = rest(&sim, reqwest::Method::GET, &path, (ACCOUNT, "wrong"), &[]).await;
+    assert_eq!((status, body["code"].as_u64()), (401, Some(20003)));
+    assert_eq!(
+        body["more_info"],
+        "https://www.twilio.com/docs/errors/20003"
+    );
+    assert_eq!(body["status"], 401);
+
+    let other = "AC99999999999999999999999999999999/Calls.json";
+    let (status, body) = rest(&sim, reqwest::Method::GET, other, (ACCOUNT, TOKEN), &[]).await;
+    assert_eq!((status, body["code"].as_u64()), (404, Some(20404)));
+
+    let (status, _) = rest(&sim, reqwest::Method::GET, &path, KEY, &[]).await;
+    assert_eq!(status, 200, "an API key is accepted");
+    let rest_entries = sim
+        .transcript()
+        .into_iter()
+        .filter(|e| matches!(e.event, Event::Rest { .. }))
+        .count();
+    assert_eq!(rest_entries, 3);
+}
+
+#[tokio::test]
+async fn rest_creates_an_outbound_call_and_completes_it() {
+    let (sim, toy) = setup().await;
+    toy.route(
+        "/bridge",
+        200,
+        r#"<Response><Say>Hello</Say><Pause length="600"/></Response>"#,
+    );
+    let path = format!("{ACCOUNT}/Calls.json");
+    let bridge = toy.url("/bridge");
+    let status_url = toy.url("/api-status");
+    let form = [
+        ("To", A),
+        ("From", P),
+        ("Url", bridge.as_str()),
+        ("StatusCallback", status_url.as_str()),
+        ("StatusCallbackEvent", "initiated ringing"),
+        ("StatusCallbackEvent", "answered"),
+        ("StatusCallbackEvent", "completed"),
+    ];
+    let (status, call) = rest(&sim, reqwest::Method::POST, &path, (ACCOUNT, TOKEN), &form).await;
+    assert_eq!(status, 201);
+    assert_eq!(call["status"], "queued");
+    assert_eq!(call["direction"], "outbound-api");
+    assert_eq!(
+        (call["to"].as_str(), call["from"].as_str()),
+        (Some(A), Some(P))
+    );
+    let sid = call["sid"].as_str().unwrap().to_owned();
+
+    sim.settle().await;
+    assert_eq!(sim.call(&sid).unwrap().status, "ringing");
+    sim.advance(secs(3)).await;
+    assert_eq!(sim.heard_by(A), ["Hello"]);
+    let fetch = &toy.seen("/bridge")[0];
+    assert_eq!(fetch.get("CallStatus"), Some("in-progress"));
+    assert_eq!(fetch.get("Direction"), Some("outbound-api"));
+
+    sim.advance(secs(10)).await;
+    let call_path = format!("{ACCOUNT}/Calls/{sid}.json");
+    let (status, call) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &call_path,
+        KEY,
+        &[("Status", "completed")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(call["sid"], sid.as_str());
+    sim.settle().await;
+
+    let statuses: Vec<_> = toy
+        .seen("/api-status")
+        .iter()
+        .map(|s| s.get("CallStatus").unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["initiated", "ringing", "in-progress", "completed"]
+    );
+    assert_eq!(toy.seen("/api-status")[3].get("CallDuration"), Some("10"));
+    let (status, call) = rest(
+        &sim,
+        reqwest::Method::GET,
+        &call_path,
+        (ACCOUNT, TOKEN),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, call["status"].as_str(), call["duration"].as_str()),
+        (200, Some("completed"), Some("10"))
+    );
+
+    let (status, body) = rest(
+        &sim,
+        reqwest::Method::GET,
+        &format!("{ACCOUNT}/Calls/CA00.json"),
+        KEY,
+        &[],
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (404, Some(20404)));
+}
+
+#[tokio::test]
+async fn rest_validates_numbers_and_injects_failures() {
+    let (sim, toy) = setup().await;
+    let path = format!("{ACCOUNT}/Calls.json");
+    let url = toy.url("/bridge");
+    let auth = (ACCOUNT, TOKEN);
+    let (status, body) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &path,
+        auth,
+        &[("To", A), ("From", B), ("Url", &url)],
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(21210)));
+    let (status, body) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &path,
+        auth,
+        &[("To", "090-1"), ("From", P), ("Url", &url)],
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(21211)));
+
+    sim.fail_next_rest("POST Calls.json", 503, 20500, "Service unavailable");
+    sim.fail_next_rest("POST Calls.json", 429, 20429, "Too many requests");
+    let form = [("To", A), ("From", P), ("Url", url.as_str())];
+    let (status, body) = rest(&sim, reqwest::Method::POST, &path, auth, &form).await;
+    assert_eq!(
+        (status, body["code"].as_u64(), body["message"].as_str()),
+        (503, Some(20500), Some("Service unavailable"))
+    );
+    let (status, _) = rest(&sim, reqwest::Method::POST, &path, auth, &form).await;
+    assert_eq!(status, 429);
+    let (status, _) = rest(&sim, reqwest::Method::POST, &path, auth, &form).await;
+    assert_eq!(status, 201);
+    assert!(sim.calls().len() == 1, "failed requests create nothing");
+}
+
+#[tokio::test]
+async fn dial_time_limit_cuts_the_call() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, &dial_twiml(r#"timeLimit="30""#, "", B));
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(3600)).await;
+    let child = child_of(&sim, &sid);
+    assert_eq!(
+        (child.status.as_str(), child.duration_secs),
+        ("completed", 30)
+    );
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::HungUp { by } if by == "timeLimit")
+    ));
+    // Without an action the parent runs off the end of its TwiML and completes.
+    assert_eq!(sim.call(&sid).unwrap().duration_secs, 33);
+}
+
+#[tokio::test]
+async fn rest_time_limit_update_ends_the_call_later() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, &dial_twiml("", "", B));
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.advance(secs(10)).await;
+    let path = format!("{ACCOUNT}/Calls/{sid}.json");
+    let (status, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &path,
+        KEY,
+        &[("TimeLimit", "20")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.run_until_idle(secs(3600)).await;
+    assert_eq!(sim.call(&sid).unwrap().duration_secs, 30);
+    assert_eq!(child_of(&sim, &sid).duration_secs, 27);
+}
+
+#[tokio::test]
+async fn caller_hanging_up_ends_both_legs() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, &dial_twiml(r#"action="/dial-done""#, "", B));
+    toy.route(
+        "/dial-done",
+        200,
+        "<Response><Say>not executed</Say></Response>",
+    );
+    let caller = CallerScript {
+        hang_up_after: Some(secs(20)),
+        ..CallerScript::default()
+    };
+    let sid = sim.dial_in(A, P, caller).await;
+    sim.run_until_idle(secs(3600)).await;
+    assert_eq!(child_of(&sim, &sid).duration_secs, 20);
+    assert_eq!(sim.call(&sid).unwrap().duration_secs, 23);
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::HungUp { by } if by == A)
+    ));
+    assert_eq!(
+        toy.seen("/dial-done").len(),
+        1,
+        "Twilio still requests the action"
+    );
+    assert!(sim.heard_by(A).is_empty(), "but runs none of its TwiML");
+}
+
+#[tokio::test]
+async fn gather_posts_the_pressed_digits() {
+    let (sim, toy) = setup().await;
+    let twiml = r#"<Response>
+        <Gather numDigits="1" action="extension/answer" timeout="5">
+            <Say language="ja-JP">延長する場合は1を押してください</Say>
+        </Gather>
+        <Say>no input</Say>
+    </Response>"#;
+    toy.route("/voice", 200, twiml);
+    toy.route(
+        "/extension/answer",
+        200,
+        "<Response><Say>extended</Say></Response>",
+    );
+    let caller = CallerScript {
+        digits: vec![(secs(2), '1')],
+        ..CallerScript::default()
+    };
+    sim.dial_in(A, P, caller).await;
+    sim.run_until_idle(secs(600)).await;
+    let answer = &toy.seen("/extension/answer")[0];
+    assert_eq!(answer.get("Digits"), Some("1"));
+    assert_eq!(
+        sim.heard_by(A),
+        ["延長する場合は1を押してください", "extended"]
+    );
+
+    // Without a key press the Gather times out and the next verb runs.
+    sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(600)).await;
+    assert_eq!(sim.heard_by(A).last().map(String::as_str), Some("no input"));
+    assert_eq!(toy.seen("/extension/answer").len(), 1);
+}
+
+#[tokio::test]
+async fn redirecting_a_bridged_parent_drops_the_other_leg() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, &dial_twiml(r#"action="/dial-done""#, "", B));
+    toy.route(
+        "/prompt",
+        200,
+        "<Response><Say>announcement</Say></Response>",
+    );
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.advance(secs(13)).await;
+    let path = format!("{ACCOUNT}/Calls/{sid}.json");
+    let prompt = toy.url("/prompt");
+    let (status, _) = rest(&sim, reqwest::Method::POST, &path, KEY, &[("Url", &prompt)]).await;
+    assert_eq!(status, 200);
+    sim.run_until_idle(secs(600)).await;
+    assert_eq!(child_of(&sim, &sid).duration_secs, 10);
+    assert_eq!(sim.heard_by(A), ["announcement"]);
+    assert!(
+        toy.seen("/dial-done").is_empty(),
+        "a redirect skips the Dial action"
+    );
+
+    let (status, body) = rest(&sim, reqwest::Method::POST, &path, KEY, &[("Url", &prompt)]).await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(21220)));
+}
+
+#[tokio::test]
+async fn a_webhook_may_call_the_rest_api_while_twilio_waits() {
+    let (sim, toy) = setup().await;
+    sim.add_number(P, &toy.url("/calls-back"), None);
+    let advance = tokio::spawn({
+        let sim = sim.clone();
+        async move { sim.dial_in(A, P, CallerScript::default()).await }
+    });
+    let sid = tokio::time::timeout(secs(10), advance)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sim.heard_by(A), ["ringing"]);
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::Rest { status: 200, path, .. } if path.contains(&sid))
+    ));
+}
+
+#[tokio::test]
+async fn hooks_run_in_virtual_time_between_call_events() {
+    let (sim, _toy) = setup().await;
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let start = sim.clock().now();
+    sim.every(secs(60), {
+        let fired = fired.clone();
+        move |at| {
+            fired.lock().unwrap().push(at);
+            async {}
+        }
+    });
+    sim.advance(secs(150)).await;
+    assert_eq!(
+        *fired.lock().unwrap(),
+        [start + secs(60), start + secs(120)]
+    );
+    assert_eq!(sim.clock().now(), start + secs(150));
+}
+
+#[test]
+fn entries_display_as_masked_timeline_rows() {
+    assert_eq!(mask("+819012345678"), "+8190****5678");
+    assert_eq!(mask("timeLimit"), "timeLimit");
+    let at = time::macros::datetime!(2026-11-24 20:30:05 UTC);
+    let entry = Entry {
+        at,
+        call_sid: Some("CA0123456789abcdef".into()),
+        event: Event::Bridged {
+            a: A.into(),
+            b: B.into(),
+            caller_id: P.into(),
+        },
+    };
+    assert_eq!(
+        entry.to_string(),
+        "20:30:05 CA01234567 bridged +8190****2222 <-> +8180****4444 (caller ID +8150****5678)"
+    );
+}
+
+#[test]
+fn twiml_parser_handles_entities_relative_urls_and_errors() {
+    let verbs = twiml::parse(
+        "<Response><Say>a &amp; b &#x41;</Say><Redirect method=\"GET\">next</Redirect></Response>",
+    )
+    .unwrap();
+    assert_eq!(
+        verbs[0],
+        twiml::Verb::Say {
+            text: "a & b A".into(),
+            language: None,
+            voice: None,
+            loops: 1
+        }
+    );
+    assert!(twiml::parse("<Response><Dial timeout=\"soon\">+81</Dial></Response>").is_err());
+    assert!(twiml::parse("<Respond/>").is_err());
+    assert!(twiml::parse("<Response><Say></Response>").is_err());
+    assert_eq!(
+        twiml::resolve_url("http://h:1/a/b?x=1", "c"),
+        "http://h:1/a/c"
+    );
+    assert_eq!(twiml::resolve_url("http://h:1/a/b", "/c"), "http://h:1/c");
+    assert_eq!(
+        twiml::resolve_url("http://h:1/a/b", "https://x/y"),
+        "https://x/y"
+    );
+}
+
+#[tokio::test]
+async fn absurd_twiml_is_recorded_not_fatal() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, r#"<Response><Pause length="18446744073709551615"/><Say loop="4294967295">x</Say></Response>"#);
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.advance(secs(60)).await;
+    assert_eq!(sim.call(&sid).unwrap().status, "in-progress");
+
+    toy.route(
+        "/voice",
+        200,
+        "<Response><Redirect>/voice</Redirect></Response>",
+    );
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    assert_eq!(sim.call(&sid).unwrap().status, "completed");
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::ApplicationError { detail, .. } if detail.contains("loop"))
+    ));
+}
+
+#[tokio::test]
+async fn v_call_bridge_dials_b_when_a_answers() {
+    let (sim, toy) = setup().await;
+    let p_b = "+815012340000";
+    sim.add_number(p_b, &toy.url("/unused"), None);
+    let twiml = format!(
+        r#"<Response><Dial callerId="{p_b}" timeLimit="600"><Number>{B}</Number></Dial></Response>"#
+    );
+    toy.route("/bridge", 200, &twiml);
+    sim.set_phone(A, PhoneScript::talks(secs(5), secs(100)));
+    sim.set_phone(B, PhoneScript::default());
+    let bridge = toy.url("/bridge");
+    let form = [("To", A), ("From", P), ("Url", bridge.as_str())];
+    let (status, call) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &format!("{ACCOUNT}/Calls.json"),
+        KEY,
+        &form,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let sid = call["sid"].as_str().unwrap().to_owned();
+    sim.run_until_idle(secs(3600)).await;
+
+    let leg_a = sim.call(&sid).unwrap();
+    assert_eq!(
+        (leg_a.direction.as_str(), leg_a.duration_secs),
+        ("outbound-api", 100)
+    );
+    let leg_b = child_of(&sim, &sid);
+    assert_eq!((leg_b.from.as_str(), leg_b.to.as_str()), (p_b, B));
+    assert_eq!(
+        (leg_b.status.as_str(), leg_b.duration_secs),
+        ("completed", 97)
+    );
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::Bridged { a, b, .. } if a == A && b == B)
+    ));
+}
+
+#[tokio::test]
+async fn answer_on_bridge_answers_the_caller_only_when_bridged() {
+    let (sim, toy) = setup().await;
+    toy.route(
+        "/voice",
+        200,
+        &dial_twiml(r#"answerOnBridge="true""#, "", B),
+    );
+    sim.set_phone(B, PhoneScript::talks(secs(8), secs(30)));
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(3600)).await;
+    assert_eq!(sim.call(&sid).unwrap().duration_secs, 30);
+
+    sim.set_phone(B, PhoneScript::Busy);
+    let sid = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(3600)).await;
+    let call = sim.call(&sid).unwrap();
+    assert_eq!((call.status.as_str(), call.duration_secs), ("completed", 0));
+    assert_eq!(
+        toy.seen("/parent-status")
+            .last()
+            .unwrap()
+            .get("CallDuration"),
+        Some("0")
+    );
+}

@@ -1,0 +1,167 @@
+//! The timeline of everything that happened, for assertions and for `make demo`.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// One row of the timeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub at: OffsetDateTime,
+    pub call_sid: Option<String>,
+    pub event: Event,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The simulator requested TwiML (or a Gather/Dial action) and got this HTTP status.
+    Webhook {
+        url: String,
+        status: u16,
+    },
+    /// The webhook's answer was unusable (non-2xx, not TwiML, unreachable: status 0);
+    /// Twilio apologises to the caller and hangs up.
+    ApplicationError {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// Something Twilio would accept with a warning (e.g. an unowned callerId).
+    Warning {
+        detail: String,
+    },
+    Said {
+        to: String,
+        text: String,
+        language: Option<String>,
+        voice: Option<String>,
+    },
+    Played {
+        to: String,
+        url: String,
+    },
+    /// DTMF a phone pressed during a `<Gather>`.
+    Pressed {
+        by: String,
+        digits: String,
+    },
+    Ringing {
+        to: String,
+    },
+    Answered {
+        by: String,
+    },
+    Busy {
+        to: String,
+    },
+    NoAnswer {
+        to: String,
+    },
+    Bridged {
+        a: String,
+        b: String,
+        caller_id: String,
+    },
+    /// A phone hung up, or `"timeLimit"` when Twilio cut the call.
+    HungUp {
+        by: String,
+    },
+    Completed {
+        call_sid: String,
+        status: String,
+        duration_secs: u64,
+    },
+    StatusCallback {
+        url: String,
+        call_status: String,
+        status: u16,
+    },
+    Rest {
+        method: String,
+        path: String,
+        status: u16,
+    },
+}
+
+/// `+819012345678` → `+8190****5678`; anything that is not an E.164 number is kept.
+pub fn mask(number: &str) -> String {
+    let is_e164 = number.starts_with('+')
+        && number.len() > 9
+        && number[1..].bytes().all(|b| b.is_ascii_digit());
+    if is_e164 {
+        format!("{}****{}", &number[..5], &number[number.len() - 4..])
+    } else {
+        number.to_owned()
+    }
+}
+
+impl fmt::Display for Entry {
+    /// `20:30:03 CA1f2e3d4c Bridged +8190****5678 <-> +8180****4321 (caller ID +8150****0000)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = self
+            .at
+            .format(format_description!("[hour]:[minute]:[second]"))
+            .map_err(|_| fmt::Error)?;
+        let call = self.call_sid.as_deref().map_or("-", |sid| short_sid(sid));
+        write!(f, "{time} {call:<10} ")?;
+        match &self.event {
+            Event::Webhook { url, status } => write!(f, "webhook {url} -> {status}"),
+            Event::ApplicationError {
+                url,
+                status,
+                detail,
+            } => write!(f, "APPLICATION ERROR {url} -> {status}: {detail}"),
+            Event::Warning { detail } => write!(f, "warning: {detail}"),
+            Event::Said {
+                to,
+                text,
+                language,
+                voice,
+            } => {
+                write!(f, "say to {}: {text:?}", mask(to))?;
+                if let Some(language) = language {
+                    write!(f, " [{language}]")?;
+                }
+                if let Some(voice) = voice {
+                    write!(f, " [{voice}]")?;
+                }
+                Ok(())
+            }
+            Event::Played { to, url } => write!(f, "play to {}: {url}", mask(to)),
+            Event::Pressed { by, digits } => write!(f, "{} pressed {digits:?}", mask(by)),
+            Event::Ringing { to } => write!(f, "ringing {}", mask(to)),
+            Event::Answered { by } => write!(f, "answered by {}", mask(by)),
+            Event::Busy { to } => write!(f, "busy {}", mask(to)),
+            Event::NoAnswer { to } => write!(f, "no answer {}", mask(to)),
+            Event::Bridged { a, b, caller_id } => write!(
+                f,
+                "bridged {} <-> {} (caller ID {})",
+                mask(a),
+                mask(b),
+                mask(caller_id)
+            ),
+            Event::HungUp { by } => write!(f, "hung up by {}", mask(by)),
+            Event::Completed {
+                status,
+                duration_secs,
+                ..
+            } => write!(f, "ended: {status}, {duration_secs} s"),
+            Event::StatusCallback {
+                url,
+                call_status,
+                status,
+            } => write!(f, "status callback {call_status} {url} -> {status}"),
+            Event::Rest {
+                method,
+                path,
+                status,
+            } => write!(f, "REST {method} {path} -> {status}"),
+        }
+    }
+}
+
+/// Enough of a SID to tell calls apart in a timeline.
+fn short_sid(sid: &str) -> &str {
+    sid.get(..10).unwrap_or(sid)
+}

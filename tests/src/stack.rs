@@ -1,0 +1,260 @@
+//! The whole local stack in one process: a table and a secret in the emulator (moto, started
+//! by the project's scripts and reached through `AWS_ENDPOINT_URL`), the Twilio Voice
+//! simulator, and the gateway serving every route of `template.yaml` to the real handlers.
+//! Tests, `make demo` and `make up` all start it the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use serde_json::Value;
+use tsunagu::App;
+use tsunagu::clock::Clock;
+use tsunagu::config::Config;
+
+use crate::gateway::{self, Gateway};
+use crate::simulator::{SimConfig, Simulator, VirtualClock};
+use crate::template;
+
+/// Documented test credentials: the simulator's account and the secret seeded locally.
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const AUTH_TOKEN: &str = "local-auth-token-not-a-secret-00";
+pub const REGION: &str = "ap-northeast-1";
+
+/// The app's clock is the simulator's: both agree on "now" in virtual time.
+pub struct SimClock(pub VirtualClock);
+
+impl Clock for SimClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.now()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// 0 picks a free port.
+    pub gateway_port: u16,
+    /// A fixed table name (the dev stack); by default a fresh one per stack, so tests are isolated.
+    pub table_name: Option<String>,
+    /// Use this Twilio API instead of starting the simulator.
+    pub twilio_api_base_url: Option<String>,
+    pub account_sid: Option<String>,
+    pub auth_token: Option<String>,
+    /// Extra configuration for the app (e.g. `INTERCEPT_CALLBACK_URL`).
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Stack {
+    pub url: String,
+    pub app: Arc<App>,
+    pub sim: Option<Simulator>,
+    pub clock: VirtualClock,
+    pub table: String,
+    pub aws: SdkConfig,
+    pub http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The emulator's URL, from `AWS_ENDPOINT_URL` (the SDK's own variable).
+pub fn emulator_url() -> Result<String, String> {
+    std::env::var("AWS_ENDPOINT_URL").map_err(|_| {
+        "AWS_ENDPOINT_URL is not set: run through `make test` / `make demo`, or start the \
+         emulator with scripts/with-moto.sh <command>"
+            .to_owned()
+    })
+}
+
+/// AWS settings for the emulator: its endpoint, a region, and throwaway credentials.
+pub async fn emulator_aws_config() -> Result<SdkConfig, String> {
+    let endpoint = emulator_url()?;
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(aws_smithy_http_client_builder())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("test", "test", None, None, "emulator"))
+        .load()
+        .await)
+}
+
+fn aws_smithy_http_client_builder() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    // Same TLS choice as the functions; the emulator itself is plain HTTP.
+    tsunagu::app::aws_http_client()
+}
+
+impl Stack {
+    pub async fn start(options: Options) -> Result<Stack, String> {
+        let aws = emulator_aws_config().await?;
+        let tpl = template::load(&template::default_path())?;
+        let account_sid = options
+            .account_sid
+            .clone()
+            .unwrap_or_else(|| ACCOUNT_SID.to_owned());
+        let auth_token = options
+            .auth_token
+            .clone()
+            .unwrap_or_else(|| AUTH_TOKEN.to_owned());
+
+        let table = options
+            .table_name
+            .clone()
+            .unwrap_or_else(|| format!("tsunagu-{}", uuid::Uuid::new_v4().simple()));
+        let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+        let exists = dynamo
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .is_ok();
+        if !exists {
+            template::create_table(&dynamo, &tpl.table, &table).await?;
+        }
+        let secret_id = format!("tsunagu/twilio/{table}");
+        seed_secret(&aws, &secret_id, &account_sid, &auth_token).await?;
+
+        let clock = VirtualClock::default();
+        let (sim, twilio_url) = match &options.twilio_api_base_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let mut config = SimConfig::new(&account_sid, &auth_token);
+                config.clock = clock.clone();
+                let sim = Simulator::start(config)
+                    .await
+                    .map_err(|e| format!("simulator: {e}"))?;
+                let url = sim.base_url();
+                (Some(sim), url)
+            }
+        };
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.gateway_port))
+            .await
+            .map_err(|e| format!("gateway port {}: {e}", options.gateway_port))?;
+        let url = format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().map_err(|e| e.to_string())?.port()
+        );
+
+        let mut env: Vec<(String, String)> = vec![
+            ("TABLE_NAME".into(), table.clone()),
+            ("TWILIO_SECRET_ID".into(), secret_id),
+            (
+                "PUBLIC_BASE_URL".into(),
+                std::env::var("PUBLIC_BASE_URL").unwrap_or_else(|_| url.clone()),
+            ),
+            ("TWILIO_API_BASE_URL".into(), twilio_url),
+        ];
+        env.extend(options.env.iter().cloned());
+        let config = Config::from_lookup(|k| {
+            env.iter()
+                .rev()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        })
+        .map_err(|e| e.to_string())?;
+        let app = Arc::new(App::new(config, &aws, Arc::new(SimClock(clock.clone()))));
+        let server = gateway::spawn(
+            listener,
+            Gateway {
+                app: app.clone(),
+                routes: Arc::new(tpl.routes),
+            },
+        );
+        Ok(Stack {
+            url,
+            app,
+            sim,
+            clock,
+            table,
+            aws,
+            http: tsunagu::app::http_client(),
+            server,
+        })
+    }
+
+    pub fn sim(&self) -> &Simulator {
+        self.sim
+            .as_ref()
+            .expect("this stack runs without the simulator")
+    }
+
+    /// Calls the API through the gateway; returns the status and the JSON body (Null if none).
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.expect("the gateway answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Adds a proxy number to the pool and gives it to the simulated Twilio account,
+    /// configured as a number would be in the Twilio console.
+    pub async fn add_proxy_number(&self, number: &str) -> Value {
+        let (status, body) = self
+            .api(
+                "POST",
+                "/v1/numbers",
+                Some(serde_json::json!({ "phone_number": number })),
+            )
+            .await;
+        assert_eq!(status, 201, "adding {number}: {body}");
+        let e164 = body["phone_number"].as_str().unwrap_or(number).to_owned();
+        if let Some(sim) = &self.sim {
+            let base = &self.app.config.public_base_url;
+            sim.add_number(
+                &e164,
+                &format!("{base}/twilio/voice/inbound"),
+                Some(&format!("{base}/twilio/voice/status")),
+            );
+        }
+        body
+    }
+
+    /// Moves virtual time until every call has ended (bounded).
+    pub async fn finish_calls(&self) {
+        self.sim()
+            .run_until_idle(Duration::from_secs(6 * 3600))
+            .await;
+    }
+}
+
+async fn seed_secret(
+    aws: &SdkConfig,
+    id: &str,
+    account_sid: &str,
+    auth_token: &str,
+) -> Result<(), String> {
+    let client = aws_sdk_secretsmanager::Client::new(aws);
+    let value =
+        serde_json::json!({ "account_sid": account_sid, "auth_token": auth_token }).to_string();
+    let created = client
+        .create_secret()
+        .name(id)
+        .secret_string(&value)
+        .send()
+        .await;
+    if created.is_err() {
+        client
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(&value)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "seeding secret {id}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                )
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! Reads what the local stack needs from `template.yaml`, the single source of truth: every
+//! function's HTTP routes, and the DynamoDB table's definition.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use yaml_rust2::{Yaml, YamlLoader};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: String,
+    /// With `{name}` placeholders, as in the template.
+    pub path: String,
+    /// The crate under `functions/`, from the function's `CodeUri`.
+    pub function: String,
+}
+
+impl Route {
+    /// Matches a request path; returns the path parameters when it matches.
+    pub fn matches(&self, method: &str, path: &str) -> Option<Vec<(String, String)>> {
+        if !self.method.eq_ignore_ascii_case(method) {
+            return None;
+        }
+        let pattern: Vec<&str> = self.path.trim_matches('/').split('/').collect();
+        let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if pattern.len() != actual.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (p, a) in pattern.iter().zip(&actual) {
+            match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if !a.is_empty() => params.push((name.to_owned(), (*a).to_owned())),
+                Some(_) => return None,
+                None if p == a => {}
+                None => return None,
+            }
+        }
+        Some(params)
+    }
+
+    pub fn route_key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub attributes: Vec<(String, String)>,
+    pub keys: Vec<(String, String)>,
+    pub indexes: Vec<IndexDef>,
+    pub ttl_attribute: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexDef {
+    pub name: String,
+    pub keys: Vec<(String, String)>,
+    pub projection: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub routes: Vec<Route>,
+    pub functions: Vec<String>,
+    pub table: TableDef,
+}
+
+/// `template.yaml` at the workspace root.
+pub fn default_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("template.yaml")
+}
+
+fn str_of(y: &Yaml) -> Option<String> {
+    match y {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn key_pairs(list: &Yaml, name_key: &str, type_key: &str) -> Vec<(String, String)> {
+    list.as_vec()
+        .map(|v| {
+            v.iter()
+                .filter_map(|e| Some((str_of(&e[name_key])?, str_of(&e[type_key])?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn load(path: &Path) -> Result<Template, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text)
+}
+
+pub fn parse(text: &str) -> Result<Template, String> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
+    let doc = docs.first().ok_or("template.yaml is empty")?;
+    let resources = doc["Resources"]
+        .as_hash()
+        .ok_or("template.yaml has no Resources")?;
+    let mut routes = Vec::new();
+    let mut functions = Vec::new();
+    let mut table = None;
+    for (_, resource) in resources {
+        match resource["Type"].as_str() {
+            Some("AWS::Serverless::Function") => {
+                let code_uri = str_of(&resource["Properties"]["CodeUri"])
+                    .ok_or("a function has no CodeUri")?;
+                let function = code_uri
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                functions.push(function.clone());
+                if let Some(events) = resource["Properties"]["Events"].as_hash() {
+                    for (_, event) in events {
+                        if event["Type"].as_str() != Some("HttpApi") {
+                            continue;
+                        }
+                        let props = &event["Properties"];
+                        routes.push(Route {
+                            method: str_of(&props["Method"])
+                                .ok_or("an HttpApi event has no Method")?
+                                .to_ascii_uppercase(),
+                            path: str_of(&props["Path"]).ok_or("an HttpApi event has no Path")?,
+                            function: function.clone(),
+                        });
+                    }
+                }
+            }
+            Some("AWS::DynamoDB::Table") => {
+                let p = &resource["Properties"];
+                table = Some(TableDef {
+                    attributes: key_pairs(
+                        &p["AttributeDefinitions"],
+                        "AttributeName",
+                        "AttributeType",
+                    ),
+                    keys: key_pairs(&p["KeySchema"], "AttributeName", "KeyType"),
+                    indexes: p["GlobalSecondaryIndexes"]
+                        .as_vec()
+                        .map(|v| {
+                            v.iter()
+                                .filter_map(|g| {
+                                    Some(IndexDef {
+                                        name: str_of(&g["IndexName"])?,
+                                        keys: key_pairs(
+                                            &g["KeySchema"],
+                                            "AttributeName",
+                                            "KeyType",
+                                        ),
+                                        projection: str_of(&g["Projection"]["ProjectionType"])
+                                            .unwrap_or("ALL".into()),
+                                    })
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    ttl_attribute: str_of(&p["TimeToLiveSpecification"]["AttributeName"]),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(Template {
+        routes,
+        functions,
+        table: table.ok_or("template.yaml defines no AWS::DynamoDB::Table")?,
+    })
+}
+
+fn key_schema(keys: &[(String, String)]) -> Result<Vec<KeySchemaElement>, String> {
+    keys.iter()
+        .map(|(name, kind)| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(KeyType::from(kind.as_str()))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Creates `name` exactly as the template defines the table (keys, indexes, TTL).
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    def: &TableDef,
+    name: &str,
+) -> Result<(), String> {
+    let mut req = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(&def.keys)?));
+    for (attr, kind) in &def.attributes {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attr)
+                .attribute_type(ScalarAttributeType::from(kind.as_str()))
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    for index in &def.indexes {
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(&index.name)
+                .set_key_schema(Some(key_schema(&index.keys)?))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(index.projection.as_str()))
+                        .build(),
+                )
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    req.send().await.map_err(|e| {
+        format!(
+            "CreateTable {name}: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(e)
+        )
+    })?;
+    if let Some(attr) = &def.ttl_attribute {
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                    .attribute_name(attr)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "UpdateTimeToLive: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_template_has_every_function_and_the_table() {
+        let t = load(&default_path()).unwrap();
+        for f in tsunagu::handlers::HTTP_FUNCTIONS {
+            assert!(
+                t.functions.iter().any(|g| g == f),
+                "{f} missing from template.yaml"
+            );
+            assert!(
+                t.routes.iter().any(|r| &r.function == f),
+                "{f} has no route"
+            );
+        }
+        for f in &t.functions {
+            assert!(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../functions")
+                    .join(f)
+                    .join("Cargo.toml")
+                    .exists(),
+                "{f} has no crate"
+            );
+        }
+        assert!(t.table.keys.contains(&("pk".into(), "HASH".into())));
+        assert!(
+            t.table
+                .indexes
+                .iter()
+                .any(|i| i.name == tsunagu::store::DUE_INDEX)
+        );
+        assert_eq!(t.table.ttl_attribute.as_deref(), Some("expire_at"));
+        let r = t
+            .routes
+            .iter()
+            .find(|r| r.path == "/v1/sessions/{sid}" && r.method == "GET")
+            .unwrap();
+        assert_eq!(r.function, "get-session");
+        assert_eq!(
+            r.matches("GET", "/v1/sessions/KC1"),
+            Some(vec![("sid".into(), "KC1".into())])
+        );
+        assert_eq!(r.matches("GET", "/v1/sessions/KC1/interactions"), None);
+        assert_eq!(r.matches("DELETE", "/v1/sessions/KC1"), None);
+    }
+}
