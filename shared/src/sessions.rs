@@ -136,12 +136,12 @@ pub fn validate(
             Some(t)
         }
     };
-    if let Some(limit) = req.call_time_limit {
-        if !(60..=MAX_CALL_SECONDS).contains(&limit) {
-            return Err(Problem::invalid(format!(
-                "call_time_limit is {limit} seconds; it must be 60 to {MAX_CALL_SECONDS}"
-            )));
-        }
+    if let Some(limit) = req.call_time_limit
+        && !(60..=MAX_CALL_SECONDS).contains(&limit)
+    {
+        return Err(Problem::invalid(format!(
+            "call_time_limit is {limit} seconds; it must be 60 to {MAX_CALL_SECONDS}"
+        )));
     }
     let warning_lead = req
         .warning_lead
@@ -182,12 +182,12 @@ pub fn validate(
             .as_deref()
             .map(|v| field_number(&format!("participants[{i}].proxy_identifier"), v))
             .transpose()?;
-        if let Some(name) = &p.friendly_name {
-            if name.chars().count() > MAX_FRIENDLY_NAME || name.chars().any(char::is_control) {
-                return Err(Problem::invalid(format!(
-                    "participants[{i}].friendly_name must have at most {MAX_FRIENDLY_NAME} printable characters"
-                )));
-            }
+        if let Some(name) = &p.friendly_name
+            && (name.chars().count() > MAX_FRIENDLY_NAME || name.chars().any(char::is_control))
+        {
+            return Err(Problem::invalid(format!(
+                "participants[{i}].friendly_name must have at most {MAX_FRIENDLY_NAME} printable characters"
+            )));
         }
         participants.push(NewParticipant {
             identifier,
@@ -207,12 +207,12 @@ pub fn validate(
         ));
     }
     for p in &participants {
-        if let Some(proxy) = &p.proxy_identifier {
-            if participants.iter().any(|q| &q.identifier == proxy) {
-                return Err(Problem::invalid(
-                    "a proxy_identifier cannot be a participant's own number",
-                ));
-            }
+        if let Some(proxy) = &p.proxy_identifier
+            && participants.iter().any(|q| &q.identifier == proxy)
+        {
+            return Err(Problem::invalid(
+                "a proxy_identifier cannot be a participant's own number",
+            ));
         }
     }
     Ok(NewSession {

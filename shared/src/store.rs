@@ -47,10 +47,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn backend<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> Self
+    fn backend<E, R>(e: SdkError<E, R>) -> Self
     where
-        E: Send + Sync,
-        R: Send + Sync,
+        E: std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
     {
         Self::Backend(DisplayErrorContext(e).to_string())
     }
@@ -332,6 +332,9 @@ impl Store {
         if let Some(due) = session.deadline() {
             session_item.insert("due_shard".into(), s(due_shard(&session.sid)));
             session_item.insert("due_at".into(), n(due));
+        }
+        if let Some(t) = session.inactive_after() {
+            session_item.insert("inactive_after".into(), n(t));
         }
         items.push(self.put(session_item, "attribute_not_exists(pk)")?);
         meaning.push(None);

@@ -1,1 +1,194 @@
+//! Every file in `events/` — the events `sam local invoke` uses — fed to its real handler
+//! exactly as Lambda would (`lambda_http::request::from_str`), in a story that needs each
+//! one to work: add a number, route a call, log it, close the session, free the number.
+
 mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+use tsunagu::model::{Extension, Participant, ProxyNumber, Session, SessionStatus};
+use tsunagu::phone::PhoneNumber;
+use tsunagu_tests::gateway::{self, Gateway};
+use tsunagu_tests::stack::{Options, Stack};
+use tsunagu_tests::template;
+
+/// The base URL the Twilio events were signed for (scripts/sign-events.py).
+const EVENTS_BASE_URL: &str = "https://abc123defg.execute-api.ap-northeast-1.amazonaws.com";
+const EVENT_SESSION: &str = "KC0123456789abcdef0123456789abcdef";
+
+fn event(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(format!("{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The function that owns an event file: its name, or the name before a `-suffix` variant.
+fn function_of(file: &str) -> String {
+    let functions = tsunagu::handlers::HTTP_FUNCTIONS;
+    functions
+        .iter()
+        .filter(|f| file == **f || file.starts_with(&format!("{f}-")))
+        .max_by_key(|f| f.len())
+        .unwrap_or_else(|| panic!("events/{file}.json belongs to no function"))
+        .to_string()
+}
+
+struct Invoker {
+    gateway: Gateway,
+}
+
+impl Invoker {
+    async fn invoke(&self, name: &str) -> (u16, String) {
+        let response = gateway::run_event(&self.gateway, &function_of(name), &event(name))
+            .await
+            .unwrap();
+        let json = gateway::lambda_response_json(response);
+        (
+            json["statusCode"].as_u64().unwrap() as u16,
+            json["body"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+async fn seed_session(stack: &Stack) {
+    let n = |s: &str| PhoneNumber::parse(s).unwrap();
+    let now = stack.app.now();
+    let session = Session {
+        sid: EVENT_SESSION.into(),
+        unique_name: None,
+        status: SessionStatus::Open,
+        closed_reason: None,
+        mode: "voice-only".into(),
+        ttl: 3600,
+        date_expiry: None,
+        date_created: now,
+        date_updated: now,
+        date_last_interaction: None,
+        call_time_limit: None,
+        warning_lead: 180,
+        extension: Extension {
+            seconds: 300,
+            max_count: 1,
+        },
+        extension_count: 0,
+        participants: vec![
+            Participant {
+                sid: "KP0123456789abcdef0123456789abcdef".into(),
+                identifier: n(A),
+                proxy_identifier: n(P1),
+                friendly_name: None,
+            },
+            Participant {
+                sid: "KPfedcba9876543210fedcba9876543210".into(),
+                identifier: n(B),
+                proxy_identifier: n(P1),
+                friendly_name: None,
+            },
+        ],
+    };
+    stack.app.store.create_session(&session, now).await.unwrap();
+}
+
+#[test]
+fn every_function_has_an_event_on_a_route_it_owns() {
+    let tpl = template::load(&template::default_path()).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut covered = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let function = function_of(&name);
+        let route_key = event(&name)["routeKey"].as_str().unwrap().to_owned();
+        assert!(
+            tpl.routes
+                .iter()
+                .any(|r| r.function == function && r.route_key() == route_key),
+            "events/{name}.json: {route_key} is not a route of {function} in template.yaml"
+        );
+        covered.insert(function);
+    }
+    for f in tsunagu::handlers::HTTP_FUNCTIONS {
+        assert!(covered.contains(*f), "{f} has no event in events/");
+    }
+}
+
+#[tokio::test]
+async fn the_events_drive_the_real_handlers() {
+    let stack = stack_with(Options {
+        env: vec![("PUBLIC_BASE_URL".into(), EVENTS_BASE_URL.into())],
+        ..Options::default()
+    })
+    .await;
+    let tpl = template::load(&template::default_path()).unwrap();
+    let lambda = Invoker {
+        gateway: Gateway {
+            app: stack.app.clone(),
+            routes: std::sync::Arc::new(tpl.routes),
+        },
+    };
+
+    let (status, body) = lambda.invoke("numbers").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = lambda.invoke("numbers-list").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("+815031234567"), "{body}");
+
+    seed_session(&stack).await;
+    let (status, body) = lambda.invoke("get-session").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(EVENT_SESSION));
+
+    // The caller's webhook (base64 form body, signed for the events' URL) is routed to B.
+    let (status, twiml) = lambda.invoke("inbound-call").await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains(r#"callerId="+815031234567""#), "{twiml}");
+    assert!(twiml.contains(">+818098765432</Number>"), "{twiml}");
+
+    let (status, body) = lambda.invoke("call-status").await;
+    assert_eq!((status, body.contains("<Response")), (200, true), "{body}");
+    let (status, body) = lambda.invoke("list-interactions").await;
+    assert_eq!(status, 200);
+    let log: Value = serde_json::from_str(&body).unwrap();
+    let dialled = log["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["call_sid"] == "CA22222222222222222222222222222222")
+        .unwrap();
+    assert_eq!(
+        (dialled["duration"].as_u64(), dialled["cost"].as_f64()),
+        (Some(65), Some(32.4)),
+        "{log}"
+    );
+
+    let (status, body) = lambda.invoke("numbers-delete").await;
+    assert_eq!(status, 409, "the number is in use: {body}");
+
+    stack
+        .app
+        .store
+        .add_number(&ProxyNumber {
+            phone_number: PhoneNumber::parse(P2).unwrap(),
+            is_reserved: false,
+            in_use: 0,
+            date_created: 0,
+            date_updated: 0,
+        })
+        .await
+        .unwrap();
+    let (status, body) = lambda.invoke("create-session").await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body.contains("+815031234568"),
+        "A and B already share P1, so the new session gets P2: {body}"
+    );
+
+    let (status, body) = lambda.invoke("close-session").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""status":"closed""#), "{body}");
+    let (status, _) = lambda.invoke("numbers-delete").await;
+    assert_eq!(status, 204, "free once the session closed");
+}

@@ -1,1 +1,407 @@
+//! The store and the secret cache through the real AWS SDK against the emulator: the
+//! conditional writes behind I2/I3, callbacks that arrive late or twice, idempotency
+//! records, and a rotated auth token.
+
 mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tsunagu::model::{
+    CallStatus, Extension, Interaction, Participant, ProxyNumber, Session, SessionStatus,
+};
+use tsunagu::phone::{NumberClass, PhoneNumber};
+use tsunagu::pricing::Direction;
+use tsunagu::store::{Claim, Recorded, StoreError};
+use tsunagu_tests::stack::Stack;
+
+fn n(s: &str) -> PhoneNumber {
+    PhoneNumber::parse(s).unwrap()
+}
+
+async fn open_session(stack: &Stack, ttl: u64) -> Session {
+    let store = &stack.app.store;
+    let now = stack.app.now();
+    for p in [P1] {
+        store
+            .add_number(&ProxyNumber {
+                phone_number: n(p),
+                is_reserved: false,
+                in_use: 0,
+                date_created: now,
+                date_updated: now,
+            })
+            .await
+            .unwrap();
+    }
+    let session = Session {
+        sid: tsunagu::ids::new_sid("KC"),
+        unique_name: None,
+        status: SessionStatus::Open,
+        closed_reason: None,
+        mode: "voice-only".into(),
+        ttl,
+        date_expiry: None,
+        date_created: now,
+        date_updated: now,
+        date_last_interaction: None,
+        call_time_limit: None,
+        warning_lead: 180,
+        extension: Extension {
+            seconds: 300,
+            max_count: 1,
+        },
+        extension_count: 0,
+        participants: vec![
+            Participant {
+                sid: tsunagu::ids::new_sid("KP"),
+                identifier: n(A),
+                proxy_identifier: n(P1),
+                friendly_name: None,
+            },
+            Participant {
+                sid: tsunagu::ids::new_sid("KP"),
+                identifier: n(B),
+                proxy_identifier: n(P1),
+                friendly_name: None,
+            },
+        ],
+    };
+    store.create_session(&session, now).await.unwrap();
+    session
+}
+
+fn leg(session: &Session, call_sid: &str, status: CallStatus, duration: u64) -> Interaction {
+    Interaction {
+        sid: tsunagu::ids::new_sid("KI"),
+        session_sid: session.sid.clone(),
+        call_sid: call_sid.into(),
+        parent_call_sid: Some("CAparent".into()),
+        direction: Direction::Outbound,
+        twilio_direction: "outbound-dial".into(),
+        from_masked: "+8150****4567".into(),
+        to_masked: "+8180****5432".into(),
+        from_participant_sid: None,
+        to_participant_sid: None,
+        callee_class: NumberClass::Mobile,
+        status,
+        duration,
+        billed_minutes: duration.div_ceil(60),
+        cost_milli_yen: duration.div_ceil(60) * 16_200,
+        date_created: 0,
+        date_updated: 0,
+        date_ended: None,
+    }
+}
+
+#[tokio::test]
+async fn callbacks_out_of_order_or_twice_never_move_a_leg_backwards() {
+    let stack = stack().await;
+    let store = &stack.app.store;
+    let session = open_session(&stack, 0).await;
+    let now = stack.app.now();
+
+    assert_eq!(
+        store
+            .record_leg(&leg(&session, "CA1", CallStatus::Ringing, 0), now, 86_400)
+            .await
+            .unwrap(),
+        Recorded::Updated
+    );
+    assert_eq!(
+        store
+            .record_leg(
+                &leg(&session, "CA1", CallStatus::Completed, 65),
+                now,
+                86_400
+            )
+            .await
+            .unwrap(),
+        Recorded::Updated
+    );
+    // Twilio retries and reorders: an older status and a second final one change nothing.
+    assert_eq!(
+        store
+            .record_leg(
+                &leg(&session, "CA1", CallStatus::InProgress, 0),
+                now,
+                86_400
+            )
+            .await
+            .unwrap(),
+        Recorded::Stale
+    );
+    assert_eq!(
+        store
+            .record_leg(&leg(&session, "CA1", CallStatus::Busy, 0), now, 86_400)
+            .await
+            .unwrap(),
+        Recorded::Stale
+    );
+    let stored = store
+        .get_interaction(&session.sid, "CA1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.status, stored.duration, stored.cost_milli_yen),
+        (CallStatus::Completed, 65, 32_400)
+    );
+
+    let after = store.get_session(&session.sid).await.unwrap().unwrap();
+    assert_eq!(after.status, SessionStatus::InProgress);
+    assert_eq!(after.date_last_interaction, Some(now));
+}
+
+#[tokio::test]
+async fn closing_is_one_transaction_and_only_one_close_wins() {
+    let stack = stack().await;
+    let store = &stack.app.store;
+    let session = open_session(&stack, 0).await;
+    let now = stack.app.now();
+    let (first, second) = tokio::join!(
+        store.close_session(&session, "closed-by-api", now, now + 90),
+        store.close_session(&session, "expired", now, now + 90),
+    );
+    let outcomes = [first.is_ok(), second.is_ok()];
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one close wins: {first:?} {second:?}"
+    );
+    let loser = if first.is_ok() { second } else { first };
+    assert!(matches!(loser, Err(StoreError::ConditionFailed)));
+    let closed = store.get_session(&session.sid).await.unwrap().unwrap();
+    assert_eq!(closed.status, SessionStatus::Closed);
+    assert!(store.get_route(&n(P1), &n(A)).await.unwrap().is_none());
+    assert_eq!(
+        store.get_number(&n(P1)).await.unwrap().unwrap().in_use,
+        0,
+        "released once, not twice"
+    );
+
+    // A callback for a call that outlived the session is still logged, for its cost.
+    let late = store
+        .record_leg(
+            &leg(&session, "CA9", CallStatus::Completed, 30),
+            now,
+            86_400,
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, Recorded::SessionClosed);
+    assert_eq!(
+        store
+            .get_session(&session.sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SessionStatus::Closed,
+        "closed stays closed"
+    );
+    // A callback naming a session that never existed is refused.
+    let mut ghost = session.clone();
+    ghost.sid = "KC00000000000000000000000000000000".into();
+    assert!(matches!(
+        store
+            .record_leg(&leg(&ghost, "CA8", CallStatus::Completed, 1), now, 1)
+            .await,
+        Err(StoreError::ConditionFailed)
+    ));
+}
+
+#[tokio::test]
+async fn an_inbound_leg_needs_an_open_active_session() {
+    let stack = stack().await;
+    let store = &stack.app.store;
+    let session = open_session(&stack, 60).await;
+    let now = stack.app.now();
+    let mut inbound = leg(&session, "CA1", CallStatus::InProgress, 0);
+    inbound.parent_call_sid = None;
+    // Past the ttl with no interaction since creation: refused.
+    assert!(
+        !store
+            .start_inbound_leg(&inbound, now + 61, 86_400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .start_inbound_leg(&inbound, now + 30, 86_400)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.session_of_call("CA1").await.unwrap().as_deref(),
+        Some(session.sid.as_str())
+    );
+    // The same webhook again (Twilio retried): accepted, logged once.
+    assert!(
+        store
+            .start_inbound_leg(&inbound, now + 31, 86_400)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.list_interactions(&session.sid).await.unwrap().len(),
+        1
+    );
+    // Activity restarted the ttl: 60 s after the last interaction, not after creation.
+    let mut second = leg(&session, "CA2", CallStatus::InProgress, 0);
+    second.parent_call_sid = None;
+    assert!(
+        store
+            .start_inbound_leg(&second, now + 85, 86_400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .start_inbound_leg(
+                &leg(&session, "CA3", CallStatus::InProgress, 0),
+                now + 200,
+                86_400
+            )
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn idempotency_records_move_from_claimed_to_completed() {
+    let stack = stack().await;
+    let store = &stack.app.store;
+    let now = stack.app.now();
+    assert_eq!(
+        store
+            .claim_idempotency_key("k1", "h1", now, 3600, 60)
+            .await
+            .unwrap(),
+        Claim::New
+    );
+    assert_eq!(
+        store
+            .claim_idempotency_key("k1", "h1", now, 3600, 60)
+            .await
+            .unwrap(),
+        Claim::InProgress {
+            request_hash: "h1".into()
+        }
+    );
+    store
+        .complete_idempotency_key("k1", 201, "{\"sid\":\"KC1\"}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_idempotency_key("k1", "h1", now + 10, 3600, 60)
+            .await
+            .unwrap(),
+        Claim::Completed {
+            request_hash: "h1".into(),
+            status: 201,
+            body: "{\"sid\":\"KC1\"}".into()
+        }
+    );
+    // Expired records are checked in code, whatever DynamoDB's TTL deletion is doing.
+    assert_eq!(
+        store
+            .claim_idempotency_key("k1", "h2", now + 3601, 3600, 60)
+            .await
+            .unwrap(),
+        Claim::New
+    );
+    // An abandoned claim (the function died) is taken over after its in-progress window.
+    assert_eq!(
+        store
+            .claim_idempotency_key("k2", "h", now, 3600, 60)
+            .await
+            .unwrap(),
+        Claim::New
+    );
+    assert_eq!(
+        store
+            .claim_idempotency_key("k2", "h", now + 61, 3600, 60)
+            .await
+            .unwrap(),
+        Claim::New
+    );
+    // A failed request releases its key.
+    store.release_idempotency_key("k2").await.unwrap();
+    assert_eq!(
+        store
+            .claim_idempotency_key("k2", "h", now + 62, 3600, 60)
+            .await
+            .unwrap(),
+        Claim::New
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_auth_token_is_picked_up_after_one_failed_signature() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let url = format!("{}/twilio/voice/inbound", stack.url);
+    let form = vec![
+        ("CallSid".to_string(), "CA5".to_string()),
+        ("From".into(), "+817011112222".into()),
+        ("To".into(), "+815031234567".into()),
+    ];
+    let send = |token: &str| {
+        let signature = tsunagu::signature::compute(token, &url, &form);
+        stack
+            .http
+            .post(&url)
+            .header("x-twilio-signature", signature)
+            .form(&form)
+            .send()
+    };
+    assert_eq!(
+        send(tsunagu_tests::stack::AUTH_TOKEN)
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "cached token works"
+    );
+
+    let secrets = aws_sdk_secretsmanager::Client::new(&stack.aws);
+    secrets
+        .put_secret_value()
+        .secret_id(format!("tsunagu/twilio/{}", stack.table))
+        .secret_string(r#"{"account_sid":"AC0123456789abcdef0123456789abcdef","auth_token":"rotated-token-0000000000000000000"}"#)
+        .send()
+        .await
+        .unwrap();
+    // Right after a fetch the cache refuses to refetch (a flood of bad signatures must not
+    // become a flood of Secrets Manager calls)...
+    assert_eq!(
+        send("rotated-token-0000000000000000000")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // ...but once that short window has passed, one failed check refetches and succeeds.
+    stack
+        .app
+        .secrets
+        .age_for_test(Duration::from_secs(31))
+        .await;
+    assert_eq!(
+        send("rotated-token-0000000000000000000")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(tsunagu_tests::stack::AUTH_TOKEN)
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "the old token no longer works"
+    );
+}
