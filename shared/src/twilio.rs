@@ -31,6 +31,37 @@ struct ErrorBody {
     message: Option<String>,
 }
 
+/// An outbound call to place.
+#[derive(Debug, Clone)]
+pub struct NewCall<'a> {
+    pub to: &'a str,
+    pub from: &'a str,
+    /// Where Twilio fetches the TwiML once the callee answers.
+    pub url: &'a str,
+    pub status_callback: &'a str,
+    /// Seconds to ring before giving up.
+    pub timeout: u32,
+    /// Hard limit on the call's length, in seconds.
+    pub time_limit: u64,
+}
+
+/// Which failures may be retried. Creating a call is not idempotent: after a 500 Twilio may
+/// or may not have placed it, so only answers that say "not processed" (429, 503) are retried.
+#[derive(Debug, Clone, Copy)]
+enum Retry {
+    OnServerErrors,
+    OnlyWhenNotProcessed,
+}
+
+impl Retry {
+    fn allows(self, status: u16) -> bool {
+        match self {
+            Retry::OnServerErrors => status == 429 || status >= 500,
+            Retry::OnlyWhenNotProcessed => status == 429 || status == 503,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,
@@ -59,12 +90,69 @@ impl TwilioClient {
         }
     }
 
+    /// Places an outbound call (`POST Calls.json`) and returns its CallSid.
+    pub async fn create_call(&self, secrets: &SecretCache, call: &NewCall<'_>) -> Result<String, TwilioError> {
+        let timeout = call.timeout.to_string();
+        let time_limit = call.time_limit.to_string();
+        let mut form = vec![
+            ("To", call.to),
+            ("From", call.from),
+            ("Url", call.url),
+            ("Method", "POST"),
+            ("StatusCallback", call.status_callback),
+            ("StatusCallbackMethod", "POST"),
+            ("Timeout", timeout.as_str()),
+            ("TimeLimit", time_limit.as_str()),
+        ];
+        for event in ["initiated", "ringing", "answered", "completed"] {
+            form.push(("StatusCallbackEvent", event));
+        }
+        let created = self.send(secrets, reqwest::Method::POST, "Calls.json", &form, Retry::OnlyWhenNotProcessed).await?;
+        created["sid"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| TwilioError::Transport("Twilio created a call but sent no sid".into()))
+    }
+
+    /// Hangs up a call in any state: `canceled` for one still queued or ringing, then
+    /// `completed` if it had already been answered.
+    pub async fn hang_up(&self, secrets: &SecretCache, call_sid: &str) -> Result<(), TwilioError> {
+        let path = format!("Calls/{call_sid}.json");
+        match self.post(secrets, &path, &[("Status", "canceled")]).await {
+            Ok(call) if matches!(call["status"].as_str(), Some("canceled" | "completed" | "busy" | "failed" | "no-answer")) => Ok(()),
+            Ok(_) => self.end_call(secrets, call_sid).await,
+            Err(TwilioError::Api { code: 20404 | 21220, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The call's current status as Twilio knows it (`in-progress`, `completed`, …).
+    pub async fn call_status(&self, secrets: &SecretCache, call_sid: &str) -> Result<String, TwilioError> {
+        let call = self.send(secrets, reqwest::Method::GET, &format!("Calls/{call_sid}.json"), &[], Retry::OnServerErrors).await?;
+        Ok(call["status"].as_str().unwrap_or("unknown").to_owned())
+    }
+
+    /// Ends a conference for everyone in it. One that already ended is not an error.
+    pub async fn end_conference(&self, secrets: &SecretCache, conference_sid: &str) -> Result<(), TwilioError> {
+        match self.post(secrets, &format!("Conferences/{conference_sid}.json"), &[("Status", "completed")]).await {
+            Ok(_) | Err(TwilioError::Api { code: 20404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// POSTs a form to `/2010-04-01/Accounts/{AccountSid}/{path}` and returns the JSON body.
-    pub async fn post(
+    /// Updates are idempotent, so 429 and 5xx answers are retried.
+    pub async fn post(&self, secrets: &SecretCache, path: &str, form: &[(&str, &str)]) -> Result<serde_json::Value, TwilioError> {
+        self.send(secrets, reqwest::Method::POST, path, form, Retry::OnServerErrors).await
+    }
+
+    async fn send(
         &self,
         secrets: &SecretCache,
+        method: reqwest::Method,
         path: &str,
         form: &[(&str, &str)],
+        retry: Retry,
     ) -> Result<serde_json::Value, TwilioError> {
         let creds = secrets.get().await?;
         let url = format!(
@@ -77,13 +165,11 @@ impl TwilioClient {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(150 << attempt)).await;
             }
-            let response = self
-                .http
-                .post(&url)
-                .basic_auth(user, Some(password))
-                .form(form)
-                .send()
-                .await;
+            let mut request = self.http.request(method.clone(), &url).basic_auth(user, Some(password));
+            if method == reqwest::Method::POST {
+                request = request.form(form);
+            }
+            let response = request.send().await;
             let response = match response {
                 Ok(r) => r,
                 Err(e) => {
@@ -109,7 +195,7 @@ impl TwilioClient {
                     .and_then(|b| b.message)
                     .unwrap_or_else(|| body.chars().take(200).collect()),
             };
-            if status != 429 && status < 500 {
+            if !retry.allows(status) {
                 break;
             }
         }

@@ -13,6 +13,11 @@ use super::transcript::{Entry, Event};
 use super::twiml::{self, Dial, DialTarget, Gather, HttpMethod, ProgressEvent, Verb};
 use super::{CallerScript, PhoneScript, rfc2822};
 
+mod conference;
+
+pub use conference::{Conference, ConferenceStatus, Participant, ParticipantUpdate, Purpose};
+use conference::{Leave, SideProgram};
+
 /// Twilio's default and maximum call length (4 hours).
 const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(14_400);
 /// How long `<Play>` is taken to last: the simulator never downloads the audio.
@@ -128,6 +133,13 @@ enum Activity {
         child: String,
         dial: Dial,
     },
+    /// In a conference room until the leg leaves it (`join` tells one stay from the
+    /// next, for the Dial's timeLimit).
+    Conferencing {
+        conference: String,
+        dial: Dial,
+        join: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -187,6 +199,8 @@ pub struct Fetch {
     pub inline: Option<String>,
     /// False when the call is already over and only the request itself matters.
     pub execute: bool,
+    /// What the answer is for: the call's own TwiML, hold music, an announcement.
+    pub purpose: Purpose,
 }
 
 /// A status callback waiting to be posted.
@@ -197,6 +211,8 @@ pub struct Callback {
     pub method: HttpMethod,
     pub params: Vec<(String, String)>,
     pub call_status: String,
+    /// Set for a conference status callback: the event's long name.
+    pub conference_event: Option<String>,
 }
 
 /// The answer to a [`Fetch`]: HTTP status and body, or why there was none.
@@ -224,6 +240,13 @@ pub enum Job {
         params: Vec<(String, String)>,
     },
     Fetch(Box<Fetch>),
+    /// A conference leg's `<Dial timeLimit>` is up.
+    DialTimeLimit {
+        call: String,
+        join: u64,
+    },
+    /// The next verb of hold music or of an announcement.
+    SideStep(u64),
     /// A periodic hook registered with `Simulator::every`.
     Timer(usize),
 }
@@ -260,6 +283,8 @@ pub struct State {
     pub calls: Vec<Call>,
     pub transcript: Vec<Entry>,
     pub outbox: VecDeque<Callback>,
+    pub conferences: Vec<Conference>,
+    sides: HashMap<u64, SideProgram>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
 }
@@ -273,6 +298,8 @@ impl State {
             calls: Vec::new(),
             transcript: Vec::new(),
             outbox: VecDeque::new(),
+            conferences: Vec::new(),
+            sides: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
         }
@@ -404,6 +431,7 @@ impl State {
             params,
             inline: None,
             execute: true,
+            purpose: Purpose::Twiml,
         }
     }
 
@@ -445,6 +473,7 @@ impl State {
             method: config.method,
             params,
             call_status: call_status.to_owned(),
+            conference_event: None,
         };
         self.outbox.push_back(callback);
         if let Some(call) = self.call_mut(sid) {
@@ -527,9 +556,14 @@ impl State {
                 params,
             } => return self.dial_ended(&parent, generation, &dial, params, now),
             Job::Fetch(fetch) => {
-                let live = self.current(&fetch.call, fetch.generation).is_some();
+                let live = match &fetch.purpose {
+                    Purpose::Twiml => self.current(&fetch.call, fetch.generation).is_some(),
+                    purpose => self.side_live(purpose),
+                };
                 return (live || !fetch.execute).then_some(*fetch);
             }
+            Job::DialTimeLimit { call, join } => self.dial_time_limit(&call, join, now),
+            Job::SideStep(id) => return self.side_step(id, now),
             // Timers are run by the driver, which owns the hooks.
             Job::Timer(_) => {}
         }
@@ -720,9 +754,13 @@ impl State {
         let Some(call) = self.call(sid).filter(|c| c.status.is_live()) else {
             return;
         };
-        if let Activity::Dialing { child, .. } = &call.activity {
-            let child = child.clone();
-            self.hang_up(&child, now);
+        match &call.activity {
+            Activity::Dialing { child, .. } => {
+                let child = child.clone();
+                self.hang_up(&child, now);
+            }
+            Activity::Conferencing { .. } => self.leave_conference(sid, Leave::HungUp, now),
+            _ => {}
         }
         let Some(call) = self.call_mut(sid) else {
             return;
@@ -823,6 +861,9 @@ impl State {
         result: FetchResult,
         now: OffsetDateTime,
     ) -> Option<Fetch> {
+        if fetch.purpose != Purpose::Twiml {
+            return self.side_fetched(fetch, result, now);
+        }
         let sid = fetch.call.as_str();
         let parsed = match result {
             Ok((status, body)) => {
@@ -859,6 +900,18 @@ impl State {
                 self.application_error(sid, url, status, detail, now);
                 None
             }
+        }
+    }
+
+    /// A chain of requests that never lets time pass: for a call's own TwiML an
+    /// application error, for hold music or an announcement a warning.
+    pub fn request_loop(&mut self, fetch: &Fetch, detail: &str, now: OffsetDateTime) {
+        if fetch.purpose == Purpose::Twiml {
+            let url = fetch.url.clone();
+            self.application_error(&fetch.call, url, 0, detail.to_owned(), now);
+        } else {
+            let detail = format!("{}: {detail}", fetch.url);
+            self.record(now, Some(&fetch.call), Event::Warning { detail });
         }
     }
 
@@ -928,7 +981,10 @@ impl State {
                 self.schedule(later(now, took), Job::Step(sid.to_owned(), generation));
                 return None;
             }
-            if matches!(call.activity, Activity::Dialing { .. }) {
+            if matches!(
+                call.activity,
+                Activity::Dialing { .. } | Activity::Conferencing { .. }
+            ) {
                 return None;
             }
             let Some(verb) = call.program.verbs.get(call.program.pc).cloned() else {
@@ -985,30 +1041,39 @@ impl State {
             return Duration::ZERO;
         };
         let to = call.phone().to_owned();
-        match verb {
-            Verb::Say {
-                text,
-                language,
-                voice,
-                loops,
-            } => {
-                let event = Event::Said {
-                    to,
+        self.perform_to(&[(sid.to_owned(), to)], verb, now)
+    }
+
+    /// Say / Play / Pause heard by each `(CallSid, phone)` at once (one recorded entry
+    /// per phone); returns how long it takes.
+    fn perform_to(
+        &mut self,
+        listeners: &[(String, String)],
+        verb: &Verb,
+        now: OffsetDateTime,
+    ) -> Duration {
+        for (sid, to) in listeners {
+            let event = match verb {
+                Verb::Say {
+                    text,
+                    language,
+                    voice,
+                    ..
+                } => Event::Said {
+                    to: to.clone(),
                     text: text.clone(),
                     language: language.clone(),
                     voice: voice.clone(),
-                };
-                self.record(now, Some(sid), event);
-                repeated(speech_length(text), *loops)
-            }
-            Verb::Play { url, loops } => {
-                let url = url.clone();
-                self.record(now, Some(sid), Event::Played { to, url });
-                repeated(PLAY_LENGTH, *loops)
-            }
-            Verb::Pause { length } => *length,
-            _ => Duration::ZERO,
+                },
+                Verb::Play { url, .. } => Event::Played {
+                    to: to.clone(),
+                    url: url.clone(),
+                },
+                _ => continue,
+            };
+            self.record(now, Some(sid), event);
         }
+        nominal_length(verb)
     }
 
     /// Works out now, from the phone's script, which digits the Gather will get and
@@ -1074,9 +1139,15 @@ impl State {
             return;
         };
         let (parent_from, generation) = (parent.from.clone(), parent.generation);
-        // The parser never yields an empty Dial.
-        let Some(DialTarget::Number(number)) = dial.targets.first() else {
-            return;
+        // The parser never yields an empty Dial, nor a Conference beside anything else.
+        let number = match dial.targets.first() {
+            Some(DialTarget::Number(number)) => number,
+            Some(DialTarget::Conference(noun)) => {
+                let noun = noun.clone();
+                self.join_conference(parent_sid, dial, noun, now);
+                return;
+            }
+            None => return,
         };
         if dial.targets.len() > 1 {
             let detail = "<Dial> with several nouns: the simulator rings only the first".to_owned();
@@ -1134,9 +1205,14 @@ impl State {
             call.twiml = Some(source);
             return;
         }
-        if let Activity::Dialing { child, .. } = &call.activity {
-            let child = child.clone();
-            self.hang_up(&child, now);
+        match &call.activity {
+            Activity::Dialing { child, .. } => {
+                let child = child.clone();
+                self.hang_up(&child, now);
+            }
+            // New TwiML takes the leg out of its conference.
+            Activity::Conferencing { .. } => self.leave_conference(sid, Leave::Redirected, now),
+            _ => {}
         }
         // A bridged child leaving the bridge ends its parent's Dial.
         self.release_parent(sid, now);

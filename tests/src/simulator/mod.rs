@@ -2,7 +2,10 @@
 //!
 //! It plays Twilio's part of a phone call against the real webhook handlers: it serves
 //! the REST API the functions call (`TWILIO_API_BASE_URL`), requests TwiML with signed
-//! webhooks, executes the verbs, rings scripted phones and posts status callbacks. Time
+//! webhooks, executes the verbs, rings scripted phones and posts status callbacks. It
+//! also keeps conference rooms (`<Dial><Conference>`, the `Conferences` and
+//! `Participants` REST resources, hold music, announcements and conference status
+//! callbacks; see `calls/conference.rs` for the rules it follows). Time
 //! is virtual: an event queue ordered by (time, sequence) drives everything, so a
 //! 65-second conversation takes as long as its HTTP round trips.
 //!
@@ -78,7 +81,8 @@ pub enum PhoneScript {
     Answer {
         /// Ring time before answering; at or past the caller's ring timeout it is a no-answer.
         after: Duration,
-        /// Hangs up this long after answering; `None` stays until the other side ends.
+        /// Hangs up this long after answering (in a conference too: it counts from the
+        /// answer, not from joining the room); `None` stays until the other side ends.
         hang_up_after: Option<Duration>,
         /// Keys pressed during each `<Gather>`, at offsets from the Gather's start.
         digits: Vec<(Duration, char)>,
@@ -114,8 +118,9 @@ impl Default for PhoneScript {
 /// How the phone that calls in behaves. The default stays on the line until the call ends.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallerScript {
-    /// Hangs up this long after being bridged to the dialled party (never, if the
-    /// call is not bridged).
+    /// Hangs up this long after being bridged to the dialled party, or, when the
+    /// call joins a conference room first, this long after Twilio answered it (its
+    /// first TwiML); never, if it is neither bridged nor joins a room.
     pub hang_up_after: Option<Duration>,
     /// Keys pressed during each `<Gather>`, at offsets from the Gather's start.
     pub digits: Vec<(Duration, char)>,
@@ -137,6 +142,30 @@ pub struct CallInfo {
     pub started_at: OffsetDateTime,
     pub answered_at: Option<OffsetDateTime>,
     pub ended_at: Option<OffsetDateTime>,
+}
+
+/// A conference as the tests see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConferenceInfo {
+    pub sid: String,
+    /// The room name (Twilio's `friendly_name`).
+    pub room: String,
+    /// `init`, `in-progress` or `completed`.
+    pub status: String,
+    /// Who is in the room now, in the order they joined (empty once completed).
+    pub participants: Vec<ParticipantInfo>,
+    /// Twilio's `ReasonConferenceEnded`, once completed.
+    pub ended_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParticipantInfo {
+    pub call_sid: String,
+    /// The real phone on the leg.
+    pub phone: String,
+    pub label: Option<String>,
+    pub hold: bool,
+    pub muted: bool,
 }
 
 /// TwiML requests one job may chain (Redirect → Redirect → …) before it counts as a loop.
@@ -312,6 +341,48 @@ impl Simulator {
         self.calls().into_iter().find(|c| c.sid == sid)
     }
 
+    /// Every conference, in creation order.
+    pub fn conferences(&self) -> Vec<ConferenceInfo> {
+        let state = self.inner.state();
+        state
+            .conferences
+            .iter()
+            .map(|c| ConferenceInfo {
+                sid: c.sid.clone(),
+                room: c.room.clone(),
+                status: c.status.as_str().to_owned(),
+                participants: c
+                    .participants
+                    .iter()
+                    .map(|p| ParticipantInfo {
+                        call_sid: p.call_sid.clone(),
+                        phone: p.phone.clone(),
+                        label: p.label.clone(),
+                        hold: p.hold,
+                        muted: p.muted,
+                    })
+                    .collect(),
+                ended_reason: c.ended_reason.clone(),
+            })
+            .collect()
+    }
+
+    /// A conference by ConferenceSid, or the latest one of a room (the live one, if
+    /// the room has one: a room may have had several conferences over time).
+    pub fn conference(&self, room_or_sid: &str) -> Option<ConferenceInfo> {
+        let conferences = self.conferences();
+        if let Some(found) = conferences.iter().find(|c| c.sid == room_or_sid) {
+            return Some(found.clone());
+        }
+        let mut rooms = conferences.into_iter().filter(|c| c.room == room_or_sid);
+        let all: Vec<ConferenceInfo> = rooms.by_ref().collect();
+        all.iter()
+            .rev()
+            .find(|c| c.status != "completed")
+            .or_else(|| all.last())
+            .cloned()
+    }
+
     /// What was `<Say>`-ed to `phone`, in order.
     pub fn heard_by(&self, phone: &str) -> Vec<String> {
         self.inner
@@ -394,9 +465,7 @@ impl Inner {
                             // forever without virtual time passing.
                             let detail =
                                 "too many TwiML requests without time passing (redirect loop?)";
-                            let (sid, url) = (fetch.call.clone(), fetch.url.clone());
-                            self.state()
-                                .application_error(&sid, url, 0, detail.to_owned(), now);
+                            self.state().request_loop(&fetch, detail, now);
                             break;
                         }
                         let result = self.request_twiml(&fetch).await;
@@ -432,6 +501,7 @@ impl Inner {
                 method,
                 params,
                 call_status,
+                conference_event,
             } = callback;
             let status = match self.send(&url, method, &params).await {
                 Ok((status, _)) => status,
@@ -441,10 +511,13 @@ impl Inner {
                 }
             };
             let now = self.clock.now();
-            let event = Event::StatusCallback {
-                url,
-                call_status,
-                status,
+            let event = match conference_event {
+                Some(event) => Event::ConferenceCallback { url, event, status },
+                None => Event::StatusCallback {
+                    url,
+                    call_status,
+                    status,
+                },
             };
             self.state().record(now, Some(&call), event);
         }

@@ -1,5 +1,8 @@
-//! Twilio's REST API for calls, as the functions use it through
-//! `TWILIO_API_BASE_URL`: `/2010-04-01/Accounts/{AccountSid}/Calls...`.
+//! Twilio's REST API for calls and conferences, as the functions use it through
+//! `TWILIO_API_BASE_URL`: `/2010-04-01/Accounts/{AccountSid}/Calls...` and
+//! `.../Conferences...`.
+
+mod conferences;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,13 +98,14 @@ pub async fn handle(
         status,
     };
     inner.state().record(now, call_sid.as_deref(), event);
+    // A DELETE answers 204 with no body.
+    let body = if status == 204 {
+        String::new()
+    } else {
+        body.to_string()
+    };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 type Outcome = (Option<String>, Result<(u16, Value), ApiError>);
@@ -141,6 +145,9 @@ fn respond(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body:
     };
     let now = inner.clock.now();
     let mut state = inner.state();
+    if resource.starts_with("Conferences") {
+        return conferences::respond(&mut state, method.as_str(), resource, &params, path, now);
+    }
     match (method.as_str(), resource, &call_sid) {
         ("POST", "Calls.json", _) => match create_call(&mut state, &params, now) {
             Ok(sid) => {

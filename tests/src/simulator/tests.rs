@@ -943,3 +943,685 @@ async fn answer_on_bridge_answers_the_caller_only_when_bridged() {
         Some("0")
     );
 }
+
+// ----- conferences ---------------------------------------------------------------
+
+const ROOM: &str = "session-KS01";
+
+fn conference_twiml(dial_attributes: &str, conference_attributes: &str, after: &str) -> String {
+    format!(
+        r#"<Response><Dial {dial_attributes}><Conference {conference_attributes}>{ROOM}</Conference></Dial>{after}</Response>"#
+    )
+}
+
+/// Conference TwiML whose statusCallback is the toy's `/conf-status`.
+fn room_twiml(toy: &Toy, events: &str, extra: &str, after: &str) -> String {
+    let attributes = format!(
+        r#"statusCallback="{}" statusCallbackEvent="{events}" {extra}"#,
+        toy.url("/conf-status")
+    );
+    conference_twiml("", &attributes, after)
+}
+
+/// `POST Calls.json` from P to `to`, with TwiML from the toy's `path`.
+async fn call_out(sim: &Simulator, toy: &Toy, to: &str, path: &str) -> String {
+    let url = toy.url(path);
+    let form = [("To", to), ("From", P), ("Url", url.as_str())];
+    let calls = format!("{ACCOUNT}/Calls.json");
+    let (status, call) = rest(sim, reqwest::Method::POST, &calls, KEY, &form).await;
+    assert_eq!(status, 201, "{call}");
+    call["sid"].as_str().unwrap().to_owned()
+}
+
+/// The conference callbacks the toy got at `path`: (event, CallSid).
+fn conference_events(toy: &Toy, path: &str) -> Vec<(String, Option<String>)> {
+    toy.seen(path)
+        .iter()
+        .map(|s| {
+            let event = s.get("StatusCallbackEvent").unwrap().to_owned();
+            (event, s.get("CallSid").map(str::to_owned))
+        })
+        .collect()
+}
+
+fn ev(event: &str, call: Option<&str>) -> (String, Option<String>) {
+    (event.to_owned(), call.map(str::to_owned))
+}
+
+fn in_room_after_join(sim: &Simulator, who: &str) -> Vec<Vec<String>> {
+    sim.transcript()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::ConferenceJoined {
+                who: w, in_room, ..
+            } if w == who => Some(in_room),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_v_call_legs_meet_in_a_conference_room() {
+    let (sim, toy) = setup().await;
+    let first = room_twiml(&toy, "start end join leave", "", "<Say>after</Say>");
+    toy.route("/conf-a", 200, &first);
+    // The second participant's callback settings are not the conference's.
+    let second = conference_twiml(
+        "",
+        &format!(
+            r#"statusCallback="{}" statusCallbackEvent="start end join leave""#,
+            toy.url("/ignored")
+        ),
+        "<Say>after</Say>",
+    );
+    toy.route("/conf-b", 200, &second);
+    sim.set_phone(A, PhoneScript::talks(secs(3), secs(60)));
+    sim.set_phone(B, PhoneScript::talks(secs(5), secs(600)));
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    let leg_b = call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(10)).await;
+
+    let conference = sim.conference(ROOM).expect("the room's conference");
+    assert!(conference.sid.starts_with("CF") && conference.sid.len() == 34);
+    assert_eq!(conference.status, "in-progress");
+    let in_it: Vec<_> = conference
+        .participants
+        .iter()
+        .map(|p| p.call_sid.as_str())
+        .collect();
+    assert_eq!(in_it, [leg_a.as_str(), leg_b.as_str()]);
+    assert_eq!(
+        in_room_after_join(&sim, B),
+        [vec![A.to_owned(), B.to_owned()]]
+    );
+    assert_eq!(
+        conference_events(&toy, "/conf-status"),
+        [
+            ev("participant-join", Some(&leg_a)),
+            ev("conference-start", None),
+            ev("participant-join", Some(&leg_b)),
+        ]
+    );
+    assert!(toy.seen("/ignored").is_empty());
+    let join = &toy.seen("/conf-status")[0];
+    for (name, value) in [
+        ("AccountSid", ACCOUNT),
+        ("ConferenceSid", conference.sid.as_str()),
+        ("FriendlyName", ROOM),
+        ("Hold", "false"),
+        ("Muted", "false"),
+        ("EndConferenceOnExit", "false"),
+        ("StartConferenceOnEnter", "true"),
+        ("Coaching", "false"),
+    ] {
+        assert_eq!(join.get(name), Some(value), "{name}");
+    }
+    assert!(join.get("Timestamp").unwrap().ends_with("+0000"));
+    assert!(!join.signature.is_empty());
+    let sequence: Vec<_> = toy
+        .seen("/conf-status")
+        .iter()
+        .map(|s| s.get("SequenceNumber").unwrap().parse::<u32>().unwrap())
+        .collect();
+    assert!(sequence.windows(2).all(|w| w[0] < w[1]), "{sequence:?}");
+
+    // REST sees the same.
+    let list = format!("{ACCOUNT}/Conferences.json?FriendlyName={ROOM}&Status=in-progress");
+    let (status, body) = rest(&sim, reqwest::Method::GET, &list, KEY, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["conferences"].as_array().unwrap().len(), 1);
+    assert_eq!(body["conferences"][0]["friendly_name"], ROOM);
+    let one = format!("{ACCOUNT}/Conferences/{}.json", conference.sid);
+    let (status, body) = rest(&sim, reqwest::Method::GET, &one, KEY, &[]).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("in-progress"))
+    );
+    let participants = format!("{ACCOUNT}/Conferences/{}/Participants.json", conference.sid);
+    let (status, body) = rest(&sim, reqwest::Method::GET, &participants, KEY, &[]).await;
+    assert_eq!(status, 200);
+    let first = &body["participants"][0];
+    assert_eq!(first["call_sid"], leg_a.as_str());
+    assert_eq!(first["conference_sid"], conference.sid.as_str());
+    assert_eq!(
+        (
+            first["hold"].as_bool(),
+            first["muted"].as_bool(),
+            first["status"].as_str()
+        ),
+        (Some(false), Some(false), Some("connected"))
+    );
+
+    // A hangs up (60 s after answering): B stays, alone, in the same conference.
+    sim.advance(secs(60)).await;
+    assert_eq!(sim.call(&leg_a).unwrap().duration_secs, 60);
+    let conference = sim.conference(ROOM).unwrap();
+    assert_eq!(conference.status, "in-progress");
+    assert_eq!(conference.participants.len(), 1);
+    assert_eq!(sim.call(&leg_b).unwrap().status, "in-progress");
+    assert_eq!(
+        conference_events(&toy, "/conf-status").last(),
+        Some(&ev("participant-leave", Some(&leg_a)))
+    );
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::ConferenceLeft { who, why, in_room, .. } if who == A && why == "hung up" && *in_room == [B]
+    )));
+
+    // Ended through REST: B continues after its Dial.
+    let (status, body) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &one,
+        KEY,
+        &[("Status", "completed")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["reason_conference_ended"], "conference-ended-via-api");
+    sim.run_until_idle(secs(3600)).await;
+    assert_eq!(sim.heard_by(B), ["after"]);
+    assert!(sim.heard_by(A).is_empty());
+    let leg = sim.call(&leg_b).unwrap();
+    assert_eq!((leg.status.as_str(), leg.duration_secs), ("completed", 66));
+    let events = conference_events(&toy, "/conf-status");
+    assert_eq!(
+        events[events.len() - 2..],
+        [
+            ev("participant-leave", Some(&leg_b)),
+            ev("conference-end", None)
+        ]
+    );
+    let end = toy.seen("/conf-status").last().unwrap().clone();
+    assert_eq!(
+        end.get("ReasonConferenceEnded"),
+        Some("conference-ended-via-api")
+    );
+    assert_eq!(end.get("CallSidEndingConference"), None);
+    let conference = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        (
+            conference.status.as_str(),
+            conference.ended_reason.as_deref()
+        ),
+        ("completed", Some("conference-ended-via-api"))
+    );
+    assert!(conference.participants.is_empty());
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::ConferenceCallback { event, status: 200, .. } if event == "conference-end"
+    )));
+    // A completed conference has no participants any more.
+    let (status, body) = rest(&sim, reqwest::Method::GET, &participants, KEY, &[]).await;
+    assert_eq!(
+        (status, body["participants"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+}
+
+#[tokio::test]
+async fn an_end_conference_on_exit_leaver_ends_it_for_everyone() {
+    let (sim, toy) = setup().await;
+    let leader = room_twiml(&toy, "end join leave", r#"endConferenceOnExit="true""#, "");
+    toy.route("/conf-a", 200, &leader);
+    // B calls in; its TwiML continues with the Dial action once the room is gone.
+    let guest = conference_twiml(
+        r#"action="/after-conference""#,
+        "",
+        "<Say>not reached</Say>",
+    );
+    toy.route("/voice", 200, &guest);
+    toy.route(
+        "/after-conference",
+        200,
+        "<Response><Say>conference over</Say></Response>",
+    );
+    sim.set_phone(A, PhoneScript::talks(secs(3), secs(30)));
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    sim.advance(secs(5)).await;
+    let caller = CallerScript {
+        // Counts from the answer, which is when its TwiML runs: t = 5 + 100.
+        hang_up_after: Some(secs(100)),
+        ..CallerScript::default()
+    };
+    let leg_b = sim.dial_in(B, P, caller).await;
+    assert_eq!(sim.conference(ROOM).unwrap().participants.len(), 2);
+    sim.run_until_idle(secs(3600)).await;
+
+    let conference = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        conference.ended_reason.as_deref(),
+        Some("participant-with-end-conference-on-exit-left")
+    );
+    assert_eq!(
+        conference_events(&toy, "/conf-status"),
+        [
+            ev("participant-join", Some(&leg_a)),
+            ev("participant-join", Some(&leg_b)),
+            ev("participant-leave", Some(&leg_a)),
+            ev("participant-leave", Some(&leg_b)),
+            ev("conference-end", None),
+        ]
+    );
+    let end = toy.seen("/conf-status").last().unwrap().clone();
+    assert_eq!(end.get("CallSidEndingConference"), Some(leg_a.as_str()));
+    assert_eq!(
+        end.get("EndConferenceOnExit"),
+        None,
+        "not a participant event"
+    );
+    assert_eq!(sim.heard_by(B), ["conference over"]);
+    let action = &toy.seen("/after-conference")[0];
+    assert_eq!(action.get("CallSid"), Some(leg_b.as_str()));
+    assert_eq!(action.get("DialCallStatus"), Some("completed"));
+    // B's call ends with the action's TwiML, long before its own hang-up.
+    let leg = sim.call(&leg_b).unwrap();
+    assert_eq!((leg.status.as_str(), leg.duration_secs), ("completed", 30));
+}
+
+#[tokio::test]
+async fn the_last_participant_leaving_ends_the_room_and_a_callers_hang_up_counts_from_answer() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, &room_twiml(&toy, "end", "", ""));
+    let caller = CallerScript {
+        hang_up_after: Some(secs(40)),
+        ..CallerScript::default()
+    };
+    let sid = sim.dial_in(A, P, caller).await;
+    sim.run_until_idle(secs(3600)).await;
+    assert_eq!(sim.call(&sid).unwrap().duration_secs, 40);
+    let conference = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        conference.ended_reason.as_deref(),
+        Some("last-participant-left")
+    );
+    let end = &toy.seen("/conf-status")[0];
+    assert_eq!(end.get("StatusCallbackEvent"), Some("conference-end"));
+    assert_eq!(end.get("CallSidEndingConference"), Some(sid.as_str()));
+}
+
+#[tokio::test]
+async fn hold_plays_the_hold_twiml_to_that_phone_and_unhold_resumes() {
+    let (sim, toy) = setup().await;
+    toy.route(
+        "/conf-a",
+        200,
+        &room_twiml(
+            &toy,
+            "join leave hold mute announcement",
+            r#"participantLabel="a""#,
+            "",
+        ),
+    );
+    toy.route(
+        "/conf-b",
+        200,
+        &conference_twiml("", r#"participantLabel="b""#, ""),
+    );
+    toy.route(
+        "/hold",
+        200,
+        r#"<Response><Say language="ja-JP">少々お待ちください</Say><Play>https://example.com/music.mp3</Play></Response>"#,
+    );
+    toy.route(
+        "/announce",
+        200,
+        r#"<Response><Say language="ja-JP">残り3分です</Say></Response>"#,
+    );
+    toy.route(
+        "/bad-announce",
+        200,
+        r#"<Response><Gather numDigits="1"><Say>press 1</Say></Gather></Response>"#,
+    );
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    let leg_b = call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(10)).await;
+    let conference = sim.conference(ROOM).unwrap().sid;
+    let b_path = format!("{ACCOUNT}/Conferences/{conference}/Participants/b.json");
+
+    let hold_url = toy.url("/hold");
+    let form = [("Hold", "true"), ("HoldUrl", hold_url.as_str())];
+    let (status, body) = rest(&sim, reqwest::Method::POST, &b_path, KEY, &form).await;
+    assert_eq!((status, body["hold"].as_bool()), (200, Some(true)));
+    assert_eq!(body["call_sid"], leg_b.as_str());
+    sim.advance(secs(30)).await;
+    assert_eq!(sim.heard_by(B), ["少々お待ちください"]);
+    assert!(sim.heard_by(A).is_empty());
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::Played { to, url } if to == B && url.ends_with("music.mp3")
+    )));
+    let hold = &toy.seen("/hold")[0];
+    assert!(
+        hold.target.contains("ConferenceSid="),
+        "GET by default: {}",
+        hold.target
+    );
+    assert!(hold.target.contains(&leg_b));
+    let info = sim.conference(ROOM).unwrap();
+    assert!(info.participants[1].hold && !info.participants[0].hold);
+    assert_eq!(info.participants[1].label.as_deref(), Some("b"));
+    assert!(has_event(
+        &sim,
+        |e| matches!(e, Event::Held { who, on: true } if who == B)
+    ));
+
+    // An announcement reaches whoever is not on hold.
+    let room_path = format!("{ACCOUNT}/Conferences/{conference}.json");
+    let announce = toy.url("/announce");
+    let (status, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &room_path,
+        KEY,
+        &[("AnnounceUrl", &announce)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.advance(secs(5)).await;
+    assert_eq!(sim.heard_by(A), ["残り3分です"]);
+    assert_eq!(sim.heard_by(B).len(), 1);
+    // An announcement cannot gather digits.
+    let bad = toy.url("/bad-announce");
+    let (status, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &room_path,
+        KEY,
+        &[("AnnounceUrl", &bad)],
+    )
+    .await;
+    assert_eq!(status, 200, "Twilio accepts the request and fails later");
+    sim.advance(secs(5)).await;
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::Warning { detail } if detail.contains("<Gather>")
+    )));
+    assert_eq!(sim.heard_by(A), ["残り3分です"]);
+
+    let form = [("Hold", "false"), ("Muted", "true")];
+    let (status, body) = rest(&sim, reqwest::Method::POST, &b_path, KEY, &form).await;
+    assert_eq!(
+        (status, body["hold"].as_bool(), body["muted"].as_bool()),
+        (200, Some(false), Some(true))
+    );
+    sim.advance(secs(60)).await;
+    assert_eq!(sim.heard_by(B).len(), 1, "the hold music stopped");
+    let info = sim.conference(ROOM).unwrap();
+    assert!(!info.participants[1].hold && info.participants[1].muted);
+    assert_eq!(
+        conference_events(&toy, "/conf-status"),
+        [
+            ev("participant-join", Some(&leg_a)),
+            ev("participant-join", Some(&leg_b)),
+            ev("participant-hold", Some(&leg_b)),
+            ev("announcement-end", None),
+            ev("announcement-failed", None),
+            ev("participant-mute", Some(&leg_b)),
+            ev("participant-unhold", Some(&leg_b)),
+        ]
+    );
+    let hold_callback = &toy.seen("/conf-status")[2];
+    assert_eq!(hold_callback.get("Hold"), Some("true"));
+    assert_eq!(hold_callback.get("ParticipantLabel"), Some("b"));
+
+    let (status, body) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &b_path,
+        KEY,
+        &[("Hold", "yes")],
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(20001)));
+}
+
+#[tokio::test]
+async fn a_redirected_leg_gathers_digits_and_rejoins_the_same_room() {
+    let (sim, toy) = setup().await;
+    let room = room_twiml(&toy, "start end join leave hold", "", "");
+    toy.route("/conf", 200, &room);
+    toy.route(
+        "/extension/prompt",
+        200,
+        r#"<Response><Gather numDigits="1" action="/extension/answer" timeout="5"><Say language="ja-JP">通話終了まで残り3分です。延長する場合は1を押してください。</Say></Gather><Say>no input</Say></Response>"#,
+    );
+    toy.route("/extension/answer", 200, &room);
+    toy.route(
+        "/hold",
+        200,
+        r#"<Response><Say language="ja-JP">少々お待ちください</Say></Response>"#,
+    );
+    sim.set_phone(
+        A,
+        PhoneScript::Answer {
+            after: secs(3),
+            hang_up_after: None,
+            digits: vec![(secs(4), '1')],
+        },
+    );
+    let leg_a = call_out(&sim, &toy, A, "/conf").await;
+    let leg_b = call_out(&sim, &toy, B, "/conf").await;
+    sim.advance(secs(60)).await;
+    let conference = sim.conference(ROOM).unwrap().sid;
+
+    // The expiry warning: hold B, redirect A to the prompt.
+    let b_path = format!("{ACCOUNT}/Conferences/{conference}/Participants/{leg_b}.json");
+    let hold = toy.url("/hold");
+    let (status, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &b_path,
+        KEY,
+        &[("Hold", "true"), ("HoldUrl", &hold), ("HoldMethod", "POST")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let prompt = toy.url("/extension/prompt");
+    let a_call = format!("{ACCOUNT}/Calls/{leg_a}.json");
+    let (status, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &a_call,
+        KEY,
+        &[("Url", &prompt)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.settle().await;
+    let info = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        info.participants.len(),
+        1,
+        "A left the room for its new TwiML"
+    );
+    assert_eq!(toy.seen("/hold")[0].get("CallSid"), Some(leg_b.as_str()));
+
+    sim.advance(secs(10)).await;
+    assert_eq!(toy.seen("/extension/answer")[0].get("Digits"), Some("1"));
+    let info = sim.conference(ROOM).unwrap();
+    assert_eq!(info.sid, conference, "the same conference: B kept it alive");
+    assert_eq!(info.participants.len(), 2);
+    assert_eq!(
+        sim.heard_by(A),
+        ["通話終了まで残り3分です。延長する場合は1を押してください。"]
+    );
+    assert_eq!(sim.heard_by(B), ["少々お待ちください"]);
+
+    let (status, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &b_path,
+        KEY,
+        &[("Hold", "false")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.settle().await;
+    assert_eq!(
+        conference_events(&toy, "/conf-status"),
+        [
+            ev("participant-join", Some(&leg_a)),
+            ev("conference-start", None),
+            ev("participant-join", Some(&leg_b)),
+            ev("participant-hold", Some(&leg_b)),
+            ev("participant-leave", Some(&leg_a)),
+            ev("participant-join", Some(&leg_a)),
+            ev("participant-unhold", Some(&leg_b)),
+        ]
+    );
+    // B was still on hold when A came back.
+    assert_eq!(in_room_after_join(&sim, A).last().unwrap(), &[A.to_owned()]);
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::ConferenceLeft { who, why, .. } if who == A && why == "redirected"
+    )));
+    assert_eq!(sim.call(&leg_a).unwrap().status, "in-progress");
+}
+
+#[tokio::test]
+async fn participants_are_found_by_call_sid_or_label_and_removed() {
+    let (sim, toy) = setup().await;
+    let twiml = conference_twiml(
+        r#"timeLimit="300""#,
+        r#"participantLabel="guest""#,
+        "<Say>left the room</Say><Pause length=\"600\"/>",
+    );
+    toy.route("/conf", 200, &twiml);
+    let leg_a = call_out(&sim, &toy, A, "/conf").await;
+    let leg_b = call_out(&sim, &toy, B, "/conf").await;
+    sim.advance(secs(10)).await;
+    let conference = sim.conference(ROOM).unwrap().sid;
+    let base = format!("{ACCOUNT}/Conferences/{conference}/Participants");
+
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("{base}/CA00000000000000000000000000000000.json"),
+        ),
+        (reqwest::Method::POST, format!("{base}/nobody.json")),
+        (reqwest::Method::DELETE, format!("{base}/nobody.json")),
+        (
+            reqwest::Method::GET,
+            format!("{ACCOUNT}/Conferences/CF00.json"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{ACCOUNT}/Conferences/CF00/Participants.json"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{ACCOUNT}/Conferences/CF00/Participants/{leg_a}.json"),
+        ),
+    ] {
+        let (status, body) = rest(&sim, method.clone(), &path, KEY, &[]).await;
+        assert_eq!(
+            (status, body["code"].as_u64()),
+            (404, Some(20404)),
+            "{method} {path}"
+        );
+    }
+
+    let (status, body) = rest(
+        &sim,
+        reqwest::Method::GET,
+        &format!("{base}/{leg_b}.json"),
+        KEY,
+        &[],
+    )
+    .await;
+    assert_eq!((status, body["label"].as_str()), (200, Some("guest")));
+    // A label names the first participant that has it.
+    let url = format!("{}/2010-04-01/Accounts/{base}/guest.json", sim.base_url());
+    let response = reqwest::Client::new()
+        .delete(url)
+        .basic_auth(KEY.0, Some(KEY.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    assert!(response.text().await.unwrap().is_empty());
+    sim.settle().await;
+    assert_eq!(
+        sim.heard_by(A),
+        ["left the room"],
+        "A continues after its Dial"
+    );
+    let info = sim.conference(ROOM).unwrap();
+    let left: Vec<_> = info
+        .participants
+        .iter()
+        .map(|p| p.call_sid.as_str())
+        .collect();
+    assert_eq!(left, [leg_b.as_str()]);
+    assert_eq!(info.status, "in-progress");
+
+    // B's Dial timeLimit takes it out of the room 300 s after it joined; the room,
+    // now empty, ends.
+    sim.advance(secs(300)).await;
+    assert_eq!(sim.heard_by(B), ["left the room"]);
+    assert!(has_event(&sim, |e| matches!(
+        e,
+        Event::ConferenceLeft { who, why, .. } if who == B && why == "timeLimit"
+    )));
+    let info = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        (info.status.as_str(), info.ended_reason.as_deref()),
+        ("completed", Some("last-participant-left"))
+    );
+    assert_eq!(
+        sim.call(&leg_b).unwrap().status,
+        "in-progress",
+        "the call goes on"
+    );
+}
+
+#[test]
+fn conference_twiml_is_parsed_with_twilios_defaults_and_rules() {
+    let verbs = twiml::parse(
+        r#"<Response><Dial timeLimit="60"><Conference statusCallback="https://x/s" statusCallbackEvent="start end join leave mute hold modify speaker announcement" beep="onEnter" waitUrl="" maxParticipants="2" participantLabel="a">room</Conference></Dial></Response>"#,
+    )
+    .unwrap();
+    let twiml::Verb::Dial(dial) = &verbs[0] else {
+        panic!("{verbs:?}")
+    };
+    let twiml::DialTarget::Conference(room) = &dial.targets[0] else {
+        panic!("{dial:?}")
+    };
+    assert_eq!(room.room, "room");
+    assert!(room.start_conference_on_enter && !room.end_conference_on_exit && !room.muted);
+    assert_eq!((room.beep.as_str(), room.max_participants), ("onEnter", 2));
+    assert_eq!(room.status_callback_events.len(), 9);
+    assert_eq!(room.participant_label.as_deref(), Some("a"));
+    assert_eq!(room.wait_url, None);
+    assert_eq!(dial.time_limit, secs(60));
+
+    for bad in [
+        r#"<Conference statusCallbackEvent="participant-join">r</Conference>"#,
+        "<Conference></Conference>",
+        r#"<Conference beep="loud">r</Conference>"#,
+        "<Conference>r</Conference><Number>+819011112222</Number>",
+    ] {
+        let twiml = format!("<Response><Dial>{bad}</Dial></Response>");
+        assert!(twiml::parse(&twiml).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn conference_entries_display_who_is_in_the_room() {
+    let at = time::macros::datetime!(2026-11-24 20:30:05 UTC);
+    let entry = Entry {
+        at,
+        call_sid: Some("CA0123456789abcdef".into()),
+        event: Event::ConferenceJoined {
+            room: "r".into(),
+            who: B.into(),
+            in_room: vec![A.into(), B.into()],
+        },
+    };
+    assert_eq!(
+        entry.to_string(),
+        "20:30:05 CA01234567 +8180****4444 joined conference \"r\" (in room: +8190****2222, +8180****4444)"
+    );
+}

@@ -9,6 +9,8 @@ use time::macros::format_description;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub at: OffsetDateTime,
+    /// The call the row is about; for conference-wide rows (start, end, their
+    /// callbacks, announcements to everyone) the ConferenceSid.
     pub call_sid: Option<String>,
     pub event: Event,
 }
@@ -81,6 +83,47 @@ pub enum Event {
         method: String,
         path: String,
         status: u16,
+    },
+    /// A leg entered conference `room`; `in_room` is who can now talk (every phone in
+    /// the room and not on hold, `who` included unless it joined held). Talk happens
+    /// while two or more are in it.
+    ConferenceJoined {
+        room: String,
+        who: String,
+        in_room: Vec<String>,
+    },
+    /// The conference started mixing audio (a `startConferenceOnEnter` leg joined).
+    ConferenceStarted {
+        room: String,
+    },
+    /// A leg left `room`: `why` is `hung up`, `redirected`, `timeLimit`, `removed`
+    /// (REST DELETE) or `conference ended`; `in_room` is who is left talking.
+    ConferenceLeft {
+        room: String,
+        who: String,
+        why: String,
+        in_room: Vec<String>,
+    },
+    /// `reason` is Twilio's `ReasonConferenceEnded`.
+    ConferenceEnded {
+        room: String,
+        reason: String,
+    },
+    /// A conference status callback (`event` is the long name Twilio posts) and the
+    /// receiver's HTTP status.
+    ConferenceCallback {
+        url: String,
+        event: String,
+        status: u16,
+    },
+    /// A participant was put on hold (`on`) or taken off it.
+    Held {
+        who: String,
+        on: bool,
+    },
+    Muted {
+        who: String,
+        on: bool,
     },
 }
 
@@ -157,8 +200,48 @@ impl fmt::Display for Entry {
                 path,
                 status,
             } => write!(f, "REST {method} {path} -> {status}"),
+            Event::ConferenceJoined { room, who, in_room } => write!(
+                f,
+                "{} joined conference {room:?} (in room: {})",
+                mask(who),
+                masked_list(in_room)
+            ),
+            Event::ConferenceStarted { room } => write!(f, "conference {room:?} started"),
+            Event::ConferenceLeft {
+                room,
+                who,
+                why,
+                in_room,
+            } => write!(
+                f,
+                "{} left conference {room:?}, {why} (in room: {})",
+                mask(who),
+                masked_list(in_room)
+            ),
+            Event::ConferenceEnded { room, reason } => {
+                write!(f, "conference {room:?} ended: {reason}")
+            }
+            Event::ConferenceCallback { url, event, status } => {
+                write!(f, "conference callback {event} {url} -> {status}")
+            }
+            Event::Held { who, on } => {
+                let what = if *on { "on hold" } else { "off hold" };
+                write!(f, "{} {what}", mask(who))
+            }
+            Event::Muted { who, on } => {
+                let what = if *on { "muted" } else { "unmuted" };
+                write!(f, "{} {what}", mask(who))
+            }
         }
     }
+}
+
+fn masked_list(numbers: &[String]) -> String {
+    if numbers.is_empty() {
+        return "nobody".to_owned();
+    }
+    let masked: Vec<String> = numbers.iter().map(|n| mask(n)).collect();
+    masked.join(", ")
 }
 
 /// Enough of a SID to tell calls apart in a timeline.

@@ -103,10 +103,11 @@ pub struct Dial {
     pub targets: Vec<DialTarget>,
 }
 
-/// What a `<Dial>` connects to. Conference rooms will be another variant.
+/// What a `<Dial>` connects to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DialTarget {
     Number(NumberNoun),
+    Conference(ConferenceNoun),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +116,84 @@ pub struct NumberNoun {
     pub status_callback: Option<String>,
     pub status_callback_events: Vec<ProgressEvent>,
     pub status_callback_method: HttpMethod,
+}
+
+/// `<Conference>`: a named room of the account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConferenceNoun {
+    pub room: String,
+    /// `true`, `false`, `onEnter` or `onExit` (recorded, not played).
+    pub beep: String,
+    pub start_conference_on_enter: bool,
+    pub end_conference_on_exit: bool,
+    /// Recorded only: the simulator never fetches wait music.
+    pub wait_url: Option<String>,
+    pub wait_method: HttpMethod,
+    pub status_callback: Option<String>,
+    pub status_callback_events: Vec<ConferenceEvent>,
+    pub status_callback_method: HttpMethod,
+    pub participant_label: Option<String>,
+    pub max_participants: u32,
+    pub muted: bool,
+}
+
+/// The short names `<Conference statusCallbackEvent>` takes. The callbacks Twilio
+/// posts use long names (`start` → `conference-start`, `hold` → `participant-hold`
+/// and `participant-unhold`, …): see [`ConferenceEvent::of_callback`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConferenceEvent {
+    Start,
+    End,
+    Join,
+    Leave,
+    Mute,
+    Hold,
+    Modify,
+    Speaker,
+    Announcement,
+}
+
+impl ConferenceEvent {
+    /// Parses space-separated (or repeated) short names; anything else is an error,
+    /// long names included (`participant-join` is what Twilio posts, not what it takes).
+    pub fn parse_list(values: &[&str]) -> Result<Vec<Self>, String> {
+        let mut events = Vec::new();
+        for name in values.iter().flat_map(|v| v.split_whitespace()) {
+            events.push(match name {
+                "start" => Self::Start,
+                "end" => Self::End,
+                "join" => Self::Join,
+                "leave" => Self::Leave,
+                "mute" => Self::Mute,
+                "hold" => Self::Hold,
+                "modify" => Self::Modify,
+                "speaker" => Self::Speaker,
+                "announcement" => Self::Announcement,
+                other => {
+                    return Err(format!(
+                        "unknown <Conference> statusCallbackEvent {other:?} (short names: start end join leave mute hold modify speaker announcement)"
+                    ));
+                }
+            });
+        }
+        Ok(events)
+    }
+
+    /// The subscription that makes Twilio post the callback named `long_name`.
+    pub fn of_callback(long_name: &str) -> Option<Self> {
+        Some(match long_name {
+            "conference-start" => Self::Start,
+            "conference-end" => Self::End,
+            "participant-join" => Self::Join,
+            "participant-leave" => Self::Leave,
+            "participant-mute" | "participant-unmute" => Self::Mute,
+            "participant-hold" | "participant-unhold" => Self::Hold,
+            "participant-modified" => Self::Modify,
+            "participant-speech-start" | "participant-speech-stop" => Self::Speaker,
+            "announcement-end" | "announcement-failed" => Self::Announcement,
+            _ => return None,
+        })
+    }
 }
 
 /// A parsed XML element: just enough structure to interpret TwiML.
@@ -155,8 +234,12 @@ impl Element {
     }
 
     fn flag(&self, name: &str) -> Result<bool, String> {
+        self.flag_or(name, false)
+    }
+
+    fn flag_or(&self, name: &str, default: bool) -> Result<bool, String> {
         match self.attr(name) {
-            None => Ok(false),
+            None => Ok(default),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
             Some(v) => Err(format!("<{}> {name}={v:?} is not true/false", self.name)),
@@ -265,8 +348,16 @@ fn dial(el: &Element) -> Result<Dial, String> {
                     status_callback_method: child.method("statusCallbackMethod")?,
                 }));
             }
+            "Conference" => targets.push(DialTarget::Conference(conference(child)?)),
             other => return Err(format!("<Dial><{other}> is not supported by the simulator")),
         }
+    }
+    let conferences = targets
+        .iter()
+        .filter(|t| matches!(t, DialTarget::Conference(_)))
+        .count();
+    if conferences > 0 && targets.len() > 1 {
+        return Err("<Dial> may hold only one <Conference> and nothing else".into());
     }
     // `<Dial>+8190...</Dial>` is shorthand for a single <Number>.
     if targets.is_empty() && !el.text().is_empty() {
@@ -289,6 +380,40 @@ fn dial(el: &Element) -> Result<Dial, String> {
         method: el.method("method")?,
         answer_on_bridge: el.flag("answerOnBridge")?,
         targets,
+    })
+}
+
+fn conference(el: &Element) -> Result<ConferenceNoun, String> {
+    let room = el.text();
+    if room.is_empty() {
+        return Err("<Conference> without a room name".into());
+    }
+    let beep = el.attr("beep").unwrap_or("true").trim().to_owned();
+    if !["true", "false", "onEnter", "onExit"].contains(&beep.as_str()) {
+        return Err(format!(
+            "<Conference> beep={beep:?} is not true, false, onEnter or onExit"
+        ));
+    }
+    let max_participants = el.number("maxParticipants", 250u32)?;
+    if !(2..=250).contains(&max_participants) {
+        return Err(format!(
+            "<Conference> maxParticipants={max_participants} is not between 2 and 250"
+        ));
+    }
+    let events = el.attr("statusCallbackEvent").unwrap_or_default();
+    Ok(ConferenceNoun {
+        room: room.to_owned(),
+        beep,
+        start_conference_on_enter: el.flag_or("startConferenceOnEnter", true)?,
+        end_conference_on_exit: el.flag("endConferenceOnExit")?,
+        wait_url: el.non_empty_attr("waitUrl"),
+        wait_method: el.method("waitMethod")?,
+        status_callback: el.non_empty_attr("statusCallback"),
+        status_callback_events: ConferenceEvent::parse_list(&[events])?,
+        status_callback_method: el.method("statusCallbackMethod")?,
+        participant_label: el.non_empty_attr("participantLabel"),
+        max_participants,
+        muted: el.flag("muted")?,
     })
 }
 
