@@ -39,7 +39,7 @@ fn sid_param(req: &Request) -> Result<String, Problem> {
 // ---- sessions ---------------------------------------------------------------------
 
 pub async fn create_session(app: Arc<App>, req: Request) -> Response<Body> {
-    let result = idempotent(&app, &req, "POST /v1/sessions", || async {
+    let result = idempotent(&app, &req, || async {
         let input: CreateSession = web::read_json(&req)?;
         let new = sessions::validate(input, &app.config, app.now())?;
         let session = sessions::create(&app, new).await?;
@@ -140,6 +140,26 @@ pub async fn list_interactions(app: Arc<App>, req: Request) -> Response<Body> {
     respond(&req, result)
 }
 
+/// `POST /v1/sessions/{sid}/calls`: V字発信. 202: Twilio is ringing the participants.
+pub async fn start_v_call(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = idempotent(&app, &req, || async {
+        let sid = sid_param(&req)?;
+        let input: crate::vcall::StartCall = web::read_json(&req)?;
+        let (session, placed) = crate::vcall::start(&app, &sid, input).await?;
+        Ok(web::json(
+            StatusCode::ACCEPTED,
+            &crate::vcall::PlacedView {
+                mode: placed.mode,
+                call_time_limit: placed.call_time_limit,
+                calls: &placed.legs,
+                session: SessionView::of(&session),
+            },
+        ))
+    })
+    .await;
+    respond(&req, result)
+}
+
 // ---- the number pool ----------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -175,7 +195,7 @@ impl<'a> NumberView<'a> {
 pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
     let result = match (req.method().clone(), web::path_param(&req, "number")) {
         (Method::POST, None) => {
-            idempotent(&app, &req, "POST /v1/numbers", || add_number(&app, &req)).await
+            idempotent(&app, &req, || add_number(&app, &req)).await
         }
         (Method::GET, None) => list_numbers(&app).await,
         (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
@@ -264,7 +284,6 @@ async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> 
 async fn idempotent<F, Fut>(
     app: &App,
     req: &Request,
-    scope: &str,
     action: F,
 ) -> Result<Response<Body>, Problem>
 where
@@ -280,7 +299,8 @@ where
         ));
     }
     let hash = hex(&Sha256::digest(web::body_bytes(req)));
-    let record = format!("{scope}#{key}");
+    // Keys are scoped by route and resource: the same key on another session is another key.
+    let record = format!("{} {}#{key}", req.method(), web::raw_path(req));
     let now = app.now();
     let claim = app
         .store

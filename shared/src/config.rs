@@ -31,6 +31,10 @@ pub struct Prompts {
     pub blocked: String,
     /// Something failed inside; Twilio still gets valid TwiML.
     pub apology: String,
+    /// V字発信: the other party could not be reached.
+    pub other_unreachable: String,
+    /// Played in the conference room until the other party joins.
+    pub conference_wait: String,
 }
 
 impl Default for Prompts {
@@ -42,6 +46,8 @@ impl Default for Prompts {
             session_closed: "この番号でのお取り次ぎは終了しました。".into(),
             blocked: "申し訳ございません。この通話はおつなぎできません。".into(),
             apology: "申し訳ございません。ただいま通話をおつなぎできません。しばらくしてからおかけ直しください。".into(),
+            other_unreachable: "お相手の方は、ただいま電話に出ることができません。".into(),
+            conference_wait: "お相手の方をお呼び出ししています。少々お待ちください。".into(),
         }
     }
 }
@@ -119,6 +125,8 @@ impl Config {
             ("PROMPT_SESSION_CLOSED", &mut prompts.session_closed),
             ("PROMPT_BLOCKED", &mut prompts.blocked),
             ("PROMPT_APOLOGY", &mut prompts.apology),
+            ("PROMPT_OTHER_UNREACHABLE", &mut prompts.other_unreachable),
+            ("PROMPT_CONFERENCE_WAIT", &mut prompts.conference_wait),
         ] {
             if let Some(v) = get(name) {
                 *slot = v;

@@ -33,6 +33,10 @@ pub fn http_handler(function: &str) -> Option<HttpHandler> {
         "numbers" => boxed!(api::numbers),
         "inbound-call" => boxed!(webhooks::inbound_call),
         "call-status" => boxed!(webhooks::call_status),
+        "start-v-call" => boxed!(api::start_v_call),
+        "bridge-twiml" => boxed!(webhooks::bridge_twiml),
+        "conference-twiml" => boxed!(webhooks::conference_twiml),
+        "conference-status" => boxed!(webhooks::conference_status),
         _ => return None,
     })
 }
@@ -46,6 +50,10 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "numbers",
     "inbound-call",
     "call-status",
+    "start-v-call",
+    "bridge-twiml",
+    "conference-twiml",
+    "conference-status",
 ];
 
 /// A Lambda function's whole `main`: build the app once (no network I/O), then serve events.

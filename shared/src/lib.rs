@@ -22,6 +22,7 @@ pub mod signature;
 pub mod store;
 pub mod twilio;
 pub mod twiml;
+pub mod vcall;
 pub mod webhooks;
 
 pub use app::App;

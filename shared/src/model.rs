@@ -71,9 +71,19 @@ pub struct Session {
     #[serde(default)]
     pub extension_count: u32,
     pub participants: Vec<Participant>,
+    /// The sum of its legs' costs, kept by the same writes that finish each leg.
+    #[serde(default)]
+    pub total_cost_milli_yen: u64,
+    /// The ConferenceSid of the session's latest conference, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_conference: Option<String>,
 }
 
 impl Session {
+    pub fn total_cost(&self) -> Yen {
+        Yen::from_milli(self.total_cost_milli_yen)
+    }
+
     pub fn participant(&self, sid_or_identifier: &str) -> Option<&Participant> {
         self.participants
             .iter()

@@ -35,6 +35,8 @@ pub enum Code {
     SessionClosed = 80607,
     /// Proxy 80608: the requested status change is not allowed.
     InvalidStatusChange = 80608,
+    /// The session already has a live call; one call at a time.
+    CallInProgress = 80650,
     /// Only voice-only sessions: Japanese numbers have no SMS.
     ModeNotSupported = 80620,
     /// The number is not in the pool.
@@ -58,6 +60,8 @@ pub struct Problem {
     pub code: Code,
     pub title: &'static str,
     pub detail: String,
+    /// Twilio's own error code when Twilio refused something (e.g. 21211, invalid number).
+    pub twilio_code: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -70,6 +74,8 @@ struct Body<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     instance: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twilio_code: Option<u32>,
 }
 
 impl Problem {
@@ -84,7 +90,13 @@ impl Problem {
             code,
             title,
             detail: detail.into(),
+            twilio_code: None,
         }
+    }
+
+    pub fn with_twilio_code(mut self, code: Option<u32>) -> Self {
+        self.twilio_code = code.filter(|c| *c != 0);
+        self
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {
@@ -144,6 +156,7 @@ impl Problem {
             code: self.code_number(),
             detail: &self.detail,
             instance,
+            twilio_code: self.twilio_code,
         })
         .unwrap_or_else(|_| r#"{"title":"Internal error","status":500,"code":50000}"#.to_owned())
     }

@@ -302,6 +302,8 @@ pub async fn create(app: &App, new: NewSession) -> Result<Session, Problem> {
             warning_lead: new.warning_lead,
             extension: new.extension,
             extension_count: 0,
+            total_cost_milli_yen: 0,
+            current_conference: None,
             participants: new
                 .participants
                 .iter()
@@ -454,6 +456,9 @@ pub struct SessionView<'a> {
     pub extension: Extension,
     pub extension_count: u32,
     pub participants: Vec<ParticipantView<'a>>,
+    /// Every logged leg's cost so far.
+    pub total_cost: crate::pricing::Yen,
+    pub cost_unit: &'static str,
     pub links: Links,
 }
 
@@ -497,6 +502,8 @@ impl<'a> SessionView<'a> {
                     friendly_name: p.friendly_name.as_deref(),
                 })
                 .collect(),
+            total_cost: s.total_cost(),
+            cost_unit: "JPY",
             links: Links {
                 interactions: format!("/v1/sessions/{}/interactions", s.sid),
             },

@@ -4,6 +4,7 @@
 //! |---------------|------------------------|-------------------|-------------------------------------------|
 //! | session       | `SESSION#{sid}`        | `SESSION`         | the session and its participants          |
 //! | interaction   | `SESSION#{sid}`        | `CALL#{CallSid}`  | one call leg, listed with the session     |
+//! | conference    | `SESSION#{sid}`        | `CONF#{CF sid}`   | a conference and its legs' CallSids       |
 //! | unique name   | `UNIQUE#{name}`        | `UNIQUE`          | `unique_name` is unique                   |
 //! | route         | `ROUTE#{proxy}`        | `CALLER#{number}` | (proxy, caller) → open session (I1)       |
 //! | participation | `PARTICIPANT#{number}` | `PROXY#{proxy}`   | which proxies a number already uses       |
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+    AttributeValue, Delete, Put, TransactWriteItem, Update,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -591,7 +592,7 @@ impl Store {
         retention: i64,
     ) -> Result<bool, StoreError> {
         let items = vec![
-            self.touch_session(&leg.session_sid, now, true)?,
+            self.touch_session(&leg.session_sid, now, true, 0)?,
             self.put(
                 with_key(
                     to_item(leg)?,
@@ -637,6 +638,7 @@ impl Store {
         sid: &str,
         now: i64,
         check_deadline: bool,
+        cost_milli_yen: u64,
     ) -> Result<TransactWriteItem, StoreError> {
         let condition = if check_deadline {
             "#status IN (:open, :in_progress) \
@@ -650,14 +652,15 @@ impl Store {
             .set_key(Some(session_key(sid)))
             .update_expression(
                 "SET #status = :in_progress, date_last_interaction = :now, date_updated = :now, \
-                 inactive_after = :now + #ttl",
+                 inactive_after = :now + #ttl ADD total_cost_milli_yen :cost",
             )
             .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
             .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
-            .expression_attribute_values(":now", n(now));
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":cost", n(cost_milli_yen));
         if check_deadline {
             update = update.expression_attribute_values(":zero", n(0));
         }
@@ -675,11 +678,14 @@ impl Store {
         now: i64,
         retention: i64,
     ) -> Result<Recorded, StoreError> {
+        // A leg's cost is added to the session's total by the one write that finishes the leg:
+        // the upsert's condition lets a final status through only once.
+        let cost = if leg.status.is_final() { leg.cost_milli_yen } else { 0 };
         let upsert = self.upsert_leg(leg, now, retention)?;
         match self
             .transact(vec![
                 upsert,
-                self.touch_session(&leg.session_sid, now, false)?,
+                self.touch_session(&leg.session_sid, now, false, cost)?,
             ])
             .await
         {
@@ -690,7 +696,7 @@ impl Store {
                 match self
                     .transact(vec![
                         self.upsert_leg(leg, now, retention)?,
-                        self.session_exists(&leg.session_sid)?,
+                        self.add_cost(&leg.session_sid, cost)?,
                     ])
                     .await
                 {
@@ -704,14 +710,17 @@ impl Store {
         }
     }
 
-    fn session_exists(&self, sid: &str) -> Result<TransactWriteItem, StoreError> {
-        let check = ConditionCheck::builder()
+    /// Adds a late leg's cost to a session that has closed (and must exist).
+    fn add_cost(&self, sid: &str, cost_milli_yen: u64) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
+            .update_expression("ADD total_cost_milli_yen :cost")
             .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":cost", n(cost_milli_yen))
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(TransactWriteItem::builder().condition_check(check).build())
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     fn upsert_leg(
@@ -825,6 +834,156 @@ impl Store {
             .map(|r| r.session_sid))
     }
 
+    // ---- calls placed by Tsunagu ---------------------------------------------------
+
+    /// Takes a short lease on the session's outgoing calls, so two V字発信 requests that
+    /// arrive together cannot both ring the participants. `Ok(false)`: someone holds it, or
+    /// the session is not open.
+    pub async fn lock_calls(&self, sid: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("SET call_lock = :until")
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND (attribute_not_exists(call_lock) OR call_lock < :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":until", n(until))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    pub async fn unlock_calls(&self, sid: &str) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("REMOVE call_lock")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    /// Records a conference's start or a participant joining: the ConferenceSid on the
+    /// session and, per participant label, the leg's CallSid. Twilio's callbacks come twice
+    /// and out of order: every write here is idempotent, and a conference that has ended is
+    /// never brought back. `Ok(false)` when the callback was stale.
+    pub async fn record_conference(&self, session_sid: &str, conference_sid: &str, room: &str, leg: Option<(&str, &str)>, now: i64, retention: i64) -> Result<bool, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(conference_key(session_sid, conference_sid)))
+            .condition_expression("attribute_not_exists(ended_at)")
+            .expression_attribute_values(":cf", s(conference_sid))
+            .expression_attribute_values(":session", s(session_sid))
+            .expression_attribute_values(":room", s(room))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expire", n(now + retention));
+        let mut expression = "SET conference_sid = :cf, session_sid = :session, room = :room, \
+             date_created = if_not_exists(date_created, :now), expire_at = :expire"
+            .to_owned();
+        if let Some((label, call_sid)) = leg {
+            expression.push_str(", #leg = :call");
+            update = update
+                .expression_attribute_names("#leg", format!("{LEG_PREFIX}{label}"))
+                .expression_attribute_values(":call", s(call_sid));
+        }
+        let update = update
+            .update_expression(expression)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let session = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(session_key(session_sid)))
+            .update_expression("SET current_conference = :cf")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":cf", s(conference_sid))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        match self
+            .transact(vec![
+                TransactWriteItem::builder().update(update).build(),
+                TransactWriteItem::builder().update(session).build(),
+            ])
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.failed_at(0) || e.failed_at(1) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks a conference ended (once) and clears it from the session if it is current.
+    pub async fn end_conference(&self, session_sid: &str, conference_sid: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        let ended = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(conference_key(session_sid, conference_sid)))
+            .update_expression("SET ended_at = :now, ended_reason = :reason, conference_sid = :cf, session_sid = :session")
+            .condition_expression("attribute_not_exists(ended_at)")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":cf", s(conference_sid))
+            .expression_attribute_values(":session", s(session_sid))
+            .send()
+            .await;
+        match ended {
+            Ok(_) => {}
+            Err(e) if is_condition_failure(&e) => {}
+            Err(e) => return Err(StoreError::backend(e)),
+        }
+        let cleared = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(session_sid)))
+            .update_expression("REMOVE current_conference")
+            .condition_expression("current_conference = :cf")
+            .expression_attribute_values(":cf", s(conference_sid))
+            .send()
+            .await;
+        match cleared {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    pub async fn get_conference(&self, session_sid: &str, conference_sid: &str) -> Result<Option<ConferenceRecord>, StoreError> {
+        let Some(item) = self.get(conference_key(session_sid, conference_sid)).await? else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let number = |name: &str| item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+        let legs = item
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(LEG_PREFIX)?.to_owned(), v.as_s().ok()?.clone())))
+            .collect();
+        Ok(Some(ConferenceRecord {
+            conference_sid: conference_sid.to_owned(),
+            room: text("room").unwrap_or_default(),
+            ended_at: number("ended_at"),
+            ended_reason: text("ended_reason"),
+            legs,
+        }))
+    }
+
     // ---- idempotency ----------------------------------------------------------------
 
     /// Claims `key` for a request whose body hashes to `request_hash`, with one conditional
@@ -935,6 +1094,23 @@ impl Store {
             Err(e) => Err(StoreError::backend(e)),
         }
     }
+}
+
+const LEG_PREFIX: &str = "leg_";
+
+fn conference_key(session_sid: &str, conference_sid: &str) -> Item {
+    key(format!("SESSION#{session_sid}"), &format!("CONF#{conference_sid}"))
+}
+
+/// A conference the session's calls met in, as its callbacks described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceRecord {
+    pub conference_sid: String,
+    pub room: String,
+    pub ended_at: Option<i64>,
+    pub ended_reason: Option<String>,
+    /// Participant SID (the conference participant label) → that leg's CallSid.
+    pub legs: std::collections::BTreeMap<String, String>,
 }
 
 fn interaction_key(session_sid: &str, call_sid: &str) -> Item {

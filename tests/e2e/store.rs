@@ -52,6 +52,8 @@ async fn open_session(stack: &Stack, ttl: u64) -> Session {
             max_count: 1,
         },
         extension_count: 0,
+        total_cost_milli_yen: 0,
+        current_conference: None,
         participants: vec![
             Participant {
                 sid: tsunagu::ids::new_sid("KP"),
