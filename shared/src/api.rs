@@ -194,9 +194,7 @@ impl<'a> NumberView<'a> {
 /// `POST /v1/numbers`, `GET /v1/numbers` and `DELETE /v1/numbers/{number}`.
 pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
     let result = match (req.method().clone(), web::path_param(&req, "number")) {
-        (Method::POST, None) => {
-            idempotent(&app, &req, || add_number(&app, &req)).await
-        }
+        (Method::POST, None) => idempotent(&app, &req, || add_number(&app, &req)).await,
         (Method::GET, None) => list_numbers(&app).await,
         (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
         (method, _) => Err(Problem::new(
@@ -281,11 +279,7 @@ async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> 
 /// Runs `action` at most once per `Idempotency-Key`: a retry with the same key and body gets
 /// the first answer again; the same key with another body is refused. Only successful
 /// answers are kept, so a failed request can be retried with its key.
-async fn idempotent<F, Fut>(
-    app: &App,
-    req: &Request,
-    action: F,
-) -> Result<Response<Body>, Problem>
+async fn idempotent<F, Fut>(app: &App, req: &Request, action: F) -> Result<Response<Body>, Problem>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Response<Body>, Problem>>,

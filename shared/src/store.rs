@@ -19,9 +19,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::model::{Interaction, ProxyNumber, Session, SessionStatus};
@@ -680,7 +678,11 @@ impl Store {
     ) -> Result<Recorded, StoreError> {
         // A leg's cost is added to the session's total by the one write that finishes the leg:
         // the upsert's condition lets a final status through only once.
-        let cost = if leg.status.is_final() { leg.cost_milli_yen } else { 0 };
+        let cost = if leg.status.is_final() {
+            leg.cost_milli_yen
+        } else {
+            0
+        };
         let upsert = self.upsert_leg(leg, now, retention)?;
         match self
             .transact(vec![
@@ -884,7 +886,15 @@ impl Store {
     /// session and, per participant label, the leg's CallSid. Twilio's callbacks come twice
     /// and out of order: every write here is idempotent, and a conference that has ended is
     /// never brought back. `Ok(false)` when the callback was stale.
-    pub async fn record_conference(&self, session_sid: &str, conference_sid: &str, room: &str, leg: Option<(&str, &str)>, now: i64, retention: i64) -> Result<bool, StoreError> {
+    pub async fn record_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        room: &str,
+        leg: Option<(&str, &str)>,
+        now: i64,
+        retention: i64,
+    ) -> Result<bool, StoreError> {
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(conference_key(session_sid, conference_sid)))
@@ -929,7 +939,13 @@ impl Store {
     }
 
     /// Marks a conference ended (once) and clears it from the session if it is current.
-    pub async fn end_conference(&self, session_sid: &str, conference_sid: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn end_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let ended = self
             .client
             .update_item()
@@ -965,15 +981,31 @@ impl Store {
         }
     }
 
-    pub async fn get_conference(&self, session_sid: &str, conference_sid: &str) -> Result<Option<ConferenceRecord>, StoreError> {
-        let Some(item) = self.get(conference_key(session_sid, conference_sid)).await? else {
+    pub async fn get_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+    ) -> Result<Option<ConferenceRecord>, StoreError> {
+        let Some(item) = self
+            .get(conference_key(session_sid, conference_sid))
+            .await?
+        else {
             return Ok(None);
         };
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-        let number = |name: &str| item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+        };
         let legs = item
             .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(LEG_PREFIX)?.to_owned(), v.as_s().ok()?.clone())))
+            .filter_map(|(k, v)| {
+                Some((
+                    k.strip_prefix(LEG_PREFIX)?.to_owned(),
+                    v.as_s().ok()?.clone(),
+                ))
+            })
             .collect();
         Ok(Some(ConferenceRecord {
             conference_sid: conference_sid.to_owned(),
@@ -1099,7 +1131,10 @@ impl Store {
 const LEG_PREFIX: &str = "leg_";
 
 fn conference_key(session_sid: &str, conference_sid: &str) -> Item {
-    key(format!("SESSION#{session_sid}"), &format!("CONF#{conference_sid}"))
+    key(
+        format!("SESSION#{session_sid}"),
+        &format!("CONF#{conference_sid}"),
+    )
 }
 
 /// A conference the session's calls met in, as its callbacks described it.

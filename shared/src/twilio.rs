@@ -91,7 +91,11 @@ impl TwilioClient {
     }
 
     /// Places an outbound call (`POST Calls.json`) and returns its CallSid.
-    pub async fn create_call(&self, secrets: &SecretCache, call: &NewCall<'_>) -> Result<String, TwilioError> {
+    pub async fn create_call(
+        &self,
+        secrets: &SecretCache,
+        call: &NewCall<'_>,
+    ) -> Result<String, TwilioError> {
         let timeout = call.timeout.to_string();
         let time_limit = call.time_limit.to_string();
         let mut form = vec![
@@ -107,7 +111,15 @@ impl TwilioClient {
         for event in ["initiated", "ringing", "answered", "completed"] {
             form.push(("StatusCallbackEvent", event));
         }
-        let created = self.send(secrets, reqwest::Method::POST, "Calls.json", &form, Retry::OnlyWhenNotProcessed).await?;
+        let created = self
+            .send(
+                secrets,
+                reqwest::Method::POST,
+                "Calls.json",
+                &form,
+                Retry::OnlyWhenNotProcessed,
+            )
+            .await?;
         created["sid"]
             .as_str()
             .map(str::to_owned)
@@ -119,22 +131,79 @@ impl TwilioClient {
     pub async fn hang_up(&self, secrets: &SecretCache, call_sid: &str) -> Result<(), TwilioError> {
         let path = format!("Calls/{call_sid}.json");
         match self.post(secrets, &path, &[("Status", "canceled")]).await {
-            Ok(call) if matches!(call["status"].as_str(), Some("canceled" | "completed" | "busy" | "failed" | "no-answer")) => Ok(()),
+            Ok(call)
+                if matches!(
+                    call["status"].as_str(),
+                    Some("canceled" | "completed" | "busy" | "failed" | "no-answer")
+                ) =>
+            {
+                Ok(())
+            }
             Ok(_) => self.end_call(secrets, call_sid).await,
-            Err(TwilioError::Api { code: 20404 | 21220, .. }) => Ok(()),
+            Err(TwilioError::Api {
+                code: 20404 | 21220,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// The call's current status as Twilio knows it (`in-progress`, `completed`, …).
-    pub async fn call_status(&self, secrets: &SecretCache, call_sid: &str) -> Result<String, TwilioError> {
-        let call = self.send(secrets, reqwest::Method::GET, &format!("Calls/{call_sid}.json"), &[], Retry::OnServerErrors).await?;
+    pub async fn call_status(
+        &self,
+        secrets: &SecretCache,
+        call_sid: &str,
+    ) -> Result<String, TwilioError> {
+        let call = self
+            .send(
+                secrets,
+                reqwest::Method::GET,
+                &format!("Calls/{call_sid}.json"),
+                &[],
+                Retry::OnServerErrors,
+            )
+            .await?;
         Ok(call["status"].as_str().unwrap_or("unknown").to_owned())
     }
 
+    /// Replaces what a live call is doing with `twiml` (e.g. a message and `<Hangup/>`).
+    pub async fn play_and_end(
+        &self,
+        secrets: &SecretCache,
+        call_sid: &str,
+        twiml: &str,
+    ) -> Result<(), TwilioError> {
+        match self
+            .post(
+                secrets,
+                &format!("Calls/{call_sid}.json"),
+                &[("Twiml", twiml)],
+            )
+            .await
+        {
+            Ok(_)
+            | Err(TwilioError::Api {
+                code: 20404 | 21220,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Ends a conference for everyone in it. One that already ended is not an error.
-    pub async fn end_conference(&self, secrets: &SecretCache, conference_sid: &str) -> Result<(), TwilioError> {
-        match self.post(secrets, &format!("Conferences/{conference_sid}.json"), &[("Status", "completed")]).await {
+    pub async fn end_conference(
+        &self,
+        secrets: &SecretCache,
+        conference_sid: &str,
+    ) -> Result<(), TwilioError> {
+        match self
+            .post(
+                secrets,
+                &format!("Conferences/{conference_sid}.json"),
+                &[("Status", "completed")],
+            )
+            .await
+        {
             Ok(_) | Err(TwilioError::Api { code: 20404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -142,8 +211,20 @@ impl TwilioClient {
 
     /// POSTs a form to `/2010-04-01/Accounts/{AccountSid}/{path}` and returns the JSON body.
     /// Updates are idempotent, so 429 and 5xx answers are retried.
-    pub async fn post(&self, secrets: &SecretCache, path: &str, form: &[(&str, &str)]) -> Result<serde_json::Value, TwilioError> {
-        self.send(secrets, reqwest::Method::POST, path, form, Retry::OnServerErrors).await
+    pub async fn post(
+        &self,
+        secrets: &SecretCache,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<serde_json::Value, TwilioError> {
+        self.send(
+            secrets,
+            reqwest::Method::POST,
+            path,
+            form,
+            Retry::OnServerErrors,
+        )
+        .await
     }
 
     async fn send(
@@ -165,7 +246,10 @@ impl TwilioClient {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(150 << attempt)).await;
             }
-            let mut request = self.http.request(method.clone(), &url).basic_auth(user, Some(password));
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .basic_auth(user, Some(password));
             if method == reqwest::Method::POST {
                 request = request.form(form);
             }

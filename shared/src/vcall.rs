@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
-use http::StatusCode;
 use crate::ids;
 use crate::model::{CallStatus, Interaction, Participant, Session};
 use crate::phone::PhoneNumber;
@@ -18,6 +17,7 @@ use crate::pricing::Direction;
 use crate::problem::{Code, Problem};
 use crate::sessions::{self, MAX_CALL_SECONDS};
 use crate::twilio::{NewCall, TwilioError};
+use http::StatusCode;
 
 /// Legs that have not reported a final status for this long are taken as lost callbacks,
 /// not live calls (Twilio ends every call within four hours).
@@ -66,18 +66,27 @@ pub fn room_name(session_sid: &str) -> String {
 /// left before `date_expiry`, within Twilio's four hours.
 pub fn call_limit(session: &Session, requested: Option<u64>, now: i64) -> u64 {
     let until_expiry = session.date_expiry.map(|t| (t - now).max(1) as u64);
-    [requested, session.call_time_limit, until_expiry, Some(MAX_CALL_SECONDS)]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(MAX_CALL_SECONDS)
+    [
+        requested,
+        session.call_time_limit,
+        until_expiry,
+        Some(MAX_CALL_SECONDS),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(MAX_CALL_SECONDS)
 }
 
 fn closed(session: &Session) -> Problem {
     Problem::conflict(
         Code::SessionClosed,
         "Session closed",
-        format!("session {} is {} and can place no calls", session.sid, session.status.as_str()),
+        format!(
+            "session {} is {} and can place no calls",
+            session.sid,
+            session.status.as_str()
+        ),
     )
 }
 
@@ -85,19 +94,32 @@ fn busy(session: &Session) -> Problem {
     Problem::conflict(
         Code::CallInProgress,
         "Call in progress",
-        format!("session {} already has a live call; wait for it to end", session.sid),
+        format!(
+            "session {} already has a live call; wait for it to end",
+            session.sid
+        ),
     )
 }
 
-fn pick_first<'a>(session: &'a Session, first: Option<&str>) -> Result<(&'a Participant, &'a Participant), Problem> {
+fn pick_first<'a>(
+    session: &'a Session,
+    first: Option<&str>,
+) -> Result<(&'a Participant, &'a Participant), Problem> {
     let first = match first {
         None => session.participants.first(),
         Some(key) => {
-            let e164 = PhoneNumber::parse(key).map(|n| n.to_string()).unwrap_or_default();
-            session.participants.iter().find(|p| p.sid == key || p.identifier.as_str() == e164)
+            let e164 = PhoneNumber::parse(key)
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            session
+                .participants
+                .iter()
+                .find(|p| p.sid == key || p.identifier.as_str() == e164)
         }
     }
-    .ok_or_else(|| Problem::invalid("first must be the SID or number of one of the session's participants"))?;
+    .ok_or_else(|| {
+        Problem::invalid("first must be the SID or number of one of the session's participants")
+    })?;
     let second = session
         .other(&first.sid)
         .ok_or_else(|| Problem::invalid("the session has only one participant"))?;
@@ -106,16 +128,26 @@ fn pick_first<'a>(session: &'a Session, first: Option<&str>) -> Result<(&'a Part
 
 /// Rings the session's participants. Refuses closed or expired sessions and sessions with a
 /// live call; a half-placed V字発信 (first leg created, second refused) is hung up again.
-pub async fn start(app: &App, sid_or_name: &str, request: StartCall) -> Result<(Session, Placed), Problem> {
+pub async fn start(
+    app: &App,
+    sid_or_name: &str,
+    request: StartCall,
+) -> Result<(Session, Placed), Problem> {
     let mode = match request.mode.as_str() {
         "bridge" => Mode::Bridge,
         "conference" => Mode::Conference,
-        other => return Err(Problem::invalid(format!("mode {other:?} is unknown; use \"bridge\" or \"conference\""))),
-    };
-    if let Some(limit) = request.call_time_limit {
-        if !(60..=MAX_CALL_SECONDS).contains(&limit) {
-            return Err(Problem::invalid(format!("call_time_limit must be 60 to {MAX_CALL_SECONDS} seconds")));
+        other => {
+            return Err(Problem::invalid(format!(
+                "mode {other:?} is unknown; use \"bridge\" or \"conference\""
+            )));
         }
+    };
+    if let Some(limit) = request.call_time_limit
+        && !(60..=MAX_CALL_SECONDS).contains(&limit)
+    {
+        return Err(Problem::invalid(format!(
+            "call_time_limit must be 60 to {MAX_CALL_SECONDS} seconds"
+        )));
     }
     let session = sessions::find(app, sid_or_name).await?;
     let now = app.now();
@@ -126,12 +158,23 @@ pub async fn start(app: &App, sid_or_name: &str, request: StartCall) -> Result<(
     let limit = call_limit(&session, request.call_time_limit, now);
 
     let legs = app.store.list_interactions(&session.sid).await?;
-    if legs.iter().any(|l| !l.status.is_final() && l.date_updated > now - LIVE_LEG_HORIZON_SECONDS) {
+    if legs
+        .iter()
+        .any(|l| !l.status.is_final() && l.date_updated > now - LIVE_LEG_HORIZON_SECONDS)
+    {
         return Err(busy(&session));
     }
-    if !app.store.lock_calls(&session.sid, now, now + CALL_LOCK_SECONDS).await? {
+    if !app
+        .store
+        .lock_calls(&session.sid, now, now + CALL_LOCK_SECONDS)
+        .await?
+    {
         let fresh = sessions::find(app, &session.sid).await?;
-        return Err(if fresh.status.is_open() { busy(&fresh) } else { closed(&fresh) });
+        return Err(if fresh.status.is_open() {
+            busy(&fresh)
+        } else {
+            closed(&fresh)
+        });
     }
     let placed = place(app, &session, mode, first, second, limit).await;
     if let Err(e) = app.store.unlock_calls(&session.sid).await {
@@ -141,7 +184,14 @@ pub async fn start(app: &App, sid_or_name: &str, request: StartCall) -> Result<(
     Ok((sessions::find(app, &session.sid).await?, placed))
 }
 
-async fn place(app: &App, session: &Session, mode: Mode, first: &Participant, second: &Participant, limit: u64) -> Result<Placed, Problem> {
+async fn place(
+    app: &App,
+    session: &Session,
+    mode: Mode,
+    first: &Participant,
+    second: &Participant,
+    limit: u64,
+) -> Result<Placed, Problem> {
     let mut callees = vec![first];
     if mode == Mode::Conference {
         callees.push(second);
@@ -171,14 +221,26 @@ async fn place(app: &App, session: &Session, mode: Mode, first: &Participant, se
 }
 
 /// Creates one outbound leg and logs it as queued, so a second request sees it as live.
-async fn ring(app: &App, session: &Session, mode: Mode, callee: &Participant, limit: u64) -> Result<String, TwilioError> {
+async fn ring(
+    app: &App,
+    session: &Session,
+    mode: Mode,
+    callee: &Participant,
+    limit: u64,
+) -> Result<String, TwilioError> {
     let base = &app.config.public_base_url;
-    let query = format!("session={}&participant={}&limit={limit}", session.sid, callee.sid);
+    let query = format!(
+        "session={}&participant={}&limit={limit}",
+        session.sid, callee.sid
+    );
     let url = match mode {
         Mode::Bridge => format!("{base}/twilio/voice/bridge?{query}"),
         Mode::Conference => format!("{base}/twilio/voice/conference?{query}"),
     };
-    let status_callback = format!("{base}/twilio/voice/status?session={}&participant={}", session.sid, callee.sid);
+    let status_callback = format!(
+        "{base}/twilio/voice/status?session={}&participant={}",
+        session.sid, callee.sid
+    );
     // The first leg of a bridge also spans the other party's ringing.
     let leg_limit = match mode {
         Mode::Bridge => limit + u64::from(app.config.dial_timeout_seconds),
@@ -219,7 +281,11 @@ async fn ring(app: &App, session: &Session, mode: Mode, callee: &Participant, li
         date_updated: now,
         date_ended: None,
     };
-    if let Err(e) = app.store.record_leg(&leg, now, app.config.retention_seconds()).await {
+    if let Err(e) = app
+        .store
+        .record_leg(&leg, now, app.config.retention_seconds())
+        .await
+    {
         tracing::error!(call = %call_sid, error = %e, "placed a call but could not log it yet; its callbacks will");
     }
     tracing::info!(session = %session.sid, call = %call_sid, to = %callee.identifier.masked(), mode = ?mode, "V-call leg placed");
@@ -284,7 +350,10 @@ mod tests {
             date_last_interaction: None,
             call_time_limit: limit,
             warning_lead: 180,
-            extension: Extension { seconds: 300, max_count: 1 },
+            extension: Extension {
+                seconds: 300,
+                max_count: 1,
+            },
             extension_count: 0,
             participants: vec![p("KP1", "090-1234-5678"), p("KP2", "080-9876-5432")],
             total_cost_milli_yen: 0,

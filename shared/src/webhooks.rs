@@ -332,9 +332,41 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             Err(e) => return Err(e.into()),
         }
+        if leg.twilio_direction == "outbound-api" && status.is_final() && status != CallStatus::Completed {
+            release_other_v_call_legs(&app, &session_sid, call_sid).await;
+        }
         Ok(empty())
     })
     .await
+}
+
+/// A V字発信 party who could not be reached (busy, no answer, failed) must not leave the other
+/// waiting in an empty room: the other legs the platform placed hear why, and end.
+async fn release_other_v_call_legs(app: &App, session_sid: &str, unreachable_call: &str) {
+    let legs = match app.store.list_interactions(session_sid).await {
+        Ok(legs) => legs,
+        Err(e) => {
+            tracing::error!(session = session_sid, error = %e, "could not list the V-call's other legs");
+            return;
+        }
+    };
+    let message = TwiML::new()
+        .say(say(app, &app.config.prompts.other_unreachable))
+        .hangup()
+        .to_xml();
+    for other in legs.iter().filter(|l| {
+        l.twilio_direction == "outbound-api"
+            && !l.status.is_final()
+            && l.call_sid != unreachable_call
+    }) {
+        if let Err(e) = app
+            .twilio
+            .play_and_end(&app.secrets, &other.call_sid, &message)
+            .await
+        {
+            tracing::error!(call = %other.call_sid, error = %e, "could not release the other V-call leg");
+        }
+    }
 }
 
 fn leg_from_callback(
@@ -405,7 +437,8 @@ fn leg_from_callback(
 
 /// The session named by a webhook URL (`?session=`), if it still routes calls.
 async fn open_session(app: &App, req: &Request) -> Result<Option<Session>, WebhookError> {
-    let Some(sid) = web::query_param(req, "session").filter(|s| ids::is_sid(ids::SESSION, s)) else {
+    let Some(sid) = web::query_param(req, "session").filter(|s| ids::is_sid(ids::SESSION, s))
+    else {
         return Ok(None);
     };
     let now = app.now();
@@ -466,7 +499,12 @@ pub async fn bridge_twiml(app: Arc<App>, req: Request) -> Response<Body> {
 pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
     webhook(app, req, |app, _form, req| async move {
         if web::query_param(&req, "wait").is_some() {
-            return Ok(web::twiml(TwiML::new().say(say(&app, &app.config.prompts.conference_wait)).pause(10).to_xml()));
+            return Ok(web::twiml(
+                TwiML::new()
+                    .say(say(&app, &app.config.prompts.conference_wait))
+                    .pause(10)
+                    .to_xml(),
+            ));
         }
         let Some(session) = open_session(&app, &req).await? else {
             return Ok(say_and_hang_up(&app, &app.config.prompts.session_closed));
@@ -476,7 +514,9 @@ pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
             return Err(WebhookError::MissingParameter("participant"));
         }
         let limit = limit_param(&req, &session, app.now());
-        Ok(web::twiml(join_room(&app, &session, &participant, limit).to_xml()))
+        Ok(web::twiml(
+            join_room(&app, &session, &participant, limit).to_xml(),
+        ))
     })
     .await
 }
@@ -489,9 +529,15 @@ pub fn join_room(app: &App, session: &Session, participant_sid: &str, limit: u64
         .beep(false)
         .start_conference_on_enter(true)
         .end_conference_on_exit(false)
-        .wait_url(format!("{base}/twilio/voice/conference?session={}&wait=1", session.sid))
+        .wait_url(format!(
+            "{base}/twilio/voice/conference?session={}&wait=1",
+            session.sid
+        ))
         .wait_method(Method::Post)
-        .status_callback(format!("{base}/twilio/voice/conference-status?session={}", session.sid))
+        .status_callback(format!(
+            "{base}/twilio/voice/conference-status?session={}",
+            session.sid
+        ))
         .status_callback_event(&["start", "end", "join", "leave", "hold", "announcement"])
         .participant_label(participant_sid);
     TwiML::new().dial(Dial::new().conference(conference).time_limit(limit as u32))
@@ -543,13 +589,23 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
 async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, call_sid: &str) {
     match app.twilio.call_status(&app.secrets, call_sid).await {
         Ok(status) if CallStatus::parse(&status).is_some_and(CallStatus::is_final) => {
-            tracing::info!(session = session_sid, call = call_sid, "a party hung up; ending the conference for the other");
-            if let Err(e) = app.twilio.end_conference(&app.secrets, conference_sid).await {
+            tracing::info!(
+                session = session_sid,
+                call = call_sid,
+                "a party hung up; ending the conference for the other"
+            );
+            if let Err(e) = app
+                .twilio
+                .end_conference(&app.secrets, conference_sid)
+                .await
+            {
                 tracing::error!(conference = conference_sid, error = %e, "could not end the conference");
             }
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(call = call_sid, error = %e, "could not read the call that left the conference"),
+        Err(e) => {
+            tracing::error!(call = call_sid, error = %e, "could not read the call that left the conference")
+        }
     }
 }
 

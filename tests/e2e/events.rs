@@ -144,7 +144,11 @@ async fn the_events_drive_the_real_handlers() {
     assert!(body.contains(EVENT_SESSION));
 
     // V字発信 in conference mode rings both participants through Twilio's REST API.
-    stack.sim().add_number("+815031234567", &format!("{EVENTS_BASE_URL}/twilio/voice/inbound"), None);
+    stack.sim().add_number(
+        "+815031234567",
+        &format!("{EVENTS_BASE_URL}/twilio/voice/inbound"),
+        None,
+    );
     let (status, body) = lambda.invoke("start-v-call").await;
     assert_eq!(status, 202, "{body}");
     let placed: Value = serde_json::from_str(&body).unwrap();
@@ -153,15 +157,33 @@ async fn the_events_drive_the_real_handlers() {
 
     let (status, twiml) = lambda.invoke("bridge-twiml").await;
     assert_eq!(status, 200);
-    assert!(twiml.contains(r#"callerId="+815031234567""#) && twiml.contains(">+818098765432</Number>"), "{twiml}");
+    assert!(
+        twiml.contains(r#"callerId="+815031234567""#) && twiml.contains(">+818098765432</Number>"),
+        "{twiml}"
+    );
     let (status, twiml) = lambda.invoke("conference-twiml").await;
     assert_eq!(status, 200);
-    assert!(twiml.contains(">tsunagu-7d2ebc3f713d3f2231492b11</Conference>"), "{twiml}");
+    assert!(
+        twiml.contains(">tsunagu-7d2ebc3f713d3f2231492b11</Conference>"),
+        "{twiml}"
+    );
     assert!(twiml.contains(r#"endConferenceOnExit="false""#), "{twiml}");
     let (status, _) = lambda.invoke("conference-status").await;
     assert_eq!(status, 200);
-    let conference = stack.app.store.get_conference(EVENT_SESSION, "CF44444444444444444444444444444444").await.unwrap().unwrap();
-    assert_eq!(conference.legs.get("KP0123456789abcdef0123456789abcdef").map(String::as_str), Some("CA33333333333333333333333333333333"));
+    let conference = stack
+        .app
+        .store
+        .get_conference(EVENT_SESSION, "CF44444444444444444444444444444444")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        conference
+            .legs
+            .get("KP0123456789abcdef0123456789abcdef")
+            .map(String::as_str),
+        Some("CA33333333333333333333333333333333")
+    );
 
     // The caller's webhook (base64 form body, signed for the events' URL) is routed to B.
     let (status, twiml) = lambda.invoke("inbound-call").await;
@@ -174,7 +196,11 @@ async fn the_events_drive_the_real_handlers() {
     let (status, body) = lambda.invoke("list-interactions").await;
     assert_eq!(status, 200);
     let log: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(log["interactions"].as_array().unwrap().len(), 4, "two V-call legs, the caller's leg, the dialled leg: {log}");
+    assert_eq!(
+        log["interactions"].as_array().unwrap().len(),
+        4,
+        "two V-call legs, the caller's leg, the dialled leg: {log}"
+    );
     let dialled = log["interactions"]
         .as_array()
         .unwrap()

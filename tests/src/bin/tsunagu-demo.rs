@@ -24,8 +24,16 @@ impl Demo {
     /// Prints what happened in the simulator since the last call.
     fn timeline(&mut self) {
         let entries = self.stack.sim().transcript();
+        let account_path = format!(
+            "/2010-04-01/Accounts/{}/",
+            tsunagu_tests::stack::ACCOUNT_SID
+        );
         for entry in &entries[self.shown.min(entries.len())..] {
-            println!("    {entry}");
+            let line = entry
+                .to_string()
+                .replace(&self.stack.url, "")
+                .replace(&account_path, "");
+            println!("    {}", without_queries(&line));
         }
         self.shown = entries.len();
     }
@@ -38,6 +46,14 @@ impl Demo {
             Err(format!("demo expectation failed: {what}"))
         }
     }
+}
+
+/// Timeline rows stay readable without the session and participant SIDs in every URL.
+fn without_queries(line: &str) -> String {
+    line.split(' ')
+        .map(|word| word.split_once('?').map_or(word, |(path, _)| path))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn e164(national: &str) -> String {
@@ -201,6 +217,7 @@ async fn run() -> Result<(), String> {
             "total {total} JPY = 3 outbound minutes to mobiles at 16.2 + 3 inbound minutes at 1"
         ),
     )?;
+    v_calls(&mut demo).await?;
     println!(
         "\nDone: {} masked as {} and {} as {} throughout.",
         BUYER,
@@ -208,6 +225,103 @@ async fn run() -> Result<(), String> {
         SELLER,
         masked(SELLER)
     );
+    Ok(())
+}
+
+/// V字発信: the platform rings both parties itself, in bridge and in conference mode.
+async fn v_calls(demo: &mut Demo) -> Result<(), String> {
+    demo.step(
+        "V字発信: a new session for a consultation; the platform will ring both parties itself",
+    );
+    let (status, session) = demo
+        .stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({"unique_name": "consultation-77", "participants": [
+                {"identifier": BUYER, "friendly_name": "相談者"}, {"identifier": SELLER, "friendly_name": "専門家"}]})),
+        )
+        .await;
+    demo.check(status == 201, &format!("session {}", session["sid"]))?;
+    let sid = session["sid"].as_str().unwrap_or_default().to_owned();
+    let sim = demo.stack.sim().clone();
+
+    demo.step("Bridge mode: Twilio calls the buyer; when they answer, the seller is dialled (45 s of talk)");
+    sim.set_phone(
+        &e164(BUYER),
+        PhoneScript::Answer {
+            after: Duration::from_secs(4),
+            hang_up_after: None,
+            digits: vec![],
+        },
+    );
+    sim.set_phone(
+        &e164(SELLER),
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(45)),
+    );
+    let (status, placed) = demo
+        .stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{sid}/calls"),
+            Some(json!({"mode": "bridge"})),
+        )
+        .await;
+    demo.check(
+        status == 202,
+        &format!(
+            "202 Accepted: {} call placed",
+            placed["calls"].as_array().map_or(0, Vec::len)
+        ),
+    )?;
+    demo.stack.finish_calls().await;
+    demo.timeline();
+
+    demo.step("Conference mode: Twilio calls both; they meet in the session's room; the seller hangs up after 90 s");
+    sim.set_phone(
+        &e164(BUYER),
+        PhoneScript::Answer {
+            after: Duration::from_secs(2),
+            hang_up_after: None,
+            digits: vec![],
+        },
+    );
+    sim.set_phone(
+        &e164(SELLER),
+        PhoneScript::talks(Duration::from_secs(6), Duration::from_secs(90)),
+    );
+    let (status, placed) = demo
+        .stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{sid}/calls"),
+            Some(json!({"mode": "conference", "call_time_limit": 1800})),
+        )
+        .await;
+    demo.check(
+        status == 202,
+        &format!(
+            "202 Accepted: {} calls placed",
+            placed["calls"].as_array().map_or(0, Vec::len)
+        ),
+    )?;
+    demo.stack.finish_calls().await;
+    demo.timeline();
+    demo.check(
+        sim.calls().iter().all(|c| c.ended_at.is_some()),
+        "when the seller hung up, the room was ended for the buyer too",
+    )?;
+
+    demo.step("The V字発信 log: every leg is Twilio-outbound, so neither user pays their carrier");
+    let (_, log) = demo
+        .stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    print_log(&log);
+    let outbound_only = log["interactions"]
+        .as_array()
+        .is_some_and(|l| l.len() == 4 && l.iter().all(|i| i["direction"] == "outbound"));
+    demo.check(outbound_only, "four legs, all outbound, each with its cost")?;
     Ok(())
 }
 

@@ -408,7 +408,25 @@ impl Simulator {
         twilio_code: u32,
         message: &str,
     ) {
+        self.queue_failure(method_and_path_prefix, None, status, twilio_code, message);
+    }
+
+    /// Makes the next call created to `to` (`POST Calls.json` with that `To`) fail with
+    /// Twilio's error body, e.g. the second leg of a V字発信.
+    pub fn fail_next_call_to(&self, to: &str, status: u16, twilio_code: u32, message: &str) {
+        self.queue_failure("POST Calls.json", Some(to), status, twilio_code, message);
+    }
+
+    fn queue_failure(
+        &self,
+        method_and_path_prefix: &str,
+        to: Option<&str>,
+        status: u16,
+        twilio_code: u32,
+        message: &str,
+    ) {
         let failure = RestFailure {
+            to: to.map(str::to_owned),
             prefix: method_and_path_prefix.to_owned(),
             status,
             code: twilio_code,
@@ -430,13 +448,20 @@ impl Inner {
     }
 
     /// The first queued failure whose prefix matches this request, removed.
-    fn take_failure(&self, method: &str, path: &str, resource: &str) -> Option<RestFailure> {
+    fn take_failure(
+        &self,
+        method: &str,
+        path: &str,
+        resource: &str,
+        to: Option<&str>,
+    ) -> Option<RestFailure> {
         let full = format!("{method} {path}");
         let relative = format!("{method} {resource}");
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let index = failures
-            .iter()
-            .position(|f| full.starts_with(&f.prefix) || relative.starts_with(&f.prefix))?;
+        let index = failures.iter().position(|f| {
+            (full.starts_with(&f.prefix) || relative.starts_with(&f.prefix))
+                && f.to.as_deref().is_none_or(|t| Some(t) == to)
+        })?;
         failures.remove(index)
     }
 

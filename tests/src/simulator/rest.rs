@@ -27,6 +27,8 @@ const API_PREFIX: &str = "/2010-04-01/Accounts/";
 #[derive(Clone, Debug)]
 pub struct RestFailure {
     pub prefix: String,
+    /// Only requests with this `To` parameter fail (None: any).
+    pub to: Option<String>,
     pub status: u16,
     pub code: u32,
     pub message: String,
@@ -126,7 +128,11 @@ fn respond(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body:
         .strip_prefix("Calls/")
         .and_then(|f| f.strip_suffix(".json"))
         .map(str::to_owned);
-    if let Some(failure) = inner.take_failure(method.as_str(), path, resource) {
+    // Failures may target a callee: the To of a call being created.
+    let to = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "To").map(|(_, v)| v));
+    if let Some(failure) = inner.take_failure(method.as_str(), path, resource, to.as_deref()) {
         let error = ApiError::new(failure.status, failure.code, failure.message);
         return (call_sid, Err(error));
     }
