@@ -270,12 +270,7 @@ async fn twilio_errors_are_retried_when_safe_and_surfaced_otherwise() {
     let (status, problem) = v_call(&stack, &sid(&s), json!({"mode": "conference"})).await;
     assert_eq!(status, 502, "{problem}");
     sim.settle().await;
-    let first = sim
-        .calls()
-        .into_iter()
-        .filter(|c| c.to == e164(A))
-        .next_back()
-        .unwrap();
+    let first = sim.calls().into_iter().rfind(|c| c.to == e164(A)).unwrap();
     assert!(
         first.ended_at.is_some(),
         "the first leg was cancelled: {first:?}"
