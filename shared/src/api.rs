@@ -160,6 +160,24 @@ pub async fn start_v_call(app: Arc<App>, req: Request) -> Response<Body> {
     respond(&req, result)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extend {
+    seconds: u64,
+}
+
+/// `POST /v1/sessions/{sid}/extend`: move the session's end by N seconds.
+pub async fn extend_session(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = idempotent(&app, &req, || async {
+        let sid = sid_param(&req)?;
+        let input: Extend = web::read_json(&req)?;
+        let session = sessions::extend(&app, &sid, input.seconds).await?;
+        Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
+    })
+    .await;
+    respond(&req, result)
+}
+
 // ---- the number pool ----------------------------------------------------------------
 
 #[derive(Deserialize)]

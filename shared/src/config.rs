@@ -35,6 +35,16 @@ pub struct Prompts {
     pub other_unreachable: String,
     /// Played in the conference room until the other party joins.
     pub conference_wait: String,
+    /// The end-of-call warning; `{minutes}` is the time left.
+    pub warning: String,
+    /// The warning when no extension is left.
+    pub warning_final: String,
+    /// After pressing 1; `{extension}` and `{minutes}` are minutes.
+    pub extended: String,
+    pub not_extended: String,
+    pub no_more_extensions: String,
+    /// What the other party hears while the deciding party answers the warning.
+    pub hold: String,
 }
 
 impl Default for Prompts {
@@ -48,6 +58,12 @@ impl Default for Prompts {
             apology: "申し訳ございません。ただいま通話をおつなぎできません。しばらくしてからおかけ直しください。".into(),
             other_unreachable: "お相手の方は、ただいま電話に出ることができません。".into(),
             conference_wait: "お相手の方をお呼び出ししています。少々お待ちください。".into(),
+            warning: "通話終了まで残り{minutes}分です。延長する場合は1を押してください。".into(),
+            warning_final: "通話終了まで残り{minutes}分です。".into(),
+            extended: "通話を{extension}分延長しました。残りは{minutes}分です。".into(),
+            not_extended: "延長はせず、予定どおり通話を終了します。".into(),
+            no_more_extensions: "これ以上の延長はできません。予定どおり通話を終了します。".into(),
+            hold: "少々お待ちください。".into(),
         }
     }
 }
@@ -127,6 +143,12 @@ impl Config {
             ("PROMPT_APOLOGY", &mut prompts.apology),
             ("PROMPT_OTHER_UNREACHABLE", &mut prompts.other_unreachable),
             ("PROMPT_CONFERENCE_WAIT", &mut prompts.conference_wait),
+            ("PROMPT_WARNING", &mut prompts.warning),
+            ("PROMPT_WARNING_FINAL", &mut prompts.warning_final),
+            ("PROMPT_EXTENDED", &mut prompts.extended),
+            ("PROMPT_NOT_EXTENDED", &mut prompts.not_extended),
+            ("PROMPT_NO_MORE_EXTENSIONS", &mut prompts.no_more_extensions),
+            ("PROMPT_HOLD", &mut prompts.hold),
         ] {
             if let Some(v) = get(name) {
                 *slot = v;

@@ -37,9 +37,28 @@ pub fn http_handler(function: &str) -> Option<HttpHandler> {
         "bridge-twiml" => boxed!(webhooks::bridge_twiml),
         "conference-twiml" => boxed!(webhooks::conference_twiml),
         "conference-status" => boxed!(webhooks::conference_status),
+        "extension" => boxed!(webhooks::extension),
+        "extend-session" => boxed!(api::extend_session),
         _ => return None,
     })
 }
+
+pub type EventFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>>;
+pub type EventHandler = fn(Arc<App>, serde_json::Value) -> EventFuture;
+
+/// Function name → handler, for functions triggered by events rather than HTTP.
+pub fn event_handler(function: &str) -> Option<EventHandler> {
+    fn expiry_warning(app: Arc<App>, event: serde_json::Value) -> EventFuture {
+        Box::pin(async move { crate::expiry::on_schedule(&app, &event).await })
+    }
+    match function {
+        "expiry-warning" => Some(expiry_warning as EventHandler),
+        _ => None,
+    }
+}
+
+/// Every function triggered by an event (EventBridge schedule).
+pub const EVENT_FUNCTIONS: &[&str] = &["expiry-warning"];
 
 /// Every function served over HTTP.
 pub const HTTP_FUNCTIONS: &[&str] = &[
@@ -54,6 +73,8 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "bridge-twiml",
     "conference-twiml",
     "conference-status",
+    "extension",
+    "extend-session",
 ];
 
 /// A Lambda function's whole `main`: build the app once (no network I/O), then serve events.
@@ -68,6 +89,18 @@ pub async fn run_http(function: &'static str) -> Result<(), lambda_http::Error> 
     .await
 }
 
+/// `main` of an event-triggered function: build the app once, then handle each event.
+pub async fn run_event(function: &'static str) -> Result<(), lambda_runtime::Error> {
+    crate::logging::init();
+    let handler = event_handler(function).ok_or_else(|| format!("no handler named {function}"))?;
+    let app = App::from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+        let app = app.clone();
+        async move { handler(app, event.payload).await }
+    }))
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +111,8 @@ mod tests {
             assert!(http_handler(f).is_some(), "{f}");
         }
         assert!(http_handler("nope").is_none());
+        for f in EVENT_FUNCTIONS {
+            assert!(event_handler(f).is_some(), "{f}");
+        }
     }
 }

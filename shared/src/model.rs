@@ -77,9 +77,46 @@ pub struct Session {
     /// The ConferenceSid of the session's latest conference, while it lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_conference: Option<String>,
+    /// The participant who hears the end-of-call warning and may press 1 (default: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decider: Option<String>,
+    /// The live call: its mode, its length limit and the instant it must end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_call: Option<LiveCall>,
+}
+
+/// A call in progress under a time limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveCall {
+    /// `bridge` or `conference`.
+    pub mode: String,
+    /// Seconds the call may last, from when both parties are connected.
+    pub limit: u64,
+    /// When the call must end; set once both are connected, moved by extensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<i64>,
+    /// The deadline a warning was given (or found impossible) for: at most once each (I4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warned_for: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl Session {
+    /// Calls of this session end at a limit and get a spoken warning first, so they run
+    /// through a conference (an announcement needs one).
+    pub fn is_timed(&self) -> bool {
+        self.warning_lead > 0 && (self.call_time_limit.is_some() || self.date_expiry.is_some())
+    }
+
+    /// The participant who decides on extensions.
+    pub fn decider(&self) -> Option<&Participant> {
+        self.decider
+            .as_deref()
+            .and_then(|sid| self.participant(sid))
+            .or_else(|| self.participants.first())
+    }
+
     pub fn total_cost(&self) -> Yen {
         Yen::from_milli(self.total_cost_milli_yen)
     }

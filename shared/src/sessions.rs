@@ -34,6 +34,8 @@ pub struct CreateSession {
     pub call_time_limit: Option<u64>,
     pub warning_lead: Option<u64>,
     pub extension: Option<ExtensionInput>,
+    /// The participant (identifier) who hears the end-of-call warning and may extend.
+    pub decider: Option<String>,
     pub participants: Vec<ParticipantInput>,
 }
 
@@ -61,6 +63,8 @@ pub struct NewSession {
     pub call_time_limit: Option<u64>,
     pub warning_lead: u64,
     pub extension: Extension,
+    /// Index into `participants` of the deciding participant.
+    pub decider: usize,
     pub participants: Vec<NewParticipant>,
 }
 
@@ -215,7 +219,18 @@ pub fn validate(
             ));
         }
     }
+    let decider = match &req.decider {
+        None => 0,
+        Some(d) => {
+            let number = field_number("decider", d)?;
+            participants
+                .iter()
+                .position(|p| p.identifier == number)
+                .ok_or_else(|| Problem::invalid("decider must be the identifier of one of the participants"))?
+        }
+    };
     Ok(NewSession {
+        decider,
         unique_name: req.unique_name,
         ttl,
         date_expiry,
@@ -304,6 +319,8 @@ pub async fn create(app: &App, new: NewSession) -> Result<Session, Problem> {
             extension_count: 0,
             total_cost_milli_yen: 0,
             current_conference: None,
+            decider: None,
+            live_call: None,
             participants: new
                 .participants
                 .iter()
@@ -316,6 +333,8 @@ pub async fn create(app: &App, new: NewSession) -> Result<Session, Problem> {
                 })
                 .collect(),
         };
+        let mut session = session;
+        session.decider = session.participants.get(new.decider).map(|p| p.sid.clone());
         match app.store.create_session(&session, now).await {
             Ok(()) => {
                 tracing::info!(session = %session.sid, attempt, "session created");
@@ -416,7 +435,7 @@ pub async fn close(app: &App, sid_or_name: &str, reason: &str) -> Result<Session
 /// Asks Twilio to end every call leg of the session still live. Ending a parent ends the
 /// leg it dialled, so only legs without a logged parent are ended directly. Failures are
 /// logged: the session is already closed and routes nothing, whatever Twilio says.
-async fn end_live_calls(app: &App, session_sid: &str) {
+pub async fn end_live_calls(app: &App, session_sid: &str) {
     let legs = match app.store.list_interactions(session_sid).await {
         Ok(legs) => legs,
         Err(e) => {
@@ -455,6 +474,10 @@ pub struct SessionView<'a> {
     pub warning_lead: u64,
     pub extension: Extension,
     pub extension_count: u32,
+    /// The participant SID who hears the warning and may extend.
+    pub decider: Option<&'a str>,
+    /// The call in progress under a time limit, if any.
+    pub live_call: Option<&'a crate::model::LiveCall>,
     pub participants: Vec<ParticipantView<'a>>,
     /// Every logged leg's cost so far.
     pub total_cost: crate::pricing::Yen,
@@ -492,6 +515,8 @@ impl<'a> SessionView<'a> {
             warning_lead: s.warning_lead,
             extension: s.extension,
             extension_count: s.extension_count,
+            decider: s.decider().map(|p| p.sid.as_str()),
+            live_call: s.live_call.as_ref(),
             participants: s
                 .participants
                 .iter()
@@ -508,6 +533,37 @@ impl<'a> SessionView<'a> {
                 interactions: format!("/v1/sessions/{}/interactions", s.sid),
             },
         }
+    }
+}
+
+/// Moves the session's end by `seconds`: its `date_expiry` and its live call's deadline,
+/// whichever it has (`POST /v1/sessions/{sid}/extend`).
+pub async fn extend(app: &App, sid_or_name: &str, seconds: u64) -> Result<Session, Problem> {
+    if !(1..=30 * 86_400).contains(&seconds) {
+        return Err(Problem::invalid("seconds must be 1 to 2592000 (30 days)"));
+    }
+    let session = find(app, sid_or_name).await?;
+    if !session.status.is_open() {
+        return Err(Problem::conflict(Code::SessionClosed, "Session closed", format!("session {} is closed", session.sid)));
+    }
+    let deadline = session.live_call.as_ref().and_then(|l| l.deadline);
+    if session.date_expiry.is_none() && deadline.is_none() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidStatusChange,
+            "Nothing to extend",
+            "the session has no date_expiry and no call under a time limit; set a ttl or date_expiry instead",
+        ));
+    }
+    let now = app.now();
+    match app.store.extend_session(&session, seconds as i64, now).await {
+        Ok(()) => find(app, &session.sid).await,
+        Err(StoreError::ConditionFailed) => Err(Problem::conflict(
+            Code::InvalidStatusChange,
+            "Session changed",
+            "the session closed or its end moved meanwhile; read it again and retry",
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 

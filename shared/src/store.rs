@@ -131,6 +131,9 @@ pub struct Route {
     pub date_expiry: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_time_limit: Option<u64>,
+    /// Calls run through a conference so the end-of-call warning can be spoken.
+    #[serde(default)]
+    pub timed: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -359,6 +362,7 @@ impl Store {
                 other_proxy: other.proxy_identifier.clone(),
                 date_expiry: session.date_expiry,
                 call_time_limit: session.call_time_limit,
+                timed: session.is_timed(),
             };
             let conflict = CreateConflict::Route {
                 proxy: p.proxy_identifier.clone(),
@@ -1014,6 +1018,294 @@ impl Store {
             ended_reason: text("ended_reason"),
             legs,
         }))
+    }
+
+    // ---- calls under a time limit ------------------------------------------------------
+
+    /// Files the session in the due index for `due` (or takes it out with `None`).
+    pub async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .condition_expression("#status IN (:open, :in_progress)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()));
+        update = match due {
+            Some(t) => update
+                .update_expression("SET due_shard = :shard, due_at = :due")
+                .expression_attribute_values(":shard", s(due_shard(sid)))
+                .expression_attribute_values(":due", n(t)),
+            None => update.update_expression("REMOVE due_shard, due_at"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    /// One page of sessions due at or before `now` in one shard of the due index.
+    pub async fn due_page(&self, shard: u32, now: i64, start: Option<Item>) -> Result<(Vec<String>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :shard AND due_at <= :now")
+            .expression_attribute_values(":shard", s(format!("DUE#{shard}")))
+            .expression_attribute_values(":now", n(now))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        let sids = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| item.get("pk")?.as_s().ok()?.strip_prefix("SESSION#").map(str::to_owned))
+            .collect();
+        Ok((sids, out.last_evaluated_key.filter(|k| !k.is_empty())))
+    }
+
+    /// Notes the call a session is about to have (mode and length), before it connects.
+    pub async fn begin_live_call(&self, sid: &str, mode: &str, limit: u64, replace: bool) -> Result<(), StoreError> {
+        let live = to_attr(&crate::model::LiveCall {
+            mode: mode.to_owned(),
+            limit,
+            deadline: None,
+            warned_for: None,
+            warning: None,
+        })?;
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression(if replace { "SET #live = :live" } else { "SET #live = if_not_exists(#live, :live)" })
+            .condition_expression("#status IN (:open, :in_progress)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":live", live)
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    /// Both parties are connected: the live call's deadline starts to count, and the sweep
+    /// is woken for the warning. Repeated callbacks keep the first deadline.
+    pub async fn connect_live_call(&self, sid: &str, deadline: i64, due: i64) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("SET #live.#deadline = :deadline, due_shard = :shard, due_at = :due")
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND attribute_exists(#live) AND attribute_not_exists(#live.#deadline)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_names("#deadline", "deadline")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":deadline", n(deadline))
+            .expression_attribute_values(":shard", s(due_shard(sid)))
+            .expression_attribute_values(":due", n(due))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    /// The live call is over: forget it, and file the session for its own deadline.
+    pub async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#live", "live_call");
+        update = match due {
+            Some(t) => update
+                .update_expression("REMOVE #live SET due_shard = :shard, due_at = :due")
+                .expression_attribute_values(":shard", s(due_shard(sid)))
+                .expression_attribute_values(":due", n(t)),
+            None => update.update_expression("REMOVE #live, due_shard, due_at"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    /// Claims the warning for `deadline` (I4): only one sweep, however many overlap, gets
+    /// `true`, and only while that is still the live call's deadline.
+    pub async fn claim_warning(&self, sid: &str, deadline: i64, outcome: &str) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("SET #live.#warned_for = :deadline, #live.#warning = :outcome")
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND #live.#deadline = :deadline \
+                 AND (attribute_not_exists(#live.#warned_for) OR #live.#warned_for <> :deadline)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_names("#deadline", "deadline")
+            .expression_attribute_names("#warned_for", "warned_for")
+            .expression_attribute_names("#warning", "warning")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":deadline", n(deadline))
+            .expression_attribute_values(":outcome", s(outcome))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    /// Moves the live call's deadline from `from` to `to` and counts the extension, only
+    /// while the session is open, the deadline is still `from` and extensions remain. When
+    /// the session's own `date_expiry` would cut the call short, it moves too — on the
+    /// routes as well, in the same transaction. `ConditionFailed` when any of that no longer
+    /// holds (a concurrent close wins).
+    pub async fn extend_live_call(&self, session: &Session, from: i64, to: i64, due: i64, max_count: u32, now: i64) -> Result<(), StoreError> {
+        let new_expiry = session.date_expiry.filter(|e| *e < to).map(|_| to);
+        let mut expression = "SET #live.#deadline = :to, extension_count = extension_count + :one, \
+             date_updated = :now, due_shard = :shard, due_at = :due"
+            .to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(session_key(&session.sid)))
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND #live.#deadline = :from AND extension_count < :max",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_names("#deadline", "deadline")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":to", n(to))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max_count))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":shard", s(due_shard(&session.sid)))
+            .expression_attribute_values(":due", n(due));
+        if let Some(expiry) = new_expiry {
+            expression.push_str(", date_expiry = :expiry");
+            update = update.expression_attribute_values(":expiry", n(expiry));
+        }
+        let mut items = vec![TransactWriteItem::builder()
+            .update(update.update_expression(expression).build().map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .build()];
+        if let Some(expiry) = new_expiry {
+            for p in &session.participants {
+                let route = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(route_key(&p.proxy_identifier, &p.identifier)))
+                    .update_expression("SET date_expiry = :expiry")
+                    .condition_expression("session_sid = :sid")
+                    .expression_attribute_values(":expiry", n(expiry))
+                    .expression_attribute_values(":sid", s(session.sid.clone()))
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                items.push(TransactWriteItem::builder().update(route).build());
+            }
+        }
+        match self.transact(items).await {
+            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            other => other,
+        }
+    }
+
+    /// Moves `date_expiry` and the live call's deadline by `seconds` (whichever exist), on
+    /// the session and its routes, while both are still what `session` says.
+    pub async fn extend_session(&self, session: &Session, seconds: i64, now: i64) -> Result<(), StoreError> {
+        let mut sets = vec!["date_updated = :now".to_owned()];
+        let mut conditions = vec!["#status IN (:open, :in_progress)".to_owned()];
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(session_key(&session.sid)))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":now", n(now));
+        let new_expiry = session.date_expiry.map(|e| e + seconds);
+        if let (Some(old), Some(new)) = (session.date_expiry, new_expiry) {
+            sets.push("date_expiry = :new_expiry".into());
+            conditions.push("date_expiry = :old_expiry".into());
+            update = update
+                .expression_attribute_values(":new_expiry", n(new))
+                .expression_attribute_values(":old_expiry", n(old));
+        }
+        let deadline = session.live_call.as_ref().and_then(|l| l.deadline);
+        if let Some(old) = deadline {
+            sets.push("#live.#deadline = :new_deadline".into());
+            conditions.push("#live.#deadline = :old_deadline".into());
+            update = update
+                .expression_attribute_names("#live", "live_call")
+                .expression_attribute_names("#deadline", "deadline")
+                .expression_attribute_values(":new_deadline", n(old + seconds))
+                .expression_attribute_values(":old_deadline", n(old));
+        }
+        let mut moved = session.clone();
+        moved.date_expiry = new_expiry;
+        if let Some(live) = moved.live_call.as_mut() {
+            live.deadline = deadline.map(|d| d + seconds);
+        }
+        match crate::expiry::next_due(&moved, false, now) {
+            Some(due) => {
+                sets.push("due_shard = :shard, due_at = :due".into());
+                update = update
+                    .expression_attribute_values(":shard", s(due_shard(&session.sid)))
+                    .expression_attribute_values(":due", n(due));
+            }
+            None => {}
+        }
+        let update = update
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(conditions.join(" AND "))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        if let Some(expiry) = new_expiry {
+            for p in &session.participants {
+                let route = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(route_key(&p.proxy_identifier, &p.identifier)))
+                    .update_expression("SET date_expiry = :expiry")
+                    .condition_expression("session_sid = :sid")
+                    .expression_attribute_values(":expiry", n(expiry))
+                    .expression_attribute_values(":sid", s(session.sid.clone()))
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                items.push(TransactWriteItem::builder().update(route).build());
+            }
+        }
+        match self.transact(items).await {
+            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            other => other,
+        }
     }
 
     // ---- idempotency ----------------------------------------------------------------

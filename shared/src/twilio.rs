@@ -190,6 +190,36 @@ impl TwilioClient {
         }
     }
 
+    /// Puts a conference participant on hold (`hold_url` plays meanwhile) or takes them off.
+    pub async fn hold(&self, secrets: &SecretCache, conference_sid: &str, call_sid: &str, hold_url: Option<&str>) -> Result<(), TwilioError> {
+        let mut form = vec![("Hold", if hold_url.is_some() { "true" } else { "false" })];
+        if let Some(url) = hold_url {
+            form.push(("HoldUrl", url));
+            form.push(("HoldMethod", "POST"));
+        }
+        let path = format!("Conferences/{conference_sid}/Participants/{call_sid}.json");
+        match self.post(secrets, &path, &form).await {
+            Ok(_) | Err(TwilioError::Api { code: 20404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives a live call new TwiML from `url` (it leaves any conference it is in).
+    pub async fn redirect(&self, secrets: &SecretCache, call_sid: &str, url: &str) -> Result<(), TwilioError> {
+        self.post(secrets, &format!("Calls/{call_sid}.json"), &[("Url", url), ("Method", "POST")])
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets a call's hard limit (seconds).
+    pub async fn set_time_limit(&self, secrets: &SecretCache, call_sid: &str, seconds: u64) -> Result<(), TwilioError> {
+        let seconds = seconds.to_string();
+        match self.post(secrets, &format!("Calls/{call_sid}.json"), &[("TimeLimit", seconds.as_str())]).await {
+            Ok(_) | Err(TwilioError::Api { code: 20404 | 21220, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Ends a conference for everyone in it. One that already ended is not an error.
     pub async fn end_conference(
         &self,

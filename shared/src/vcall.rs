@@ -176,7 +176,15 @@ pub async fn start(
             closed(&fresh)
         });
     }
-    let placed = place(app, &session, mode, first, second, limit).await;
+    let mode_name = match mode {
+        Mode::Bridge => "bridge",
+        Mode::Conference => "conference",
+    };
+    let placed = match app.store.begin_live_call(&session.sid, mode_name, limit, true).await {
+        Ok(()) => place(app, &session, mode, first, second, limit).await,
+        Err(crate::store::StoreError::ConditionFailed) => Err(closed(&session)),
+        Err(e) => Err(e.into()),
+    };
     if let Err(e) = app.store.unlock_calls(&session.sid).await {
         tracing::error!(session = %session.sid, error = %e, "could not release the call lock; it lapses by itself");
     }
@@ -198,7 +206,7 @@ async fn place(
     }
     let mut legs: Vec<PlacedLeg> = Vec::new();
     for callee in callees {
-        match ring(app, session, mode, callee, limit).await {
+        match ring(app, &session.sid, mode, callee, limit).await {
             Ok(call_sid) => legs.push(PlacedLeg {
                 participant_sid: callee.sid.clone(),
                 call_sid,
@@ -221,9 +229,9 @@ async fn place(
 }
 
 /// Creates one outbound leg and logs it as queued, so a second request sees it as live.
-async fn ring(
+pub async fn ring(
     app: &App,
-    session: &Session,
+    session_sid: &str,
     mode: Mode,
     callee: &Participant,
     limit: u64,
@@ -231,7 +239,7 @@ async fn ring(
     let base = &app.config.public_base_url;
     let query = format!(
         "session={}&participant={}&limit={limit}",
-        session.sid, callee.sid
+        session_sid, callee.sid
     );
     let url = match mode {
         Mode::Bridge => format!("{base}/twilio/voice/bridge?{query}"),
@@ -239,7 +247,7 @@ async fn ring(
     };
     let status_callback = format!(
         "{base}/twilio/voice/status?session={}&participant={}",
-        session.sid, callee.sid
+        session_sid, callee.sid
     );
     // The first leg of a bridge also spans the other party's ringing.
     let leg_limit = match mode {
@@ -263,7 +271,7 @@ async fn ring(
     let now = app.now();
     let leg = Interaction {
         sid: ids::new_sid(ids::INTERACTION),
-        session_sid: session.sid.clone(),
+        session_sid: session_sid.to_owned(),
         call_sid: call_sid.clone(),
         parent_call_sid: None,
         direction: Direction::Outbound,
@@ -288,7 +296,7 @@ async fn ring(
     {
         tracing::error!(call = %call_sid, error = %e, "placed a call but could not log it yet; its callbacks will");
     }
-    tracing::info!(session = %session.sid, call = %call_sid, to = %callee.identifier.masked(), mode = ?mode, "V-call leg placed");
+    tracing::info!(session = session_sid, call = %call_sid, to = %callee.identifier.masked(), mode = ?mode, "V-call leg placed");
     Ok(call_sid)
 }
 
@@ -358,6 +366,8 @@ mod tests {
             participants: vec![p("KP1", "090-1234-5678"), p("KP2", "080-9876-5432")],
             total_cost_milli_yen: 0,
             current_conference: None,
+            decider: None,
+            live_call: None,
         }
     }
 

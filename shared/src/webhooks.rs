@@ -17,7 +17,7 @@ use crate::pricing::{self, Direction};
 use crate::sessions::MAX_CALL_SECONDS;
 use crate::signature;
 use crate::store::{Recorded, Route};
-use crate::twiml::{Conference, Dial, Method, Number, Response as TwiML, Say};
+use crate::twiml::{Conference, Dial, Gather, Method, Number, Response as TwiML, Say};
 
 /// Form parameters of a request whose signature checked out.
 #[derive(Debug)]
@@ -188,9 +188,39 @@ pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
             return Ok(say_and_hang_up(&app, &app.config.prompts.session_closed));
         }
         tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), to = %route.other_identifier.masked(), "connecting masked call");
+        if route.timed {
+            return conference_the_other_party(&app, &route, now).await;
+        }
         Ok(web::twiml(dial_other_party(&app, &route, now).to_xml()))
     })
     .await
+}
+
+/// A session with a time limit and a warning runs its calls through a conference, so the
+/// warning can be spoken: the caller joins the session's room and Twilio calls the other
+/// participant into it, from the proxy number they know.
+async fn conference_the_other_party(app: &App, route: &Route, now: i64) -> Result<Response<Body>, WebhookError> {
+    let limit = time_limit(route, now);
+    match app.store.begin_live_call(&route.session_sid, "conference", limit, false).await {
+        Ok(()) => {}
+        Err(crate::store::StoreError::ConditionFailed) => {
+            return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let other = crate::model::Participant {
+        sid: route.other_participant_sid.clone(),
+        identifier: route.other_identifier.clone(),
+        proxy_identifier: route.other_proxy.clone(),
+        friendly_name: None,
+    };
+    if let Err(e) = crate::vcall::ring(app, &route.session_sid, crate::vcall::Mode::Conference, &other, limit).await {
+        tracing::error!(session = %route.session_sid, error = %e, "could not call the other party into the room");
+        return Ok(apology(app));
+    }
+    // The caller's own leg is limited by the sweep at the deadline; Twilio's four hours
+    // stay as the outer bound, since an extension may move the deadline.
+    Ok(web::twiml(join_room(app, &route.session_sid, &route.participant_sid, MAX_CALL_SECONDS).to_xml()))
 }
 
 /// The seconds a call may last: the session's `call_time_limit`, cut to what is left before
@@ -335,9 +365,31 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
         if leg.twilio_direction == "outbound-api" && status.is_final() && status != CallStatus::Completed {
             release_other_v_call_legs(&app, &session_sid, call_sid).await;
         }
+        if status.is_final() && leg.twilio_direction != "outbound-dial" {
+            end_room_left_by(&app, &session_sid, call_sid).await?;
+        }
         Ok(empty())
     })
     .await
+}
+
+/// A conference leg that ends — even outside the room, as during the warning prompt — ends
+/// the room, so the other party is never left alone on hold.
+async fn end_room_left_by(app: &App, session_sid: &str, call_sid: &str) -> Result<(), WebhookError> {
+    let Some(conference) = app.store.get_session(session_sid).await?.and_then(|s| s.current_conference) else {
+        return Ok(());
+    };
+    let in_room = app
+        .store
+        .get_conference(session_sid, &conference)
+        .await?
+        .is_some_and(|c| c.legs.values().any(|leg| leg == call_sid));
+    if in_room {
+        if let Err(e) = app.twilio.end_conference(&app.secrets, &conference).await {
+            tracing::error!(conference = %conference, error = %e, "could not end the conference its party left");
+        }
+    }
+    Ok(())
 }
 
 /// A V字発信 party who could not be reached (busy, no answer, failed) must not leave the other
@@ -488,6 +540,7 @@ pub async fn bridge_twiml(app: Arc<App>, req: Request) -> Response<Body> {
                 .answer_on_bridge(true)
                 .action(format!("{base}/twilio/voice/bridge?session={}&participant={participant}&stage=after-dial", session.sid)),
         );
+        start_the_clock(&app, &session.sid, now).await?;
         tracing::info!(session = %session.sid, to = %other.identifier.masked(), "bridging V-call");
         Ok(web::twiml(twiml.to_xml()))
     })
@@ -515,7 +568,7 @@ pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
         }
         let limit = limit_param(&req, &session, app.now());
         Ok(web::twiml(
-            join_room(&app, &session, &participant, limit).to_xml(),
+            join_room(&app, &session.sid, &participant, safety_limit(&session, limit)).to_xml(),
         ))
     })
     .await
@@ -523,24 +576,22 @@ pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
 
 /// `<Dial><Conference>` into the session's room. No leg ends the room when it leaves
 /// (`endConferenceOnExit="false"`): the warning flow takes legs out and back in.
-pub fn join_room(app: &App, session: &Session, participant_sid: &str, limit: u64) -> TwiML {
+pub fn join_room(app: &App, session_sid: &str, participant_sid: &str, limit: u64) -> TwiML {
+    TwiML::new().dial(room_dial(app, session_sid, participant_sid, limit))
+}
+
+pub fn room_dial(app: &App, session_sid: &str, participant_sid: &str, limit: u64) -> Dial {
     let base = &app.config.public_base_url;
-    let conference = Conference::new(crate::vcall::room_name(&session.sid))
+    let conference = Conference::new(crate::vcall::room_name(session_sid))
         .beep(false)
         .start_conference_on_enter(true)
         .end_conference_on_exit(false)
-        .wait_url(format!(
-            "{base}/twilio/voice/conference?session={}&wait=1",
-            session.sid
-        ))
+        .wait_url(format!("{base}/twilio/voice/conference?session={session_sid}&wait=1"))
         .wait_method(Method::Post)
-        .status_callback(format!(
-            "{base}/twilio/voice/conference-status?session={}",
-            session.sid
-        ))
+        .status_callback(format!("{base}/twilio/voice/conference-status?session={session_sid}"))
         .status_callback_event(&["start", "end", "join", "leave", "hold", "announcement"])
         .participant_label(participant_sid);
-    TwiML::new().dial(Dial::new().conference(conference).time_limit(limit as u32))
+    Dial::new().conference(conference).time_limit(limit as u32)
 }
 
 /// `POST /twilio/voice/conference-status`: keeps the ConferenceSid and each leg's CallSid on
@@ -562,6 +613,7 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
         match event {
             "conference-start" => {
                 app.store.record_conference(&session_sid, conference_sid, room, None, now, retention).await?;
+                start_the_clock(&app, &session_sid, now).await?;
             }
             "participant-join" => {
                 let leg = label.zip(call_sid);
@@ -575,6 +627,10 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
             "conference-end" => {
                 let reason = form.get("ReasonConferenceEnded").unwrap_or("ended");
                 app.store.end_conference(&session_sid, conference_sid, reason, now).await?;
+                if let Some(session) = app.store.get_session(&session_sid).await? {
+                    let after = Session { live_call: None, ..session };
+                    app.store.clear_live_call(&session_sid, crate::expiry::next_due(&after, false, now)).await?;
+                }
             }
             _ => {}
         }
@@ -582,6 +638,23 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
         Ok(empty())
     })
     .await
+}
+
+/// Both parties are connected: the live call's deadline is now + its limit (never past the
+/// session's `date_expiry`), and the sweep is filed for the warning before it.
+async fn start_the_clock(app: &App, session_sid: &str, now: i64) -> Result<(), WebhookError> {
+    let Some(session) = app.store.get_session(session_sid).await? else {
+        return Ok(());
+    };
+    let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
+        return Ok(());
+    };
+    let deadline = session.date_expiry.map_or(now + live.limit as i64, |e| e.min(now + live.limit as i64));
+    let due = (deadline - session.warning_lead as i64).max(now + 1);
+    if app.store.connect_live_call(session_sid, deadline, due).await? {
+        tracing::info!(session = session_sid, deadline, "call connected; its clock is running");
+    }
+    Ok(())
 }
 
 /// A leg leaves the room when its phone hangs up — and also when the warning flow gives it
@@ -609,6 +682,140 @@ async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, call
     }
 }
 
+// ---- extension: the press-1 dialogue -------------------------------------------------
+
+fn minutes_left(seconds: i64) -> i64 {
+    (seconds.max(0) + 59) / 60
+}
+
+/// `POST /twilio/voice/extension/{prompt,answer,hold}`: the deciding party's warning and
+/// answer, and the other party's hold message.
+pub async fn extension(app: Arc<App>, req: Request) -> Response<Body> {
+    let path = web::raw_path(&req);
+    let step = path.rsplit('/').next().unwrap_or_default().to_owned();
+    webhook(app, req, |app, form, req| async move {
+        match step.as_str() {
+            "hold" => Ok(web::twiml(TwiML::new().say(say(&app, &app.config.prompts.hold)).pause(20).to_xml())),
+            "prompt" => extension_prompt(&app, &req).await,
+            "answer" => extension_answer(&app, &form, &req).await,
+            _ => Err(WebhookError::MissingParameter("extension step")),
+        }
+    })
+    .await
+}
+
+async fn extension_prompt(app: &App, req: &Request) -> Result<Response<Body>, WebhookError> {
+    let Some(session) = open_session(app, req).await? else {
+        return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
+    };
+    let now = app.now();
+    let deadline = session.live_call.as_ref().and_then(|l| l.deadline).unwrap_or(now);
+    let minutes = minutes_left(deadline - now).to_string();
+    let answer = format!(
+        "{}/twilio/voice/extension/answer?session={}&deadline={deadline}",
+        app.config.public_base_url, session.sid
+    );
+    if session.extension_count >= session.extension.max_count {
+        // Nothing to offer: say the time left and go back to the call.
+        let text = app.config.prompts.warning_final.replace("{minutes}", &minutes);
+        return Ok(web::twiml(TwiML::new().say(say(app, &text)).redirect(answer).to_xml()));
+    }
+    let text = app.config.prompts.warning.replace("{minutes}", &minutes);
+    let gather = Gather::new()
+        .input("dtmf")
+        .num_digits(1)
+        .timeout(8)
+        .action(answer)
+        .method(Method::Post)
+        .action_on_empty_result(true)
+        .say(say(app, &text));
+    Ok(web::twiml(TwiML::new().gather(gather).to_xml()))
+}
+
+async fn extension_answer(app: &App, form: &TwilioForm, req: &Request) -> Result<Response<Body>, WebhookError> {
+    let Some(session) = open_session(app, req).await? else {
+        return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
+    };
+    let Some(decider) = session.decider().cloned() else {
+        return Err(WebhookError::MissingParameter("participant"));
+    };
+    let now = app.now();
+    let warned = web::query_param(req, "deadline").and_then(|d| d.parse::<i64>().ok());
+    let current = session.live_call.as_ref().and_then(|l| l.deadline);
+    let extension = session.extension;
+    let pressed_one = form.get("Digits") == Some("1");
+    let mut deadline = current.unwrap_or(now);
+    let text = if !pressed_one {
+        app.config.prompts.not_extended.clone()
+    } else if session.extension_count >= extension.max_count || current.is_none() || warned != current {
+        app.config.prompts.no_more_extensions.clone()
+    } else {
+        let to = deadline + extension.seconds as i64;
+        let due = to - session.warning_lead as i64;
+        match app
+            .store
+            .extend_live_call(&session, deadline, to, due.max(now + 1), extension.max_count, now)
+            .await
+        {
+            Ok(()) => {
+                deadline = to;
+                tracing::info!(session = %session.sid, deadline, "call extended");
+                extend_time_limits(app, &session, to).await;
+                app.config
+                    .prompts
+                    .extended
+                    .replace("{extension}", &(extension.seconds / 60).to_string())
+                    .replace("{minutes}", &minutes_left(to - now).to_string())
+            }
+            Err(crate::store::StoreError::ConditionFailed) => {
+                // A close (or another answer) got there first: the close wins.
+                if open_session(app, req).await?.is_none() {
+                    return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
+                }
+                app.config.prompts.no_more_extensions.clone()
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // Back to the call: the other party comes off hold, the deciding party rejoins the room.
+    if let Some(conference) = &session.current_conference {
+        if let Some(record) = app.store.get_conference(&session.sid, conference).await? {
+            for (label, call_sid) in &record.legs {
+                if *label != decider.sid {
+                    if let Err(e) = app.twilio.hold(&app.secrets, conference, call_sid, None).await {
+                        tracing::error!(call = %call_sid, error = %e, "could not take the other party off hold");
+                    }
+                }
+            }
+        }
+    }
+    let remaining = (deadline - now).max(1) as u64;
+    let rejoin = room_dial(app, &session.sid, &decider.sid, safety_limit(&session, remaining));
+    Ok(web::twiml(TwiML::new().say(say(app, &text)).dial(rejoin).to_xml()))
+}
+
+/// The live legs' Twilio `TimeLimit`, moved past the new deadline. The sweep ends the call
+/// at the deadline itself; this limit is the safety net should the sweep not run. It counts
+/// from each leg's creation, so it never cuts a call early whichever way Twilio counts.
+async fn extend_time_limits(app: &App, session: &Session, deadline: i64) {
+    let Ok(legs) = app.store.list_interactions(&session.sid).await else {
+        return;
+    };
+    for leg in legs.iter().filter(|l| !l.status.is_final() && l.parent_call_sid.is_none()) {
+        let limit = (deadline - leg.date_created).max(60) as u64 + 120;
+        if let Err(e) = app.twilio.set_time_limit(&app.secrets, &leg.call_sid, limit.min(MAX_CALL_SECONDS)).await {
+            tracing::warn!(call = %leg.call_sid, error = %e, "could not move the call's TimeLimit");
+        }
+    }
+}
+
+/// A conference leg's `<Dial timeLimit>`: past every possible extension, as a safety net
+/// only — the sweep ends timed calls exactly, and a leg that rejoins gets a new limit.
+pub fn safety_limit(session: &Session, limit: u64) -> u64 {
+    let extensions = session.extension.seconds * u64::from(session.extension.max_count.saturating_sub(session.extension_count));
+    (limit + extensions + 120).min(MAX_CALL_SECONDS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,6 +829,7 @@ mod tests {
             other_proxy: PhoneNumber::parse("050-3123-4567").unwrap(),
             date_expiry: expiry,
             call_time_limit: limit,
+            timed: false,
         }
     }
 

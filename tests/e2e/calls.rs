@@ -167,10 +167,11 @@ async fn an_expired_session_routes_nothing_and_limits_calls_to_its_end() {
     let expiry = (now + time::Duration::minutes(10))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let s = session(&stack, json!({"date_expiry": expiry, "call_time_limit": 3600, "participants": [{"identifier": A}, {"identifier": B}]})).await;
+    let s = session(&stack, json!({"date_expiry": expiry, "call_time_limit": 3600, "warning_lead": 0, "participants": [{"identifier": A}, {"identifier": B}]})).await;
     let p = proxy(&s, 0);
     let sim = stack.sim();
 
+    // Without a spoken warning the call is a plain <Dial>, cut by its timeLimit.
     // B would talk for an hour; the session ends in ten minutes, and so does the call.
     sim.set_phone(
         &e164(B),

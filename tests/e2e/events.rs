@@ -41,6 +41,11 @@ struct Invoker {
 }
 
 impl Invoker {
+    async fn invoke_scheduled(&self, name: &str) -> Value {
+        let handler = tsunagu::handlers::event_handler(&function_of(name)).unwrap();
+        handler(self.gateway.app.clone(), event(name)).await.unwrap()
+    }
+
     async fn invoke(&self, name: &str) -> (u16, String) {
         let response = gateway::run_event(&self.gateway, &function_of(name), &event(name))
             .await
@@ -63,7 +68,7 @@ async fn seed_session(stack: &Stack) {
         closed_reason: None,
         mode: "voice-only".into(),
         ttl: 3600,
-        date_expiry: None,
+        date_expiry: Some(now + 86_400),
         date_created: now,
         date_updated: now,
         date_last_interaction: None,
@@ -76,6 +81,8 @@ async fn seed_session(stack: &Stack) {
         extension_count: 0,
         total_cost_milli_yen: 0,
         current_conference: None,
+        decider: None,
+        live_call: None,
         participants: vec![
             Participant {
                 sid: "KP0123456789abcdef0123456789abcdef".into(),
@@ -103,6 +110,12 @@ fn every_function_has_an_event_on_a_route_it_owns() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let function = function_of(&name);
+        if tsunagu::handlers::EVENT_FUNCTIONS.contains(&function.as_str()) {
+            assert_eq!(event(&name)["source"], "aws.events", "events/{name}.json is a scheduled event");
+            assert!(tpl.schedules.iter().any(|(f, _)| *f == function));
+            covered.insert(function);
+            continue;
+        }
         let route_key = event(&name)["routeKey"].as_str().unwrap().to_owned();
         assert!(
             tpl.routes
@@ -112,7 +125,7 @@ fn every_function_has_an_event_on_a_route_it_owns() {
         );
         covered.insert(function);
     }
-    for f in tsunagu::handlers::HTTP_FUNCTIONS {
+    for f in tsunagu::handlers::HTTP_FUNCTIONS.iter().chain(tsunagu::handlers::EVENT_FUNCTIONS) {
         assert!(covered.contains(*f), "{f} has no event in events/");
     }
 }
@@ -184,6 +197,27 @@ async fn the_events_drive_the_real_handlers() {
             .map(String::as_str),
         Some("CA33333333333333333333333333333333")
     );
+
+    // The press-1 dialogue: the prompt gathers one digit, the answer rejoins the room, and
+    // the other party's hold message is served.
+    let (status, twiml) = lambda.invoke("extension-prompt").await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("<Gather") && twiml.contains(r#"numDigits="1""#), "{twiml}");
+    let (status, twiml) = lambda.invoke("extension").await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("<Conference") && twiml.contains("tsunagu-7d2ebc3f713d3f2231492b11"), "{twiml}");
+    let (status, twiml) = lambda.invoke("extension-hold").await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("少々お待ちください"), "{twiml}");
+
+    let before = stack.app.store.get_session(EVENT_SESSION).await.unwrap().unwrap().date_expiry.unwrap();
+    let (status, body) = lambda.invoke("extend-session").await;
+    assert_eq!(status, 200, "{body}");
+    let after = stack.app.store.get_session(EVENT_SESSION).await.unwrap().unwrap().date_expiry.unwrap();
+    assert_eq!(after - before, 600);
+
+    let report = lambda.invoke_scheduled("expiry-warning").await;
+    assert_eq!(report["queries"], 8, "one Query per due-index shard: {report}");
 
     // The caller's webhook (base64 form body, signed for the events' URL) is routed to B.
     let (status, twiml) = lambda.invoke("inbound-call").await;

@@ -54,6 +54,8 @@ async fn open_session(stack: &Stack, ttl: u64) -> Session {
         extension_count: 0,
         total_cost_milli_yen: 0,
         current_conference: None,
+        decider: None,
+        live_call: None,
         participants: vec![
             Participant {
                 sid: tsunagu::ids::new_sid("KP"),

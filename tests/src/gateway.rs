@@ -198,6 +198,17 @@ async fn invoke(gw: &Gateway, function: &str, body: &[u8]) -> Response {
                 .into_response();
         }
     };
+    if let Some(handler) = tsunagu::handlers::event_handler(function) {
+        return match handler(gw.app.clone(), event).await {
+            Ok(result) => axum::Json(result).into_response(),
+            Err(e) => (
+                StatusCode::OK,
+                [("x-amz-function-error", "Unhandled")],
+                axum::Json(json!({"errorType": "SweepFailed", "errorMessage": e})),
+            )
+                .into_response(),
+        };
+    }
     if http_handler(function).is_none() {
         return (
             StatusCode::NOT_FOUND,

@@ -31,7 +31,7 @@ impl Clock for SimClock {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// 0 picks a free port.
     pub gateway_port: u16,
@@ -43,6 +43,38 @@ pub struct Options {
     pub auth_token: Option<String>,
     /// Extra configuration for the app (e.g. `INTERCEPT_CALLBACK_URL`).
     pub env: Vec<(String, String)>,
+    /// How often `expiry-warning` fires on the simulator's clock (None: never; tests that
+    /// drive the sweep themselves).
+    pub sweep_every: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            gateway_port: 0,
+            table_name: None,
+            twilio_api_base_url: None,
+            account_sid: None,
+            auth_token: None,
+            env: Vec::new(),
+            sweep_every: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// The event EventBridge's schedule delivers, for the instant `at`.
+pub fn scheduled_event(at: time::OffsetDateTime) -> Value {
+    serde_json::json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": tsunagu::clock::iso(at.unix_timestamp()),
+        "region": REGION,
+        "resources": ["arn:aws:events:ap-northeast-1:123456789012:rule/tsunagu-expiry-warning"],
+        "detail": {}
+    })
 }
 
 pub struct Stack {
@@ -165,6 +197,20 @@ impl Stack {
                 routes: Arc::new(tpl.routes),
             },
         );
+        if let (Some(sim), Some(period)) = (&sim, options.sweep_every) {
+            // EventBridge's rate(1 minute), on the simulator's clock, through the Invoke API.
+            let invoke = format!("{url}/2015-03-31/functions/expiry-warning/invocations");
+            let http = tsunagu::app::http_client();
+            sim.every(period, move |at| {
+                let (invoke, http) = (invoke.clone(), http.clone());
+                async move {
+                    let event = scheduled_event(at);
+                    if let Err(e) = http.post(&invoke).json(&event).send().await {
+                        eprintln!("expiry-warning invocation failed: {e}");
+                    }
+                }
+            });
+        }
         Ok(Stack {
             url,
             app,
@@ -217,6 +263,14 @@ impl Stack {
             );
         }
         body
+    }
+
+    /// Fires `expiry-warning` for `at` through the Invoke API, as the schedule would.
+    pub async fn sweep_at(&self, at: time::OffsetDateTime) -> Value {
+        let invoke = format!("{}/2015-03-31/functions/expiry-warning/invocations", self.url);
+        let response = self.http.post(&invoke).json(&scheduled_event(at)).send().await.expect("the gateway answers");
+        assert!(response.headers().get("x-amz-function-error").is_none(), "expiry-warning failed");
+        response.json().await.expect("a sweep report")
     }
 
     /// Moves virtual time until every call has ended (bounded).

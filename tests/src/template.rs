@@ -64,6 +64,8 @@ pub struct IndexDef {
 #[derive(Debug, Clone)]
 pub struct Template {
     pub routes: Vec<Route>,
+    /// (function, schedule expression) for every `Type: Schedule` event.
+    pub schedules: Vec<(String, String)>,
     pub functions: Vec<String>,
     pub table: TableDef,
 }
@@ -106,6 +108,7 @@ pub fn parse(text: &str) -> Result<Template, String> {
         .as_hash()
         .ok_or("template.yaml has no Resources")?;
     let mut routes = Vec::new();
+    let mut schedules = Vec::new();
     let mut functions = Vec::new();
     let mut table = None;
     for (_, resource) in resources {
@@ -122,6 +125,12 @@ pub fn parse(text: &str) -> Result<Template, String> {
                 functions.push(function.clone());
                 if let Some(events) = resource["Properties"]["Events"].as_hash() {
                     for (_, event) in events {
+                        if event["Type"].as_str() == Some("Schedule") {
+                            if let Some(expr) = str_of(&event["Properties"]["Schedule"]) {
+                                schedules.push((function.clone(), expr));
+                            }
+                            continue;
+                        }
                         if event["Type"].as_str() != Some("HttpApi") {
                             continue;
                         }
@@ -172,6 +181,7 @@ pub fn parse(text: &str) -> Result<Template, String> {
     }
     Ok(Template {
         routes,
+        schedules,
         functions,
         table: table.ok_or("template.yaml defines no AWS::DynamoDB::Table")?,
     })
@@ -278,6 +288,9 @@ mod tests {
                     .exists(),
                 "{f} has no crate"
             );
+        }
+        for f in tsunagu::handlers::EVENT_FUNCTIONS {
+            assert!(t.schedules.iter().any(|(g, e)| g == f && e == "rate(1 minute)"), "{f} has no schedule");
         }
         assert!(t.table.keys.contains(&("pk".into(), "HASH".into())));
         assert!(

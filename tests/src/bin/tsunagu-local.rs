@@ -19,7 +19,7 @@ async fn main() {
         twilio_api_base_url: std::env::var("TWILIO_API_BASE_URL").ok(),
         account_sid: std::env::var("TWILIO_ACCOUNT_SID").ok(),
         auth_token: std::env::var("TWILIO_AUTH_TOKEN").ok(),
-        env: Vec::new(),
+        ..Options::default()
     };
     let stack = match Stack::start(options).await {
         Ok(s) => s,
