@@ -21,8 +21,10 @@ pub const CONCURRENCY: usize = 8;
 const RECHECK_SECONDS: i64 = 60;
 
 pub const WARNING_GIVEN: &str = "given";
-pub const WARNING_NOT_POSSIBLE_BRIDGE: &str = "not-possible: bridge calls cannot carry an announcement";
-pub const WARNING_NOT_POSSIBLE_ABSENT: &str = "not-possible: the deciding participant is not in the room";
+pub const WARNING_NOT_POSSIBLE_BRIDGE: &str =
+    "not-possible: bridge calls cannot carry an announcement";
+pub const WARNING_NOT_POSSIBLE_ABSENT: &str =
+    "not-possible: the deciding participant is not in the room";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -49,7 +51,10 @@ enum Outcome {
 /// The scheduled event's entry point. "Now" is the later of the event's `time` and the
 /// clock: a delayed delivery never sweeps for the past, and a test can fire the sweep for
 /// any instant by sending an event with that time.
-pub async fn on_schedule(app: &App, event: &serde_json::Value) -> Result<serde_json::Value, String> {
+pub async fn on_schedule(
+    app: &App,
+    event: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
     let event_time = event["time"].as_str().and_then(crate::clock::parse_iso);
     let now = event_time.map_or(app.now(), |t| t.max(app.now()));
     let report = sweep(app, now).await.map_err(|e| e.to_string())?;
@@ -97,7 +102,11 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, StoreError> {
 pub fn next_due(session: &Session, live_legs: bool, now: i64) -> Option<i64> {
     let mut candidates = vec![session.date_expiry];
     match &session.live_call {
-        Some(LiveCall { deadline: Some(deadline), warned_for, .. }) => {
+        Some(LiveCall {
+            deadline: Some(deadline),
+            warned_for,
+            ..
+        }) => {
             candidates.push(Some(*deadline));
             if session.warning_lead > 0 && *warned_for != Some(*deadline) {
                 candidates.push(Some(deadline - session.warning_lead as i64));
@@ -107,7 +116,11 @@ pub fn next_due(session: &Session, live_legs: bool, now: i64) -> Option<i64> {
         _ if live_legs => candidates.push(Some(now + RECHECK_SECONDS)),
         _ => candidates.push(session.inactive_after()),
     }
-    candidates.into_iter().flatten().map(|t| t.max(now + 1)).min()
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|t| t.max(now + 1))
+        .min()
 }
 
 async fn visit(app: &App, sid: String, now: i64) -> Result<Outcome, StoreError> {
@@ -122,45 +135,53 @@ async fn visit(app: &App, sid: String, now: i64) -> Result<Outcome, StoreError> 
     }
     let mut outcome = Outcome::Nothing;
     let mut session = session;
-    if let Some(live) = session.live_call.clone() {
-        if let Some(deadline) = live.deadline {
-            if deadline <= now {
-                end_live_call(app, &session).await;
-                let after = Session { live_call: None, ..session.clone() };
-                app.store.clear_live_call(&sid, next_due(&after, false, now)).await?;
-                tracing::info!(session = %sid, deadline, "call ended at its deadline");
-                return Ok(Outcome::CallEnded);
-            }
-            let warning_at = deadline - session.warning_lead as i64;
-            if session.warning_lead > 0 && now >= warning_at && live.warned_for != Some(deadline) {
-                outcome = warn(app, &session, &live, deadline).await?;
-                if let Some(l) = session.live_call.as_mut() {
-                    l.warned_for = Some(deadline);
-                }
+    if let Some(live) = session.live_call.clone()
+        && let Some(deadline) = live.deadline
+    {
+        if deadline <= now {
+            end_live_call(app, &session).await;
+            let after = Session {
+                live_call: None,
+                ..session.clone()
+            };
+            app.store
+                .clear_live_call(&sid, next_due(&after, false, now))
+                .await?;
+            tracing::info!(session = %sid, deadline, "call ended at its deadline");
+            return Ok(Outcome::CallEnded);
+        }
+        let warning_at = deadline - session.warning_lead as i64;
+        if session.warning_lead > 0 && now >= warning_at && live.warned_for != Some(deadline) {
+            outcome = warn(app, &session, &live, deadline).await?;
+            if let Some(l) = session.live_call.as_mut() {
+                l.warned_for = Some(deadline);
             }
         }
     }
-    let live_legs = if session.live_call.is_none() && session.inactive_after().is_some_and(|t| t <= now) {
-        let legs = app.store.list_interactions(&sid).await?;
-        let live = legs.iter().any(|l| !l.status.is_final());
-        if !live {
-            return close_expired(app, &session).await;
-        }
-        true
-    } else {
-        false
-    };
-    app.store.set_due(&sid, next_due(&session, live_legs, now)).await?;
+    let live_legs =
+        if session.live_call.is_none() && session.inactive_after().is_some_and(|t| t <= now) {
+            let legs = app.store.list_interactions(&sid).await?;
+            let live = legs.iter().any(|l| !l.status.is_final());
+            if !live {
+                return close_expired(app, &session).await;
+            }
+            true
+        } else {
+            false
+        };
+    app.store
+        .set_due(&sid, next_due(&session, live_legs, now))
+        .await?;
     Ok(outcome)
 }
 
 async fn close_expired(app: &App, session: &Session) -> Result<Outcome, StoreError> {
     match sessions::close(app, &session.sid, "expired").await {
         Ok(_) => {
-            if let Some(conference) = &session.current_conference {
-                if let Err(e) = app.twilio.end_conference(&app.secrets, conference).await {
-                    tracing::error!(conference = %conference, error = %e, "could not end the expired session's conference");
-                }
+            if let Some(conference) = &session.current_conference
+                && let Err(e) = app.twilio.end_conference(&app.secrets, conference).await
+            {
+                tracing::error!(conference = %conference, error = %e, "could not end the expired session's conference");
             }
             Ok(Outcome::Closed)
         }
@@ -170,48 +191,84 @@ async fn close_expired(app: &App, session: &Session) -> Result<Outcome, StoreErr
 
 /// Ends the live call: the room for a conference, the legs themselves otherwise.
 async fn end_live_call(app: &App, session: &Session) {
-    if let Some(conference) = &session.current_conference {
-        if let Err(e) = app.twilio.end_conference(&app.secrets, conference).await {
-            tracing::error!(conference = %conference, error = %e, "could not end the conference at its deadline");
-        }
+    if let Some(conference) = &session.current_conference
+        && let Err(e) = app.twilio.end_conference(&app.secrets, conference).await
+    {
+        tracing::error!(conference = %conference, error = %e, "could not end the conference at its deadline");
     }
     sessions::end_live_calls(app, &session.sid).await;
 }
 
 /// The three-minute warning: the other party is put on hold (with a "please wait"), the
 /// deciding party's call is given the extension prompt. Claimed first, so it happens once.
-async fn warn(app: &App, session: &Session, live: &LiveCall, deadline: i64) -> Result<Outcome, StoreError> {
+async fn warn(
+    app: &App,
+    session: &Session,
+    live: &LiveCall,
+    deadline: i64,
+) -> Result<Outcome, StoreError> {
     if live.mode != "conference" {
-        if app.store.claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_BRIDGE).await? {
+        if app
+            .store
+            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_BRIDGE)
+            .await?
+        {
             tracing::info!(session = %session.sid, deadline, "bridge call: no warning possible; <Dial timeLimit> ends it");
             return Ok(Outcome::NoWarningPossible);
         }
         return Ok(Outcome::Nothing);
     }
     let legs = match &session.current_conference {
-        Some(cf) => app.store.get_conference(&session.sid, cf).await?.map(|c| (cf.clone(), c.legs)),
+        Some(cf) => app
+            .store
+            .get_conference(&session.sid, cf)
+            .await?
+            .map(|c| (cf.clone(), c.legs)),
         None => None,
     };
     let decider = session.decider();
-    let decider_leg = legs.as_ref().zip(decider).and_then(|((_, legs), d)| legs.get(&d.sid).cloned());
-    let (Some((conference, legs)), Some(decider), Some(decider_leg)) = (legs, decider, decider_leg) else {
-        if app.store.claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_ABSENT).await? {
+    let decider_leg = legs
+        .as_ref()
+        .zip(decider)
+        .and_then(|((_, legs), d)| legs.get(&d.sid).cloned());
+    let (Some((conference, legs)), Some(decider), Some(decider_leg)) = (legs, decider, decider_leg)
+    else {
+        if app
+            .store
+            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_ABSENT)
+            .await?
+        {
             return Ok(Outcome::NoWarningPossible);
         }
         return Ok(Outcome::Nothing);
     };
-    if !app.store.claim_warning(&session.sid, deadline, WARNING_GIVEN).await? {
+    if !app
+        .store
+        .claim_warning(&session.sid, deadline, WARNING_GIVEN)
+        .await?
+    {
         return Ok(Outcome::Nothing);
     }
     let base = &app.config.public_base_url;
     if let Some(other_leg) = session.other(&decider.sid).and_then(|o| legs.get(&o.sid)) {
         let hold_url = format!("{base}/twilio/voice/extension/hold?session={}", session.sid);
-        if let Err(e) = app.twilio.hold(&app.secrets, &conference, other_leg, Some(&hold_url)).await {
+        if let Err(e) = app
+            .twilio
+            .hold(&app.secrets, &conference, other_leg, Some(&hold_url))
+            .await
+        {
             tracing::error!(call = %other_leg, error = %e, "could not hold the other party for the warning");
         }
     }
-    let prompt = format!("{base}/twilio/voice/extension/prompt?session={}&deadline={deadline}", session.sid);
-    if let Err(e) = app.twilio.redirect(&app.secrets, &decider_leg, &prompt).await {
+    let prompt = format!(
+        "{base}/twilio/voice/extension/prompt?session={}&deadline={deadline}",
+        session.sid
+    );
+    if let Err(e) = app
+        .twilio
+        .redirect(&app.secrets, &decider_leg, &prompt)
+        .await
+    {
         tracing::error!(call = %decider_leg, error = %e, "could not give the deciding party the warning");
     }
     tracing::info!(session = %session.sid, deadline, "end-of-call warning given");
@@ -244,7 +301,10 @@ mod tests {
             date_last_interaction: Some(100),
             call_time_limit: Some(600),
             warning_lead: 180,
-            extension: Extension { seconds: 300, max_count: 1 },
+            extension: Extension {
+                seconds: 300,
+                max_count: 1,
+            },
             extension_count: 0,
             participants: vec![p("KP1", "090-1234-5678"), p("KP2", "080-9876-5432")],
             total_cost_milli_yen: 0,
@@ -255,21 +315,39 @@ mod tests {
     }
 
     fn live(deadline: i64, warned: Option<i64>) -> LiveCall {
-        LiveCall { mode: "conference".into(), limit: 600, deadline: Some(deadline), warned_for: warned, warning: None }
+        LiveCall {
+            mode: "conference".into(),
+            limit: 600,
+            deadline: Some(deadline),
+            warned_for: warned,
+            warning: None,
+        }
     }
 
     #[test]
     fn the_next_due_instant_is_the_earliest_pending_event() {
         // Warning at deadline - 180 until it is given; then the deadline itself.
-        assert_eq!(next_due(&session(None, 0, Some(live(1000, None))), false, 500), Some(820));
-        assert_eq!(next_due(&session(None, 0, Some(live(1000, Some(1000)))), false, 850), Some(1000));
+        assert_eq!(
+            next_due(&session(None, 0, Some(live(1000, None))), false, 500),
+            Some(820)
+        );
+        assert_eq!(
+            next_due(&session(None, 0, Some(live(1000, Some(1000)))), false, 850),
+            Some(1000)
+        );
         // A session expiring before the call's deadline wakes the sweep first.
-        assert_eq!(next_due(&session(Some(700), 0, Some(live(1000, None))), false, 500), Some(700));
+        assert_eq!(
+            next_due(&session(Some(700), 0, Some(live(1000, None))), false, 500),
+            Some(700)
+        );
         // Inactivity counts only without a call on the line.
         assert_eq!(next_due(&session(None, 60, None), false, 120), Some(160));
         assert_eq!(next_due(&session(None, 60, None), true, 200), Some(260));
         assert_eq!(next_due(&session(None, 0, None), false, 200), None);
         // Never in the past: a late sweep re-files for the next instant, not for then.
-        assert_eq!(next_due(&session(Some(100), 0, None), false, 200), Some(201));
+        assert_eq!(
+            next_due(&session(Some(100), 0, None), false, 200),
+            Some(201)
+        );
     }
 }

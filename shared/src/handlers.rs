@@ -94,10 +94,12 @@ pub async fn run_event(function: &'static str) -> Result<(), lambda_runtime::Err
     crate::logging::init();
     let handler = event_handler(function).ok_or_else(|| format!("no handler named {function}"))?;
     let app = App::from_env().await?;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-        let app = app.clone();
-        async move { handler(app, event.payload).await }
-    }))
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let app = app.clone();
+            async move { handler(app, event.payload).await }
+        },
+    ))
     .await
 }
 

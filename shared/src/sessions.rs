@@ -226,7 +226,9 @@ pub fn validate(
             participants
                 .iter()
                 .position(|p| p.identifier == number)
-                .ok_or_else(|| Problem::invalid("decider must be the identifier of one of the participants"))?
+                .ok_or_else(|| {
+                    Problem::invalid("decider must be the identifier of one of the participants")
+                })?
         }
     };
     Ok(NewSession {
@@ -544,7 +546,11 @@ pub async fn extend(app: &App, sid_or_name: &str, seconds: u64) -> Result<Sessio
     }
     let session = find(app, sid_or_name).await?;
     if !session.status.is_open() {
-        return Err(Problem::conflict(Code::SessionClosed, "Session closed", format!("session {} is closed", session.sid)));
+        return Err(Problem::conflict(
+            Code::SessionClosed,
+            "Session closed",
+            format!("session {} is closed", session.sid),
+        ));
     }
     let deadline = session.live_call.as_ref().and_then(|l| l.deadline);
     if session.date_expiry.is_none() && deadline.is_none() {
@@ -556,7 +562,11 @@ pub async fn extend(app: &App, sid_or_name: &str, seconds: u64) -> Result<Sessio
         ));
     }
     let now = app.now();
-    match app.store.extend_session(&session, seconds as i64, now).await {
+    match app
+        .store
+        .extend_session(&session, seconds as i64, now)
+        .await
+    {
         Ok(()) => find(app, &session.sid).await,
         Err(StoreError::ConditionFailed) => Err(Problem::conflict(
             Code::InvalidStatusChange,

@@ -110,7 +110,7 @@ fn with_key(mut item: Item, k: Item) -> Item {
     item
 }
 
-fn due_shard(sid: &str) -> String {
+pub fn due_shard(sid: &str) -> String {
     // A stable spread by the SID's last hex digits; SIDs are random.
     let h = sid.bytes().rev().take(4).fold(0u32, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(u32::from(b))
@@ -1048,7 +1048,12 @@ impl Store {
     }
 
     /// One page of sessions due at or before `now` in one shard of the due index.
-    pub async fn due_page(&self, shard: u32, now: i64, start: Option<Item>) -> Result<(Vec<String>, Option<Item>), StoreError> {
+    pub async fn due_page(
+        &self,
+        shard: u32,
+        now: i64,
+        start: Option<Item>,
+    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
         let out = self
             .client
             .query()
@@ -1065,13 +1070,25 @@ impl Store {
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(|item| item.get("pk")?.as_s().ok()?.strip_prefix("SESSION#").map(str::to_owned))
+            .filter_map(|item| {
+                item.get("pk")?
+                    .as_s()
+                    .ok()?
+                    .strip_prefix("SESSION#")
+                    .map(str::to_owned)
+            })
             .collect();
         Ok((sids, out.last_evaluated_key.filter(|k| !k.is_empty())))
     }
 
     /// Notes the call a session is about to have (mode and length), before it connects.
-    pub async fn begin_live_call(&self, sid: &str, mode: &str, limit: u64, replace: bool) -> Result<(), StoreError> {
+    pub async fn begin_live_call(
+        &self,
+        sid: &str,
+        mode: &str,
+        limit: u64,
+        replace: bool,
+    ) -> Result<(), StoreError> {
         let live = to_attr(&crate::model::LiveCall {
             mode: mode.to_owned(),
             limit,
@@ -1084,7 +1101,11 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
-            .update_expression(if replace { "SET #live = :live" } else { "SET #live = if_not_exists(#live, :live)" })
+            .update_expression(if replace {
+                "SET #live = :live"
+            } else {
+                "SET #live = if_not_exists(#live, :live)"
+            })
             .condition_expression("#status IN (:open, :in_progress)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#live", "live_call")
@@ -1102,7 +1123,12 @@ impl Store {
 
     /// Both parties are connected: the live call's deadline starts to count, and the sweep
     /// is woken for the warning. Repeated callbacks keep the first deadline.
-    pub async fn connect_live_call(&self, sid: &str, deadline: i64, due: i64) -> Result<bool, StoreError> {
+    pub async fn connect_live_call(
+        &self,
+        sid: &str,
+        deadline: i64,
+        due: i64,
+    ) -> Result<bool, StoreError> {
         let r = self
             .client
             .update_item()
@@ -1154,7 +1180,12 @@ impl Store {
 
     /// Claims the warning for `deadline` (I4): only one sweep, however many overlap, gets
     /// `true`, and only while that is still the live call's deadline.
-    pub async fn claim_warning(&self, sid: &str, deadline: i64, outcome: &str) -> Result<bool, StoreError> {
+    pub async fn claim_warning(
+        &self,
+        sid: &str,
+        deadline: i64,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
         let r = self
             .client
             .update_item()
@@ -1188,11 +1219,20 @@ impl Store {
     /// the session's own `date_expiry` would cut the call short, it moves too — on the
     /// routes as well, in the same transaction. `ConditionFailed` when any of that no longer
     /// holds (a concurrent close wins).
-    pub async fn extend_live_call(&self, session: &Session, from: i64, to: i64, due: i64, max_count: u32, now: i64) -> Result<(), StoreError> {
+    pub async fn extend_live_call(
+        &self,
+        session: &Session,
+        from: i64,
+        to: i64,
+        due: i64,
+        max_count: u32,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let new_expiry = session.date_expiry.filter(|e| *e < to).map(|_| to);
-        let mut expression = "SET #live.#deadline = :to, extension_count = extension_count + :one, \
+        let mut expression =
+            "SET #live.#deadline = :to, extension_count = extension_count + :one, \
              date_updated = :now, due_shard = :shard, due_at = :due"
-            .to_owned();
+                .to_owned();
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(&session.sid)))
@@ -1215,9 +1255,16 @@ impl Store {
             expression.push_str(", date_expiry = :expiry");
             update = update.expression_attribute_values(":expiry", n(expiry));
         }
-        let mut items = vec![TransactWriteItem::builder()
-            .update(update.update_expression(expression).build().map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            .build()];
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(
+                    update
+                        .update_expression(expression)
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
+                .build(),
+        ];
         if let Some(expiry) = new_expiry {
             for p in &session.participants {
                 let route = Update::builder()
@@ -1240,7 +1287,12 @@ impl Store {
 
     /// Moves `date_expiry` and the live call's deadline by `seconds` (whichever exist), on
     /// the session and its routes, while both are still what `session` says.
-    pub async fn extend_session(&self, session: &Session, seconds: i64, now: i64) -> Result<(), StoreError> {
+    pub async fn extend_session(
+        &self,
+        session: &Session,
+        seconds: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let mut sets = vec!["date_updated = :now".to_owned()];
         let mut conditions = vec!["#status IN (:open, :in_progress)".to_owned()];
         let mut update = Update::builder()
@@ -1273,14 +1325,11 @@ impl Store {
         if let Some(live) = moved.live_call.as_mut() {
             live.deadline = deadline.map(|d| d + seconds);
         }
-        match crate::expiry::next_due(&moved, false, now) {
-            Some(due) => {
-                sets.push("due_shard = :shard, due_at = :due".into());
-                update = update
-                    .expression_attribute_values(":shard", s(due_shard(&session.sid)))
-                    .expression_attribute_values(":due", n(due));
-            }
-            None => {}
+        if let Some(due) = crate::expiry::next_due(&moved, false, now) {
+            sets.push("due_shard = :shard, due_at = :due".into());
+            update = update
+                .expression_attribute_values(":shard", s(due_shard(&session.sid)))
+                .expression_attribute_values(":due", n(due));
         }
         let update = update
             .update_expression(format!("SET {}", sets.join(", ")))

@@ -191,7 +191,13 @@ impl TwilioClient {
     }
 
     /// Puts a conference participant on hold (`hold_url` plays meanwhile) or takes them off.
-    pub async fn hold(&self, secrets: &SecretCache, conference_sid: &str, call_sid: &str, hold_url: Option<&str>) -> Result<(), TwilioError> {
+    pub async fn hold(
+        &self,
+        secrets: &SecretCache,
+        conference_sid: &str,
+        call_sid: &str,
+        hold_url: Option<&str>,
+    ) -> Result<(), TwilioError> {
         let mut form = vec![("Hold", if hold_url.is_some() { "true" } else { "false" })];
         if let Some(url) = hold_url {
             form.push(("HoldUrl", url));
@@ -205,17 +211,42 @@ impl TwilioClient {
     }
 
     /// Gives a live call new TwiML from `url` (it leaves any conference it is in).
-    pub async fn redirect(&self, secrets: &SecretCache, call_sid: &str, url: &str) -> Result<(), TwilioError> {
-        self.post(secrets, &format!("Calls/{call_sid}.json"), &[("Url", url), ("Method", "POST")])
-            .await
-            .map(|_| ())
+    pub async fn redirect(
+        &self,
+        secrets: &SecretCache,
+        call_sid: &str,
+        url: &str,
+    ) -> Result<(), TwilioError> {
+        self.post(
+            secrets,
+            &format!("Calls/{call_sid}.json"),
+            &[("Url", url), ("Method", "POST")],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Sets a call's hard limit (seconds).
-    pub async fn set_time_limit(&self, secrets: &SecretCache, call_sid: &str, seconds: u64) -> Result<(), TwilioError> {
+    pub async fn set_time_limit(
+        &self,
+        secrets: &SecretCache,
+        call_sid: &str,
+        seconds: u64,
+    ) -> Result<(), TwilioError> {
         let seconds = seconds.to_string();
-        match self.post(secrets, &format!("Calls/{call_sid}.json"), &[("TimeLimit", seconds.as_str())]).await {
-            Ok(_) | Err(TwilioError::Api { code: 20404 | 21220, .. }) => Ok(()),
+        match self
+            .post(
+                secrets,
+                &format!("Calls/{call_sid}.json"),
+                &[("TimeLimit", seconds.as_str())],
+            )
+            .await
+        {
+            Ok(_)
+            | Err(TwilioError::Api {
+                code: 20404 | 21220,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }

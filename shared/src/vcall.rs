@@ -180,7 +180,11 @@ pub async fn start(
         Mode::Bridge => "bridge",
         Mode::Conference => "conference",
     };
-    let placed = match app.store.begin_live_call(&session.sid, mode_name, limit, true).await {
+    let placed = match app
+        .store
+        .begin_live_call(&session.sid, mode_name, limit, true)
+        .await
+    {
         Ok(()) => place(app, &session, mode, first, second, limit).await,
         Err(crate::store::StoreError::ConditionFailed) => Err(closed(&session)),
         Err(e) => Err(e.into()),

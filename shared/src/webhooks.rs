@@ -199,9 +199,17 @@ pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
 /// A session with a time limit and a warning runs its calls through a conference, so the
 /// warning can be spoken: the caller joins the session's room and Twilio calls the other
 /// participant into it, from the proxy number they know.
-async fn conference_the_other_party(app: &App, route: &Route, now: i64) -> Result<Response<Body>, WebhookError> {
+async fn conference_the_other_party(
+    app: &App,
+    route: &Route,
+    now: i64,
+) -> Result<Response<Body>, WebhookError> {
     let limit = time_limit(route, now);
-    match app.store.begin_live_call(&route.session_sid, "conference", limit, false).await {
+    match app
+        .store
+        .begin_live_call(&route.session_sid, "conference", limit, false)
+        .await
+    {
         Ok(()) => {}
         Err(crate::store::StoreError::ConditionFailed) => {
             return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
@@ -214,13 +222,29 @@ async fn conference_the_other_party(app: &App, route: &Route, now: i64) -> Resul
         proxy_identifier: route.other_proxy.clone(),
         friendly_name: None,
     };
-    if let Err(e) = crate::vcall::ring(app, &route.session_sid, crate::vcall::Mode::Conference, &other, limit).await {
+    if let Err(e) = crate::vcall::ring(
+        app,
+        &route.session_sid,
+        crate::vcall::Mode::Conference,
+        &other,
+        limit,
+    )
+    .await
+    {
         tracing::error!(session = %route.session_sid, error = %e, "could not call the other party into the room");
         return Ok(apology(app));
     }
     // The caller's own leg is limited by the sweep at the deadline; Twilio's four hours
     // stay as the outer bound, since an extension may move the deadline.
-    Ok(web::twiml(join_room(app, &route.session_sid, &route.participant_sid, MAX_CALL_SECONDS).to_xml()))
+    Ok(web::twiml(
+        join_room(
+            app,
+            &route.session_sid,
+            &route.participant_sid,
+            MAX_CALL_SECONDS,
+        )
+        .to_xml(),
+    ))
 }
 
 /// The seconds a call may last: the session's `call_time_limit`, cut to what is left before
@@ -375,8 +399,17 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
 
 /// A conference leg that ends — even outside the room, as during the warning prompt — ends
 /// the room, so the other party is never left alone on hold.
-async fn end_room_left_by(app: &App, session_sid: &str, call_sid: &str) -> Result<(), WebhookError> {
-    let Some(conference) = app.store.get_session(session_sid).await?.and_then(|s| s.current_conference) else {
+async fn end_room_left_by(
+    app: &App,
+    session_sid: &str,
+    call_sid: &str,
+) -> Result<(), WebhookError> {
+    let Some(conference) = app
+        .store
+        .get_session(session_sid)
+        .await?
+        .and_then(|s| s.current_conference)
+    else {
         return Ok(());
     };
     let in_room = app
@@ -384,10 +417,8 @@ async fn end_room_left_by(app: &App, session_sid: &str, call_sid: &str) -> Resul
         .get_conference(session_sid, &conference)
         .await?
         .is_some_and(|c| c.legs.values().any(|leg| leg == call_sid));
-    if in_room {
-        if let Err(e) = app.twilio.end_conference(&app.secrets, &conference).await {
-            tracing::error!(conference = %conference, error = %e, "could not end the conference its party left");
-        }
+    if in_room && let Err(e) = app.twilio.end_conference(&app.secrets, &conference).await {
+        tracing::error!(conference = %conference, error = %e, "could not end the conference its party left");
     }
     Ok(())
 }
@@ -568,7 +599,13 @@ pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
         }
         let limit = limit_param(&req, &session, app.now());
         Ok(web::twiml(
-            join_room(&app, &session.sid, &participant, safety_limit(&session, limit)).to_xml(),
+            join_room(
+                &app,
+                &session.sid,
+                &participant,
+                safety_limit(&session, limit),
+            )
+            .to_xml(),
         ))
     })
     .await
@@ -586,9 +623,13 @@ pub fn room_dial(app: &App, session_sid: &str, participant_sid: &str, limit: u64
         .beep(false)
         .start_conference_on_enter(true)
         .end_conference_on_exit(false)
-        .wait_url(format!("{base}/twilio/voice/conference?session={session_sid}&wait=1"))
+        .wait_url(format!(
+            "{base}/twilio/voice/conference?session={session_sid}&wait=1"
+        ))
         .wait_method(Method::Post)
-        .status_callback(format!("{base}/twilio/voice/conference-status?session={session_sid}"))
+        .status_callback(format!(
+            "{base}/twilio/voice/conference-status?session={session_sid}"
+        ))
         .status_callback_event(&["start", "end", "join", "leave", "hold", "announcement"])
         .participant_label(participant_sid);
     Dial::new().conference(conference).time_limit(limit as u32)
@@ -649,10 +690,20 @@ async fn start_the_clock(app: &App, session_sid: &str, now: i64) -> Result<(), W
     let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
         return Ok(());
     };
-    let deadline = session.date_expiry.map_or(now + live.limit as i64, |e| e.min(now + live.limit as i64));
+    let deadline = session
+        .date_expiry
+        .map_or(now + live.limit as i64, |e| e.min(now + live.limit as i64));
     let due = (deadline - session.warning_lead as i64).max(now + 1);
-    if app.store.connect_live_call(session_sid, deadline, due).await? {
-        tracing::info!(session = session_sid, deadline, "call connected; its clock is running");
+    if app
+        .store
+        .connect_live_call(session_sid, deadline, due)
+        .await?
+    {
+        tracing::info!(
+            session = session_sid,
+            deadline,
+            "call connected; its clock is running"
+        );
     }
     Ok(())
 }
@@ -695,7 +746,12 @@ pub async fn extension(app: Arc<App>, req: Request) -> Response<Body> {
     let step = path.rsplit('/').next().unwrap_or_default().to_owned();
     webhook(app, req, |app, form, req| async move {
         match step.as_str() {
-            "hold" => Ok(web::twiml(TwiML::new().say(say(&app, &app.config.prompts.hold)).pause(20).to_xml())),
+            "hold" => Ok(web::twiml(
+                TwiML::new()
+                    .say(say(&app, &app.config.prompts.hold))
+                    .pause(20)
+                    .to_xml(),
+            )),
             "prompt" => extension_prompt(&app, &req).await,
             "answer" => extension_answer(&app, &form, &req).await,
             _ => Err(WebhookError::MissingParameter("extension step")),
@@ -709,7 +765,11 @@ async fn extension_prompt(app: &App, req: &Request) -> Result<Response<Body>, We
         return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
     };
     let now = app.now();
-    let deadline = session.live_call.as_ref().and_then(|l| l.deadline).unwrap_or(now);
+    let deadline = session
+        .live_call
+        .as_ref()
+        .and_then(|l| l.deadline)
+        .unwrap_or(now);
     let minutes = minutes_left(deadline - now).to_string();
     let answer = format!(
         "{}/twilio/voice/extension/answer?session={}&deadline={deadline}",
@@ -717,8 +777,15 @@ async fn extension_prompt(app: &App, req: &Request) -> Result<Response<Body>, We
     );
     if session.extension_count >= session.extension.max_count {
         // Nothing to offer: say the time left and go back to the call.
-        let text = app.config.prompts.warning_final.replace("{minutes}", &minutes);
-        return Ok(web::twiml(TwiML::new().say(say(app, &text)).redirect(answer).to_xml()));
+        let text = app
+            .config
+            .prompts
+            .warning_final
+            .replace("{minutes}", &minutes);
+        let back = format!("{answer}&offer=none");
+        return Ok(web::twiml(
+            TwiML::new().say(say(app, &text)).redirect(back).to_xml(),
+        ));
     }
     let text = app.config.prompts.warning.replace("{minutes}", &minutes);
     let gather = Gather::new()
@@ -732,7 +799,11 @@ async fn extension_prompt(app: &App, req: &Request) -> Result<Response<Body>, We
     Ok(web::twiml(TwiML::new().gather(gather).to_xml()))
 }
 
-async fn extension_answer(app: &App, form: &TwilioForm, req: &Request) -> Result<Response<Body>, WebhookError> {
+async fn extension_answer(
+    app: &App,
+    form: &TwilioForm,
+    req: &Request,
+) -> Result<Response<Body>, WebhookError> {
     let Some(session) = open_session(app, req).await? else {
         return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
     };
@@ -745,16 +816,29 @@ async fn extension_answer(app: &App, form: &TwilioForm, req: &Request) -> Result
     let extension = session.extension;
     let pressed_one = form.get("Digits") == Some("1");
     let mut deadline = current.unwrap_or(now);
-    let text = if !pressed_one {
+    let offered = web::query_param(req, "offer").as_deref() != Some("none");
+    let text = if !offered {
+        String::new()
+    } else if !pressed_one {
         app.config.prompts.not_extended.clone()
-    } else if session.extension_count >= extension.max_count || current.is_none() || warned != current {
+    } else if session.extension_count >= extension.max_count
+        || current.is_none()
+        || warned != current
+    {
         app.config.prompts.no_more_extensions.clone()
     } else {
         let to = deadline + extension.seconds as i64;
         let due = to - session.warning_lead as i64;
         match app
             .store
-            .extend_live_call(&session, deadline, to, due.max(now + 1), extension.max_count, now)
+            .extend_live_call(
+                &session,
+                deadline,
+                to,
+                due.max(now + 1),
+                extension.max_count,
+                now,
+            )
             .await
         {
             Ok(()) => {
@@ -778,20 +862,33 @@ async fn extension_answer(app: &App, form: &TwilioForm, req: &Request) -> Result
         }
     };
     // Back to the call: the other party comes off hold, the deciding party rejoins the room.
-    if let Some(conference) = &session.current_conference {
-        if let Some(record) = app.store.get_conference(&session.sid, conference).await? {
-            for (label, call_sid) in &record.legs {
-                if *label != decider.sid {
-                    if let Err(e) = app.twilio.hold(&app.secrets, conference, call_sid, None).await {
-                        tracing::error!(call = %call_sid, error = %e, "could not take the other party off hold");
-                    }
-                }
+    if let Some(conference) = &session.current_conference
+        && let Some(record) = app.store.get_conference(&session.sid, conference).await?
+    {
+        for (label, call_sid) in &record.legs {
+            if *label != decider.sid
+                && let Err(e) = app
+                    .twilio
+                    .hold(&app.secrets, conference, call_sid, None)
+                    .await
+            {
+                tracing::error!(call = %call_sid, error = %e, "could not take the other party off hold");
             }
         }
     }
     let remaining = (deadline - now).max(1) as u64;
-    let rejoin = room_dial(app, &session.sid, &decider.sid, safety_limit(&session, remaining));
-    Ok(web::twiml(TwiML::new().say(say(app, &text)).dial(rejoin).to_xml()))
+    let rejoin = room_dial(
+        app,
+        &session.sid,
+        &decider.sid,
+        safety_limit(&session, remaining),
+    );
+    let answer = if text.is_empty() {
+        TwiML::new()
+    } else {
+        TwiML::new().say(say(app, &text))
+    };
+    Ok(web::twiml(answer.dial(rejoin).to_xml()))
 }
 
 /// The live legs' Twilio `TimeLimit`, moved past the new deadline. The sweep ends the call
@@ -801,9 +898,16 @@ async fn extend_time_limits(app: &App, session: &Session, deadline: i64) {
     let Ok(legs) = app.store.list_interactions(&session.sid).await else {
         return;
     };
-    for leg in legs.iter().filter(|l| !l.status.is_final() && l.parent_call_sid.is_none()) {
+    for leg in legs
+        .iter()
+        .filter(|l| !l.status.is_final() && l.parent_call_sid.is_none())
+    {
         let limit = (deadline - leg.date_created).max(60) as u64 + 120;
-        if let Err(e) = app.twilio.set_time_limit(&app.secrets, &leg.call_sid, limit.min(MAX_CALL_SECONDS)).await {
+        if let Err(e) = app
+            .twilio
+            .set_time_limit(&app.secrets, &leg.call_sid, limit.min(MAX_CALL_SECONDS))
+            .await
+        {
             tracing::warn!(call = %leg.call_sid, error = %e, "could not move the call's TimeLimit");
         }
     }
@@ -812,7 +916,13 @@ async fn extend_time_limits(app: &App, session: &Session, deadline: i64) {
 /// A conference leg's `<Dial timeLimit>`: past every possible extension, as a safety net
 /// only — the sweep ends timed calls exactly, and a leg that rejoins gets a new limit.
 pub fn safety_limit(session: &Session, limit: u64) -> u64 {
-    let extensions = session.extension.seconds * u64::from(session.extension.max_count.saturating_sub(session.extension_count));
+    let extensions = session.extension.seconds
+        * u64::from(
+            session
+                .extension
+                .max_count
+                .saturating_sub(session.extension_count),
+        );
     (limit + extensions + 120).min(MAX_CALL_SECONDS)
 }
 

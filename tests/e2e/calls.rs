@@ -191,12 +191,50 @@ async fn an_expired_session_routes_nothing_and_limits_calls_to_its_end() {
     );
     assert!(child.duration_secs >= 590, "{}", child.duration_secs);
 
+    // The minute sweep closes the session once its date_expiry has passed.
     sim.advance(Duration::from_secs(700)).await;
+    let (_, closed) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}", s["sid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (closed["status"].as_str(), closed["closed_reason"].as_str()),
+        (Some("closed"), Some("expired")),
+        "{closed}"
+    );
     sim.dial_in(&e164(A), &p, CallerScript::default()).await;
     stack.finish_calls().await;
     let heard = sim.heard_by(&e164(A));
     assert_eq!(heard.len(), 1, "{heard:?}");
-    assert!(heard[0].contains("終了しました"), "{heard:?}");
+    assert!(heard[0].contains("お取り扱いしておりません"), "{heard:?}");
+}
+
+#[tokio::test]
+async fn an_expired_route_is_refused_even_before_the_sweep_closes_it() {
+    let stack = stack_with(Options {
+        sweep_every: None,
+        ..Options::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let expiry = (stack.clock.now() + time::Duration::minutes(5))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let s = session(&stack, json!({"date_expiry": expiry, "warning_lead": 0, "participants": [{"identifier": A}, {"identifier": B}]})).await;
+    stack.sim().advance(Duration::from_secs(301)).await;
+    stack
+        .sim()
+        .dial_in(&e164(A), &proxy(&s, 0), CallerScript::default())
+        .await;
+    stack.finish_calls().await;
+    let heard = stack.sim().heard_by(&e164(A));
+    assert!(
+        heard.len() == 1 && heard[0].contains("終了しました"),
+        "{heard:?}"
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,9 @@ struct Invoker {
 impl Invoker {
     async fn invoke_scheduled(&self, name: &str) -> Value {
         let handler = tsunagu::handlers::event_handler(&function_of(name)).unwrap();
-        handler(self.gateway.app.clone(), event(name)).await.unwrap()
+        handler(self.gateway.app.clone(), event(name))
+            .await
+            .unwrap()
     }
 
     async fn invoke(&self, name: &str) -> (u16, String) {
@@ -111,7 +113,11 @@ fn every_function_has_an_event_on_a_route_it_owns() {
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let function = function_of(&name);
         if tsunagu::handlers::EVENT_FUNCTIONS.contains(&function.as_str()) {
-            assert_eq!(event(&name)["source"], "aws.events", "events/{name}.json is a scheduled event");
+            assert_eq!(
+                event(&name)["source"],
+                "aws.events",
+                "events/{name}.json is a scheduled event"
+            );
             assert!(tpl.schedules.iter().any(|(f, _)| *f == function));
             covered.insert(function);
             continue;
@@ -125,7 +131,10 @@ fn every_function_has_an_event_on_a_route_it_owns() {
         );
         covered.insert(function);
     }
-    for f in tsunagu::handlers::HTTP_FUNCTIONS.iter().chain(tsunagu::handlers::EVENT_FUNCTIONS) {
+    for f in tsunagu::handlers::HTTP_FUNCTIONS
+        .iter()
+        .chain(tsunagu::handlers::EVENT_FUNCTIONS)
+    {
         assert!(covered.contains(*f), "{f} has no event in events/");
     }
 }
@@ -202,22 +211,47 @@ async fn the_events_drive_the_real_handlers() {
     // the other party's hold message is served.
     let (status, twiml) = lambda.invoke("extension-prompt").await;
     assert_eq!(status, 200);
-    assert!(twiml.contains("<Gather") && twiml.contains(r#"numDigits="1""#), "{twiml}");
+    assert!(
+        twiml.contains("<Gather") && twiml.contains(r#"numDigits="1""#),
+        "{twiml}"
+    );
     let (status, twiml) = lambda.invoke("extension").await;
     assert_eq!(status, 200);
-    assert!(twiml.contains("<Conference") && twiml.contains("tsunagu-7d2ebc3f713d3f2231492b11"), "{twiml}");
+    assert!(
+        twiml.contains("<Conference") && twiml.contains("tsunagu-7d2ebc3f713d3f2231492b11"),
+        "{twiml}"
+    );
     let (status, twiml) = lambda.invoke("extension-hold").await;
     assert_eq!(status, 200);
     assert!(twiml.contains("少々お待ちください"), "{twiml}");
 
-    let before = stack.app.store.get_session(EVENT_SESSION).await.unwrap().unwrap().date_expiry.unwrap();
+    let before = stack
+        .app
+        .store
+        .get_session(EVENT_SESSION)
+        .await
+        .unwrap()
+        .unwrap()
+        .date_expiry
+        .unwrap();
     let (status, body) = lambda.invoke("extend-session").await;
     assert_eq!(status, 200, "{body}");
-    let after = stack.app.store.get_session(EVENT_SESSION).await.unwrap().unwrap().date_expiry.unwrap();
+    let after = stack
+        .app
+        .store
+        .get_session(EVENT_SESSION)
+        .await
+        .unwrap()
+        .unwrap()
+        .date_expiry
+        .unwrap();
     assert_eq!(after - before, 600);
 
     let report = lambda.invoke_scheduled("expiry-warning").await;
-    assert_eq!(report["queries"], 8, "one Query per due-index shard: {report}");
+    assert_eq!(
+        report["queries"], 8,
+        "one Query per due-index shard: {report}"
+    );
 
     // The caller's webhook (base64 form body, signed for the events' URL) is routed to B.
     let (status, twiml) = lambda.invoke("inbound-call").await;

@@ -79,6 +79,8 @@ pub fn scheduled_event(at: time::OffsetDateTime) -> Value {
 
 pub struct Stack {
     pub url: String,
+    /// When the stack started, on the simulator's clock: the sweep fires every minute from here.
+    pub started: time::OffsetDateTime,
     pub app: Arc<App>,
     pub sim: Option<Simulator>,
     pub clock: VirtualClock,
@@ -212,6 +214,7 @@ impl Stack {
             });
         }
         Ok(Stack {
+            started: clock.now(),
             url,
             app,
             sim,
@@ -267,9 +270,23 @@ impl Stack {
 
     /// Fires `expiry-warning` for `at` through the Invoke API, as the schedule would.
     pub async fn sweep_at(&self, at: time::OffsetDateTime) -> Value {
-        let invoke = format!("{}/2015-03-31/functions/expiry-warning/invocations", self.url);
-        let response = self.http.post(&invoke).json(&scheduled_event(at)).send().await.expect("the gateway answers");
-        assert!(response.headers().get("x-amz-function-error").is_none(), "expiry-warning failed");
+        let invoke = format!(
+            "{}/2015-03-31/functions/expiry-warning/invocations",
+            self.url
+        );
+        // A sweep over thousands of sessions takes longer than an API call (Lambda: 300 s).
+        let response = self
+            .http
+            .post(&invoke)
+            .timeout(Duration::from_secs(300))
+            .json(&scheduled_event(at))
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert!(
+            response.headers().get("x-amz-function-error").is_none(),
+            "expiry-warning failed"
+        );
         response.json().await.expect("a sweep report")
     }
 

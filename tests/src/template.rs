@@ -290,7 +290,12 @@ mod tests {
             );
         }
         for f in tsunagu::handlers::EVENT_FUNCTIONS {
-            assert!(t.schedules.iter().any(|(g, e)| g == f && e == "rate(1 minute)"), "{f} has no schedule");
+            assert!(
+                t.schedules
+                    .iter()
+                    .any(|(g, e)| g == f && e == "rate(1 minute)"),
+                "{f} has no schedule"
+            );
         }
         assert!(t.table.keys.contains(&("pk".into(), "HASH".into())));
         assert!(

@@ -218,6 +218,7 @@ async fn run() -> Result<(), String> {
         ),
     )?;
     v_calls(&mut demo).await?;
+    time_limit(&mut demo).await?;
     println!(
         "\nDone: {} masked as {} and {} as {} throughout.",
         BUYER,
@@ -322,6 +323,110 @@ async fn v_calls(demo: &mut Demo) -> Result<(), String> {
         .as_array()
         .is_some_and(|l| l.len() == 4 && l.iter().all(|i| i["direction"] == "outbound"));
     demo.check(outbound_only, "four legs, all outbound, each with its cost")?;
+    Ok(())
+}
+
+/// A ten-minute call with the spoken warning, one extension, and the session's end.
+async fn time_limit(demo: &mut Demo) -> Result<(), String> {
+    demo.step("Time limits: a session that ends in 10 minutes, calls limited to 10 minutes, one 5-minute extension");
+    // Start on the sweep's minute, so the warning comes at 7:00 sharp.
+    let into_minute = (demo.stack.clock.now() - demo.stack.started)
+        .whole_seconds()
+        .rem_euclid(60);
+    if into_minute > 0 {
+        demo.stack
+            .sim()
+            .advance(Duration::from_secs((60 - into_minute) as u64))
+            .await;
+    }
+    demo.shown = demo.stack.sim().transcript().len();
+    let t0 = demo.stack.clock.now();
+    let expiry = (t0 + time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())?;
+    let (status, session) = demo
+        .stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({"unique_name": "consultation-78", "date_expiry": expiry, "call_time_limit": 600,
+                "extension": {"seconds": 300, "max_count": 1},
+                "participants": [{"identifier": BUYER}, {"identifier": SELLER}]})),
+        )
+        .await;
+    demo.check(
+        status == 201,
+        &format!(
+            "session {} expires at {}",
+            session["sid"], session["date_expiry"]
+        ),
+    )?;
+    let sid = session["sid"].as_str().unwrap_or_default().to_owned();
+    let sim = demo.stack.sim().clone();
+    // The buyer decides; they press 1 two seconds into each prompt that offers it.
+    sim.set_phone(
+        &e164(BUYER),
+        PhoneScript::Answer {
+            after: Duration::from_secs(2),
+            hang_up_after: None,
+            digits: vec![(Duration::from_secs(2), '1')],
+        },
+    );
+    sim.set_phone(
+        &e164(SELLER),
+        PhoneScript::Answer {
+            after: Duration::from_secs(4),
+            hang_up_after: None,
+            digits: vec![],
+        },
+    );
+    let (status, _) = demo
+        .stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{sid}/calls"),
+            Some(json!({"mode": "conference"})),
+        )
+        .await;
+    demo.check(
+        status == 202,
+        "conference V字発信 placed; expiry-warning runs every minute on the simulator's clock",
+    )?;
+
+    demo.step("0:00–7:00 they talk; at 7:00 the sweep warns the buyer and holds the seller");
+    sim.advance(Duration::from_secs(450)).await;
+    demo.timeline();
+    let heard = sim.heard_by(&e164(BUYER));
+    demo.check(
+        heard.iter().any(|t| t.contains("延長しました")),
+        "the buyer pressed 1: the call and the session now end at 15:00",
+    )?;
+
+    demo.step("12:00 the second warning: no extension left, nobody presses; 15:00 the call ends and the session closes");
+    demo.stack.finish_calls().await;
+    sim.advance(Duration::from_secs(60)).await;
+    demo.timeline();
+    let ended = sim
+        .calls()
+        .iter()
+        .filter(|c| c.to == e164(BUYER) || c.to == e164(SELLER))
+        .all(|c| c.ended_at.is_some());
+    let (_, closed) = demo
+        .stack
+        .api("GET", &format!("/v1/sessions/{sid}"), None)
+        .await;
+    demo.check(
+        ended && closed["status"] == "closed" && closed["closed_reason"] == "expired",
+        &format!(
+            "calls ended; session {} ({}) after {} extension",
+            closed["status"], closed["closed_reason"], closed["extension_count"]
+        ),
+    )?;
+    let (_, log) = demo
+        .stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    print_log(&log);
     Ok(())
 }
 

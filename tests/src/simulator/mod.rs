@@ -189,6 +189,9 @@ struct Inner {
     http: reqwest::Client,
     state: Mutex<State>,
     failures: Mutex<VecDeque<RestFailure>>,
+    rest_latency: Mutex<Duration>,
+    rest_in_flight: std::sync::atomic::AtomicUsize,
+    rest_max_in_flight: std::sync::atomic::AtomicUsize,
     hooks: Mutex<Vec<(Duration, Hook)>>,
     /// Serialises `advance` calls; held across awaits, unlike `state`.
     driver: tokio::sync::Mutex<()>,
@@ -223,6 +226,9 @@ impl Simulator {
             base_url,
             http,
             failures: Mutex::new(VecDeque::new()),
+            rest_latency: Mutex::new(Duration::ZERO),
+            rest_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            rest_max_in_flight: std::sync::atomic::AtomicUsize::new(0),
             hooks: Mutex::new(Vec::new()),
             driver: tokio::sync::Mutex::new(()),
         });
@@ -409,6 +415,23 @@ impl Simulator {
         message: &str,
     ) {
         self.queue_failure(method_and_path_prefix, None, status, twilio_code, message);
+    }
+
+    /// Holds every REST answer for `latency` of real time, so that requests made at the
+    /// same time overlap; with `max_rest_in_flight` a test sees how many were concurrent.
+    pub fn set_rest_latency(&self, latency: Duration) {
+        *self
+            .inner
+            .rest_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = latency;
+    }
+
+    /// The most REST requests that were in flight at once since the simulator started.
+    pub fn max_rest_in_flight(&self) -> usize {
+        self.inner
+            .rest_max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Makes the next call created to `to` (`POST Calls.json` with that `To`) fail with

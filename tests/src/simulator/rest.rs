@@ -87,6 +87,22 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Concurrency as Twilio would see it: requests in flight at once, each held for the
+    // configured latency (real time) so overlapping requests really overlap.
+    let in_flight = inner
+        .rest_in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    inner
+        .rest_max_in_flight
+        .fetch_max(in_flight, std::sync::atomic::Ordering::SeqCst);
+    let latency = *inner.rest_latency.lock().unwrap_or_else(|e| e.into_inner());
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    inner
+        .rest_in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     let path = uri.path().to_owned();
     let (call_sid, result) = respond(&inner, &method, &uri, &headers, &body);
     let (status, body) = match result {

@@ -1,0 +1,647 @@
+//! Time limits end to end: the minute sweep on the simulator's clock, the spoken warning
+//! three minutes before a call's deadline, press 1 to extend, and closing at expiry.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use common::*;
+use serde_json::{Value, json};
+use tsunagu::model::{Extension, LiveCall, Participant, ProxyNumber, Session, SessionStatus};
+use tsunagu::phone::PhoneNumber;
+use tsunagu_tests::simulator::{CallerScript, PhoneScript};
+use tsunagu_tests::stack::{Options, Stack};
+
+const WARNING: &str = "残り3分です。延長する場合は1を押してください";
+
+fn phone(after: u64, hang_up_after: Option<u64>, digits: &[(u64, char)]) -> PhoneScript {
+    PhoneScript::Answer {
+        after: Duration::from_secs(after),
+        hang_up_after: hang_up_after.map(Duration::from_secs),
+        digits: digits
+            .iter()
+            .map(|(t, d)| (Duration::from_secs(*t), *d))
+            .collect(),
+    }
+}
+
+/// A session whose calls last ten minutes, ending with the session itself, with one
+/// five-minute extension; then a conference V-call, placed at the stack's start (t0).
+async fn ten_minute_conference(
+    stack: &Stack,
+    a: PhoneScript,
+    b: PhoneScript,
+) -> (Value, time::OffsetDateTime) {
+    stack.add_proxy_number(P1).await;
+    let t0 = stack.clock.now();
+    let expiry = (t0 + time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, s) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({
+                "date_expiry": expiry, "call_time_limit": 600,
+                "extension": {"seconds": 300, "max_count": 1},
+                "participants": [{"identifier": A}, {"identifier": B}]
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    stack.sim().set_phone(&e164(A), a);
+    stack.sim().set_phone(&e164(B), b);
+    let (status, placed) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/calls", sid(&s)),
+            Some(json!({"mode": "conference"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{placed}");
+    (s, t0)
+}
+
+fn sid(s: &Value) -> String {
+    s["sid"].as_str().unwrap().to_owned()
+}
+
+async fn session(stack: &Stack, s: &Value) -> Session {
+    stack.app.store.get_session(&sid(s)).await.unwrap().unwrap()
+}
+
+fn count(heard: &[String], needle: &str) -> usize {
+    heard.iter().filter(|t| t.contains(needle)).count()
+}
+
+/// Advances the simulator to `t0 + secs`.
+async fn advance_to(stack: &Stack, t0: time::OffsetDateTime, secs: i64) {
+    let target = t0 + time::Duration::seconds(secs);
+    let now = stack.clock.now();
+    if target > now {
+        stack.sim().advance((target - now).unsigned_abs()).await;
+    }
+}
+
+#[tokio::test]
+async fn warned_at_seven_minutes_extended_by_one_then_ended_at_the_deadline() {
+    let stack = stack().await;
+    let (s, t0) =
+        ten_minute_conference(&stack, phone(2, None, &[(2, '1')]), phone(5, None, &[])).await;
+    let (a, b) = (e164(A), e164(B));
+
+    advance_to(&stack, t0, 419).await;
+    assert_eq!(
+        count(&stack.sim().heard_by(&a), WARNING),
+        0,
+        "no warning before 7:00"
+    );
+    advance_to(&stack, t0, 421).await;
+    assert_eq!(
+        count(&stack.sim().heard_by(&a), WARNING),
+        1,
+        "the deciding party hears the warning at 7:00"
+    );
+    assert!(
+        stack
+            .sim()
+            .heard_by(&b)
+            .iter()
+            .any(|t| t.contains("少々お待ちください")),
+        "the other party is on hold meanwhile"
+    );
+
+    advance_to(&stack, t0, 450).await;
+    assert!(
+        stack
+            .sim()
+            .heard_by(&a)
+            .iter()
+            .any(|t| t.contains("5分延長しました")),
+        "{:?}",
+        stack.sim().heard_by(&a)
+    );
+    let extended = session(&stack, &s).await;
+    assert_eq!(extended.extension_count, 1);
+    let deadline = extended
+        .live_call
+        .as_ref()
+        .and_then(|l| l.deadline)
+        .unwrap();
+    assert_eq!(deadline - t0.unix_timestamp(), 900, "ten minutes plus five");
+    assert_eq!(
+        extended.date_expiry,
+        Some(deadline),
+        "the session's end moved with the call's"
+    );
+    let room = stack.sim().conferences().pop().unwrap();
+    assert_eq!(
+        room.participants.len(),
+        2,
+        "both back in the room: {room:?}"
+    );
+    assert!(
+        room.participants.iter().all(|p| !p.hold),
+        "the other party is off hold: {room:?}"
+    );
+
+    // Second warning at 12:00: no extension left, so nothing to press.
+    advance_to(&stack, t0, 725).await;
+    let heard = stack.sim().heard_by(&a);
+    assert!(
+        heard
+            .iter()
+            .any(|t| t.contains("残り3分です。") && !t.contains("1を押")),
+        "{heard:?}"
+    );
+    assert_eq!(session(&stack, &s).await.extension_count, 1);
+
+    stack.finish_calls().await;
+    for call in stack.sim().calls() {
+        let ended = call.ended_at.unwrap();
+        assert_eq!(
+            (ended - t0).whole_seconds(),
+            900,
+            "{} ended at the deadline",
+            call.sid
+        );
+    }
+    let closed = session(&stack, &s).await;
+    assert_eq!(
+        (closed.status, closed.closed_reason.as_deref()),
+        (SessionStatus::Closed, Some("expired"))
+    );
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", sid(&s)),
+            None,
+        )
+        .await;
+    assert_eq!(log["interactions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn overlapping_and_repeated_sweeps_give_the_warning_once() {
+    let stack = stack_with(Options {
+        sweep_every: None,
+        ..Options::default()
+    })
+    .await;
+    let (s, t0) = ten_minute_conference(&stack, phone(2, None, &[]), phone(3, None, &[])).await;
+    advance_to(&stack, t0, 421).await;
+    let at = stack.clock.now();
+    let (first, second) = tokio::join!(stack.sweep_at(at), stack.sweep_at(at));
+    let third = stack.sweep_at(at).await;
+    let warned: u64 = [first, second, third]
+        .iter()
+        .map(|r| r["warned"].as_u64().unwrap())
+        .sum();
+    assert_eq!(warned, 1, "one warning per deadline (I4)");
+    stack.sim().settle().await;
+    assert_eq!(count(&stack.sim().heard_by(&e164(A)), WARNING), 1);
+    let live = session(&stack, &s).await.live_call.unwrap();
+    assert_eq!(live.warned_for, live.deadline);
+}
+
+#[tokio::test]
+async fn pressing_another_key_or_nothing_ends_the_call_as_planned() {
+    for digits in [vec![(2, '2')], vec![]] {
+        let stack = stack().await;
+        let (s, t0) =
+            ten_minute_conference(&stack, phone(2, None, &digits), phone(5, None, &[])).await;
+        advance_to(&stack, t0, 440).await;
+        let heard = stack.sim().heard_by(&e164(A));
+        assert!(
+            heard.iter().any(|t| t.contains("予定どおり")),
+            "{digits:?}: {heard:?}"
+        );
+        assert_eq!(session(&stack, &s).await.extension_count, 0);
+        stack.finish_calls().await;
+        assert!(
+            stack
+                .sim()
+                .calls()
+                .iter()
+                .all(|c| (c.ended_at.unwrap() - t0).whole_seconds() == 600),
+            "ended at 10:00"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_no_extension_left_the_warning_offers_none() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let (_, s) = stack
+        .api("POST", "/v1/sessions", Some(json!({"call_time_limit": 600, "extension": {"seconds": 300, "max_count": 0}, "participants": [{"identifier": A}, {"identifier": B}]})))
+        .await;
+    stack.sim().set_phone(&e164(A), phone(2, None, &[(1, '1')]));
+    stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/calls", sid(&s)),
+            Some(json!({"mode": "conference"})),
+        )
+        .await;
+    // A joins at 0:02, so the deadline is 10:02 and the warning falls to the 8:00 sweep.
+    stack.sim().advance(Duration::from_secs(500)).await;
+    let heard = stack.sim().heard_by(&e164(A));
+    assert!(
+        heard.iter().any(|t| t.contains("残り3分です。")),
+        "{heard:?}"
+    );
+    assert_eq!(
+        count(&heard, "1を押"),
+        0,
+        "no offer that cannot be kept: {heard:?}"
+    );
+    assert_eq!(session(&stack, &s).await.extension_count, 0);
+}
+
+#[tokio::test]
+async fn the_deciding_party_hanging_up_during_the_prompt_ends_the_room() {
+    let stack = stack().await;
+    // A hangs up 423 s after answering (at 7:05), while the prompt is playing.
+    let (s, t0) =
+        ten_minute_conference(&stack, phone(2, Some(423), &[]), phone(5, None, &[])).await;
+    advance_to(&stack, t0, 430).await;
+    let calls = stack.sim().calls();
+    assert!(
+        calls.iter().all(|c| c.ended_at.is_some()),
+        "the held party is not left alone: {calls:?}"
+    );
+    assert_eq!(stack.sim().conferences().pop().unwrap().status, "completed");
+    assert_eq!(session(&stack, &s).await.extension_count, 0);
+}
+
+#[tokio::test]
+async fn a_close_during_the_prompt_wins_over_the_extension() {
+    let stack = stack().await;
+    let (s, t0) =
+        ten_minute_conference(&stack, phone(2, None, &[(6, '1')]), phone(5, None, &[])).await;
+    advance_to(&stack, t0, 422).await;
+    let (status, closed) = stack
+        .api("DELETE", &format!("/v1/sessions/{}", sid(&s)), None)
+        .await;
+    assert_eq!((status, closed["status"].as_str()), (200, Some("closed")));
+    advance_to(&stack, t0, 460).await;
+    let after = session(&stack, &s).await;
+    assert_eq!(after.extension_count, 0, "no extension after the close");
+    assert_eq!(after.closed_reason.as_deref(), Some("closed-by-api"));
+    assert!(stack.sim().calls().iter().all(|c| c.ended_at.is_some()));
+}
+
+#[tokio::test]
+async fn bridge_calls_are_recorded_as_no_warning_possible() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let (_, s) = stack
+        .api("POST", "/v1/sessions", Some(json!({"call_time_limit": 600, "participants": [{"identifier": A}, {"identifier": B}]})))
+        .await;
+    stack.sim().set_phone(&e164(A), phone(2, None, &[]));
+    stack.sim().set_phone(&e164(B), phone(3, None, &[]));
+    stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/calls", sid(&s)),
+            Some(json!({"mode": "bridge"})),
+        )
+        .await;
+    stack.sim().advance(Duration::from_secs(500)).await;
+    let live = session(&stack, &s).await.live_call.unwrap();
+    assert_eq!(
+        live.warning.as_deref(),
+        Some(tsunagu::expiry::WARNING_NOT_POSSIBLE_BRIDGE)
+    );
+    assert_eq!(count(&stack.sim().heard_by(&e164(A)), WARNING), 0);
+    stack.finish_calls().await;
+    let b_leg = stack
+        .sim()
+        .calls()
+        .into_iter()
+        .find(|c| c.direction == "outbound-dial")
+        .unwrap();
+    assert_eq!(b_leg.duration_secs, 600, "<Dial timeLimit> ends it");
+}
+
+#[tokio::test]
+async fn a_timed_masked_call_runs_through_the_room_and_gets_the_warning() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let (_, s) = stack
+        .api("POST", "/v1/sessions", Some(json!({"call_time_limit": 600, "participants": [{"identifier": A}, {"identifier": B}]})))
+        .await;
+    let p = s["participants"][0]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    stack.sim().set_phone(&e164(B), phone(3, None, &[]));
+    stack
+        .sim()
+        .dial_in(
+            &e164(A),
+            &p,
+            CallerScript {
+                hang_up_after: None,
+                digits: vec![(2, '1')]
+                    .into_iter()
+                    .map(|(t, d)| (Duration::from_secs(t), d))
+                    .collect(),
+            },
+        )
+        .await;
+    stack.sim().advance(Duration::from_secs(30)).await;
+    let room = stack
+        .sim()
+        .conferences()
+        .pop()
+        .expect("the caller waits in the session's room");
+    assert_eq!(room.participants.len(), 2, "B was called into it: {room:?}");
+    let b_leg = stack
+        .sim()
+        .calls()
+        .into_iter()
+        .find(|c| c.to == e164(B))
+        .unwrap();
+    assert_eq!(b_leg.from, p, "B sees the proxy number");
+    stack.sim().advance(Duration::from_secs(420)).await;
+    assert_eq!(
+        count(&stack.sim().heard_by(&e164(A)), WARNING),
+        1,
+        "{:?}",
+        stack.sim().heard_by(&e164(A))
+    );
+    stack.sim().advance(Duration::from_secs(30)).await;
+    assert_eq!(
+        session(&stack, &s).await.extension_count,
+        1,
+        "the caller pressed 1"
+    );
+}
+
+#[tokio::test]
+async fn inactivity_closes_a_session_only_once_its_call_has_ended() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let (_, s) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({"ttl": 120, "participants": [{"identifier": A}, {"identifier": B}]})),
+        )
+        .await;
+    let t0 = stack.clock.now();
+    stack.sim().set_phone(
+        &e164(B),
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(300)),
+    );
+    stack
+        .sim()
+        .dial_in(
+            &e164(A),
+            s["participants"][0]["proxy_identifier"].as_str().unwrap(),
+            CallerScript::default(),
+        )
+        .await;
+    advance_to(&stack, t0, 250).await;
+    assert!(
+        session(&stack, &s).await.status.is_open(),
+        "not closed while the call is live"
+    );
+    advance_to(&stack, t0, 600).await;
+    let closed = session(&stack, &s).await;
+    assert_eq!(
+        (closed.status, closed.closed_reason.as_deref()),
+        (SessionStatus::Closed, Some("expired"))
+    );
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", sid(&s)),
+            None,
+        )
+        .await;
+    assert!(
+        log["interactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["status"] == "completed"),
+        "the call finished normally"
+    );
+}
+
+fn due_session(now: i64, i: usize, expiry: Option<i64>, live: Option<LiveCall>) -> Session {
+    let n = |prefix: &str| PhoneNumber::parse(&format!("{prefix}{i:08}")).unwrap();
+    Session {
+        sid: tsunagu::ids::new_sid("KC"),
+        unique_name: None,
+        status: SessionStatus::InProgress,
+        closed_reason: None,
+        mode: "voice-only".into(),
+        ttl: 0,
+        date_expiry: expiry,
+        date_created: now,
+        date_updated: now,
+        date_last_interaction: Some(now),
+        call_time_limit: Some(600),
+        warning_lead: 180,
+        extension: Extension {
+            seconds: 300,
+            max_count: 1,
+        },
+        extension_count: 0,
+        participants: vec![
+            Participant {
+                sid: tsunagu::ids::new_sid("KP"),
+                identifier: n("+8190"),
+                proxy_identifier: PhoneNumber::parse(P1).unwrap(),
+                friendly_name: None,
+            },
+            Participant {
+                sid: tsunagu::ids::new_sid("KP"),
+                identifier: n("+8180"),
+                proxy_identifier: PhoneNumber::parse(P1).unwrap(),
+                friendly_name: None,
+            },
+        ],
+        total_cost_milli_yen: 0,
+        current_conference: None,
+        decider: None,
+        live_call: live,
+    }
+}
+
+/// Writes session items straight into the table, filed as due at `due`: test set-up at a
+/// scale the emulator's transactions (a deep copy of the table per item) cannot reach.
+async fn seed_due(stack: &Stack, sessions: &[Session], due: i64) {
+    let client = aws_sdk_dynamodb::Client::new(&stack.aws);
+    for chunk in sessions.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|session| {
+                let mut item: std::collections::HashMap<String, AttributeValue> =
+                    serde_dynamo::to_item(session).unwrap();
+                item.insert(
+                    "pk".into(),
+                    AttributeValue::S(format!("SESSION#{}", session.sid)),
+                );
+                item.insert("sk".into(), AttributeValue::S("SESSION".into()));
+                item.insert(
+                    "due_shard".into(),
+                    AttributeValue::S(tsunagu::store::due_shard(&session.sid)),
+                );
+                item.insert("due_at".into(), AttributeValue::N(due.to_string()));
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                    .build()
+            })
+            .collect();
+        let out = client
+            .batch_write_item()
+            .request_items(&stack.table, writes)
+            .send()
+            .await
+            .unwrap();
+        assert!(out.unprocessed_items.unwrap_or_default().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn one_sweep_handles_five_thousand_due_sessions_by_query() {
+    let stack = stack_with(Options {
+        sweep_every: None,
+        ..Options::default()
+    })
+    .await;
+    let now = stack.app.now();
+    // Five thousand bridge calls whose warning time has come: each one is a visit, a
+    // conditional claim (I4) and a re-filing.
+    const N: usize = 5_000;
+    let live = LiveCall {
+        mode: "bridge".into(),
+        limit: 600,
+        deadline: Some(now + 170),
+        warned_for: None,
+        warning: None,
+    };
+    let sessions: Vec<Session> = (0..N)
+        .map(|i| due_session(now, i, None, Some(live.clone())))
+        .collect();
+    seed_due(&stack, &sessions, now - 10).await;
+
+    let report = stack
+        .sweep_at(time::OffsetDateTime::from_unix_timestamp(now).unwrap())
+        .await;
+    assert_eq!(report["due"], N, "{report}");
+    assert_eq!(report["no_warning_possible"], N, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    // Eight shards of the due index, a page or two each: queried, never scanned.
+    assert!(report["queries"].as_u64().unwrap() <= 24, "{report}");
+    let again = stack
+        .sweep_at(time::OffsetDateTime::from_unix_timestamp(now + 1).unwrap())
+        .await;
+    assert_eq!(
+        (again["due"].as_u64(), again["no_warning_possible"].as_u64()),
+        (Some(0), Some(0)),
+        "re-filed for their deadline: {again}"
+    );
+}
+
+#[tokio::test]
+async fn sessions_past_their_end_without_calls_are_closed_in_one_sweep() {
+    let stack = stack_with(Options {
+        sweep_every: None,
+        ..Options::default()
+    })
+    .await;
+    let store = &stack.app.store;
+    let now = stack.app.now();
+    store
+        .add_number(&ProxyNumber {
+            phone_number: PhoneNumber::parse(P1).unwrap(),
+            is_reserved: false,
+            in_use: 0,
+            date_created: now,
+            date_updated: now,
+        })
+        .await
+        .unwrap();
+    const N: usize = 60;
+    for i in 0..N {
+        store
+            .create_session(&due_session(now, i, Some(now + 60), None), now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .get_number(&PhoneNumber::parse(P1).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .in_use,
+        N as u64
+    );
+    let report = stack
+        .sweep_at(time::OffsetDateTime::from_unix_timestamp(now + 61).unwrap())
+        .await;
+    assert_eq!(
+        (report["due"].as_u64(), report["closed"].as_u64()),
+        (Some(N as u64), Some(N as u64)),
+        "{report}"
+    );
+    assert_eq!(
+        store
+            .get_number(&PhoneNumber::parse(P1).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .in_use,
+        0,
+        "every route released"
+    );
+    let again = stack
+        .sweep_at(time::OffsetDateTime::from_unix_timestamp(now + 62).unwrap())
+        .await;
+    assert_eq!(again["due"], 0, "closed sessions leave the index: {again}");
+}
+
+#[tokio::test]
+async fn the_sweep_bounds_its_concurrency_towards_twilio() {
+    let stack = stack_with(Options {
+        sweep_every: None,
+        ..Options::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    // Twenty timed calls whose warnings fall due in the same sweep.
+    for i in 0..20 {
+        let (a, b) = (format!("090-7000-{i:04}"), format!("080-7000-{i:04}"));
+        let (status, s) = stack
+            .api("POST", "/v1/sessions", Some(json!({"call_time_limit": 600, "participants": [{"identifier": a}, {"identifier": b}]})))
+            .await;
+        assert_eq!(status, 201, "{s}");
+        stack
+            .api(
+                "POST",
+                &format!("/v1/sessions/{}/calls", sid(&s)),
+                Some(json!({"mode": "conference"})),
+            )
+            .await;
+    }
+    stack.sim().advance(Duration::from_secs(425)).await;
+    stack.sim().set_rest_latency(Duration::from_millis(30));
+    let before = stack.sim().max_rest_in_flight();
+    let report = stack.sweep_at(stack.clock.now()).await;
+    assert_eq!(report["warned"], 20, "{report}");
+    let peak = stack.sim().max_rest_in_flight();
+    assert!(
+        peak.max(before) <= tsunagu::expiry::CONCURRENCY,
+        "at most {} requests at once, saw {peak}",
+        tsunagu::expiry::CONCURRENCY
+    );
+    assert!(peak >= 2, "the sweep does work in parallel: {peak}");
+}
