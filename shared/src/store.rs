@@ -1266,7 +1266,25 @@ impl Store {
                 .build(),
         ];
         if let Some(expiry) = new_expiry {
-            for p in &session.participants {
+            items.extend(self.route_expiry_updates(session, expiry)?);
+        }
+        match self.transact(items).await {
+            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            other => other,
+        }
+    }
+
+    /// The routes carry a copy of `date_expiry` (so routing is one read): these writes move
+    /// it with the session's, each only while the route still belongs to this session.
+    fn route_expiry_updates(
+        &self,
+        session: &Session,
+        expiry: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        session
+            .participants
+            .iter()
+            .map(|p| {
                 let route = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(route_key(&p.proxy_identifier, &p.identifier)))
@@ -1276,13 +1294,9 @@ impl Store {
                     .expression_attribute_values(":sid", s(session.sid.clone()))
                     .build()
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                items.push(TransactWriteItem::builder().update(route).build());
-            }
-        }
-        match self.transact(items).await {
-            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
-            other => other,
-        }
+                Ok(TransactWriteItem::builder().update(route).build())
+            })
+            .collect()
     }
 
     /// Moves `date_expiry` and the live call's deadline by `seconds` (whichever exist), on
@@ -1338,18 +1352,7 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut items = vec![TransactWriteItem::builder().update(update).build()];
         if let Some(expiry) = new_expiry {
-            for p in &session.participants {
-                let route = Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(route_key(&p.proxy_identifier, &p.identifier)))
-                    .update_expression("SET date_expiry = :expiry")
-                    .condition_expression("session_sid = :sid")
-                    .expression_attribute_values(":expiry", n(expiry))
-                    .expression_attribute_values(":sid", s(session.sid.clone()))
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                items.push(TransactWriteItem::builder().update(route).build());
-            }
+            items.extend(self.route_expiry_updates(session, expiry)?);
         }
         match self.transact(items).await {
             Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),

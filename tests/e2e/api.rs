@@ -497,3 +497,101 @@ async fn an_idempotency_key_replays_the_first_answer() {
     let other: serde_json::Value = other.json().await.unwrap();
     assert_eq!(other["code"], 20409);
 }
+
+#[tokio::test]
+async fn extend_moves_the_end_and_refuses_what_it_cannot_move() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    stack.add_proxy_number(P2).await;
+    let expiry = (stack.clock.now() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (_, timed) = stack
+        .api("POST", "/v1/sessions", Some(json!({"date_expiry": expiry, "participants": [{"identifier": A}, {"identifier": B}]})))
+        .await;
+    let sid = timed["sid"].as_str().unwrap();
+    let (status, extended) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{sid}/extend"),
+            Some(json!({"seconds": 900})),
+        )
+        .await;
+    assert_eq!(status, 200, "{extended}");
+    let before = tsunagu::clock::parse_iso(timed["date_expiry"].as_str().unwrap()).unwrap();
+    let after = tsunagu::clock::parse_iso(extended["date_expiry"].as_str().unwrap()).unwrap();
+    assert_eq!(after - before, 900);
+    let route = stack
+        .app
+        .store
+        .get_route(
+            &tsunagu::phone::PhoneNumber::parse(
+                timed["participants"][0]["proxy_identifier"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap(),
+            &tsunagu::phone::PhoneNumber::parse(A).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        route.date_expiry,
+        Some(after),
+        "the route's copy moves with it"
+    );
+
+    let (_, open_ended) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(session_body(A, "080-3333-4444")),
+        )
+        .await;
+    let other = open_ended["sid"].as_str().unwrap();
+    for (path, body, status, code) in [
+        (
+            format!("/v1/sessions/{sid}/extend"),
+            json!({"seconds": 0}),
+            400,
+            20001,
+        ),
+        (
+            format!("/v1/sessions/{sid}/extend"),
+            json!({"minutes": 5}),
+            400,
+            20001,
+        ),
+        (
+            format!("/v1/sessions/{other}/extend"),
+            json!({"seconds": 60}),
+            400,
+            80608,
+        ),
+        (
+            "/v1/sessions/KC00000000000000000000000000000000/extend".to_owned(),
+            json!({"seconds": 60}),
+            404,
+            20404,
+        ),
+    ] {
+        let (got, p) = stack.api("POST", &path, Some(body.clone())).await;
+        assert_eq!(
+            (got, p["code"].as_u64()),
+            (status, Some(code)),
+            "{path} {body}: {p}"
+        );
+    }
+    stack
+        .api("DELETE", &format!("/v1/sessions/{sid}"), None)
+        .await;
+    let (got, p) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{sid}/extend"),
+            Some(json!({"seconds": 60})),
+        )
+        .await;
+    assert_eq!((got, p["code"].as_u64()), (409, Some(80607)));
+}

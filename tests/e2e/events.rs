@@ -30,6 +30,7 @@ fn function_of(file: &str) -> String {
     let functions = tsunagu::handlers::HTTP_FUNCTIONS;
     functions
         .iter()
+        .chain(tsunagu::handlers::EVENT_FUNCTIONS)
         .filter(|f| file == **f || file.starts_with(&format!("{f}-")))
         .max_by_key(|f| f.len())
         .unwrap_or_else(|| panic!("events/{file}.json belongs to no function"))
@@ -75,7 +76,8 @@ async fn seed_session(stack: &Stack) {
         date_updated: now,
         date_last_interaction: None,
         call_time_limit: None,
-        warning_lead: 180,
+        // No spoken warning: the masked call below is a plain <Dial>, not a conference.
+        warning_lead: 0,
         extension: Extension {
             seconds: 300,
             max_count: 1,
