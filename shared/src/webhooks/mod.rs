@@ -1,0 +1,176 @@
+//! Twilio's webhooks (`/twilio/voice/...`, public). Every request is checked against
+//! `X-Twilio-Signature` first (403 and nothing else on failure); after that, whatever goes
+//! wrong, Twilio gets valid TwiML — a short Japanese apology — never a 5xx.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+
+use crate::app::App;
+use crate::http as web;
+use crate::ids;
+use crate::model::{CallStatus, Interaction, Session};
+use crate::phone::PhoneNumber;
+use crate::pricing::{self, Direction};
+use crate::sessions::MAX_CALL_SECONDS;
+use crate::signature;
+use crate::store::{Recorded, Route};
+use crate::twiml::{Conference, Dial, Gather, Method, Number, Response as TwiML, Say};
+
+mod extension;
+mod inbound;
+mod status;
+mod vcall;
+
+pub use extension::{extension, safety_limit};
+pub use inbound::{inbound_call, time_limit};
+pub use status::call_status;
+pub use vcall::{bridge_twiml, conference_status, conference_twiml, join_room, room_dial};
+
+/// Form parameters of a request whose signature checked out.
+#[derive(Debug)]
+pub struct TwilioForm(Vec<(String, String)>);
+
+impl TwilioForm {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+/// Why a webhook request was not processed.
+#[derive(Debug)]
+pub enum Rejected {
+    /// Missing or wrong signature: answer 403 and do nothing.
+    Forbidden,
+    /// The auth token could not be read, so nothing can be trusted: apologise to the caller.
+    Unverifiable(String),
+}
+
+/// Checks the request's signature over `PUBLIC_BASE_URL` + raw path + raw query and its form
+/// parameters. On a mismatch the secret is fetched once more, in case the token was rotated.
+pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
+    let Some(header) = web::header(req, "x-twilio-signature") else {
+        tracing::warn!(path = %web::raw_path(req), "webhook without X-Twilio-Signature");
+        return Err(Rejected::Forbidden);
+    };
+    let params = signature::parse_form(web::body_bytes(req));
+    let url = app
+        .config
+        .public_url(&web::raw_path(req), web::raw_query(req));
+    let creds = app
+        .secrets
+        .get()
+        .await
+        .map_err(|e| Rejected::Unverifiable(e.to_string()))?;
+    if signature::is_valid(&creds.auth_token, &url, &params, header) {
+        return Ok(TwilioForm(params));
+    }
+    match app.secrets.refresh_after_failure().await {
+        Ok(Some(fresh)) if signature::is_valid(&fresh.auth_token, &url, &params, header) => {
+            tracing::info!("auth token rotated; new token accepted");
+            Ok(TwilioForm(params))
+        }
+        Ok(_) => {
+            tracing::warn!(path = %web::raw_path(req), "webhook with a wrong X-Twilio-Signature");
+            Err(Rejected::Forbidden)
+        }
+        Err(e) => Err(Rejected::Unverifiable(e.to_string())),
+    }
+}
+
+pub(super) fn forbidden() -> Response<Body> {
+    web::with_type(
+        StatusCode::FORBIDDEN,
+        "text/plain; charset=utf-8",
+        "forbidden".into(),
+    )
+}
+
+pub(super) fn say(app: &App, text: &str) -> Say {
+    Say::new(text)
+        .language(app.config.prompts.language.clone())
+        .voice(app.config.prompts.voice.clone())
+}
+
+/// A spoken message and the end of the call.
+pub(super) fn say_and_hang_up(app: &App, text: &str) -> Response<Body> {
+    web::twiml(TwiML::new().say(say(app, text)).hangup().to_xml())
+}
+
+pub(super) fn apology(app: &App) -> Response<Body> {
+    say_and_hang_up(app, &app.config.prompts.apology)
+}
+
+/// Runs a webhook: signature first, then the handler; every failure after the signature
+/// check becomes the apology TwiML, logged.
+pub(super) async fn webhook<F, Fut>(app: Arc<App>, req: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(Arc<App>, TwilioForm, Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Body>, WebhookError>>,
+{
+    let form = match verify(&app, &req).await {
+        Ok(form) => form,
+        Err(Rejected::Forbidden) => return forbidden(),
+        Err(Rejected::Unverifiable(why)) => {
+            tracing::error!(error = %why, "cannot verify webhook: credentials unavailable");
+            return apology(&app);
+        }
+    };
+    match handler(app.clone(), form, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook failed; answering with an apology");
+            apology(&app)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("Twilio sent no {0}")]
+    MissingParameter(&'static str),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+pub(super) fn required<'a>(
+    form: &'a TwilioForm,
+    name: &'static str,
+) -> Result<&'a str, WebhookError> {
+    form.get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or(WebhookError::MissingParameter(name))
+}
+
+/// The session named by a webhook URL (`?session=`), if it still routes calls.
+pub(super) async fn open_session(
+    app: &App,
+    req: &Request,
+) -> Result<Option<Session>, WebhookError> {
+    let Some(sid) = web::query_param(req, "session").filter(|s| ids::is_sid(ids::SESSION, s))
+    else {
+        return Ok(None);
+    };
+    let now = app.now();
+    Ok(app
+        .store
+        .get_session(&sid)
+        .await?
+        .filter(|s| s.status.is_open() && s.date_expiry.is_none_or(|t| t > now)))
+}
+
+pub(super) fn status_callback_url(app: &App, session_sid: &str, participant_sid: &str) -> String {
+    format!(
+        "{}/twilio/voice/status?session={session_sid}&participant={participant_sid}",
+        app.config.public_base_url
+    )
+}

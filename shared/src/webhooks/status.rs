@@ -1,0 +1,169 @@
+//! `call-status`: Twilio's status callbacks for every call leg.
+
+use super::*;
+
+/// `POST /twilio/voice/status`: one status callback of one call leg. Updates the leg's
+/// interaction (status, duration, cost) and the session's activity in one request when the
+/// URL names the session; the caller's own leg is found through its call reference.
+pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, form, req| async move {
+        let empty = || web::twiml(TwiML::new().to_xml());
+        let call_sid = required(&form, "CallSid")?;
+        let Some(status) = form.get("CallStatus").and_then(CallStatus::parse) else {
+            tracing::warn!(call = call_sid, status = ?form.get("CallStatus"), "unknown call status ignored");
+            return Ok(empty());
+        };
+        let session_sid = match web::query_param(&req, "session").filter(|s| ids::is_sid(ids::SESSION, s)) {
+            Some(sid) => sid,
+            None => match app.store.session_of_call(call_sid).await? {
+                Some(sid) => sid,
+                None => {
+                    tracing::info!(call = call_sid, "status callback for a call outside any session");
+                    return Ok(empty());
+                }
+            },
+        };
+        let leg = leg_from_callback(&app, &form, &session_sid, web::query_param(&req, "participant"), status, app.now());
+        let outcome = app.store.record_leg(&leg, app.now(), app.config.retention_seconds()).await;
+        match outcome {
+            Ok(Recorded::Stale) => tracing::debug!(call = call_sid, status = status.as_str(), "late or repeated callback"),
+            Ok(r) => tracing::info!(
+                session = %session_sid, call = call_sid, status = status.as_str(),
+                duration = leg.duration, cost_jpy = %leg.cost(), session_closed = (r == Recorded::SessionClosed),
+                "call leg recorded"
+            ),
+            // The session does not exist: nothing to attach the leg to.
+            Err(crate::store::StoreError::ConditionFailed) => {
+                tracing::warn!(session = %session_sid, call = call_sid, "status callback names an unknown session");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if leg.twilio_direction == "outbound-api" && status.is_final() && status != CallStatus::Completed {
+            release_other_v_call_legs(&app, &session_sid, call_sid).await;
+        }
+        if status.is_final() && leg.twilio_direction != "outbound-dial" {
+            end_room_left_by(&app, &session_sid, call_sid).await?;
+        }
+        Ok(empty())
+    })
+    .await
+}
+
+/// A conference leg that ends — even outside the room, as during the warning prompt — ends
+/// the room, so the other party is never left alone on hold.
+async fn end_room_left_by(
+    app: &App,
+    session_sid: &str,
+    call_sid: &str,
+) -> Result<(), WebhookError> {
+    let Some(conference) = app
+        .store
+        .get_session(session_sid)
+        .await?
+        .and_then(|s| s.current_conference)
+    else {
+        return Ok(());
+    };
+    let in_room = app
+        .store
+        .get_conference(session_sid, &conference)
+        .await?
+        .is_some_and(|c| c.legs.values().any(|leg| leg == call_sid));
+    if in_room && let Err(e) = app.twilio.end_conference(&app.secrets, &conference).await {
+        tracing::error!(conference = %conference, error = %e, "could not end the conference its party left");
+    }
+    Ok(())
+}
+
+/// A V字発信 party who could not be reached (busy, no answer, failed) must not leave the other
+/// waiting in an empty room: the other legs the platform placed hear why, and end.
+async fn release_other_v_call_legs(app: &App, session_sid: &str, unreachable_call: &str) {
+    let legs = match app.store.list_interactions(session_sid).await {
+        Ok(legs) => legs,
+        Err(e) => {
+            tracing::error!(session = session_sid, error = %e, "could not list the V-call's other legs");
+            return;
+        }
+    };
+    let message = TwiML::new()
+        .say(say(app, &app.config.prompts.other_unreachable))
+        .hangup()
+        .to_xml();
+    for other in legs.iter().filter(|l| {
+        l.twilio_direction == "outbound-api"
+            && !l.status.is_final()
+            && l.call_sid != unreachable_call
+    }) {
+        if let Err(e) = app
+            .twilio
+            .play_and_end(&app.secrets, &other.call_sid, &message)
+            .await
+        {
+            tracing::error!(call = %other.call_sid, error = %e, "could not release the other V-call leg");
+        }
+    }
+}
+
+fn leg_from_callback(
+    app: &App,
+    form: &TwilioForm,
+    session_sid: &str,
+    participant: Option<String>,
+    status: CallStatus,
+    now: i64,
+) -> Interaction {
+    let twilio_direction = form.get("Direction").unwrap_or("outbound-dial").to_owned();
+    let direction = if twilio_direction == "inbound" {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    };
+    let parse = |name| form.get(name).and_then(|v| PhoneNumber::parse(v).ok());
+    let (from, to) = (parse("From"), parse("To"));
+    let mask = |n: &Option<PhoneNumber>, name: &str| match n {
+        Some(n) => n.masked().to_string(),
+        None => {
+            form.get(name)
+                .unwrap_or("")
+                .chars()
+                .take(4)
+                .collect::<String>()
+                + "…"
+        }
+    };
+    let callee_class = to
+        .as_ref()
+        .map(PhoneNumber::class)
+        .unwrap_or(crate::phone::NumberClass::Other);
+    let duration = if status.is_final() {
+        form.get("CallDuration")
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let cost = pricing::leg_cost(&app.config.rates, direction, callee_class, duration);
+    Interaction {
+        sid: ids::new_sid(ids::INTERACTION),
+        session_sid: session_sid.to_owned(),
+        call_sid: form.get("CallSid").unwrap_or_default().to_owned(),
+        parent_call_sid: form
+            .get("ParentCallSid")
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned),
+        direction,
+        twilio_direction,
+        from_masked: mask(&from, "From"),
+        to_masked: mask(&to, "To"),
+        from_participant_sid: None,
+        to_participant_sid: participant.filter(|p| ids::is_sid(ids::PARTICIPANT, p)),
+        callee_class,
+        status,
+        duration,
+        billed_minutes: pricing::billed_minutes(duration),
+        cost_milli_yen: cost.milli(),
+        date_created: now,
+        date_updated: now,
+        date_ended: status.is_final().then_some(now),
+    }
+}

@@ -1,0 +1,204 @@
+//! V字発信's webhooks: `bridge-twiml`, `conference-twiml` and `conference-status`.
+
+use super::*;
+
+fn limit_param(req: &Request, session: &Session, now: i64) -> u64 {
+    let requested = web::query_param(req, "limit").and_then(|l| l.parse().ok());
+    crate::vcall::call_limit(session, requested, now)
+}
+
+/// `POST /twilio/voice/bridge`: the first party of a bridge V-call answered; dial the other
+/// with the number they know (their proxy) as caller ID. After the dial (`stage=after-dial`),
+/// tell the first party if the other could not be reached.
+pub async fn bridge_twiml(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, form, req| async move {
+        if web::query_param(&req, "stage").as_deref() == Some("after-dial") {
+            let unreachable = matches!(form.get("DialCallStatus"), Some("busy" | "no-answer" | "failed" | "canceled"));
+            return Ok(if unreachable {
+                say_and_hang_up(&app, &app.config.prompts.other_unreachable)
+            } else {
+                web::twiml(TwiML::new().hangup().to_xml())
+            });
+        }
+        let Some(session) = open_session(&app, &req).await? else {
+            return Ok(say_and_hang_up(&app, &app.config.prompts.session_closed));
+        };
+        let participant = web::query_param(&req, "participant").unwrap_or_default();
+        let Some(other) = session.other(&participant).filter(|_| session.participant(&participant).is_some()) else {
+            return Err(WebhookError::MissingParameter("participant"));
+        };
+        let now = app.now();
+        let base = &app.config.public_base_url;
+        let number = Number::new(other.identifier.as_str())
+            .status_callback(status_callback_url(&app, &session.sid, &other.sid))
+            .status_callback_event(&["initiated", "ringing", "answered", "completed"]);
+        let twiml = TwiML::new().dial(
+            Dial::new()
+                .number(number)
+                .caller_id(other.proxy_identifier.as_str())
+                .time_limit(limit_param(&req, &session, now) as u32)
+                .timeout(app.config.dial_timeout_seconds)
+                .answer_on_bridge(true)
+                .action(format!("{base}/twilio/voice/bridge?session={}&participant={participant}&stage=after-dial", session.sid)),
+        );
+        start_the_clock(&app, &session.sid, now).await?;
+        tracing::info!(session = %session.sid, to = %other.identifier.masked(), "bridging V-call");
+        Ok(web::twiml(twiml.to_xml()))
+    })
+    .await
+}
+
+/// `POST /twilio/voice/conference`: a participant of a conference V-call answered; join the
+/// session's room. `?wait=1` serves the music-less wait message played until the other joins.
+pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, _form, req| async move {
+        if web::query_param(&req, "wait").is_some() {
+            return Ok(web::twiml(
+                TwiML::new()
+                    .say(say(&app, &app.config.prompts.conference_wait))
+                    .pause(10)
+                    .to_xml(),
+            ));
+        }
+        let Some(session) = open_session(&app, &req).await? else {
+            return Ok(say_and_hang_up(&app, &app.config.prompts.session_closed));
+        };
+        let participant = web::query_param(&req, "participant").unwrap_or_default();
+        if session.participant(&participant).is_none() {
+            return Err(WebhookError::MissingParameter("participant"));
+        }
+        let limit = limit_param(&req, &session, app.now());
+        Ok(web::twiml(
+            join_room(
+                &app,
+                &session.sid,
+                &participant,
+                safety_limit(&session, limit),
+            )
+            .to_xml(),
+        ))
+    })
+    .await
+}
+
+/// `<Dial><Conference>` into the session's room. No leg ends the room when it leaves
+/// (`endConferenceOnExit="false"`): the warning flow takes legs out and back in.
+pub fn join_room(app: &App, session_sid: &str, participant_sid: &str, limit: u64) -> TwiML {
+    TwiML::new().dial(room_dial(app, session_sid, participant_sid, limit))
+}
+
+pub fn room_dial(app: &App, session_sid: &str, participant_sid: &str, limit: u64) -> Dial {
+    let base = &app.config.public_base_url;
+    let conference = Conference::new(crate::vcall::room_name(session_sid))
+        .beep(false)
+        .start_conference_on_enter(true)
+        .end_conference_on_exit(false)
+        .wait_url(format!(
+            "{base}/twilio/voice/conference?session={session_sid}&wait=1"
+        ))
+        .wait_method(Method::Post)
+        .status_callback(format!(
+            "{base}/twilio/voice/conference-status?session={session_sid}"
+        ))
+        .status_callback_event(&["start", "end", "join", "leave", "hold", "announcement"])
+        .participant_label(participant_sid);
+    Dial::new().conference(conference).time_limit(limit as u32)
+}
+
+/// `POST /twilio/voice/conference-status`: keeps the ConferenceSid and each leg's CallSid on
+/// the session (tolerating repeats and any order), and ends the room when a party hangs up so
+/// the other is not left alone in silence.
+pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, form, req| async move {
+        let empty = || web::twiml(TwiML::new().to_xml());
+        let Some(session_sid) = web::query_param(&req, "session").filter(|s| ids::is_sid(ids::SESSION, s)) else {
+            return Ok(empty());
+        };
+        let conference_sid = required(&form, "ConferenceSid")?;
+        let room = form.get("FriendlyName").unwrap_or_default();
+        let event = form.get("StatusCallbackEvent").unwrap_or_default();
+        let label = form.get("ParticipantLabel").filter(|l| ids::is_sid(ids::PARTICIPANT, l));
+        let call_sid = form.get("CallSid").filter(|c| !c.is_empty());
+        let now = app.now();
+        let retention = app.config.retention_seconds();
+        match event {
+            "conference-start" => {
+                app.store.record_conference(&session_sid, conference_sid, room, None, now, retention).await?;
+                start_the_clock(&app, &session_sid, now).await?;
+            }
+            "participant-join" => {
+                let leg = label.zip(call_sid);
+                app.store.record_conference(&session_sid, conference_sid, room, leg, now, retention).await?;
+            }
+            "participant-leave" => {
+                if let Some(call_sid) = call_sid {
+                    end_if_hung_up(&app, &session_sid, conference_sid, call_sid).await;
+                }
+            }
+            "conference-end" => {
+                let reason = form.get("ReasonConferenceEnded").unwrap_or("ended");
+                app.store.end_conference(&session_sid, conference_sid, reason, now).await?;
+                if let Some(session) = app.store.get_session(&session_sid).await? {
+                    let after = Session { live_call: None, ..session };
+                    app.store.clear_live_call(&session_sid, crate::expiry::next_due(&after, false, now)).await?;
+                }
+            }
+            _ => {}
+        }
+        tracing::info!(session = %session_sid, conference = conference_sid, event, "conference event");
+        Ok(empty())
+    })
+    .await
+}
+
+/// Both parties are connected: the live call's deadline is now + its limit (never past the
+/// session's `date_expiry`), and the sweep is filed for the warning before it.
+async fn start_the_clock(app: &App, session_sid: &str, now: i64) -> Result<(), WebhookError> {
+    let Some(session) = app.store.get_session(session_sid).await? else {
+        return Ok(());
+    };
+    let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
+        return Ok(());
+    };
+    let deadline = session
+        .date_expiry
+        .map_or(now + live.limit as i64, |e| e.min(now + live.limit as i64));
+    let due = (deadline - session.warning_lead as i64).max(now + 1);
+    if app
+        .store
+        .connect_live_call(session_sid, deadline, due)
+        .await?
+    {
+        tracing::info!(
+            session = session_sid,
+            deadline,
+            "call connected; its clock is running"
+        );
+    }
+    Ok(())
+}
+
+/// A leg leaves the room when its phone hangs up — and also when the warning flow gives it
+/// new TwiML. Only the first leaves the other alone, so ask Twilio which it was.
+async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, call_sid: &str) {
+    match app.twilio.call_status(&app.secrets, call_sid).await {
+        Ok(status) if CallStatus::parse(&status).is_some_and(CallStatus::is_final) => {
+            tracing::info!(
+                session = session_sid,
+                call = call_sid,
+                "a party hung up; ending the conference for the other"
+            );
+            if let Err(e) = app
+                .twilio
+                .end_conference(&app.secrets, conference_sid)
+                .await
+            {
+                tracing::error!(conference = conference_sid, error = %e, "could not end the conference");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(call = call_sid, error = %e, "could not read the call that left the conference")
+        }
+    }
+}
