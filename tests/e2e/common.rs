@@ -56,3 +56,40 @@ pub async fn item_count(stack: &Stack) -> usize {
 pub fn session_body(a: &str, b: &str) -> serde_json::Value {
     serde_json::json!({"participants": [{"identifier": a}, {"identifier": b}]})
 }
+
+/// An open session of `a` and `b` on `proxy`, created `now`, with the API's defaults; tests
+/// change the fields they are about. For writing straight to the store.
+pub fn session_fixture(now: i64, a: &str, b: &str, proxy: &str) -> tsunagu::model::Session {
+    use tsunagu::model::{Extension, Participant, Session, SessionStatus};
+    use tsunagu::phone::PhoneNumber;
+    let participant = |identifier: &str| Participant {
+        sid: tsunagu::ids::new_sid(tsunagu::ids::PARTICIPANT),
+        identifier: PhoneNumber::parse(identifier).unwrap(),
+        proxy_identifier: PhoneNumber::parse(proxy).unwrap(),
+        friendly_name: None,
+    };
+    Session {
+        sid: tsunagu::ids::new_sid(tsunagu::ids::SESSION),
+        unique_name: None,
+        status: SessionStatus::Open,
+        closed_reason: None,
+        mode: "voice-only".into(),
+        ttl: 0,
+        date_expiry: None,
+        date_created: now,
+        date_updated: now,
+        date_last_interaction: None,
+        call_time_limit: None,
+        warning_lead: 180,
+        extension: Extension {
+            seconds: 300,
+            max_count: 1,
+        },
+        extension_count: 0,
+        participants: vec![participant(a), participant(b)],
+        total_cost_milli_yen: 0,
+        current_conference: None,
+        decider: None,
+        live_call: None,
+    }
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
-use tsunagu::model::{Extension, Participant, ProxyNumber, Session, SessionStatus};
+use tsunagu::model::ProxyNumber;
 use tsunagu::phone::PhoneNumber;
 use tsunagu_tests::gateway::{self, Gateway};
 use tsunagu_tests::stack::{Options, Stack};
@@ -62,46 +62,15 @@ impl Invoker {
 }
 
 async fn seed_session(stack: &Stack) {
-    let n = |s: &str| PhoneNumber::parse(s).unwrap();
     let now = stack.app.now();
-    let session = Session {
-        sid: EVENT_SESSION.into(),
-        unique_name: None,
-        status: SessionStatus::Open,
-        closed_reason: None,
-        mode: "voice-only".into(),
-        ttl: 3600,
-        date_expiry: Some(now + 86_400),
-        date_created: now,
-        date_updated: now,
-        date_last_interaction: None,
-        call_time_limit: None,
-        // No spoken warning: the masked call below is a plain <Dial>, not a conference.
-        warning_lead: 0,
-        extension: Extension {
-            seconds: 300,
-            max_count: 1,
-        },
-        extension_count: 0,
-        total_cost_milli_yen: 0,
-        current_conference: None,
-        decider: None,
-        live_call: None,
-        participants: vec![
-            Participant {
-                sid: "KP0123456789abcdef0123456789abcdef".into(),
-                identifier: n(A),
-                proxy_identifier: n(P1),
-                friendly_name: None,
-            },
-            Participant {
-                sid: "KPfedcba9876543210fedcba9876543210".into(),
-                identifier: n(B),
-                proxy_identifier: n(P1),
-                friendly_name: None,
-            },
-        ],
-    };
+    let mut session = session_fixture(now, A, B, P1);
+    session.sid = EVENT_SESSION.into();
+    session.ttl = 3600;
+    session.date_expiry = Some(now + 86_400);
+    // No spoken warning: the masked call below is a plain <Dial>, not a conference.
+    session.warning_lead = 0;
+    session.participants[0].sid = "KP0123456789abcdef0123456789abcdef".into();
+    session.participants[1].sid = "KPfedcba9876543210fedcba9876543210".into();
     stack.app.store.create_session(&session, now).await.unwrap();
 }
 

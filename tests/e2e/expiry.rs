@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use common::*;
 use serde_json::{Value, json};
-use tsunagu::model::{Extension, LiveCall, Participant, ProxyNumber, Session, SessionStatus};
+use tsunagu::model::{LiveCall, ProxyNumber, Session, SessionStatus};
 use tsunagu::phone::PhoneNumber;
 use tsunagu_tests::simulator::{CallerScript, PhoneScript};
 use tsunagu_tests::stack::{Options, Stack};
@@ -434,44 +434,13 @@ async fn inactivity_closes_a_session_only_once_its_call_has_ended() {
 }
 
 fn due_session(now: i64, i: usize, expiry: Option<i64>, live: Option<LiveCall>) -> Session {
-    let n = |prefix: &str| PhoneNumber::parse(&format!("{prefix}{i:08}")).unwrap();
-    Session {
-        sid: tsunagu::ids::new_sid("KC"),
-        unique_name: None,
-        status: SessionStatus::InProgress,
-        closed_reason: None,
-        mode: "voice-only".into(),
-        ttl: 0,
-        date_expiry: expiry,
-        date_created: now,
-        date_updated: now,
-        date_last_interaction: Some(now),
-        call_time_limit: Some(600),
-        warning_lead: 180,
-        extension: Extension {
-            seconds: 300,
-            max_count: 1,
-        },
-        extension_count: 0,
-        participants: vec![
-            Participant {
-                sid: tsunagu::ids::new_sid("KP"),
-                identifier: n("+8190"),
-                proxy_identifier: PhoneNumber::parse(P1).unwrap(),
-                friendly_name: None,
-            },
-            Participant {
-                sid: tsunagu::ids::new_sid("KP"),
-                identifier: n("+8180"),
-                proxy_identifier: PhoneNumber::parse(P1).unwrap(),
-                friendly_name: None,
-            },
-        ],
-        total_cost_milli_yen: 0,
-        current_conference: None,
-        decider: None,
-        live_call: live,
-    }
+    let mut session = session_fixture(now, &format!("+8190{i:08}"), &format!("+8180{i:08}"), P1);
+    session.status = SessionStatus::InProgress;
+    session.date_expiry = expiry;
+    session.date_last_interaction = Some(now);
+    session.call_time_limit = Some(600);
+    session.live_call = live;
+    session
 }
 
 /// Writes session items straight into the table, filed as due at `due`: test set-up at a

@@ -7,9 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tsunagu::model::{
-    CallStatus, Extension, Interaction, Participant, ProxyNumber, Session, SessionStatus,
-};
+use tsunagu::model::{CallStatus, Interaction, ProxyNumber, Session, SessionStatus};
 use tsunagu::phone::{NumberClass, PhoneNumber};
 use tsunagu::pricing::Direction;
 use tsunagu::store::{Claim, Recorded, StoreError};
@@ -34,43 +32,8 @@ async fn open_session(stack: &Stack, ttl: u64) -> Session {
             .await
             .unwrap();
     }
-    let session = Session {
-        sid: tsunagu::ids::new_sid("KC"),
-        unique_name: None,
-        status: SessionStatus::Open,
-        closed_reason: None,
-        mode: "voice-only".into(),
-        ttl,
-        date_expiry: None,
-        date_created: now,
-        date_updated: now,
-        date_last_interaction: None,
-        call_time_limit: None,
-        warning_lead: 180,
-        extension: Extension {
-            seconds: 300,
-            max_count: 1,
-        },
-        extension_count: 0,
-        total_cost_milli_yen: 0,
-        current_conference: None,
-        decider: None,
-        live_call: None,
-        participants: vec![
-            Participant {
-                sid: tsunagu::ids::new_sid("KP"),
-                identifier: n(A),
-                proxy_identifier: n(P1),
-                friendly_name: None,
-            },
-            Participant {
-                sid: tsunagu::ids::new_sid("KP"),
-                identifier: n(B),
-                proxy_identifier: n(P1),
-                friendly_name: None,
-            },
-        ],
-    };
+    let mut session = session_fixture(now, A, B, P1);
+    session.ttl = ttl;
     store.create_session(&session, now).await.unwrap();
     session
 }
