@@ -536,11 +536,7 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(r)
     }
 
     pub async fn get_number(
@@ -862,11 +858,7 @@ impl Store {
             .expression_attribute_values(":until", n(until))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(r)
     }
 
     pub async fn unlock_calls(&self, sid: &str) -> Result<(), StoreError> {
@@ -879,11 +871,7 @@ impl Store {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(r).map(|_| ())
     }
 
     /// Records a conference's start or a participant joining: the ConferenceSid on the
@@ -978,11 +966,7 @@ impl Store {
             .expression_attribute_values(":cf", s(conference_sid))
             .send()
             .await;
-        match cleared {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(cleared).map(|_| ())
     }
 
     pub async fn get_conference(
@@ -1040,11 +1024,7 @@ impl Store {
                 .expression_attribute_values(":due", n(t)),
             None => update.update_expression("REMOVE due_shard, due_at"),
         };
-        match update.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(update.send().await).map(|_| ())
     }
 
     /// One page of sessions due at or before `now` in one shard of the due index.
@@ -1148,11 +1128,7 @@ impl Store {
             .expression_attribute_values(":due", n(due))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(r)
     }
 
     /// The live call is over: forget it, and file the session for its own deadline.
@@ -1171,11 +1147,7 @@ impl Store {
                 .expression_attribute_values(":due", n(t)),
             None => update.update_expression("REMOVE #live, due_shard, due_at"),
         };
-        match update.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(update.send().await).map(|_| ())
     }
 
     /// Claims the warning for `deadline` (I4): only one sweep, however many overlap, gets
@@ -1207,11 +1179,7 @@ impl Store {
             .expression_attribute_values(":outcome", s(outcome))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(r)
     }
 
     /// Moves the live call's deadline from `from` to `to` and counts the extension, only
@@ -1464,11 +1432,7 @@ impl Store {
             .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        written(r).map(|_| ())
     }
 }
 
@@ -1511,6 +1475,20 @@ impl TapInsert for Item {
     fn tap_insert(mut self, name: &str, value: AttributeValue) -> Self {
         self.insert(name.to_owned(), value);
         self
+    }
+}
+
+/// A conditional write's outcome: `Ok(true)` when it was written, `Ok(false)` when its
+/// condition did not hold, an error for anything else.
+fn written<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(StoreError::backend(e)),
     }
 }
 
