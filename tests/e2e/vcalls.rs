@@ -112,6 +112,10 @@ async fn bridge_mode_rings_a_then_dials_b_with_the_proxy_as_caller_id() {
         got["total_cost"], 64.8,
         "the session's total is on the session too"
     );
+    assert!(
+        got["live_call"].is_null(),
+        "the bridge call is over, so the session has no live call: {got}"
+    );
 }
 
 #[tokio::test]

@@ -42,33 +42,44 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             release_other_v_call_legs(&app, &session_sid, call_sid).await;
         }
         if status.is_final() && leg.twilio_direction != "outbound-dial" {
-            end_room_left_by(&app, &session_sid, call_sid).await?;
+            after_leg_ended(&app, &session_sid, &leg).await?;
         }
         Ok(empty())
     })
     .await
 }
 
-/// A conference leg that ends — even outside the room, as during the warning prompt — ends
-/// the room, so the other party is never left alone on hold.
-async fn end_room_left_by(
+/// After a leg's final status: a conference leg that ends — even outside the room, as
+/// during the warning prompt — ends the room, so the other party is never left alone on
+/// hold; and the first leg of a bridge V-call ending means that call is over.
+async fn after_leg_ended(
     app: &App,
     session_sid: &str,
-    call_sid: &str,
+    leg: &Interaction,
 ) -> Result<(), WebhookError> {
-    let Some(conference) = app
-        .store
-        .get_session(session_sid)
-        .await?
-        .and_then(|s| s.current_conference)
-    else {
+    let Some(session) = app.store.get_session(session_sid).await? else {
+        return Ok(());
+    };
+    let bridge = session
+        .live_call
+        .as_ref()
+        .is_some_and(|l| l.mode == "bridge");
+    if bridge && leg.twilio_direction == "outbound-api" {
+        let after = Session {
+            live_call: None,
+            ..session.clone()
+        };
+        let due = crate::expiry::next_due(&after, false, app.now());
+        app.store.clear_live_call(session_sid, due).await?;
+    }
+    let Some(conference) = session.current_conference else {
         return Ok(());
     };
     let in_room = app
         .store
         .get_conference(session_sid, &conference)
         .await?
-        .is_some_and(|c| c.legs.values().any(|leg| leg == call_sid));
+        .is_some_and(|c| c.legs.values().any(|l| *l == leg.call_sid));
     if in_room && let Err(e) = app.twilio.end_conference(&app.secrets, &conference).await {
         tracing::error!(conference = %conference, error = %e, "could not end the conference its party left");
     }
