@@ -464,3 +464,40 @@ async fn the_v_call_webhooks_refuse_bad_signatures() {
         assert_eq!(r.status(), 403, "{path} unsigned");
     }
 }
+
+#[tokio::test]
+async fn a_session_closed_meanwhile_is_not_bridged_or_joined() {
+    let stack = stack().await;
+    let s = session_for_calls(&stack).await;
+    let participant = s["participants"][0]["sid"].as_str().unwrap();
+    stack
+        .api("DELETE", &format!("/v1/sessions/{}", sid(&s)), None)
+        .await;
+    for path in ["/twilio/voice/bridge", "/twilio/voice/conference"] {
+        let url = format!(
+            "{}{path}?session={}&participant={participant}&limit=600",
+            stack.url,
+            sid(&s)
+        );
+        let form = vec![(
+            "CallSid".to_string(),
+            "CA77777777777777777777777777777777".to_string(),
+        )];
+        let signature = tsunagu::signature::compute(tsunagu_tests::stack::AUTH_TOKEN, &url, &form);
+        let r = stack
+            .http
+            .post(&url)
+            .header("x-twilio-signature", signature)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let twiml = r.text().await.unwrap();
+        assert!(
+            twiml.contains("終了しました") && twiml.contains("<Hangup/>"),
+            "{path}: {twiml}"
+        );
+        assert!(!twiml.contains("<Dial"), "{path}: {twiml}");
+    }
+}
