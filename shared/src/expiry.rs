@@ -278,39 +278,18 @@ async fn warn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Extension, Participant, SessionStatus};
-    use crate::phone::PhoneNumber;
+    use crate::model::SessionStatus;
 
     fn session(expiry: Option<i64>, ttl: u64, live: Option<LiveCall>) -> Session {
-        let p = |sid: &str, n: &str| Participant {
-            sid: sid.into(),
-            identifier: PhoneNumber::parse(n).unwrap(),
-            proxy_identifier: PhoneNumber::parse("050-3123-4567").unwrap(),
-            friendly_name: None,
-        };
         Session {
             sid: "KC1".into(),
-            unique_name: None,
             status: SessionStatus::InProgress,
-            closed_reason: None,
-            mode: "voice-only".into(),
             ttl,
             date_expiry: expiry,
-            date_created: 0,
-            date_updated: 0,
             date_last_interaction: Some(100),
             call_time_limit: Some(600),
-            warning_lead: 180,
-            extension: Extension {
-                seconds: 300,
-                max_count: 1,
-            },
-            extension_count: 0,
-            participants: vec![p("KP1", "090-1234-5678"), p("KP2", "080-9876-5432")],
-            total_cost_milli_yen: 0,
-            current_conference: None,
-            decider: None,
             live_call: live,
+            ..crate::model::sample_session()
         }
     }
 

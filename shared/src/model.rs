@@ -257,3 +257,39 @@ impl Interaction {
         Yen::from_milli(self.cost_milli_yen)
     }
 }
+
+/// A session of KP1 (090-1234-5678) and KP2 (080-9876-5432) on 050-3123-4567, for unit
+/// tests of the logic that reads sessions.
+#[cfg(test)]
+pub(crate) fn sample_session() -> Session {
+    let p = |sid: &str, n: &str| Participant {
+        sid: sid.into(),
+        identifier: PhoneNumber::parse(n).unwrap(),
+        proxy_identifier: PhoneNumber::parse("050-3123-4567").unwrap(),
+        friendly_name: None,
+    };
+    Session {
+        sid: "KC0123456789abcdef0123456789abcdef".into(),
+        unique_name: None,
+        status: SessionStatus::Open,
+        closed_reason: None,
+        mode: "voice-only".into(),
+        ttl: 0,
+        date_expiry: None,
+        date_created: 0,
+        date_updated: 0,
+        date_last_interaction: None,
+        call_time_limit: None,
+        warning_lead: 180,
+        extension: Extension {
+            seconds: 300,
+            max_count: 1,
+        },
+        extension_count: 0,
+        participants: vec![p("KP1", "090-1234-5678"), p("KP2", "080-9876-5432")],
+        total_cost_milli_yen: 0,
+        current_conference: None,
+        decider: None,
+        live_call: None,
+    }
+}

@@ -340,38 +340,12 @@ pub struct PlacedView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Extension, SessionStatus};
 
     fn session(expiry: Option<i64>, limit: Option<u64>) -> Session {
-        let p = |sid: &str, n: &str| Participant {
-            sid: sid.into(),
-            identifier: PhoneNumber::parse(n).unwrap(),
-            proxy_identifier: PhoneNumber::parse("050-3123-4567").unwrap(),
-            friendly_name: None,
-        };
         Session {
-            sid: "KC0123456789abcdef0123456789abcdef".into(),
-            unique_name: None,
-            status: SessionStatus::Open,
-            closed_reason: None,
-            mode: "voice-only".into(),
-            ttl: 0,
             date_expiry: expiry,
-            date_created: 0,
-            date_updated: 0,
-            date_last_interaction: None,
             call_time_limit: limit,
-            warning_lead: 180,
-            extension: Extension {
-                seconds: 300,
-                max_count: 1,
-            },
-            extension_count: 0,
-            participants: vec![p("KP1", "090-1234-5678"), p("KP2", "080-9876-5432")],
-            total_cost_milli_yen: 0,
-            current_conference: None,
-            decider: None,
-            live_call: None,
+            ..crate::model::sample_session()
         }
     }
 
