@@ -577,11 +577,6 @@ pub async fn extend(app: &App, sid_or_name: &str, seconds: u64) -> Result<Sessio
     }
 }
 
-/// Whether a leg is still on the phone (for close and for the API's `live` flag).
-pub fn is_live(status: CallStatus) -> bool {
-    !status.is_final()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
