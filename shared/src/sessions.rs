@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::clock;
 use crate::ids;
-use crate::model::{CallStatus, Extension, Interaction, Participant, Session, SessionStatus};
+use crate::model::{Extension, Interaction, Participant, Session, SessionStatus};
 use crate::phone::PhoneNumber;
 use crate::pool::{self, Need, Shortage};
 use crate::problem::{Code, Problem};
