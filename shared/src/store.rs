@@ -569,11 +569,7 @@ impl Store {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        must_write(r)
     }
 
     // ---- interactions ---------------------------------------------------------------
@@ -1094,11 +1090,7 @@ impl Store {
             .expression_attribute_values(":live", live)
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed),
-            Err(e) => Err(StoreError::backend(e)),
-        }
+        must_write(r)
     }
 
     /// Both parties are connected: the live call's deadline starts to count, and the sweep
@@ -1489,6 +1481,19 @@ where
         Ok(_) => Ok(true),
         Err(e) if is_condition_failure(&e) => Ok(false),
         Err(e) => Err(StoreError::backend(e)),
+    }
+}
+
+/// A conditional write that must happen: `ConditionFailed` when its condition did not hold.
+fn must_write<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<(), StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if written(result)? {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed)
     }
 }
 
