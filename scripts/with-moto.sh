@@ -12,7 +12,9 @@ if [ "$port" = 0 ]; then
 fi
 mkdir -p .stack
 log=.stack/moto-$port.log
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# Not plain `moto_server`: its transactions are not atomic under concurrent requests, so
+# scripts/moto-serial.py serves one request at a time, as serializable as DynamoDB's.
+.venv/bin/python scripts/moto-serial.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 stop() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
 trap stop EXIT
