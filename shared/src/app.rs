@@ -33,26 +33,38 @@ impl App {
     }
 
     pub fn new(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>) -> App {
-        let secrets_client = aws_sdk_secretsmanager::Client::new(aws);
+        Self::with_clients(
+            config,
+            aws_sdk_dynamodb::Client::new(aws),
+            aws_sdk_secretsmanager::Client::new(aws),
+            clock,
+        )
+    }
+
+    /// With clients built by the caller: the local stack gives each function clients that
+    /// enforce that function's IAM policy, as AWS would.
+    pub fn with_clients(
+        config: Config,
+        dynamo: aws_sdk_dynamodb::Client,
+        secrets: aws_sdk_secretsmanager::Client,
+        clock: Arc<dyn Clock>,
+    ) -> App {
         let source: Arc<dyn SecretSource> = Arc::new(SecretsManagerSource::new(
-            secrets_client,
+            secrets,
             config.twilio_secret_id.clone(),
         ));
-        Self::with_secret_source(config, aws, clock, source)
+        Self::with_secret_source(config, dynamo, clock, source)
     }
 
     pub fn with_secret_source(
         config: Config,
-        aws: &SdkConfig,
+        dynamo: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
         source: Arc<dyn SecretSource>,
     ) -> App {
         let http = http_client();
         App {
-            store: Store::new(
-                aws_sdk_dynamodb::Client::new(aws),
-                config.table_name.clone(),
-            ),
+            store: Store::new(dynamo, config.table_name.clone()),
             secrets: SecretCache::new(source),
             twilio: TwilioClient::new(http.clone(), config.twilio_api_base_url.clone()),
             http,

@@ -43,8 +43,9 @@ struct Invoker {
 
 impl Invoker {
     async fn invoke_scheduled(&self, name: &str) -> Value {
-        let handler = tsunagu::handlers::event_handler(&function_of(name)).unwrap();
-        handler(self.gateway.app.clone(), event(name))
+        let function = function_of(name);
+        let handler = tsunagu::handlers::event_handler(&function).unwrap();
+        handler(self.gateway.apps[&function].clone(), event(name))
             .await
             .unwrap()
     }
@@ -117,12 +118,8 @@ async fn the_events_drive_the_real_handlers() {
         ..Options::default()
     })
     .await;
-    let tpl = template::load(&template::default_path()).unwrap();
     let lambda = Invoker {
-        gateway: Gateway {
-            app: stack.app.clone(),
-            routes: std::sync::Arc::new(tpl.routes),
-        },
+        gateway: stack.gateway.clone(),
     };
 
     let (status, body) = lambda.invoke("numbers").await;

@@ -351,8 +351,8 @@ async fn a_rotated_auth_token_is_picked_up_after_one_failed_signature() {
         403
     );
     // ...but once that short window has passed, one failed check refetches and succeeds.
-    stack
-        .app
+    // (Each function keeps its own cache, as each Lambda container does.)
+    stack.gateway.apps["inbound-call"]
         .secrets
         .age_for_test(Duration::from_secs(31))
         .await;

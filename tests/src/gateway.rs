@@ -2,6 +2,7 @@
 //! Every route of `template.yaml` reaches the real handler in-process, through the same
 //! event decoding as in AWS (`lambda_http::request::from_str`), base64 form bodies included.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -17,8 +18,18 @@ use crate::template::Route;
 
 #[derive(Clone)]
 pub struct Gateway {
-    pub app: Arc<App>,
+    /// Each function's own app: its own clients, held to its own IAM policy.
+    pub apps: Arc<HashMap<String, Arc<App>>>,
     pub routes: Arc<Vec<Route>>,
+}
+
+impl Gateway {
+    fn app(&self, function: &str) -> Result<Arc<App>, String> {
+        self.apps
+            .get(function)
+            .cloned()
+            .ok_or_else(|| format!("{function} is not a function of template.yaml"))
+    }
 }
 
 /// Serves on `listener` until the task is aborted.
@@ -182,7 +193,7 @@ pub async fn run_event(
     let handler = http_handler(function).ok_or_else(|| format!("no function named {function}"))?;
     let request = lambda_http::request::from_str(&event.to_string())
         .map_err(|e| format!("event does not decode: {e}"))?;
-    Ok(handler(gw.app.clone(), request).await)
+    Ok(handler(gw.app(function)?, request).await)
 }
 
 /// `POST /2015-03-31/functions/{name}/invocations`: Lambda's Invoke API, so
@@ -199,7 +210,17 @@ async fn invoke(gw: &Gateway, function: &str, body: &[u8]) -> Response {
         }
     };
     if let Some(handler) = tsunagu::handlers::event_handler(function) {
-        return match handler(gw.app.clone(), event).await {
+        let app = match gw.app(function) {
+            Ok(app) => app,
+            Err(e) => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(json!({"Type": "User", "Message": e})),
+                )
+                    .into_response();
+            }
+        };
+        return match handler(app, event).await {
             Ok(result) => axum::Json(result).into_response(),
             Err(e) => (
                 StatusCode::OK,

@@ -3,6 +3,7 @@
 //! emulator. Used by the end-to-end tests, `make demo` and `make up`.
 
 pub mod gateway;
+pub mod iam;
 pub mod simulator;
 pub mod stack;
 pub mod template;

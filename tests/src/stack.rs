@@ -2,7 +2,13 @@
 //! by the project's scripts and reached through `AWS_ENDPOINT_URL`), the Twilio Voice
 //! simulator, and the gateway serving every route of `template.yaml` to the real handlers.
 //! Tests, `make demo` and `make up` all start it the same way.
+//!
+//! Each function gets its own `App` whose AWS clients are held to that function's policy in
+//! the template (`crate::iam`), so a missing permission fails locally as it would on AWS.
+//! A stack that saw any denial panics when dropped, naming the function, action and resource.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +20,7 @@ use tsunagu::clock::Clock;
 use tsunagu::config::Config;
 
 use crate::gateway::{self, Gateway};
+use crate::iam::{self, Denial, Denials};
 use crate::simulator::{SimConfig, Simulator, VirtualClock};
 use crate::template;
 
@@ -46,6 +53,8 @@ pub struct Options {
     /// How often `expiry-warning` fires on the simulator's clock (None: never; tests that
     /// drive the sweep themselves).
     pub sweep_every: Option<Duration>,
+    /// Another template than the repository's (a test that removes a permission).
+    pub template: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -58,6 +67,7 @@ impl Default for Options {
             auth_token: None,
             env: Vec::new(),
             sweep_every: Some(Duration::from_secs(60)),
+            template: None,
         }
     }
 }
@@ -79,8 +89,14 @@ pub fn scheduled_event(at: time::OffsetDateTime) -> Value {
 
 pub struct Stack {
     pub url: String,
+    /// Every function's app behind the gateway, each held to its own IAM policy.
+    pub gateway: Gateway,
+    /// Requests the functions' policies refused.
+    pub denials: Denials,
     /// When the stack started, on the simulator's clock: the sweep fires every minute from here.
     pub started: time::OffsetDateTime,
+    /// The operator's view, with full access: tests read and seed the table through it.
+    /// Functions never run on it.
     pub app: Arc<App>,
     pub sim: Option<Simulator>,
     pub clock: VirtualClock,
@@ -93,6 +109,20 @@ pub struct Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.server.abort();
+        let denials = self.take_denials();
+        if !denials.is_empty() {
+            let list: Vec<String> = denials.iter().map(|d| format!("  {d}")).collect();
+            let message = format!(
+                "IAM denied {} request(s) on this stack:\n{}",
+                denials.len(),
+                list.join("\n")
+            );
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
+        }
     }
 }
 
@@ -125,7 +155,13 @@ fn aws_smithy_http_client_builder() -> aws_sdk_dynamodb::config::SharedHttpClien
 impl Stack {
     pub async fn start(options: Options) -> Result<Stack, String> {
         let aws = emulator_aws_config().await?;
-        let tpl = template::load(&template::default_path())?;
+        let template_path = options
+            .template
+            .clone()
+            .unwrap_or_else(template::default_path);
+        let template_text = std::fs::read_to_string(&template_path)
+            .map_err(|e| format!("{}: {e}", template_path.display()))?;
+        let tpl = template::parse(&template_text)?;
         let account_sid = options
             .account_sid
             .clone()
@@ -149,8 +185,11 @@ impl Stack {
         if !exists {
             template::create_table(&dynamo, &tpl.table, &table).await?;
         }
-        let secret_id = format!("tsunagu/twilio/{table}");
-        seed_secret(&aws, &secret_id, &account_sid, &auth_token).await?;
+        let secret_name = format!("tsunagu/twilio/{table}");
+        // As on AWS, functions name the secret by its full ARN (the TwilioSecretArn parameter).
+        let secret_arn = seed_secret(&aws, &secret_name, &account_sid, &auth_token).await?;
+        let bindings = iam::Bindings::local(REGION, &table, &secret_arn);
+        let policies = iam::function_policies(&template_text, &bindings)?;
 
         let clock = VirtualClock::default();
         let (sim, twilio_url) = match &options.twilio_api_base_url {
@@ -176,7 +215,7 @@ impl Stack {
 
         let mut env: Vec<(String, String)> = vec![
             ("TABLE_NAME".into(), table.clone()),
-            ("TWILIO_SECRET_ID".into(), secret_id),
+            ("TWILIO_SECRET_ID".into(), secret_arn.clone()),
             (
                 "PUBLIC_BASE_URL".into(),
                 std::env::var("PUBLIC_BASE_URL").unwrap_or_else(|_| url.clone()),
@@ -191,14 +230,42 @@ impl Stack {
                 .map(|(_, v)| v.clone())
         })
         .map_err(|e| e.to_string())?;
-        let app = Arc::new(App::new(config, &aws, Arc::new(SimClock(clock.clone()))));
-        let server = gateway::spawn(
-            listener,
-            Gateway {
-                app: app.clone(),
-                routes: Arc::new(tpl.routes),
-            },
-        );
+        let app_clock: Arc<dyn Clock> = Arc::new(SimClock(clock.clone()));
+        let app = Arc::new(App::new(config.clone(), &aws, app_clock.clone()));
+        let denials = Denials::default();
+        let mut apps = HashMap::new();
+        for function in &tpl.functions {
+            let policy = Arc::new(policies.get(function).cloned().unwrap_or_default());
+            let dynamo = aws_sdk_dynamodb::config::Builder::from(&aws)
+                .interceptor(iam::DynamoGuard {
+                    function: function.clone(),
+                    policy: policy.clone(),
+                    region: REGION.to_owned(),
+                    denials: denials.clone(),
+                })
+                .build();
+            let secrets = aws_sdk_secretsmanager::config::Builder::from(&aws)
+                .interceptor(iam::SecretsGuard {
+                    function: function.clone(),
+                    policy,
+                    region: REGION.to_owned(),
+                    secret_arns: HashMap::from([(secret_name.clone(), secret_arn.clone())]),
+                    denials: denials.clone(),
+                })
+                .build();
+            let function_app = App::with_clients(
+                config.clone(),
+                aws_sdk_dynamodb::Client::from_conf(dynamo),
+                aws_sdk_secretsmanager::Client::from_conf(secrets),
+                app_clock.clone(),
+            );
+            apps.insert(function.clone(), Arc::new(function_app));
+        }
+        let gateway = Gateway {
+            apps: Arc::new(apps),
+            routes: Arc::new(tpl.routes),
+        };
+        let server = gateway::spawn(listener, gateway.clone());
         if let (Some(sim), Some(period)) = (&sim, options.sweep_every) {
             // EventBridge's rate(1 minute), on the simulator's clock, through the Invoke API.
             let invoke = format!("{url}/2015-03-31/functions/expiry-warning/invocations");
@@ -214,6 +281,8 @@ impl Stack {
             });
         }
         Ok(Stack {
+            gateway,
+            denials,
             started: clock.now(),
             url,
             app,
@@ -224,6 +293,16 @@ impl Stack {
             http: tsunagu::app::http_client(),
             server,
         })
+    }
+
+    /// The requests refused so far, forgotten once taken (a test that expects a denial).
+    pub fn take_denials(&self) -> Vec<Denial> {
+        std::mem::take(
+            &mut *self
+                .denials
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     pub fn sim(&self) -> &Simulator {
@@ -298,34 +377,38 @@ impl Stack {
     }
 }
 
+/// Creates (or updates) the secret; returns its full ARN.
 async fn seed_secret(
     aws: &SdkConfig,
     id: &str,
     account_sid: &str,
     auth_token: &str,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
     let value =
         serde_json::json!({ "account_sid": account_sid, "auth_token": auth_token }).to_string();
-    let created = client
+    let seeding_error = |e: String| format!("seeding secret {id}: {e}");
+    if let Ok(created) = client
         .create_secret()
         .name(id)
         .secret_string(&value)
         .send()
-        .await;
-    if created.is_err() {
-        client
-            .put_secret_value()
-            .secret_id(id)
-            .secret_string(&value)
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "seeding secret {id}: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
-            })?;
+        .await
+    {
+        return created
+            .arn
+            .ok_or_else(|| seeding_error("CreateSecret returned no ARN".into()));
     }
-    Ok(())
+    let updated = client
+        .put_secret_value()
+        .secret_id(id)
+        .secret_string(&value)
+        .send()
+        .await
+        .map_err(|e| {
+            seeding_error(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
+        })?;
+    updated
+        .arn
+        .ok_or_else(|| seeding_error("PutSecretValue returned no ARN".into()))
 }
