@@ -15,14 +15,17 @@ test:
 	@scripts/bootstrap.sh
 	@.venv/bin/cfn-lint template.yaml
 	@python3 scripts/sign-events.py --check
+	@python3 scripts/check-links.py
 	@scripts/with-moto.sh $(CARGO) test --workspace --tests
 
 ## make up: emulator + simulator + gateway on 127.0.0.1:$${GATEWAY_PORT:-3000}, until Ctrl-C
 up:
 	@MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-local
 
+## make lint: formatting, clippy, cfn-lint, and links that stay inside the repository
 lint: fmt clippy
 	@scripts/bootstrap.sh && .venv/bin/cfn-lint template.yaml
+	@python3 scripts/check-links.py
 
 fmt:
 	$(CARGO) fmt --all -- --check

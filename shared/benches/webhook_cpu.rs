@@ -1,5 +1,5 @@
 //! CPU per webhook, without I/O: parse Twilio's form body, check X-Twilio-Signature, write
-//! the TwiML answer. DESIGN §7 budgets this in the tens of microseconds.
+//! the TwiML answer. docs/DESIGN.md, Performance budgets, allows tens of microseconds.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;

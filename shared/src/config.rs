@@ -1,4 +1,5 @@
-//! Configuration from the environment (DESIGN §5), read once per container.
+//! Configuration from the environment (docs/DESIGN.md, Configuration), read once per
+//! container.
 
 use crate::pricing::{RateError, Rates};
 

@@ -1,7 +1,8 @@
 //! Tsunagu: masked two-party voice calls on Twilio Programmable Voice, for Japan.
 //!
 //! Every Lambda function is a thin `main` over [`handlers`]; all logic lives here.
-//! Read `DESIGN.md` for the flows; module names say what each part is.
+//! Read docs/DESIGN.md for the flows, invariants and data model; module names say what
+//! each part is.
 
 pub mod api;
 pub mod app;

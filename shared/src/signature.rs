@@ -4,7 +4,7 @@
 //!
 //! 1. Start from the full URL exactly as Twilio requested it. Callers pass
 //!    `PUBLIC_BASE_URL` + raw path + `?` + raw query string as received; never a URL
-//!    rebuilt from headers or from a parsed query map (DESIGN.md §8).
+//!    rebuilt from headers or from a parsed query map (docs/DESIGN.md, Twilio's traps).
 //! 2. For form posts, append every parameter name followed by its value, names in byte
 //!    order, each name's values sorted and de-duplicated.
 //! 3. HMAC-SHA1 keyed by the account's auth token, encoded as standard padded base64.

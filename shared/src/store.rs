@@ -1,4 +1,5 @@
-//! The single DynamoDB table (DESIGN §3). Every write is conditional; nothing here scans.
+//! The single DynamoDB table (docs/DESIGN.md, Data model). Every write is conditional;
+//! nothing here scans.
 //!
 //! | item          | pk                     | sk                | what for                                  |
 //! |---------------|------------------------|-------------------|-------------------------------------------|
@@ -9,7 +10,7 @@
 //! | route         | `ROUTE#{proxy}`        | `CALLER#{number}` | (proxy, caller) → open session (I1)       |
 //! | participation | `PARTICIPANT#{number}` | `PROXY#{proxy}`   | which proxies a number already uses       |
 //! | number        | `POOL`                 | `NUMBER#{proxy}`  | the proxy number pool                     |
-//! | call ref      | `CALL#{CallSid}`       | `CALL`            | CallSid → session, for callbacks without  |
+//! | call ref      | `CALL#{CallSid}`       | `CALL`            | CallSid → session, for the caller's leg   |
 //! | idempotency   | `IDEMPOTENCY#{key}`    | `IDEMPOTENCY`     | `Idempotency-Key` records                 |
 //!
 //! Open sessions carry `due_shard`/`due_at` for the sparse `due-index` (the expiry sweep's

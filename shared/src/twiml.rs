@@ -461,7 +461,7 @@ impl Conference {
     }
 
     /// Careful: a leg given new TwiML leaves the room, and with this set it closes the room
-    /// for everyone (DESIGN.md §8).
+    /// for everyone (docs/DESIGN.md, Twilio's traps).
     pub fn end_conference_on_exit(mut self, on: bool) -> Self {
         self.end_conference_on_exit = Some(on);
         self
