@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
+use crate::budget::{API_ANSWER, Budget};
 use crate::clock;
 use crate::http as web;
 use crate::model::{Interaction, ProxyNumber};
@@ -22,6 +23,33 @@ use crate::store::{Claim, StoreError};
 const IDEMPOTENCY_KEEP_SECONDS: i64 = 24 * 3600;
 /// After this, an in-progress claim is considered abandoned (the Lambda timed out).
 const IDEMPOTENCY_IN_PROGRESS_SECONDS: i64 = 60;
+
+/// Runs an API handler within the API's budget: its Twilio calls share [`Budget::api`], and
+/// an answer still unfinished at `API_ANSWER` becomes a 504, before Lambda's own timeout
+/// would cut it off without one. Part of the request may have been done by then (as with
+/// any timeout); the detail says so.
+pub async fn bounded<F, Fut>(app: Arc<App>, req: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(Arc<App>, Request) -> Fut,
+    Fut: std::future::Future<Output = Response<Body>>,
+{
+    let path = web::raw_path(&req);
+    let app = Arc::new(app.within(Budget::api()));
+    match tokio::time::timeout(API_ANSWER, handler(app, req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let p = Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                Code::Upstream,
+                "Timed out",
+                "Twilio or the table did not answer in time; part of the request may have been \
+                 done: read the resource before retrying",
+            );
+            tracing::error!(path = %path, "API request out of time");
+            web::problem(&p, Some(&path))
+        }
+    }
+}
 
 fn respond(req: &Request, result: Result<Response<Body>, Problem>) -> Response<Body> {
     result.unwrap_or_else(|p| {

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls;
 
+use crate::budget::Budget;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::secrets::{SecretCache, SecretSource, SecretsManagerSource};
@@ -35,14 +37,22 @@ impl App {
     pub fn new(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>) -> App {
         Self::with_clients(
             config,
-            aws_sdk_dynamodb::Client::new(aws),
-            aws_sdk_secretsmanager::Client::new(aws),
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(aws)
+                    .timeout_config(sdk_timeouts())
+                    .build(),
+            ),
+            aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(aws)
+                    .timeout_config(sdk_timeouts())
+                    .build(),
+            ),
             clock,
         )
     }
 
     /// With clients built by the caller: the local stack gives each function clients that
-    /// enforce that function's IAM policy, as AWS would.
+    /// enforce that function's IAM policy, as AWS would. Build them with [`sdk_timeouts`].
     pub fn with_clients(
         config: Config,
         dynamo: aws_sdk_dynamodb::Client,
@@ -73,6 +83,24 @@ impl App {
         }
     }
 
+    /// The same app for one request: its Twilio calls (and the platform callbacks, through
+    /// [`App::budget`]) share `budget`.
+    pub fn within(&self, budget: Budget) -> App {
+        App {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            twilio: self.twilio.within(budget),
+            http: self.http.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// What this request may still wait on others (kept by its Twilio client).
+    pub fn budget(&self) -> Budget {
+        self.twilio.budget()
+    }
+
     /// Now, in seconds since the epoch, from this app's clock.
     pub fn now(&self) -> i64 {
         crate::clock::epoch(self.clock.now())
@@ -96,8 +124,18 @@ pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
         .build_https()
 }
 
-/// One reqwest client per container. Short timeouts: every caller is answering Twilio,
-/// which gives up after 15 seconds.
+/// DynamoDB and Secrets Manager answer in milliseconds. These bound one slow request, its
+/// retries included, so that it cannot eat a webhook's budget (`budget::WEBHOOK_ANSWER`).
+pub fn sdk_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(3))
+        .build()
+}
+
+/// One reqwest client per container. Short timeouts: most callers are answering Twilio,
+/// which gives up after 15 seconds; requests cut them further to their `Budget`.
 pub fn http_client() -> reqwest::Client {
     // reqwest is built without a default crypto provider; ring is the one we ship.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -14,7 +14,8 @@ use crate::{api, webhooks};
 pub type HttpFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub type HttpHandler = fn(Arc<App>, Request) -> HttpFuture;
 
-macro_rules! boxed {
+/// A webhook: `webhooks::webhook` gives it its budget and TwiML when out of time.
+macro_rules! webhook {
     ($f:path) => {{
         fn handler(app: Arc<App>, req: Request) -> HttpFuture {
             Box::pin($f(app, req))
@@ -23,22 +24,32 @@ macro_rules! boxed {
     }};
 }
 
+/// A `/v1` handler, run within the API's budget (`api::bounded`).
+macro_rules! api {
+    ($f:path) => {{
+        fn handler(app: Arc<App>, req: Request) -> HttpFuture {
+            Box::pin(api::bounded(app, req, $f))
+        }
+        handler as HttpHandler
+    }};
+}
+
 /// Function name (the crate under `functions/` and its binary) → HTTP handler.
 pub fn http_handler(function: &str) -> Option<HttpHandler> {
     Some(match function {
-        "create-session" => boxed!(api::create_session),
-        "get-session" => boxed!(api::get_session),
-        "close-session" => boxed!(api::close_session),
-        "list-interactions" => boxed!(api::list_interactions),
-        "numbers" => boxed!(api::numbers),
-        "inbound-call" => boxed!(webhooks::inbound_call),
-        "call-status" => boxed!(webhooks::call_status),
-        "start-v-call" => boxed!(api::start_v_call),
-        "bridge-twiml" => boxed!(webhooks::bridge_twiml),
-        "conference-twiml" => boxed!(webhooks::conference_twiml),
-        "conference-status" => boxed!(webhooks::conference_status),
-        "extension" => boxed!(webhooks::extension),
-        "extend-session" => boxed!(api::extend_session),
+        "create-session" => api!(api::create_session),
+        "get-session" => api!(api::get_session),
+        "close-session" => api!(api::close_session),
+        "list-interactions" => api!(api::list_interactions),
+        "numbers" => api!(api::numbers),
+        "inbound-call" => webhook!(webhooks::inbound_call),
+        "call-status" => webhook!(webhooks::call_status),
+        "start-v-call" => api!(api::start_v_call),
+        "bridge-twiml" => webhook!(webhooks::bridge_twiml),
+        "conference-twiml" => webhook!(webhooks::conference_twiml),
+        "conference-status" => webhook!(webhooks::conference_status),
+        "extension" => webhook!(webhooks::extension),
+        "extend-session" => api!(api::extend_session),
         _ => return None,
     })
 }

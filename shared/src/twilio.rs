@@ -1,14 +1,14 @@
-//! Twilio's REST API, as far as Tsunagu uses it. Retries only what is safe to retry: 429 and
-//! 5xx answers, with a short bounded backoff (webhooks must still answer within a second or two).
-
-use std::time::Duration;
+//! Twilio's REST API, as far as Tsunagu uses it. Retries only what is safe to retry (see
+//! `Retry`), with a short backoff, and only within the client's [`Budget`]: inside a webhook,
+//! whose caller is on the line, two attempts at most, all ending by the webhook's REST
+//! deadline, so that the webhook still answers with TwiML of its own in time (`budget.rs`).
 
 use serde::Deserialize;
 
+use crate::budget::Budget;
 use crate::secrets::{SecretCache, SecretError};
 
 const API_VERSION: &str = "2010-04-01";
-const ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TwilioError {
@@ -23,6 +23,9 @@ pub enum TwilioError {
     },
     #[error("Twilio could not be reached: {0}")]
     Transport(String),
+    /// The request's time budget was spent before a (further) attempt could be made.
+    #[error("no time left to ask Twilio")]
+    OutOfTime,
 }
 
 #[derive(Deserialize)]
@@ -66,14 +69,29 @@ impl Retry {
 pub struct TwilioClient {
     http: reqwest::Client,
     base_url: String,
+    budget: Budget,
 }
 
 impl TwilioClient {
+    /// A client without an overall deadline (each attempt is still bounded).
     pub fn new(http: reqwest::Client, base_url: impl Into<String>) -> Self {
         Self {
             http,
             base_url: base_url.into(),
+            budget: Budget::background(),
         }
+    }
+
+    /// The same client for one request: all its calls share `budget`.
+    pub fn within(&self, budget: Budget) -> Self {
+        Self {
+            budget,
+            ..self.clone()
+        }
+    }
+
+    pub fn budget(&self) -> Budget {
+        self.budget
     }
 
     /// Ends a live call (`Status=completed`). A call that already ended is not an error.
@@ -302,15 +320,19 @@ impl TwilioClient {
             self.base_url, creds.account_sid
         );
         let (user, password) = creds.rest_auth();
-        let mut last = TwilioError::Transport("no attempt made".into());
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(150 << attempt)).await;
+        let mut last = TwilioError::OutOfTime;
+        let mut n = 0;
+        while let Some(attempt) = self.budget.attempt(n) {
+            n += 1;
+            if !attempt.backoff.is_zero() {
+                tokio::time::sleep(attempt.backoff).await;
             }
             let mut request = self
                 .http
                 .request(method.clone(), &url)
-                .basic_auth(user, Some(password));
+                .basic_auth(user, Some(password))
+                // Covers connecting, the answer and its body.
+                .timeout(attempt.timeout);
             if method == reqwest::Method::POST {
                 request = request.form(form);
             }
@@ -322,6 +344,12 @@ impl TwilioClient {
                     if e.is_connect() {
                         last = TwilioError::Transport(e.to_string());
                         continue;
+                    }
+                    if e.is_timeout() {
+                        return Err(TwilioError::Transport(format!(
+                            "no answer within {} ms",
+                            attempt.timeout.as_millis()
+                        )));
                     }
                     return Err(TwilioError::Transport(e.to_string()));
                 }
@@ -345,5 +373,34 @@ impl TwilioClient {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::secrets::{SecretSource, TwilioCredentials, parse_secret};
+
+    struct FixedSecret;
+
+    #[async_trait::async_trait]
+    impl SecretSource for FixedSecret {
+        async fn fetch(&self) -> Result<TwilioCredentials, SecretError> {
+            parse_secret("test", r#"{"account_sid":"AC1","auth_token":"token"}"#)
+        }
+    }
+
+    #[tokio::test]
+    async fn with_the_budget_spent_twilio_is_not_asked() {
+        let secrets = SecretCache::new(Arc::new(FixedSecret));
+        // Nothing listens there: an attempt would fail with a transport error instead.
+        let client = TwilioClient::new(crate::app::http_client(), "http://127.0.0.1:9")
+            .within(Budget::until(tokio::time::Instant::now(), 2));
+        let started = std::time::Instant::now();
+        let e = client.end_conference(&secrets, "CF1").await.unwrap_err();
+        assert!(matches!(e, TwilioError::OutOfTime), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
     }
 }

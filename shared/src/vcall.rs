@@ -320,6 +320,12 @@ fn twilio_problem(e: TwilioError, callee: &Participant) -> Problem {
             "Twilio unreachable",
             format!("calling {who}: {why}; no call is left ringing"),
         ),
+        TwilioError::OutOfTime => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            Code::Upstream,
+            "Twilio too slow",
+            format!("calling {who}: Twilio did not answer in time; no call is left ringing"),
+        ),
         TwilioError::Credentials(why) => Problem::new(
             StatusCode::BAD_GATEWAY,
             Code::Upstream,

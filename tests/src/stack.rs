@@ -237,6 +237,7 @@ impl Stack {
         for function in &tpl.functions {
             let policy = Arc::new(policies.get(function).cloned().unwrap_or_default());
             let dynamo = aws_sdk_dynamodb::config::Builder::from(&aws)
+                .timeout_config(tsunagu::app::sdk_timeouts())
                 .interceptor(iam::DynamoGuard {
                     function: function.clone(),
                     policy: policy.clone(),
@@ -245,6 +246,7 @@ impl Stack {
                 })
                 .build();
             let secrets = aws_sdk_secretsmanager::config::Builder::from(&aws)
+                .timeout_config(tsunagu::app::sdk_timeouts())
                 .interceptor(iam::SecretsGuard {
                     function: function.clone(),
                     policy,

@@ -84,6 +84,7 @@ async fn extension_answer(
     let pressed_one = form.get("Digits") == Some("1");
     let mut deadline = current.unwrap_or(now);
     let offered = web::query_param(req, "offer").as_deref() != Some("none");
+    let mut extended = false;
     let text = if !offered {
         String::new()
     } else if !pressed_one {
@@ -110,8 +111,8 @@ async fn extension_answer(
         {
             Ok(()) => {
                 deadline = to;
+                extended = true;
                 tracing::info!(session = %session.sid, deadline, "call extended");
-                extend_time_limits(app, &session, to).await;
                 app.config
                     .prompts
                     .extended
@@ -129,20 +130,30 @@ async fn extension_answer(
         }
     };
     // Back to the call: the other party comes off hold, the deciding party rejoins the room.
-    if let Some(conference) = &session.current_conference
-        && let Some(record) = app.store.get_conference(&session.sid, conference).await?
-    {
-        for (label, call_sid) in &record.legs {
-            if *label != decider.sid
-                && let Err(e) = app
-                    .twilio
-                    .hold(&app.secrets, conference, call_sid, None)
-                    .await
-            {
-                tracing::error!(call = %call_sid, error = %e, "could not take the other party off hold");
-            }
+    // Twilio is asked side by side, so a slow Twilio costs the caller one wait, not several.
+    let off_hold = async {
+        if let Some(conference) = &session.current_conference
+            && let Some(record) = app.store.get_conference(&session.sid, conference).await?
+        {
+            let others = record
+                .legs
+                .iter()
+                .filter(|(label, _)| **label != decider.sid);
+            futures::future::join_all(others.map(|(_, call_sid)| async move {
+                if let Err(e) = app.twilio.hold(&app.secrets, conference, call_sid, None).await {
+                    tracing::error!(call = %call_sid, error = %e, "could not take the other party off hold");
+                }
+            }))
+            .await;
         }
-    }
+        Ok::<_, WebhookError>(())
+    };
+    let limits = async {
+        if extended {
+            extend_time_limits(app, &session, deadline).await;
+        }
+    };
+    futures::future::join(off_hold, limits).await.0?;
     let remaining = (deadline - now).max(1) as u64;
     let rejoin = room_dial(
         app,
@@ -165,10 +176,10 @@ async fn extend_time_limits(app: &App, session: &Session, deadline: i64) {
     let Ok(legs) = app.store.list_interactions(&session.sid).await else {
         return;
     };
-    for leg in legs
+    let live = legs
         .iter()
-        .filter(|l| !l.status.is_final() && l.parent_call_sid.is_none())
-    {
+        .filter(|l| !l.status.is_final() && l.parent_call_sid.is_none());
+    futures::future::join_all(live.map(|leg| async move {
         let limit = (deadline - leg.date_created).max(60) as u64 + 120;
         if let Err(e) = app
             .twilio
@@ -177,7 +188,8 @@ async fn extend_time_limits(app: &App, session: &Session, deadline: i64) {
         {
             tracing::warn!(call = %leg.call_sid, error = %e, "could not move the call's TimeLimit");
         }
-    }
+    }))
+    .await;
 }
 
 /// A conference leg's `<Dial timeLimit>`: past every possible extension, as a safety net

@@ -1,6 +1,7 @@
 //! `inbound-call`: a participant called a proxy number.
 
 use super::*;
+use crate::budget::CALLBACK_TIMEOUT;
 
 /// `POST /twilio/voice/inbound`: a participant called a proxy number. One read finds the
 /// route; one conditional write logs the leg while the session is still open; the answer
@@ -141,8 +142,8 @@ fn dial_other_party(app: &App, route: &Route, now: i64) -> TwiML {
 }
 
 /// Asks the platform's intercept URL whether this call may go ahead; HTTP 403 blocks it, as
-/// in Twilio Proxy. Any other answer, or none within the timeout, lets the call through: a
-/// slow platform must not silence its users.
+/// in Twilio Proxy. Any other answer, or none within the timeout (cut to the webhook's
+/// budget), lets the call through: a slow platform must not silence its users.
 async fn intercepted(app: &App, route: &Route, call_sid: &str, from: &PhoneNumber) -> bool {
     let Some(url) = &app.config.intercept_callback_url else {
         return false;
@@ -160,7 +161,7 @@ async fn intercepted(app: &App, route: &Route, call_sid: &str, from: &PhoneNumbe
     match app
         .http
         .post(url)
-        .timeout(Duration::from_secs(3))
+        .timeout(app.budget().cap(CALLBACK_TIMEOUT))
         .form(&form)
         .send()
         .await
@@ -184,7 +185,7 @@ async fn out_of_session(app: &App, form: &TwilioForm) -> Response<Body> {
         let answer = app
             .http
             .post(url)
-            .timeout(Duration::from_secs(3))
+            .timeout(app.budget().cap(CALLBACK_TIMEOUT))
             .form(form.pairs())
             .send()
             .await;

@@ -9,6 +9,7 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
 use crate::app::App;
+use crate::budget::{Budget, WEBHOOK_ANSWER};
 use crate::http as web;
 use crate::ids;
 use crate::model::{CallStatus, Interaction, Session};
@@ -111,24 +112,48 @@ pub(super) fn apology(app: &App) -> Response<Body> {
 }
 
 /// Runs a webhook: signature first, then the handler; every failure after the signature
-/// check becomes the apology TwiML, logged.
+/// check becomes the apology TwiML, logged. Everything it waits on shares one
+/// [`Budget::webhook`], and whatever is still unfinished at `WEBHOOK_ANSWER` is dropped for
+/// the apology, so Twilio always gets TwiML before its own timeout.
 pub(super) async fn webhook<F, Fut>(app: Arc<App>, req: Request, handler: F) -> Response<Body>
 where
     F: FnOnce(Arc<App>, TwilioForm, Request) -> Fut,
     Fut: std::future::Future<Output = Result<Response<Body>, WebhookError>>,
 {
-    let form = match verify(&app, &req).await {
-        Ok(form) => form,
-        Err(Rejected::Forbidden) => return forbidden(),
-        Err(Rejected::Unverifiable(why)) => {
-            tracing::error!(error = %why, "cannot verify webhook: credentials unavailable");
-            return apology(&app);
+    let app = Arc::new(app.within(Budget::webhook()));
+    answer_within(WEBHOOK_ANSWER, app.clone(), async move {
+        let form = match verify(&app, &req).await {
+            Ok(form) => form,
+            Err(Rejected::Forbidden) => return forbidden(),
+            Err(Rejected::Unverifiable(why)) => {
+                tracing::error!(error = %why, "cannot verify webhook: credentials unavailable");
+                return apology(&app);
+            }
+        };
+        match handler(app.clone(), form, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook failed; answering with an apology");
+                apology(&app)
+            }
         }
-    };
-    match handler(app.clone(), form, req).await {
+    })
+    .await
+}
+
+/// `work`'s answer, or the apology once `limit` has passed.
+async fn answer_within(
+    limit: Duration,
+    app: Arc<App>,
+    work: impl std::future::Future<Output = Response<Body>>,
+) -> Response<Body> {
+    match tokio::time::timeout(limit, work).await {
         Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "webhook failed; answering with an apology");
+        Err(_) => {
+            tracing::error!(
+                limit_ms = limit.as_millis() as u64,
+                "webhook out of time; answering with an apology"
+            );
             apology(&app)
         }
     }
@@ -173,4 +198,73 @@ pub(super) fn status_callback_url(app: &App, session_sid: &str, participant_sid:
         "{}/twilio/voice/status?session={session_sid}&participant={participant_sid}",
         app.config.public_base_url
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::secrets::{SecretError, SecretSource, TwilioCredentials, parse_secret};
+    use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+    struct FixedSecret;
+
+    #[async_trait::async_trait]
+    impl SecretSource for FixedSecret {
+        async fn fetch(&self) -> Result<TwilioCredentials, SecretError> {
+            parse_secret("test", r#"{"account_sid":"AC1","auth_token":"token"}"#)
+        }
+    }
+
+    /// An app that makes no request unless asked to (none of these tests asks).
+    fn app() -> Arc<App> {
+        let config = Config::from_lookup(|name| match name {
+            "TABLE_NAME" => Some("tsunagu".into()),
+            "TWILIO_SECRET_ID" => Some("tsunagu/twilio".into()),
+            "PUBLIC_BASE_URL" => Some("https://voice.example.jp".into()),
+            _ => None,
+        })
+        .unwrap();
+        let aws = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("ap-northeast-1"))
+            .build();
+        Arc::new(App::with_secret_source(
+            config,
+            &aws,
+            Arc::new(SystemClock),
+            Arc::new(FixedSecret),
+        ))
+    }
+
+    #[tokio::test]
+    async fn work_unfinished_at_the_limit_becomes_the_apology() {
+        let app = app();
+        let answer = answer_within(
+            Duration::from_millis(10),
+            app.clone(),
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        let Body::Text(xml) = answer.body() else {
+            panic!("TwiML is text");
+        };
+        assert!(xml.contains(&app.config.prompts.apology), "{xml}");
+        assert!(xml.contains("<Hangup/>"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn only_a_request_scoped_app_has_a_deadline() {
+        let app = app();
+        assert_eq!(
+            app.budget().remaining(),
+            None,
+            "the container's app has none"
+        );
+        let scoped = app.within(Budget::webhook());
+        let left = scoped.budget().remaining().unwrap();
+        assert!(left <= crate::budget::WEBHOOK_REST && left > Duration::ZERO);
+    }
 }

@@ -168,6 +168,16 @@ pub struct ParticipantInfo {
     pub muted: bool,
 }
 
+/// One request the simulator made to a webhook (TwiML or a status callback), timed in real
+/// time: virtual time stands still while a webhook works, so only this shows a slow one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookTiming {
+    pub url: String,
+    /// The HTTP status; 0 if there was no answer (e.g. past Twilio's 15 s).
+    pub status: u16,
+    pub took: Duration,
+}
+
 /// TwiML requests one job may chain (Redirect → Redirect → …) before it counts as a loop.
 const MAX_REQUESTS_PER_INSTANT: usize = 50;
 
@@ -190,6 +200,7 @@ struct Inner {
     state: Mutex<State>,
     failures: Mutex<VecDeque<RestFailure>>,
     rest_latency: Mutex<Duration>,
+    webhook_timings: Mutex<Vec<WebhookTiming>>,
     rest_in_flight: std::sync::atomic::AtomicUsize,
     rest_max_in_flight: std::sync::atomic::AtomicUsize,
     hooks: Mutex<Vec<(Duration, Hook)>>,
@@ -227,6 +238,7 @@ impl Simulator {
             http,
             failures: Mutex::new(VecDeque::new()),
             rest_latency: Mutex::new(Duration::ZERO),
+            webhook_timings: Mutex::new(Vec::new()),
             rest_in_flight: std::sync::atomic::AtomicUsize::new(0),
             rest_max_in_flight: std::sync::atomic::AtomicUsize::new(0),
             hooks: Mutex::new(Vec::new()),
@@ -419,12 +431,23 @@ impl Simulator {
 
     /// Holds every REST answer for `latency` of real time, so that requests made at the
     /// same time overlap; with `max_rest_in_flight` a test sees how many were concurrent.
+    /// A latency past the functions' REST timeouts (e.g. 6 s) plays a slow Twilio, and
+    /// `webhook_timings` shows whether the webhooks still answered in time.
     pub fn set_rest_latency(&self, latency: Duration) {
         *self
             .inner
             .rest_latency
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = latency;
+    }
+
+    /// Every webhook request so far, in the order they were made, with how long each took.
+    pub fn webhook_timings(&self) -> Vec<WebhookTiming> {
+        self.inner
+            .webhook_timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The most REST requests that were in flight at once since the simulator started.
@@ -578,9 +601,30 @@ impl Inner {
         }
     }
 
-    /// One signed request, as Twilio makes them: a form POST, or a GET with the
-    /// parameters in the query (then signed as part of the URL).
+    /// One signed request, as Twilio makes them, timed (`Simulator::webhook_timings`).
     async fn send(
+        &self,
+        url: &str,
+        method: HttpMethod,
+        params: &[(String, String)],
+    ) -> FetchResult {
+        let started = std::time::Instant::now();
+        let result = self.send_signed(url, method, params).await;
+        let timing = WebhookTiming {
+            url: url.to_owned(),
+            status: result.as_ref().map_or(0, |(status, _)| *status),
+            took: started.elapsed(),
+        };
+        self.webhook_timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(timing);
+        result
+    }
+
+    /// A form POST, or a GET with the parameters in the query (then signed as part of the
+    /// URL).
+    async fn send_signed(
         &self,
         url: &str,
         method: HttpMethod,
