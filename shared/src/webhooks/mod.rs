@@ -232,7 +232,7 @@ mod tests {
             .build();
         Arc::new(App::with_secret_source(
             config,
-            &aws,
+            aws_sdk_dynamodb::Client::new(&aws),
             Arc::new(SystemClock),
             Arc::new(FixedSecret),
         ))
