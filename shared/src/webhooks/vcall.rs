@@ -229,6 +229,35 @@ async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, leav
     {
         tracing::error!(conference = conference_sid, error = %e, "could not end the conference");
     }
+    cancel_ringing_legs(app, session_sid, call_sid).await;
+}
+
+/// Legs Tsunagu placed to call someone into the room that are still ringing (not answered,
+/// as far as their callbacks told) are canceled once a party hung up in the room: whoever
+/// they would join has gone (e.g. a timed call's caller hangs up while the other party's
+/// phone rings). Twilio ignores the cancel for a call answered meanwhile.
+async fn cancel_ringing_legs(app: &App, session_sid: &str, ended_call: &str) {
+    let legs = match app.store.list_interactions(session_sid).await {
+        Ok(legs) => legs,
+        Err(e) => {
+            tracing::error!(session = session_sid, error = %e, "could not list the session's ringing legs");
+            return;
+        }
+    };
+    let ringing = |l: &&Interaction| {
+        l.twilio_direction == "outbound-api"
+            && l.call_sid != ended_call
+            && matches!(
+                l.status,
+                CallStatus::Queued | CallStatus::Initiated | CallStatus::Ringing
+            )
+    };
+    for other in legs.iter().filter(ringing) {
+        tracing::info!(session = session_sid, call = %other.call_sid, "the other party has gone; no longer calling this one");
+        if let Err(e) = app.twilio.cancel(&app.secrets, &other.call_sid).await {
+            tracing::error!(call = %other.call_sid, error = %e, "could not cancel a ringing leg");
+        }
+    }
 }
 
 #[cfg(test)]
