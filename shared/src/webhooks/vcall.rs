@@ -132,7 +132,12 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             "participant-leave" => {
                 if let Some(call_sid) = call_sid {
-                    let leave = Leave { call_sid, label, reported: reported_call_end(&form) };
+                    let leave = Leave {
+                        call_sid,
+                        label,
+                        reason: form.get("ReasonParticipantLeft"),
+                        reported: reported_call_end(&form),
+                    };
                     end_if_hung_up(&app, &session_sid, conference_sid, &leave).await;
                 }
             }
@@ -183,6 +188,8 @@ async fn start_the_clock(app: &App, session_sid: &str, now: i64) -> Result<(), W
 struct Leave<'a> {
     call_sid: &'a str,
     label: Option<&'a str>,
+    /// `ReasonParticipantLeft`, for the log.
+    reason: Option<&'a str>,
     /// Whether the leg's call is over, as the callback itself says; `None` if it does not.
     reported: Option<bool>,
 }
@@ -220,6 +227,7 @@ async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, leav
         session = session_sid,
         call = call_sid,
         participant = leave.label,
+        reason = leave.reason,
         "a party hung up; ending the conference for the other"
     );
     if let Err(e) = app
