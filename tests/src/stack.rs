@@ -147,6 +147,18 @@ pub async fn emulator_aws_config() -> Result<SdkConfig, String> {
         .await)
 }
 
+/// The functions' SDK timeouts (`tsunagu::app::sdk_timeouts`, seconds) are sized for
+/// DynamoDB, which answers in milliseconds. The emulator serves one request at a time, so
+/// under a test suite a request can queue behind another test's 5,000-item seeding for
+/// seconds: its latency says nothing about DynamoDB's, and timing it out would only make the
+/// tests flaky. Locally, then, only a hung emulator times out.
+fn emulator_timeouts() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
+    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(120))
+        .build()
+}
+
 fn aws_smithy_http_client_builder() -> aws_sdk_dynamodb::config::SharedHttpClient {
     // Same TLS choice as the functions; the emulator itself is plain HTTP.
     tsunagu::app::aws_http_client()
@@ -237,7 +249,7 @@ impl Stack {
         for function in &tpl.functions {
             let policy = Arc::new(policies.get(function).cloned().unwrap_or_default());
             let dynamo = aws_sdk_dynamodb::config::Builder::from(&aws)
-                .timeout_config(tsunagu::app::sdk_timeouts())
+                .timeout_config(emulator_timeouts())
                 .interceptor(iam::DynamoGuard {
                     function: function.clone(),
                     policy: policy.clone(),
@@ -246,7 +258,7 @@ impl Stack {
                 })
                 .build();
             let secrets = aws_sdk_secretsmanager::config::Builder::from(&aws)
-                .timeout_config(tsunagu::app::sdk_timeouts())
+                .timeout_config(emulator_timeouts())
                 .interceptor(iam::SecretsGuard {
                     function: function.clone(),
                     policy,
