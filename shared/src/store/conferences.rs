@@ -1,0 +1,150 @@
+//! Conferences a session's calls meet in, as Twilio's callbacks describe them.
+
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+
+use super::{Store, StoreError, conference_key, is_condition_failure, n, s, session_key, written};
+
+const LEG_PREFIX: &str = "leg_";
+
+/// A conference the session's calls met in, as its callbacks described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceRecord {
+    pub conference_sid: String,
+    pub room: String,
+    pub ended_at: Option<i64>,
+    pub ended_reason: Option<String>,
+    /// Participant SID (the conference participant label) → that leg's CallSid.
+    pub legs: std::collections::BTreeMap<String, String>,
+}
+
+impl Store {
+    /// Records a conference's start or a participant joining: the ConferenceSid on the
+    /// session and, per participant label, the leg's CallSid. Twilio's callbacks come twice
+    /// and out of order: every write here is idempotent, and a conference that has ended is
+    /// never brought back. `Ok(false)` when the callback was stale.
+    pub async fn record_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        room: &str,
+        leg: Option<(&str, &str)>,
+        now: i64,
+        retention: i64,
+    ) -> Result<bool, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(conference_key(session_sid, conference_sid)))
+            .condition_expression("attribute_not_exists(ended_at)")
+            .expression_attribute_values(":cf", s(conference_sid))
+            .expression_attribute_values(":session", s(session_sid))
+            .expression_attribute_values(":room", s(room))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expire", n(now + retention));
+        let mut expression = "SET conference_sid = :cf, session_sid = :session, room = :room, \
+             date_created = if_not_exists(date_created, :now), expire_at = :expire"
+            .to_owned();
+        if let Some((label, call_sid)) = leg {
+            expression.push_str(", #leg = :call");
+            update = update
+                .expression_attribute_names("#leg", format!("{LEG_PREFIX}{label}"))
+                .expression_attribute_values(":call", s(call_sid));
+        }
+        let update = update
+            .update_expression(expression)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let session = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(session_key(session_sid)))
+            .update_expression("SET current_conference = :cf")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":cf", s(conference_sid))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        match self
+            .transact(vec![
+                TransactWriteItem::builder().update(update).build(),
+                TransactWriteItem::builder().update(session).build(),
+            ])
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.failed_at(0) || e.failed_at(1) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks a conference ended (once) and clears it from the session if it is current.
+    pub async fn end_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let ended = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(conference_key(session_sid, conference_sid)))
+            .update_expression("SET ended_at = :now, ended_reason = :reason, conference_sid = :cf, session_sid = :session")
+            .condition_expression("attribute_not_exists(ended_at)")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":cf", s(conference_sid))
+            .expression_attribute_values(":session", s(session_sid))
+            .send()
+            .await;
+        match ended {
+            Ok(_) => {}
+            Err(e) if is_condition_failure(&e) => {}
+            Err(e) => return Err(StoreError::backend(e)),
+        }
+        let cleared = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(session_sid)))
+            .update_expression("REMOVE current_conference")
+            .condition_expression("current_conference = :cf")
+            .expression_attribute_values(":cf", s(conference_sid))
+            .send()
+            .await;
+        written(cleared).map(|_| ())
+    }
+
+    pub async fn get_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+    ) -> Result<Option<ConferenceRecord>, StoreError> {
+        let Some(item) = self
+            .get(conference_key(session_sid, conference_sid))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        let legs = item
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.strip_prefix(LEG_PREFIX)?.to_owned(),
+                    v.as_s().ok()?.clone(),
+                ))
+            })
+            .collect();
+        Ok(Some(ConferenceRecord {
+            conference_sid: conference_sid.to_owned(),
+            room: text("room").unwrap_or_default(),
+            ended_at: number("ended_at"),
+            ended_reason: text("ended_reason"),
+            legs,
+        }))
+    }
+}

@@ -1,0 +1,73 @@
+//! The due index: when the expiry sweep must look at a session next.
+
+use super::{Item, Store, StoreError, n, s, session_key, written};
+use crate::model::SessionStatus;
+
+pub const DUE_INDEX: &str = "due-index";
+/// Due sessions spread over a few partitions so the index never has one hot key.
+pub const DUE_SHARDS: u32 = 8;
+
+pub fn due_shard(sid: &str) -> String {
+    // A stable spread by the SID's last hex digits; SIDs are random.
+    let h = sid.bytes().rev().take(4).fold(0u32, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u32::from(b))
+    });
+    format!("DUE#{}", h % DUE_SHARDS)
+}
+
+impl Store {
+    /// Files the session in the due index for `due` (or takes it out with `None`).
+    pub async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .condition_expression("#status IN (:open, :in_progress)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()));
+        update = match due {
+            Some(t) => update
+                .update_expression("SET due_shard = :shard, due_at = :due")
+                .expression_attribute_values(":shard", s(due_shard(sid)))
+                .expression_attribute_values(":due", n(t)),
+            None => update.update_expression("REMOVE due_shard, due_at"),
+        };
+        written(update.send().await).map(|_| ())
+    }
+
+    /// One page of sessions due at or before `now` in one shard of the due index.
+    pub async fn due_page(
+        &self,
+        shard: u32,
+        now: i64,
+        start: Option<Item>,
+    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :shard AND due_at <= :now")
+            .expression_attribute_values(":shard", s(format!("DUE#{shard}")))
+            .expression_attribute_values(":now", n(now))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        let sids = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                item.get("pk")?
+                    .as_s()
+                    .ok()?
+                    .strip_prefix("SESSION#")
+                    .map(str::to_owned)
+            })
+            .collect();
+        Ok((sids, out.last_evaluated_key.filter(|k| !k.is_empty())))
+    }
+}

@@ -1,0 +1,142 @@
+//! `Idempotency-Key` records for the API.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Store, StoreError, from_item, is_condition_failure, key, n, s, to_item, with_key, written,
+};
+
+/// The state of an idempotency record after trying to claim a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This request owns the key and must complete it.
+    New,
+    /// A request with this key is being processed right now.
+    InProgress { request_hash: String },
+    /// A request with this key finished; replay its response.
+    Completed {
+        request_hash: String,
+        status: u16,
+        body: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IdempotencyItem {
+    status: String,
+    request_hash: String,
+    #[serde(default)]
+    response_status: Option<u16>,
+    #[serde(default)]
+    response_body: Option<String>,
+    /// Checked in code: DynamoDB's TTL deletion can lag by up to 48 hours.
+    expire_at: i64,
+    in_progress_until: i64,
+}
+
+impl Store {
+    /// Claims `key` for a request whose body hashes to `request_hash`, with one conditional
+    /// put: it succeeds when no live record exists (absent, expired, or an abandoned
+    /// in-progress claim); otherwise the existing record is returned.
+    pub async fn claim_idempotency_key(
+        &self,
+        key_: &str,
+        request_hash: &str,
+        now: i64,
+        keep_for: i64,
+        in_progress_for: i64,
+    ) -> Result<Claim, StoreError> {
+        let item = with_key(
+            to_item(&IdempotencyItem {
+                status: "IN_PROGRESS".into(),
+                request_hash: request_hash.to_owned(),
+                response_status: None,
+                response_body: None,
+                expire_at: now + keep_for,
+                in_progress_until: now + in_progress_for,
+            })?,
+            key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY"),
+        );
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(pk) OR expire_at < :now OR (#status = :in_progress AND in_progress_until < :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(Claim::New),
+            Err(e) if is_condition_failure(&e) => {
+                let existing: IdempotencyItem = self
+                    .get(key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY"))
+                    .await?
+                    .map(from_item)
+                    .transpose()?
+                    .ok_or(StoreError::ConditionFailed)?;
+                Ok(
+                    match (
+                        existing.status.as_str(),
+                        existing.response_status,
+                        existing.response_body,
+                    ) {
+                        ("COMPLETED", Some(status), Some(body)) => Claim::Completed {
+                            request_hash: existing.request_hash,
+                            status,
+                            body,
+                        },
+                        _ => Claim::InProgress {
+                            request_hash: existing.request_hash,
+                        },
+                    },
+                )
+            }
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    pub async fn complete_idempotency_key(
+        &self,
+        key_: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY")))
+            .update_expression(
+                "SET #status = :done, response_status = :code, response_body = :body",
+            )
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":done", s("COMPLETED"))
+            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .expression_attribute_values(":code", n(status))
+            .expression_attribute_values(":body", s(body))
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    /// Lets a failed request's key be used again (its failure must not be replayed).
+    pub async fn release_idempotency_key(&self, key_: &str) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY")))
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .send()
+            .await;
+        written(r).map(|_| ())
+    }
+}

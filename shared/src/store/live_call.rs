@@ -1,0 +1,222 @@
+//! The session's calls: the lease on placing them, and the live call under a time limit
+//! (its deadline, warning and extensions).
+
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+
+use super::{Store, StoreError, due_shard, must_write, n, s, session_key, to_attr, written};
+use crate::model::{Session, SessionStatus};
+
+impl Store {
+    /// Takes a short lease on the session's outgoing calls, so two V字発信 requests that
+    /// arrive together cannot both ring the participants. `Ok(false)`: someone holds it, or
+    /// the session is not open.
+    pub async fn lock_calls(&self, sid: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("SET call_lock = :until")
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND (attribute_not_exists(call_lock) OR call_lock < :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":until", n(until))
+            .send()
+            .await;
+        written(r)
+    }
+
+    pub async fn unlock_calls(&self, sid: &str) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("REMOVE call_lock")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        written(r).map(|_| ())
+    }
+
+    /// Notes the call a session is about to have (mode and length), before it connects.
+    pub async fn begin_live_call(
+        &self,
+        sid: &str,
+        mode: &str,
+        limit: u64,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        let live = to_attr(&crate::model::LiveCall {
+            mode: mode.to_owned(),
+            limit,
+            deadline: None,
+            warned_for: None,
+            warning: None,
+        })?;
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression(if replace {
+                "SET #live = :live"
+            } else {
+                "SET #live = if_not_exists(#live, :live)"
+            })
+            .condition_expression("#status IN (:open, :in_progress)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":live", live)
+            .send()
+            .await;
+        must_write(r)
+    }
+
+    /// Both parties are connected: the live call's deadline starts to count, and the sweep
+    /// is woken for the warning. Repeated callbacks keep the first deadline.
+    pub async fn connect_live_call(
+        &self,
+        sid: &str,
+        deadline: i64,
+        due: i64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("SET #live.#deadline = :deadline, due_shard = :shard, due_at = :due")
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND attribute_exists(#live) AND attribute_not_exists(#live.#deadline)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_names("#deadline", "deadline")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":deadline", n(deadline))
+            .expression_attribute_values(":shard", s(due_shard(sid)))
+            .expression_attribute_values(":due", n(due))
+            .send()
+            .await;
+        written(r)
+    }
+
+    /// The live call is over: forget it, and file the session for its own deadline.
+    pub async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#live", "live_call");
+        update = match due {
+            Some(t) => update
+                .update_expression("REMOVE #live SET due_shard = :shard, due_at = :due")
+                .expression_attribute_values(":shard", s(due_shard(sid)))
+                .expression_attribute_values(":due", n(t)),
+            None => update.update_expression("REMOVE #live, due_shard, due_at"),
+        };
+        written(update.send().await).map(|_| ())
+    }
+
+    /// Claims the warning for `deadline` (I4): only one sweep, however many overlap, gets
+    /// `true`, and only while that is still the live call's deadline.
+    pub async fn claim_warning(
+        &self,
+        sid: &str,
+        deadline: i64,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("SET #live.#warned_for = :deadline, #live.#warning = :outcome")
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND #live.#deadline = :deadline \
+                 AND (attribute_not_exists(#live.#warned_for) OR #live.#warned_for <> :deadline)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_names("#deadline", "deadline")
+            .expression_attribute_names("#warned_for", "warned_for")
+            .expression_attribute_names("#warning", "warning")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":deadline", n(deadline))
+            .expression_attribute_values(":outcome", s(outcome))
+            .send()
+            .await;
+        written(r)
+    }
+
+    /// Moves the live call's deadline from `from` to `to` and counts the extension, only
+    /// while the session is open, the deadline is still `from` and extensions remain. When
+    /// the session's own `date_expiry` would cut the call short, it moves too — on the
+    /// routes as well, in the same transaction. `ConditionFailed` when any of that no longer
+    /// holds (a concurrent close wins).
+    pub async fn extend_live_call(
+        &self,
+        session: &Session,
+        from: i64,
+        to: i64,
+        due: i64,
+        max_count: u32,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let new_expiry = session.date_expiry.filter(|e| *e < to).map(|_| to);
+        let mut expression =
+            "SET #live.#deadline = :to, extension_count = extension_count + :one, \
+             date_updated = :now, due_shard = :shard, due_at = :due"
+                .to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(session_key(&session.sid)))
+            .condition_expression(
+                "#status IN (:open, :in_progress) AND #live.#deadline = :from AND extension_count < :max",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_names("#deadline", "deadline")
+            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
+            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
+            .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":to", n(to))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max_count))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":shard", s(due_shard(&session.sid)))
+            .expression_attribute_values(":due", n(due));
+        if let Some(expiry) = new_expiry {
+            expression.push_str(", date_expiry = :expiry");
+            update = update.expression_attribute_values(":expiry", n(expiry));
+        }
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(
+                    update
+                        .update_expression(expression)
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
+                .build(),
+        ];
+        if let Some(expiry) = new_expiry {
+            items.extend(self.route_expiry_updates(session, expiry)?);
+        }
+        match self.transact(items).await {
+            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The single DynamoDB table (docs/DESIGN.md, Data model). Every write is conditional;
+//! nothing here scans.
+//!
+//! | item          | pk                     | sk                | what for                                  |
+//! |---------------|------------------------|-------------------|-------------------------------------------|
+//! | session       | `SESSION#{sid}`        | `SESSION`         | the session and its participants          |
+//! | interaction   | `SESSION#{sid}`        | `CALL#{CallSid}`  | one call leg, listed with the session     |
+//! | conference    | `SESSION#{sid}`        | `CONF#{CF sid}`   | a conference and its legs' CallSids       |
+//! | unique name   | `UNIQUE#{name}`        | `UNIQUE`          | `unique_name` is unique                   |
+//! | route         | `ROUTE#{proxy}`        | `CALLER#{number}` | (proxy, caller) → open session (I1)       |
+//! | participation | `PARTICIPANT#{number}` | `PROXY#{proxy}`   | which proxies a number already uses       |
+//! | number        | `POOL`                 | `NUMBER#{proxy}`  | the proxy number pool                     |
+//! | call ref      | `CALL#{CallSid}`       | `CALL`            | CallSid → session, for the caller's leg   |
+//! | idempotency   | `IDEMPOTENCY#{key}`    | `IDEMPOTENCY`     | `Idempotency-Key` records                 |
+//!
+//! Open sessions carry `due_shard`/`due_at` for the sparse `due-index` (the expiry sweep's
+//! Query); closed ones lose them and gain `expire_at`, the table's TTL attribute.
+
+mod conferences;
+mod due;
+mod idempotency;
+mod interactions;
+mod live_call;
+mod pool;
+mod routing;
+mod sessions;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::phone::PhoneNumber;
+
+pub use conferences::ConferenceRecord;
+pub use due::{DUE_INDEX, DUE_SHARDS, due_shard};
+pub use idempotency::Claim;
+pub use interactions::Recorded;
+pub use routing::Route;
+pub use sessions::{CreateConflict, CreateError};
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the condition on the write did not hold")]
+    ConditionFailed,
+    /// A transaction was cancelled; one reason code per item, in order ("None" for items
+    /// that were fine, "ConditionalCheckFailed", "TransactionConflict", …).
+    #[error("transaction cancelled: {0:?}")]
+    Cancelled(Vec<String>),
+    #[error("DynamoDB request failed: {0}")]
+    Backend(String),
+    #[error("item in the table has an unexpected shape: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    fn backend<E, R>(e: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        Self::Backend(DisplayErrorContext(e).to_string())
+    }
+
+    /// True when the transaction failed only because item `i`'s condition did not hold.
+    pub fn failed_at(&self, i: usize) -> bool {
+        matches!(self, Self::Cancelled(codes) if codes.get(i).is_some_and(|c| c == "ConditionalCheckFailed"))
+    }
+
+    /// Whether retrying the same request could succeed (contention, not a business rule).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Cancelled(codes) if codes.iter().any(|c| c == "TransactionConflict"))
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn session_key(sid: &str) -> Item {
+    key(format!("SESSION#{sid}"), "SESSION")
+}
+
+fn route_key(proxy: &PhoneNumber, caller: &PhoneNumber) -> Item {
+    key(format!("ROUTE#{proxy}"), &format!("CALLER#{caller}"))
+}
+
+fn participation_key(caller: &PhoneNumber, proxy: &PhoneNumber) -> Item {
+    key(format!("PARTICIPANT#{caller}"), &format!("PROXY#{proxy}"))
+}
+
+fn number_key(number: &PhoneNumber) -> Item {
+    key("POOL".into(), &format!("NUMBER#{number}"))
+}
+
+fn call_ref_key(call_sid: &str) -> Item {
+    key(format!("CALL#{call_sid}"), "CALL")
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn with_key(mut item: Item, k: Item) -> Item {
+    item.extend(k);
+    item
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionRef {
+    session_sid: String,
+}
+
+/// A handle on the table; cheap to clone, built once per container.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(out.item)
+    }
+
+    async fn query_all(&self, pk: String, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":prefix", s(sk_prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::backend)?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c),
+                ) = e.as_service_error()
+                {
+                    let codes = c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_owned())
+                        .collect();
+                    return Err(StoreError::Cancelled(codes));
+                }
+                Err(StoreError::backend(e))
+            }
+        }
+    }
+
+    fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn delete_if_session(&self, key: Item, sid: &str) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression("session_sid = :sid")
+            .expression_attribute_values(":sid", s(sid))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+}
+
+fn interaction_key(session_sid: &str, call_sid: &str) -> Item {
+    key(
+        format!("SESSION#{session_sid}"),
+        &format!("CALL#{call_sid}"),
+    )
+}
+
+fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+trait TapInsert {
+    fn tap_insert(self, name: &str, value: AttributeValue) -> Self;
+}
+
+impl TapInsert for Item {
+    fn tap_insert(mut self, name: &str, value: AttributeValue) -> Self {
+        self.insert(name.to_owned(), value);
+        self
+    }
+}
+
+/// A conditional write's outcome: `Ok(true)` when it was written, `Ok(false)` when its
+/// condition did not hold, an error for anything else.
+fn written<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(StoreError::backend(e)),
+    }
+}
+
+/// A conditional write that must happen: `ConditionFailed` when its condition did not hold.
+fn must_write<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<(), StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if written(result)? {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed)
+    }
+}
+
+fn is_condition_failure<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+fn conference_key(session_sid: &str, conference_sid: &str) -> Item {
+    key(
+        format!("SESSION#{session_sid}"),
+        &format!("CONF#{conference_sid}"),
+    )
+}
