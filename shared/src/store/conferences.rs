@@ -2,7 +2,10 @@
 
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
-use super::{Store, StoreError, conference_key, is_condition_failure, n, s, session_key, written};
+use super::{
+    Condition, OnlyIf, Store, StoreError, conference_key, is_condition_failure, n, s, session_key,
+    written,
+};
 
 const LEG_PREFIX: &str = "leg_";
 
@@ -34,7 +37,7 @@ impl Store {
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(conference_key(session_sid, conference_sid)))
-            .condition_expression("attribute_not_exists(ended_at)")
+            .only_if(Condition::conference_not_ended())
             .expression_attribute_values(":cf", s(conference_sid))
             .expression_attribute_values(":session", s(session_sid))
             .expression_attribute_values(":room", s(room))
@@ -49,18 +52,14 @@ impl Store {
                 .expression_attribute_names("#leg", format!("{LEG_PREFIX}{label}"))
                 .expression_attribute_values(":call", s(call_sid));
         }
-        let update = update
-            .update_expression(expression)
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let update = update.update_expression(expression).build()?;
         let session = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(session_sid)))
             .update_expression("SET current_conference = :cf")
-            .condition_expression("attribute_exists(pk)")
+            .only_if(Condition::exists())
             .expression_attribute_values(":cf", s(conference_sid))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .build()?;
         match self
             .transact(vec![
                 TransactWriteItem::builder().update(update).build(),
@@ -88,7 +87,7 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(conference_key(session_sid, conference_sid)))
             .update_expression("SET ended_at = :now, ended_reason = :reason, conference_sid = :cf, session_sid = :session")
-            .condition_expression("attribute_not_exists(ended_at)")
+            .only_if(Condition::conference_not_ended())
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":cf", s(conference_sid))
@@ -106,8 +105,7 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(session_key(session_sid)))
             .update_expression("REMOVE current_conference")
-            .condition_expression("current_conference = :cf")
-            .expression_attribute_values(":cf", s(conference_sid))
+            .only_if(Condition::new("current_conference = :cf").value(":cf", s(conference_sid)))
             .send()
             .await;
         written(cleared).map(|_| ())

@@ -1,18 +1,22 @@
 //! The due index: when the expiry sweep must look at a session next.
 
-use super::{Item, Store, StoreError, n, s, session_key, written};
-use crate::model::SessionStatus;
+use super::{Condition, Item, OnlyIf, Store, StoreError, n, s, session_key, written};
 
 pub const DUE_INDEX: &str = "due-index";
 /// Due sessions spread over a few partitions so the index never has one hot key.
 pub const DUE_SHARDS: u32 = 8;
 
+/// The due-index partition a session is filed under.
 pub fn due_shard(sid: &str) -> String {
     // A stable spread by the SID's last hex digits; SIDs are random.
     let h = sid.bytes().rev().take(4).fold(0u32, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(u32::from(b))
     });
-    format!("DUE#{}", h % DUE_SHARDS)
+    shard_key(h % DUE_SHARDS)
+}
+
+fn shard_key(shard: u32) -> String {
+    format!("DUE#{shard}")
 }
 
 impl Store {
@@ -23,10 +27,7 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
-            .condition_expression("#status IN (:open, :in_progress)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()));
+            .only_if(Condition::session_open());
         update = match due {
             Some(t) => update
                 .update_expression("SET due_shard = :shard, due_at = :due")
@@ -50,7 +51,7 @@ impl Store {
             .table_name(&self.table)
             .index_name(DUE_INDEX)
             .key_condition_expression("due_shard = :shard AND due_at <= :now")
-            .expression_attribute_values(":shard", s(format!("DUE#{shard}")))
+            .expression_attribute_values(":shard", s(shard_key(shard)))
             .expression_attribute_values(":now", n(now))
             .set_exclusive_start_key(start)
             .send()

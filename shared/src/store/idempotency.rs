@@ -3,8 +3,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Store, StoreError, from_item, is_condition_failure, key, n, s, to_item, with_key, written,
+    Condition, OnlyIf, Store, StoreError, from_item, idempotency_key, is_condition_failure, n, s,
+    to_item, with_key, written,
 };
+
+pub(super) const IN_PROGRESS: &str = "IN_PROGRESS";
+const COMPLETED: &str = "COMPLETED";
 
 /// The state of an idempotency record after trying to claim a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +38,15 @@ struct IdempotencyItem {
     in_progress_until: i64,
 }
 
+/// A key may be claimed when no live record holds it: none, an expired one (TTL deletion
+/// lags), or a claim whose request was abandoned.
+fn claimable(now: i64) -> Condition {
+    Condition::absent()
+        .or(Condition::new("expire_at < :now").value(":now", n(now)))
+        .or(Condition::claim_in_progress()
+            .and(Condition::new("in_progress_until < :now").value(":now", n(now))))
+}
+
 impl Store {
     /// Claims `key` for a request whose body hashes to `request_hash`, with one conditional
     /// put: it succeeds when no live record exists (absent, expired, or an abandoned
@@ -48,33 +61,28 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         let item = with_key(
             to_item(&IdempotencyItem {
-                status: "IN_PROGRESS".into(),
+                status: IN_PROGRESS.into(),
                 request_hash: request_hash.to_owned(),
                 response_status: None,
                 response_body: None,
                 expire_at: now + keep_for,
                 in_progress_until: now + in_progress_for,
             })?,
-            key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY"),
+            idempotency_key(key_),
         );
         let r = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(pk) OR expire_at < :now OR (#status = :in_progress AND in_progress_until < :now)",
-            )
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .only_if(claimable(now))
             .send()
             .await;
         match r {
             Ok(_) => Ok(Claim::New),
             Err(e) if is_condition_failure(&e) => {
                 let existing: IdempotencyItem = self
-                    .get(key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY"))
+                    .get(idempotency_key(key_))
                     .await?
                     .map(from_item)
                     .transpose()?
@@ -85,7 +93,7 @@ impl Store {
                         existing.response_status,
                         existing.response_body,
                     ) {
-                        ("COMPLETED", Some(status), Some(body)) => Claim::Completed {
+                        (COMPLETED, Some(status), Some(body)) => Claim::Completed {
                             request_hash: existing.request_hash,
                             status,
                             body,
@@ -109,14 +117,12 @@ impl Store {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY")))
+            .set_key(Some(idempotency_key(key_)))
             .update_expression(
                 "SET #status = :done, response_status = :code, response_body = :body",
             )
-            .condition_expression("#status = :in_progress")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":done", s("COMPLETED"))
-            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .only_if(Condition::claim_in_progress())
+            .expression_attribute_values(":done", s(COMPLETED))
             .expression_attribute_values(":code", n(status))
             .expression_attribute_values(":body", s(body))
             .send()
@@ -131,10 +137,8 @@ impl Store {
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY")))
-            .condition_expression("#status = :in_progress")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":in_progress", s("IN_PROGRESS"))
+            .set_key(Some(idempotency_key(key_)))
+            .only_if(Condition::claim_in_progress())
             .send()
             .await;
         written(r).map(|_| ())

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
 use super::{
-    SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item, interaction_key, n, s,
-    to_attr, to_item, with_key,
+    Condition, OnlyIf, SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item,
+    interaction_key, n, s, session_ref, to_attr, to_item, with_key,
 };
 use crate::model::Interaction;
 
@@ -42,26 +42,13 @@ impl Store {
                 )
                 .tap_insert("status_rank", n(leg.status.rank()))
                 .tap_insert("expire_at", n(now + retention)),
-                "attribute_not_exists(pk)",
+                Condition::absent(),
             )?,
             self.put(
-                with_key(
-                    to_item(&SessionRef {
-                        session_sid: leg.session_sid.clone(),
-                    })?,
-                    call_ref_key(&leg.call_sid),
-                )
-                .tap_insert("expire_at", n(now + retention)),
-                "attribute_not_exists(pk) OR session_sid = :sid",
-            )
-            .map(|mut item| {
-                if let Some(put) = item.put.as_mut() {
-                    put.expression_attribute_values
-                        .get_or_insert_with(HashMap::new)
-                        .insert(":sid".into(), s(leg.session_sid.clone()));
-                }
-                item
-            })?,
+                session_ref(&leg.session_sid, call_ref_key(&leg.call_sid))?
+                    .tap_insert("expire_at", n(now + retention)),
+                Condition::absent().or(Condition::of_session(&leg.session_sid)),
+            )?,
         ];
         match self.transact(items).await {
             Ok(()) => Ok(true),
@@ -176,12 +163,17 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(interaction_key(&leg.session_sid, &leg.call_sid)))
             .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression("attribute_not_exists(status_rank) OR status_rank < :status_rank")
+            .only_if(
+                Condition::new("attribute_not_exists(status_rank) OR status_rank < :status_rank")
+                    .value(":status_rank", n(leg.status.rank())),
+            )
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#duration", "duration")
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .expression_attribute_names("#duration", "duration");
+        // Added one by one: a `set_` would replace the condition's values.
+        let update = values
+            .into_iter()
+            .fold(update, |u, (k, v)| u.expression_attribute_values(k, v))
+            .build()?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 

@@ -3,8 +3,11 @@
 
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
-use super::{Store, StoreError, due_shard, must_write, n, s, session_key, to_attr, written};
-use crate::model::{Session, SessionStatus};
+use super::{
+    Condition, OnlyIf, Store, StoreError, due_shard, must_write, n, s, session_key, to_attr,
+    written,
+};
+use crate::model::{LiveCall, Session};
 
 impl Store {
     /// Takes a short lease on the session's outgoing calls, so two V字発信 requests that
@@ -17,13 +20,12 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
             .update_expression("SET call_lock = :until")
-            .condition_expression(
-                "#status IN (:open, :in_progress) AND (attribute_not_exists(call_lock) OR call_lock < :now)",
+            .only_if(
+                Condition::session_open().and(
+                    Condition::new("attribute_not_exists(call_lock) OR call_lock < :now")
+                        .value(":now", n(now)),
+                ),
             )
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
-            .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":until", n(until))
             .send()
             .await;
@@ -37,7 +39,7 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
             .update_expression("REMOVE call_lock")
-            .condition_expression("attribute_exists(pk)")
+            .only_if(Condition::exists())
             .send()
             .await;
         written(r).map(|_| ())
@@ -51,7 +53,7 @@ impl Store {
         limit: u64,
         replace: bool,
     ) -> Result<(), StoreError> {
-        let live = to_attr(&crate::model::LiveCall {
+        let live = to_attr(&LiveCall {
             mode: mode.to_owned(),
             limit,
             deadline: None,
@@ -68,11 +70,8 @@ impl Store {
             } else {
                 "SET #live = if_not_exists(#live, :live)"
             })
-            .condition_expression("#status IN (:open, :in_progress)")
-            .expression_attribute_names("#status", "status")
+            .only_if(Condition::session_open())
             .expression_attribute_names("#live", "live_call")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
             .expression_attribute_values(":live", live)
             .send()
             .await;
@@ -93,14 +92,17 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
             .update_expression("SET #live.#deadline = :deadline, due_shard = :shard, due_at = :due")
-            .condition_expression(
-                "#status IN (:open, :in_progress) AND attribute_exists(#live) AND attribute_not_exists(#live.#deadline)",
+            .only_if(
+                Condition::session_open().and(
+                    Condition::new(
+                        "attribute_exists(#live) AND attribute_not_exists(#live.#deadline)",
+                    )
+                    .name("#live", "live_call")
+                    .name("#deadline", "deadline"),
+                ),
             )
-            .expression_attribute_names("#status", "status")
             .expression_attribute_names("#live", "live_call")
             .expression_attribute_names("#deadline", "deadline")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
             .expression_attribute_values(":deadline", n(deadline))
             .expression_attribute_values(":shard", s(due_shard(sid)))
             .expression_attribute_values(":due", n(due))
@@ -116,7 +118,7 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
-            .condition_expression("attribute_exists(pk)")
+            .only_if(Condition::exists())
             .expression_attribute_names("#live", "live_call");
         update = match due {
             Some(t) => update
@@ -142,17 +144,21 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
             .update_expression("SET #live.#warned_for = :deadline, #live.#warning = :outcome")
-            .condition_expression(
-                "#status IN (:open, :in_progress) AND #live.#deadline = :deadline \
-                 AND (attribute_not_exists(#live.#warned_for) OR #live.#warned_for <> :deadline)",
+            .only_if(
+                Condition::session_open()
+                    .and(Condition::live_deadline_is(":deadline", deadline))
+                    .and(
+                        Condition::new(
+                            "attribute_not_exists(#live.#warned_for) OR #live.#warned_for <> :deadline",
+                        )
+                        .name("#live", "live_call")
+                        .name("#warned_for", "warned_for")
+                        .value(":deadline", n(deadline)),
+                    ),
             )
-            .expression_attribute_names("#status", "status")
             .expression_attribute_names("#live", "live_call")
-            .expression_attribute_names("#deadline", "deadline")
             .expression_attribute_names("#warned_for", "warned_for")
             .expression_attribute_names("#warning", "warning")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
             .expression_attribute_values(":deadline", n(deadline))
             .expression_attribute_values(":outcome", s(outcome))
             .send()
@@ -182,18 +188,15 @@ impl Store {
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(&session.sid)))
-            .condition_expression(
-                "#status IN (:open, :in_progress) AND #live.#deadline = :from AND extension_count < :max",
+            .only_if(
+                Condition::session_open()
+                    .and(Condition::live_deadline_is(":from", from))
+                    .and(Condition::new("extension_count < :max").value(":max", n(max_count))),
             )
-            .expression_attribute_names("#status", "status")
             .expression_attribute_names("#live", "live_call")
             .expression_attribute_names("#deadline", "deadline")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
-            .expression_attribute_values(":from", n(from))
             .expression_attribute_values(":to", n(to))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":max", n(max_count))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":shard", s(due_shard(&session.sid)))
             .expression_attribute_values(":due", n(due));
@@ -203,12 +206,7 @@ impl Store {
         }
         let mut items = vec![
             TransactWriteItem::builder()
-                .update(
-                    update
-                        .update_expression(expression)
-                        .build()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                )
+                .update(update.update_expression(expression).build()?)
                 .build(),
         ];
         if let Some(expiry) = new_expiry {

@@ -16,6 +16,7 @@
 //! Open sessions carry `due_shard`/`due_at` for the sparse `due-index` (the expiry sweep's
 //! Query); closed ones lose them and gain `expire_at`, the table's TTL attribute.
 
+mod condition;
 mod conferences;
 mod due;
 mod idempotency;
@@ -28,11 +29,15 @@ mod sessions;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::model::Session;
 use crate::phone::PhoneNumber;
+
+use condition::{Condition, OnlyIf};
 
 pub use conferences::ConferenceRecord;
 pub use due::{DUE_INDEX, DUE_SHARDS, due_shard};
@@ -55,6 +60,15 @@ pub enum StoreError {
     Backend(String),
     #[error("item in the table has an unexpected shape: {0}")]
     Corrupt(String),
+    /// The SDK refused to build a request (a required field missing): a bug here, not data.
+    #[error("DynamoDB request could not be built: {0}")]
+    Request(String),
+}
+
+impl From<BuildError> for StoreError {
+    fn from(e: BuildError) -> Self {
+        Self::Request(e.to_string())
+    }
 }
 
 impl StoreError {
@@ -70,11 +84,6 @@ impl StoreError {
     pub fn failed_at(&self, i: usize) -> bool {
         matches!(self, Self::Cancelled(codes) if codes.get(i).is_some_and(|c| c == "ConditionalCheckFailed"))
     }
-
-    /// Whether retrying the same request could succeed (contention, not a business rule).
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Cancelled(codes) if codes.iter().any(|c| c == "TransactionConflict"))
-    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -85,12 +94,32 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+// ---- keys (the table in the module docs) ---------------------------------------------
+
 fn key(pk: String, sk: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
 fn session_key(sid: &str) -> Item {
     key(format!("SESSION#{sid}"), "SESSION")
+}
+
+fn interaction_key(session_sid: &str, call_sid: &str) -> Item {
+    key(
+        format!("SESSION#{session_sid}"),
+        &format!("CALL#{call_sid}"),
+    )
+}
+
+fn conference_key(session_sid: &str, conference_sid: &str) -> Item {
+    key(
+        format!("SESSION#{session_sid}"),
+        &format!("CONF#{conference_sid}"),
+    )
+}
+
+fn unique_name_key(name: &str) -> Item {
+    key(format!("UNIQUE#{name}"), "UNIQUE")
 }
 
 fn route_key(proxy: &PhoneNumber, caller: &PhoneNumber) -> Item {
@@ -109,6 +138,12 @@ fn call_ref_key(call_sid: &str) -> Item {
     key(format!("CALL#{call_sid}"), "CALL")
 }
 
+fn idempotency_key(key_: &str) -> Item {
+    key(format!("IDEMPOTENCY#{key_}"), "IDEMPOTENCY")
+}
+
+// ---- items ↔ values ------------------------------------------------------------------
+
 fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
     serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -117,14 +152,52 @@ fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn with_key(mut item: Item, k: Item) -> Item {
     item.extend(k);
     item
 }
 
+trait TapInsert {
+    fn tap_insert(self, name: &str, value: AttributeValue) -> Self;
+}
+
+impl TapInsert for Item {
+    fn tap_insert(mut self, name: &str, value: AttributeValue) -> Self {
+        self.insert(name.to_owned(), value);
+        self
+    }
+}
+
+/// The items that only point at a session: unique name, participation, call ref.
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionRef {
     session_sid: String,
+}
+
+/// A `SessionRef` item under `k`.
+fn session_ref(session_sid: &str, k: Item) -> Result<Item, StoreError> {
+    Ok(with_key(
+        to_item(&SessionRef {
+            session_sid: session_sid.to_owned(),
+        })?,
+        k,
+    ))
+}
+
+/// The session's proxy numbers, each once (both participants may share one).
+fn proxies_of_session(session: &Session) -> Vec<&PhoneNumber> {
+    let mut proxies: Vec<&PhoneNumber> = session
+        .participants
+        .iter()
+        .map(|p| &p.proxy_identifier)
+        .collect();
+    proxies.sort();
+    proxies.dedup();
+    proxies
 }
 
 /// A handle on the table; cheap to clone, built once per container.
@@ -188,38 +261,21 @@ impl Store {
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
-        match self
-            .client
+        self.client
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if let Some(
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c),
-                ) = e.as_service_error()
-                {
-                    let codes = c
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().unwrap_or("None").to_owned())
-                        .collect();
-                    return Err(StoreError::Cancelled(codes));
-                }
-                Err(StoreError::backend(e))
-            }
-        }
+            .map(|_| ())
+            .map_err(transact_error)
     }
 
-    fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
+    fn put(&self, item: Item, condition: Condition) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(condition)
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .only_if(condition)
+            .build()?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -227,41 +283,35 @@ impl Store {
         let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key))
-            .condition_expression("session_sid = :sid")
-            .expression_attribute_values(":sid", s(sid))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .only_if(Condition::of_session(sid))
+            .build()?;
         Ok(TransactWriteItem::builder().delete(delete).build())
     }
 }
 
-fn interaction_key(session_sid: &str, call_sid: &str) -> Item {
-    key(
-        format!("SESSION#{session_sid}"),
-        &format!("CALL#{call_sid}"),
-    )
-}
+// ---- outcomes of conditional writes -------------------------------------------------
 
-fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
-    serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-trait TapInsert {
-    fn tap_insert(self, name: &str, value: AttributeValue) -> Self;
-}
-
-impl TapInsert for Item {
-    fn tap_insert(mut self, name: &str, value: AttributeValue) -> Self {
-        self.insert(name.to_owned(), value);
-        self
+/// A cancelled transaction becomes `Cancelled` with its per-item reasons, in order.
+fn transact_error<R>(e: SdkError<TransactWriteItemsError, R>) -> StoreError
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
+        return StoreError::Cancelled(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_owned())
+                .collect(),
+        );
     }
+    StoreError::backend(e)
 }
 
 /// A conditional write's outcome: `Ok(true)` when it was written, `Ok(false)` when its
 /// condition did not hold, an error for anything else.
 fn written<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     match result {
@@ -274,7 +324,7 @@ where
 /// A conditional write that must happen: `ConditionFailed` when its condition did not hold.
 fn must_write<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<(), StoreError>
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     if written(result)? {
@@ -286,16 +336,9 @@ where
 
 fn is_condition_failure<E, R>(e: &SdkError<E, R>) -> bool
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    E: ProvideErrorMetadata,
 {
     e.as_service_error()
         .and_then(|se| se.code())
         .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
-
-fn conference_key(session_sid: &str, conference_sid: &str) -> Item {
-    key(
-        format!("SESSION#{session_sid}"),
-        &format!("CONF#{conference_sid}"),
-    )
 }

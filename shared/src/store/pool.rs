@@ -2,7 +2,10 @@
 
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
-use super::{Store, StoreError, from_item, must_write, n, number_key, to_item, with_key, written};
+use super::{
+    Condition, OnlyIf, Store, StoreError, from_item, must_write, n, number_key, to_item, with_key,
+    written,
+};
 use crate::model::ProxyNumber;
 use crate::phone::PhoneNumber;
 
@@ -17,11 +20,10 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(number_key(number)))
             .update_expression("ADD in_use :d SET date_updated = :now")
-            .condition_expression("attribute_exists(pk)")
+            .only_if(Condition::exists())
             .expression_attribute_values(":d", n(delta))
             .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .build()?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
@@ -33,7 +35,7 @@ impl Store {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .only_if(Condition::absent())
             .send()
             .await;
         written(r)
@@ -65,8 +67,9 @@ impl Store {
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(number_key(number)))
-            .condition_expression("attribute_exists(pk) AND in_use <= :zero")
-            .expression_attribute_values(":zero", n(0))
+            .only_if(
+                Condition::exists().and(Condition::new("in_use <= :zero").value(":zero", n(0))),
+            )
             .send()
             .await;
         must_write(r)

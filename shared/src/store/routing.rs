@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, from_item, n, route_key, s};
+use super::{Condition, OnlyIf, Store, StoreError, from_item, n, route_key};
 use crate::model::Session;
 use crate::phone::PhoneNumber;
 
@@ -74,11 +74,9 @@ impl Store {
                     .table_name(&self.table)
                     .set_key(Some(route_key(&p.proxy_identifier, &p.identifier)))
                     .update_expression("SET date_expiry = :expiry")
-                    .condition_expression("session_sid = :sid")
+                    .only_if(Condition::of_session(&session.sid))
                     .expression_attribute_values(":expiry", n(expiry))
-                    .expression_attribute_values(":sid", s(session.sid.clone()))
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    .build()?;
                 Ok(TransactWriteItem::builder().update(route).build())
             })
             .collect()

@@ -4,8 +4,9 @@
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use super::{
-    Route, SessionRef, Store, StoreError, due_shard, from_item, key, n, participation_key,
-    route_key, s, session_key, to_item, with_key,
+    Condition, OnlyIf, Route, SessionRef, Store, StoreError, due_shard, from_item, n,
+    participation_key, proxies_of_session, route_key, s, session_key, session_ref, to_item,
+    unique_name_key, with_key,
 };
 use crate::model::{Session, SessionStatus};
 use crate::phone::PhoneNumber;
@@ -50,17 +51,12 @@ impl Store {
         if let Some(t) = session.inactive_after() {
             session_item.insert("inactive_after".into(), n(t));
         }
-        items.push(self.put(session_item, "attribute_not_exists(pk)")?);
+        items.push(self.put(session_item, Condition::absent())?);
         meaning.push(None);
 
         if let Some(name) = &session.unique_name {
-            let item = with_key(
-                to_item(&SessionRef {
-                    session_sid: session.sid.clone(),
-                })?,
-                key(format!("UNIQUE#{name}"), "UNIQUE"),
-            );
-            items.push(self.put(item, "attribute_not_exists(pk)")?);
+            let item = session_ref(&session.sid, unique_name_key(name))?;
+            items.push(self.put(item, Condition::absent())?);
             meaning.push(Some(CreateConflict::UniqueName));
         }
 
@@ -85,29 +81,20 @@ impl Store {
                     to_item(&route)?,
                     route_key(&p.proxy_identifier, &p.identifier),
                 ),
-                "attribute_not_exists(pk)",
+                Condition::absent(),
             )?);
             meaning.push(Some(conflict.clone()));
             items.push(self.put(
-                with_key(
-                    to_item(&SessionRef {
-                        session_sid: session.sid.clone(),
-                    })?,
+                session_ref(
+                    &session.sid,
                     participation_key(&p.identifier, &p.proxy_identifier),
-                ),
-                "attribute_not_exists(pk)",
+                )?,
+                Condition::absent(),
             )?);
             meaning.push(Some(conflict));
         }
 
-        let mut proxies: Vec<&PhoneNumber> = session
-            .participants
-            .iter()
-            .map(|p| &p.proxy_identifier)
-            .collect();
-        proxies.sort();
-        proxies.dedup();
-        for proxy in proxies {
+        for proxy in proxies_of_session(session) {
             items.push(self.count_number(proxy, 1, now)?);
             meaning.push(Some(CreateConflict::NumberGone(proxy.clone())));
         }
@@ -137,7 +124,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(self
-            .get(key(format!("UNIQUE#{name}"), "UNIQUE"))
+            .get(unique_name_key(name))
             .await?
             .map(from_item::<SessionRef>)
             .transpose()?
@@ -161,16 +148,12 @@ impl Store {
                 "SET #status = :closed, closed_reason = :reason, date_updated = :now, expire_at = :expire \
                  REMOVE due_shard, due_at",
             )
-            .condition_expression("#status IN (:open, :in_progress)")
-            .expression_attribute_names("#status", "status")
+            .only_if(Condition::session_open())
             .expression_attribute_values(":closed", s(SessionStatus::Closed.as_str()))
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":expire", n(expire_at))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .build()?;
         items.push(TransactWriteItem::builder().update(update).build());
         for p in &session.participants {
             items.push(
@@ -184,14 +167,7 @@ impl Store {
                 &session.sid,
             )?);
         }
-        let mut proxies: Vec<&PhoneNumber> = session
-            .participants
-            .iter()
-            .map(|p| &p.proxy_identifier)
-            .collect();
-        proxies.sort();
-        proxies.dedup();
-        for proxy in proxies {
+        for proxy in proxies_of_session(session) {
             items.push(self.count_number(proxy, -1, now)?);
         }
         match self.transact(items).await {
@@ -209,31 +185,23 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut sets = vec!["date_updated = :now".to_owned()];
-        let mut conditions = vec!["#status IN (:open, :in_progress)".to_owned()];
+        let mut condition = Condition::session_open();
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(&session.sid)))
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
             .expression_attribute_values(":now", n(now));
         let new_expiry = session.date_expiry.map(|e| e + seconds);
         if let (Some(old), Some(new)) = (session.date_expiry, new_expiry) {
             sets.push("date_expiry = :new_expiry".into());
-            conditions.push("date_expiry = :old_expiry".into());
-            update = update
-                .expression_attribute_values(":new_expiry", n(new))
-                .expression_attribute_values(":old_expiry", n(old));
+            condition = condition
+                .and(Condition::new("date_expiry = :old_expiry").value(":old_expiry", n(old)));
+            update = update.expression_attribute_values(":new_expiry", n(new));
         }
         let deadline = session.live_call.as_ref().and_then(|l| l.deadline);
         if let Some(old) = deadline {
             sets.push("#live.#deadline = :new_deadline".into());
-            conditions.push("#live.#deadline = :old_deadline".into());
-            update = update
-                .expression_attribute_names("#live", "live_call")
-                .expression_attribute_names("#deadline", "deadline")
-                .expression_attribute_values(":new_deadline", n(old + seconds))
-                .expression_attribute_values(":old_deadline", n(old));
+            condition = condition.and(Condition::live_deadline_is(":old_deadline", old));
+            update = update.expression_attribute_values(":new_deadline", n(old + seconds));
         }
         let mut moved = session.clone();
         moved.date_expiry = new_expiry;
@@ -248,9 +216,8 @@ impl Store {
         }
         let update = update
             .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(conditions.join(" AND "))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .only_if(condition)
+            .build()?;
         let mut items = vec![TransactWriteItem::builder().update(update).build()];
         if let Some(expiry) = new_expiry {
             items.extend(self.route_expiry_updates(session, expiry)?);
@@ -271,33 +238,34 @@ impl Store {
         check_deadline: bool,
         cost_milli_yen: u64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let condition = if check_deadline {
-            "#status IN (:open, :in_progress) \
-             AND (attribute_not_exists(date_expiry) OR date_expiry > :now) \
-             AND (#ttl = :zero OR attribute_not_exists(inactive_after) OR inactive_after > :now)"
-        } else {
-            "#status IN (:open, :in_progress)"
-        };
-        let mut update = Update::builder()
+        let mut condition = Condition::session_open();
+        if check_deadline {
+            condition = condition
+                .and(
+                    Condition::new("attribute_not_exists(date_expiry) OR date_expiry > :now")
+                        .value(":now", n(now)),
+                )
+                .and(
+                    Condition::new(
+                        "#ttl = :zero OR attribute_not_exists(inactive_after) OR inactive_after > :now",
+                    )
+                    .name("#ttl", "ttl")
+                    .value(":zero", n(0))
+                    .value(":now", n(now)),
+                );
+        }
+        let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
             .update_expression(
                 "SET #status = :in_progress, date_last_interaction = :now, date_updated = :now, \
                  inactive_after = :now + #ttl ADD total_cost_milli_yen :cost",
             )
-            .condition_expression(condition)
-            .expression_attribute_names("#status", "status")
+            .only_if(condition)
             .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":open", s(SessionStatus::Open.as_str()))
-            .expression_attribute_values(":in_progress", s(SessionStatus::InProgress.as_str()))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":cost", n(cost_milli_yen));
-        if check_deadline {
-            update = update.expression_attribute_values(":zero", n(0));
-        }
-        let update = update
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .expression_attribute_values(":cost", n(cost_milli_yen))
+            .build()?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
@@ -311,10 +279,9 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
             .update_expression("ADD total_cost_milli_yen :cost")
-            .condition_expression("attribute_exists(pk)")
+            .only_if(Condition::exists())
             .expression_attribute_values(":cost", n(cost_milli_yen))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .build()?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 }
