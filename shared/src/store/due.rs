@@ -19,6 +19,18 @@ fn shard_key(shard: u32) -> String {
     format!("DUE#{shard}")
 }
 
+/// Where the next page of a due-index Query starts. DynamoDB's last evaluated key, kept
+/// opaque: the sweep can only hand it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueCursor(Item);
+
+impl DueCursor {
+    /// The cursor after a page, `None` when it was the last one (no key, or an empty one).
+    fn after(last_evaluated_key: Option<Item>) -> Option<Self> {
+        last_evaluated_key.filter(|k| !k.is_empty()).map(Self)
+    }
+}
+
 impl Store {
     /// Files the session in the due index for `due` (or takes it out with `None`).
     pub async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
@@ -43,8 +55,8 @@ impl Store {
         &self,
         shard: u32,
         now: i64,
-        start: Option<Item>,
-    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
+        start: Option<DueCursor>,
+    ) -> Result<(Vec<String>, Option<DueCursor>), StoreError> {
         let out = self
             .client
             .query()
@@ -53,7 +65,7 @@ impl Store {
             .key_condition_expression("due_shard = :shard AND due_at <= :now")
             .expression_attribute_values(":shard", s(shard_key(shard)))
             .expression_attribute_values(":now", n(now))
-            .set_exclusive_start_key(start)
+            .set_exclusive_start_key(start.map(|c| c.0))
             .send()
             .await
             .map_err(StoreError::backend)?;
@@ -69,6 +81,6 @@ impl Store {
                     .map(str::to_owned)
             })
             .collect();
-        Ok((sids, out.last_evaluated_key.filter(|k| !k.is_empty())))
+        Ok((sids, DueCursor::after(out.last_evaluated_key)))
     }
 }

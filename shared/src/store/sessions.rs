@@ -177,38 +177,37 @@ impl Store {
     }
 
     /// Moves `date_expiry` and the live call's deadline by `seconds` (whichever exist), on
-    /// the session and its routes, while both are still what `session` says.
+    /// the session and its routes, while both are still what `session` says. With `due`,
+    /// files the session in the due index for that instant (the caller knows when the moved
+    /// session next needs the sweep).
     pub async fn extend_session(
         &self,
         session: &Session,
         seconds: i64,
+        due: Option<i64>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let moved = session.extended_by(seconds);
         let mut sets = vec!["date_updated = :now".to_owned()];
         let mut condition = Condition::session_open();
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(&session.sid)))
             .expression_attribute_values(":now", n(now));
-        let new_expiry = session.date_expiry.map(|e| e + seconds);
+        let new_expiry = moved.date_expiry;
         if let (Some(old), Some(new)) = (session.date_expiry, new_expiry) {
             sets.push("date_expiry = :new_expiry".into());
             condition = condition
                 .and(Condition::new("date_expiry = :old_expiry").value(":old_expiry", n(old)));
             update = update.expression_attribute_values(":new_expiry", n(new));
         }
-        let deadline = session.live_call.as_ref().and_then(|l| l.deadline);
-        if let Some(old) = deadline {
+        let deadline = |s: &Session| s.live_call.as_ref().and_then(|l| l.deadline);
+        if let (Some(old), Some(new)) = (deadline(session), deadline(&moved)) {
             sets.push("#live.#deadline = :new_deadline".into());
             condition = condition.and(Condition::live_deadline_is(":old_deadline", old));
-            update = update.expression_attribute_values(":new_deadline", n(old + seconds));
+            update = update.expression_attribute_values(":new_deadline", n(new));
         }
-        let mut moved = session.clone();
-        moved.date_expiry = new_expiry;
-        if let Some(live) = moved.live_call.as_mut() {
-            live.deadline = deadline.map(|d| d + seconds);
-        }
-        if let Some(due) = crate::expiry::next_due(&moved, false, now) {
+        if let Some(due) = due {
             sets.push("due_shard = :shard, due_at = :due".into());
             update = update
                 .expression_attribute_values(":shard", s(due_shard(&session.sid)))
