@@ -163,3 +163,141 @@ only_if_for!(
     PutBuilder,
     DeleteBuilder
 );
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::Update;
+
+    use super::super::test_support::{assert_binds_exactly, placeholders};
+    use super::*;
+
+    fn assert_self_contained(c: &Condition) {
+        let names: HashMap<String, String> = c
+            .names
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let values: HashMap<String, AttributeValue> = c
+            .values
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assert_binds_exactly(&[&c.expression], Some(&names), Some(&values));
+    }
+
+    #[test]
+    fn placeholders_are_read_whole() {
+        let found = placeholders("#live.#deadline = :from AND x < :max_1", ':');
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), [":from", ":max_1"]);
+        let found = placeholders("#live.#deadline = :from", '#');
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            ["#deadline", "#live"]
+        );
+    }
+
+    #[test]
+    fn every_shared_condition_binds_exactly_what_it_uses() {
+        for c in [
+            Condition::absent(),
+            Condition::exists(),
+            Condition::session_open(),
+            Condition::of_session("KC1"),
+            Condition::live_deadline_is(":from", 100),
+            Condition::conference_not_ended(),
+            Condition::claim_in_progress(),
+        ] {
+            assert_self_contained(&c);
+        }
+    }
+
+    #[test]
+    fn the_open_condition_admits_exactly_the_statuses_that_route_calls() {
+        let c = Condition::session_open();
+        assert_eq!(c.expression, "#status IN (:open, :in_progress)");
+        assert_eq!(c.names, [("#status", "status")]);
+        let admitted: Vec<&str> = c
+            .values
+            .iter()
+            .map(|(_, v)| v.as_s().unwrap().as_str())
+            .collect();
+        for status in [
+            SessionStatus::Open,
+            SessionStatus::InProgress,
+            SessionStatus::Closed,
+            SessionStatus::Failed,
+        ] {
+            assert_eq!(
+                admitted.contains(&status.as_str()),
+                status.is_open(),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn and_groups_an_or_and_or_groups_an_and() {
+        let open_and_active = Condition::session_open()
+            .and(
+                Condition::new("attribute_not_exists(date_expiry) OR date_expiry > :now")
+                    .value(":now", n(5)),
+            )
+            .and(
+                Condition::new("#ttl = :zero OR inactive_after > :now")
+                    .name("#ttl", "ttl")
+                    .value(":zero", n(0)),
+            );
+        assert_eq!(
+            open_and_active.expression,
+            "#status IN (:open, :in_progress) AND (attribute_not_exists(date_expiry) OR date_expiry > :now) \
+             AND (#ttl = :zero OR inactive_after > :now)"
+        );
+        assert_self_contained(&open_and_active);
+
+        let either = Condition::absent()
+            .or(Condition::new("expire_at < :now").value(":now", n(5)))
+            .or(Condition::claim_in_progress().and(Condition::new("in_progress_until < :now")));
+        assert_eq!(
+            either.expression,
+            "attribute_not_exists(pk) OR expire_at < :now \
+             OR (#status = :in_progress AND in_progress_until < :now)"
+        );
+    }
+
+    #[test]
+    fn an_operator_inside_parentheses_needs_no_more() {
+        assert_eq!(group_if("a OR b", " OR "), "(a OR b)");
+        assert_eq!(group_if("(a OR b)", " OR "), "(a OR b)");
+        assert_eq!(
+            group_if("x IN (:a, :b) AND (a OR b)", " OR "),
+            "x IN (:a, :b) AND (a OR b)"
+        );
+        assert_eq!(group_if("a AND b", " OR "), "a AND b");
+    }
+
+    #[test]
+    fn only_if_sets_the_expression_with_its_names_and_values() {
+        let update = Update::builder()
+            .table_name("t")
+            .key("pk", AttributeValue::S("SESSION#KC1".into()))
+            .update_expression("SET date_updated = :now")
+            .expression_attribute_values(":now", n(5))
+            .only_if(Condition::session_open())
+            .build()
+            .unwrap();
+        assert_eq!(
+            update.condition_expression(),
+            Some("#status IN (:open, :in_progress)")
+        );
+        let values = update.expression_attribute_values().unwrap();
+        assert_eq!(values[":now"], n(5), "the request's own values stay");
+        assert_eq!(values[":open"], s("open"));
+        assert_eq!(values[":in_progress"], s("in-progress"));
+        assert_eq!(
+            update.expression_attribute_names().unwrap()["#status"],
+            "status"
+        );
+    }
+}

@@ -3,8 +3,8 @@
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use super::{
-    Condition, OnlyIf, Store, StoreError, conference_key, is_condition_failure, n, s, session_key,
-    written,
+    Condition, Item, OnlyIf, Store, StoreError, conference_key, is_condition_failure, n, s,
+    session_key, written,
 };
 
 const LEG_PREFIX: &str = "leg_";
@@ -34,6 +34,24 @@ impl Store {
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError> {
+        let items =
+            self.record_conference_items(session_sid, conference_sid, room, leg, now, retention)?;
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.failed_at(0) || e.failed_at(1) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn record_conference_items(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        room: &str,
+        leg: Option<(&str, &str)>,
+        now: i64,
+        retention: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(conference_key(session_sid, conference_sid)))
@@ -60,17 +78,10 @@ impl Store {
             .only_if(Condition::exists())
             .expression_attribute_values(":cf", s(conference_sid))
             .build()?;
-        match self
-            .transact(vec![
-                TransactWriteItem::builder().update(update).build(),
-                TransactWriteItem::builder().update(session).build(),
-            ])
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if e.failed_at(0) || e.failed_at(1) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(vec![
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().update(session).build(),
+        ])
     }
 
     /// Marks a conference ended (once) and clears it from the session if it is current.
@@ -116,12 +127,17 @@ impl Store {
         session_sid: &str,
         conference_sid: &str,
     ) -> Result<Option<ConferenceRecord>, StoreError> {
-        let Some(item) = self
+        Ok(self
             .get(conference_key(session_sid, conference_sid))
             .await?
-        else {
-            return Ok(None);
-        };
+            .map(|item| ConferenceRecord::from_item(conference_sid, &item)))
+    }
+}
+
+impl ConferenceRecord {
+    /// Read by hand, not by serde: the legs are one attribute each, `leg_{label}`, so that
+    /// a participant joining is one SET that never overwrites another's.
+    fn from_item(conference_sid: &str, item: &Item) -> Self {
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
         let number = |name: &str| {
             item.get(name)
@@ -137,12 +153,73 @@ impl Store {
                 ))
             })
             .collect();
-        Ok(Some(ConferenceRecord {
+        ConferenceRecord {
             conference_sid: conference_sid.to_owned(),
             room: text("room").unwrap_or_default(),
             ended_at: number("ended_at"),
             ended_reason: text("ended_reason"),
             legs,
-        }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_item_binds_exactly, condition_of, offline_store};
+    use super::*;
+
+    #[test]
+    fn a_leg_recorded_under_its_label_is_read_back_under_it() {
+        let store = offline_store();
+        let items = store
+            .record_conference_items("KC1", "CF1", "room-KC1", Some(("KP1", "CA1")), 100, 60)
+            .unwrap();
+        let update = items[0].update().unwrap();
+        assert_eq!(condition_of(&items[0]), "attribute_not_exists(ended_at)");
+        let attribute = &update.expression_attribute_names().unwrap()["#leg"];
+        let values = update.expression_attribute_values().unwrap();
+        assert_eq!(values[":call"], s("CA1"));
+        assert_eq!(condition_of(&items[1]), "attribute_exists(pk)");
+        items.iter().for_each(assert_item_binds_exactly);
+
+        // The item as those SETs leave it, once the conference has ended too.
+        let mut item = conference_key("KC1", "CF1");
+        item.insert("conference_sid".into(), s("CF1"));
+        item.insert("room".into(), values[":room"].clone());
+        item.insert(attribute.clone(), values[":call"].clone());
+        item.insert("leg_KP2".into(), s("CA2"));
+        item.insert("ended_at".into(), n(160));
+        item.insert("ended_reason".into(), s("completed"));
+        assert_eq!(
+            ConferenceRecord::from_item("CF1", &item),
+            ConferenceRecord {
+                conference_sid: "CF1".into(),
+                room: "room-KC1".into(),
+                ended_at: Some(160),
+                ended_reason: Some("completed".into()),
+                legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_conference_without_legs_or_end_reads_as_such() {
+        let store = offline_store();
+        let items = store
+            .record_conference_items("KC1", "CF1", "room-KC1", None, 100, 60)
+            .unwrap();
+        assert!(
+            items[0]
+                .update()
+                .unwrap()
+                .expression_attribute_names()
+                .is_none_or(|names| !names.contains_key("#leg"))
+        );
+        items.iter().for_each(assert_item_binds_exactly);
+        let mut item = conference_key("KC1", "CF1");
+        item.insert("room".into(), s("room-KC1"));
+        let record = ConferenceRecord::from_item("CF1", &item);
+        assert!(record.legs.is_empty());
+        assert_eq!((record.ended_at, record.ended_reason), (None, None));
     }
 }

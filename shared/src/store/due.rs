@@ -31,6 +31,15 @@ impl DueCursor {
     }
 }
 
+/// The SID of a session item, as the index returns it.
+fn session_sid_of(item: &Item) -> Option<String> {
+    item.get("pk")?
+        .as_s()
+        .ok()?
+        .strip_prefix("SESSION#")
+        .map(str::to_owned)
+}
+
 impl Store {
     /// Files the session in the due index for `due` (or takes it out with `None`).
     pub async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
@@ -73,14 +82,54 @@ impl Store {
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(|item| {
-                item.get("pk")?
-                    .as_s()
-                    .ok()?
-                    .strip_prefix("SESSION#")
-                    .map(str::to_owned)
-            })
+            .filter_map(session_sid_of)
             .collect();
         Ok((sids, DueCursor::after(out.last_evaluated_key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_has_one_shard_among_the_few() {
+        let sids: Vec<String> = (0..64).map(|i| format!("KC{i:032x}")).collect();
+        let shards: std::collections::BTreeSet<String> =
+            sids.iter().map(|sid| due_shard(sid)).collect();
+        for sid in &sids {
+            assert_eq!(due_shard(sid), due_shard(sid), "stable");
+        }
+        let expected: std::collections::BTreeSet<String> = (0..DUE_SHARDS).map(shard_key).collect();
+        assert_eq!(shards, expected, "every shard used, and no other");
+    }
+
+    #[test]
+    fn the_cursor_hands_back_the_key_it_was_given() {
+        let key = crate::store::session_key("KC1")
+            .into_iter()
+            .chain([
+                ("due_shard".to_owned(), s("DUE#3")),
+                ("due_at".to_owned(), n(100)),
+            ])
+            .collect::<Item>();
+        let cursor = DueCursor::after(Some(key.clone())).expect("a next page");
+        assert_eq!(cursor.0, key);
+        assert_eq!(DueCursor::after(None), None);
+        assert_eq!(
+            DueCursor::after(Some(Item::new())),
+            None,
+            "an empty key: no more pages"
+        );
+    }
+
+    #[test]
+    fn the_index_yields_session_sids() {
+        assert_eq!(
+            session_sid_of(&crate::store::session_key("KC1")).as_deref(),
+            Some("KC1")
+        );
+        assert_eq!(session_sid_of(&crate::store::call_ref_key("CA1")), None);
+        assert_eq!(session_sid_of(&Item::new()), None);
     }
 }

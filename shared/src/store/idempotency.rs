@@ -38,6 +38,27 @@ struct IdempotencyItem {
     in_progress_until: i64,
 }
 
+impl From<IdempotencyItem> for Claim {
+    /// What a record that could not be claimed holds: a response to replay, or a request
+    /// still being processed.
+    fn from(existing: IdempotencyItem) -> Self {
+        match (
+            existing.status.as_str(),
+            existing.response_status,
+            existing.response_body,
+        ) {
+            (COMPLETED, Some(status), Some(body)) => Claim::Completed {
+                request_hash: existing.request_hash,
+                status,
+                body,
+            },
+            _ => Claim::InProgress {
+                request_hash: existing.request_hash,
+            },
+        }
+    }
+}
+
 /// A key may be claimed when no live record holds it: none, an expired one (TTL deletion
 /// lags), or a claim whose request was abandoned.
 fn claimable(now: i64) -> Condition {
@@ -87,22 +108,7 @@ impl Store {
                     .map(from_item)
                     .transpose()?
                     .ok_or(StoreError::ConditionFailed)?;
-                Ok(
-                    match (
-                        existing.status.as_str(),
-                        existing.response_status,
-                        existing.response_body,
-                    ) {
-                        (COMPLETED, Some(status), Some(body)) => Claim::Completed {
-                            request_hash: existing.request_hash,
-                            status,
-                            body,
-                        },
-                        _ => Claim::InProgress {
-                            request_hash: existing.request_hash,
-                        },
-                    },
-                )
+                Ok(existing.into())
             }
             Err(e) => Err(StoreError::backend(e)),
         }
@@ -142,5 +148,77 @@ impl Store {
             .send()
             .await;
         written(r).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: &str, response: Option<(u16, &str)>) -> IdempotencyItem {
+        IdempotencyItem {
+            status: status.into(),
+            request_hash: "h1".into(),
+            response_status: response.map(|r| r.0),
+            response_body: response.map(|r| r.1.to_owned()),
+            expire_at: 1_000,
+            in_progress_until: 100,
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_through_its_item() {
+        let item = with_key(
+            to_item(&record(COMPLETED, Some((201, "{}")))).unwrap(),
+            idempotency_key("k1"),
+        );
+        assert_eq!(item["pk"].as_s().unwrap(), "IDEMPOTENCY#k1");
+        let back: IdempotencyItem = from_item(item).unwrap();
+        assert_eq!(
+            Claim::from(back),
+            Claim::from(record(COMPLETED, Some((201, "{}"))))
+        );
+    }
+
+    #[test]
+    fn only_a_completed_record_with_its_response_is_replayed() {
+        assert_eq!(
+            Claim::from(record(COMPLETED, Some((201, "{\"sid\":\"KC1\"}")))),
+            Claim::Completed {
+                request_hash: "h1".into(),
+                status: 201,
+                body: "{\"sid\":\"KC1\"}".into(),
+            }
+        );
+        let in_progress = Claim::InProgress {
+            request_hash: "h1".into(),
+        };
+        assert_eq!(Claim::from(record(IN_PROGRESS, None)), in_progress);
+        assert_eq!(Claim::from(record(COMPLETED, None)), in_progress);
+    }
+
+    #[test]
+    fn a_key_is_claimable_when_absent_expired_or_abandoned() {
+        let put = aws_sdk_dynamodb::types::Put::builder()
+            .table_name("t")
+            .set_item(Some(idempotency_key("k1")))
+            .only_if(claimable(50))
+            .build()
+            .unwrap();
+        assert_eq!(
+            put.condition_expression(),
+            Some(
+                "attribute_not_exists(pk) OR expire_at < :now \
+                 OR (#status = :in_progress AND in_progress_until < :now)"
+            )
+        );
+        let values = put.expression_attribute_values().unwrap();
+        assert_eq!(values[":now"], n(50));
+        assert_eq!(values[":in_progress"], s(IN_PROGRESS));
+        super::super::test_support::assert_binds_exactly(
+            &[put.condition_expression().unwrap()],
+            put.expression_attribute_names(),
+            Some(values),
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
 use super::{
-    Condition, OnlyIf, SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item,
+    Condition, Item, OnlyIf, SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item,
     interaction_key, n, s, session_ref, to_attr, to_item, with_key,
 };
 use crate::model::Interaction;
@@ -21,6 +21,28 @@ pub enum Recorded {
     Stale,
 }
 
+/// A leg's item as first logged: the leg, its progress rank (what callbacks compare) and
+/// when the table may forget it.
+fn interaction_item(leg: &Interaction, now: i64, retention: i64) -> Result<Item, StoreError> {
+    Ok(with_key(
+        to_item(leg)?,
+        interaction_key(&leg.session_sid, &leg.call_sid),
+    )
+    .tap_insert("status_rank", n(leg.status.rank()))
+    .tap_insert("expire_at", n(now + retention)))
+}
+
+/// Oldest first; a caller's leg before the leg it dialled.
+fn oldest_first(legs: &mut [Interaction]) {
+    legs.sort_by_key(|l| {
+        (
+            l.date_created,
+            l.parent_call_sid.is_some(),
+            l.call_sid.clone(),
+        )
+    });
+}
+
 impl Store {
     /// Logs the start of an inbound leg and counts it as session activity, in one
     /// transaction that holds only while the session is open and not past its ttl — so a
@@ -33,23 +55,7 @@ impl Store {
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError> {
-        let items = vec![
-            self.touch_session(&leg.session_sid, now, true, 0)?,
-            self.put(
-                with_key(
-                    to_item(leg)?,
-                    interaction_key(&leg.session_sid, &leg.call_sid),
-                )
-                .tap_insert("status_rank", n(leg.status.rank()))
-                .tap_insert("expire_at", n(now + retention)),
-                Condition::absent(),
-            )?,
-            self.put(
-                session_ref(&leg.session_sid, call_ref_key(&leg.call_sid))?
-                    .tap_insert("expire_at", n(now + retention)),
-                Condition::absent().or(Condition::of_session(&leg.session_sid)),
-            )?,
-        ];
+        let items = self.start_inbound_leg_items(leg, now, retention)?;
         match self.transact(items).await {
             Ok(()) => Ok(true),
             Err(e) if e.failed_at(0) => Ok(false),
@@ -57,6 +63,23 @@ impl Store {
             Err(e) if e.failed_at(1) => Ok(true),
             Err(e) => Err(e),
         }
+    }
+
+    fn start_inbound_leg_items(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        Ok(vec![
+            self.touch_session(&leg.session_sid, now, true, 0)?,
+            self.put(interaction_item(leg, now, retention)?, Condition::absent())?,
+            self.put(
+                session_ref(&leg.session_sid, call_ref_key(&leg.call_sid))?
+                    .tap_insert("expire_at", n(now + retention)),
+                Condition::absent().or(Condition::of_session(&leg.session_sid)),
+            )?,
+        ])
     }
 
     /// Applies a status callback to a leg's interaction (creating it on first sight) and the
@@ -199,14 +222,7 @@ impl Store {
             .into_iter()
             .map(from_item)
             .collect::<Result<_, _>>()?;
-        // Oldest first; a caller's leg before the leg it dialled.
-        legs.sort_by_key(|l| {
-            (
-                l.date_created,
-                l.parent_call_sid.is_some(),
-                l.call_sid.clone(),
-            )
-        });
+        oldest_first(&mut legs);
         Ok(legs)
     }
 
@@ -217,5 +233,156 @@ impl Store {
             .map(from_item::<SessionRef>)
             .transpose()?
             .map(|r| r.session_sid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_item_binds_exactly, condition_of, offline_store};
+    use super::*;
+    use crate::model::CallStatus;
+    use crate::phone::NumberClass;
+    use crate::pricing::Direction;
+
+    fn leg(call_sid: &str, status: CallStatus) -> Interaction {
+        Interaction {
+            sid: "KI1".into(),
+            session_sid: "KC1".into(),
+            call_sid: call_sid.into(),
+            parent_call_sid: Some("CA0".into()),
+            direction: Direction::Outbound,
+            twilio_direction: "outbound-dial".into(),
+            from_masked: "+8150****4567".into(),
+            to_masked: "+8180****5432".into(),
+            from_participant_sid: Some("KP1".into()),
+            to_participant_sid: Some("KP2".into()),
+            callee_class: NumberClass::Mobile,
+            status,
+            duration: 61,
+            billed_minutes: 2,
+            cost_milli_yen: 32_400,
+            date_created: 100,
+            date_updated: 200,
+            date_ended: Some(200),
+        }
+    }
+
+    #[test]
+    fn a_logged_leg_round_trips_through_its_item() {
+        let leg = leg("CA1", CallStatus::Ringing);
+        let item = interaction_item(&leg, 200, 86_400).unwrap();
+        assert_eq!(item["sk"].as_s().unwrap(), "CALL#CA1");
+        assert_eq!(item["status_rank"], n(CallStatus::Ringing.rank()));
+        assert_eq!(item["expire_at"], n(86_600));
+        let back: Interaction = from_item(item).unwrap();
+        assert_eq!(back, leg);
+    }
+
+    /// The attributes a first upsert leaves on a new item: each `SET` clause's attribute
+    /// and the value bound to its placeholder (`if_not_exists` takes it on a new item).
+    fn first_write(update: &aws_sdk_dynamodb::types::Update) -> Item {
+        let names = update.expression_attribute_names().unwrap();
+        let values = update.expression_attribute_values().unwrap();
+        let sets = update.update_expression().strip_prefix("SET ").unwrap();
+        let mut clauses: Vec<String> = Vec::new();
+        for part in sets.split(", ") {
+            match clauses.last_mut() {
+                Some(open) if open.matches('(').count() > open.matches(')').count() => {
+                    open.push_str(", ");
+                    open.push_str(part);
+                }
+                _ => clauses.push(part.to_owned()),
+            }
+        }
+        let mut item = update.key().clone();
+        for clause in clauses {
+            let (lhs, rhs) = clause.split_once(" = ").unwrap();
+            let attribute = names.get(lhs).cloned().unwrap_or_else(|| lhs.to_owned());
+            let placeholder = &rhs[rhs.rfind(':').unwrap()..].trim_end_matches(')');
+            item.insert(attribute, values[*placeholder].clone());
+        }
+        item
+    }
+
+    #[test]
+    fn a_leg_first_seen_in_a_callback_is_written_whole() {
+        let store = offline_store();
+        for leg in [
+            leg("CA1", CallStatus::Completed),
+            Interaction {
+                parent_call_sid: None,
+                from_participant_sid: None,
+                to_participant_sid: None,
+                date_ended: None,
+                ..leg("CA2", CallStatus::InProgress)
+            },
+        ] {
+            let upsert = store.upsert_leg(&leg, 200, 86_400).unwrap();
+            assert_item_binds_exactly(&upsert);
+            let back: Interaction = from_item(first_write(upsert.update().unwrap())).unwrap();
+            assert_eq!(back, leg);
+        }
+    }
+
+    #[test]
+    fn a_callback_moves_a_leg_forward_only() {
+        let store = offline_store();
+        let upsert = store
+            .upsert_leg(&leg("CA1", CallStatus::Ringing), 200, 86_400)
+            .unwrap();
+        assert_eq!(
+            condition_of(&upsert),
+            "attribute_not_exists(status_rank) OR status_rank < :status_rank"
+        );
+        let values = upsert
+            .update()
+            .unwrap()
+            .expression_attribute_values()
+            .unwrap();
+        assert_eq!(values[":status_rank"], n(CallStatus::Ringing.rank()));
+    }
+
+    #[test]
+    fn an_inbound_leg_is_logged_once_and_its_call_ref_stays_with_its_session() {
+        let store = offline_store();
+        let items = store
+            .start_inbound_leg_items(&leg("CA1", CallStatus::Ringing), 200, 86_400)
+            .unwrap();
+        assert_eq!(items.len(), 3);
+        assert!(
+            condition_of(&items[0]).contains("date_expiry > :now"),
+            "deadlines checked"
+        );
+        assert_eq!(condition_of(&items[1]), "attribute_not_exists(pk)");
+        assert_eq!(
+            condition_of(&items[2]),
+            "attribute_not_exists(pk) OR session_sid = :sid"
+        );
+        let call_ref = items[2].put().unwrap();
+        assert_eq!(
+            call_ref.expression_attribute_values().unwrap()[":sid"],
+            s("KC1")
+        );
+        assert_eq!(call_ref.item()["session_sid"], s("KC1"));
+        assert_eq!(call_ref.item()["expire_at"], n(86_600));
+        items.iter().for_each(assert_item_binds_exactly);
+    }
+
+    #[test]
+    fn legs_list_oldest_first_a_callers_leg_before_the_leg_it_dialled() {
+        let parent = Interaction {
+            parent_call_sid: None,
+            ..leg("CA9", CallStatus::Completed)
+        };
+        let child = leg("CA1", CallStatus::Completed);
+        let later = Interaction {
+            date_created: 300,
+            parent_call_sid: None,
+            ..leg("CA0", CallStatus::Completed)
+        };
+        let mut legs = vec![later.clone(), child.clone(), parent.clone()];
+        oldest_first(&mut legs);
+        let order: Vec<&str> = legs.iter().map(|l| l.call_sid.as_str()).collect();
+        assert_eq!(order, ["CA9", "CA1", "CA0"]);
     }
 }

@@ -180,6 +180,22 @@ impl Store {
         max_count: u32,
         now: i64,
     ) -> Result<(), StoreError> {
+        let items = self.extend_live_call_items(session, from, to, due, max_count, now)?;
+        match self.transact(items).await {
+            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            other => other,
+        }
+    }
+
+    fn extend_live_call_items(
+        &self,
+        session: &Session,
+        from: i64,
+        to: i64,
+        due: i64,
+        max_count: u32,
+        now: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let new_expiry = session.date_expiry.filter(|e| *e < to).map(|_| to);
         let mut expression =
             "SET #live.#deadline = :to, extension_count = extension_count + :one, \
@@ -212,9 +228,72 @@ impl Store {
         if let Some(expiry) = new_expiry {
             items.extend(self.route_expiry_updates(session, expiry)?);
         }
-        match self.transact(items).await {
-            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
-            other => other,
-        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_item_binds_exactly, condition_of, offline_store};
+    use super::*;
+    use crate::model::sample_session;
+
+    #[test]
+    fn an_extension_holds_while_open_at_that_deadline_with_extensions_left() {
+        let store = offline_store();
+        let session = sample_session();
+        let items = store
+            .extend_live_call_items(&session, 1_000, 1_300, 1_120, 1, 900)
+            .unwrap();
+        assert_eq!(items.len(), 1, "no date_expiry: the routes are not touched");
+        assert_eq!(
+            condition_of(&items[0]),
+            "#status IN (:open, :in_progress) AND #live.#deadline = :from AND extension_count < :max"
+        );
+        let values = items[0]
+            .update()
+            .unwrap()
+            .expression_attribute_values()
+            .unwrap();
+        assert_eq!((&values[":from"], &values[":to"]), (&n(1_000), &n(1_300)));
+        assert_eq!(values[":max"], n(1));
+        assert_item_binds_exactly(&items[0]);
+    }
+
+    #[test]
+    fn date_expiry_moves_with_the_call_only_when_it_would_cut_it_short() {
+        let store = offline_store();
+        let cut_short = Session {
+            date_expiry: Some(1_200),
+            ..sample_session()
+        };
+        let items = store
+            .extend_live_call_items(&cut_short, 1_000, 1_300, 1_120, 1, 900)
+            .unwrap();
+        let update = items[0].update().unwrap();
+        assert!(update.update_expression().contains("date_expiry = :expiry"));
+        assert_eq!(
+            update.expression_attribute_values().unwrap()[":expiry"],
+            n(1_300)
+        );
+        assert_eq!(items.len(), 3, "and both routes' copies");
+        items.iter().for_each(assert_item_binds_exactly);
+
+        let later = Session {
+            date_expiry: Some(5_000),
+            ..sample_session()
+        };
+        let items = store
+            .extend_live_call_items(&later, 1_000, 1_300, 1_120, 1, 900)
+            .unwrap();
+        assert_eq!(items.len(), 1);
+        assert!(
+            !items[0]
+                .update()
+                .unwrap()
+                .update_expression()
+                .contains("date_expiry")
+        );
+        assert_item_binds_exactly(&items[0]);
     }
 }

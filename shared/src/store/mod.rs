@@ -25,6 +25,8 @@ mod live_call;
 mod pool;
 mod routing;
 mod sessions;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::HashMap;
 
@@ -341,4 +343,224 @@ where
     e.as_service_error()
         .and_then(|se| se.code())
         .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::{
+        ConditionalCheckFailedException, TransactionCanceledException,
+    };
+
+    use super::test_support::{assert_item_binds_exactly, condition_of, key_of, offline_store};
+    use super::*;
+
+    fn pk_sk(k: Item) -> (String, String) {
+        let text = |name: &str| k[name].as_s().unwrap().clone();
+        assert_eq!(k.len(), 2, "a key is pk and sk only");
+        (text("pk"), text("sk"))
+    }
+
+    fn pair(pk: &str, sk: &str) -> (String, String) {
+        (pk.to_owned(), sk.to_owned())
+    }
+
+    #[test]
+    fn keys_follow_the_table_in_the_module_docs() {
+        let proxy = PhoneNumber::parse("050-3123-4567").unwrap();
+        let caller = PhoneNumber::parse("090-1234-5678").unwrap();
+        assert_eq!(pk_sk(session_key("KC1")), pair("SESSION#KC1", "SESSION"));
+        assert_eq!(
+            pk_sk(interaction_key("KC1", "CA1")),
+            pair("SESSION#KC1", "CALL#CA1")
+        );
+        assert_eq!(
+            pk_sk(conference_key("KC1", "CF1")),
+            pair("SESSION#KC1", "CONF#CF1")
+        );
+        assert_eq!(
+            pk_sk(unique_name_key("shop-7")),
+            pair("UNIQUE#shop-7", "UNIQUE")
+        );
+        assert_eq!(
+            pk_sk(route_key(&proxy, &caller)),
+            pair("ROUTE#+815031234567", "CALLER#+819012345678")
+        );
+        assert_eq!(
+            pk_sk(participation_key(&caller, &proxy)),
+            pair("PARTICIPANT#+819012345678", "PROXY#+815031234567")
+        );
+        assert_eq!(
+            pk_sk(number_key(&proxy)),
+            pair("POOL", "NUMBER#+815031234567")
+        );
+        assert_eq!(pk_sk(call_ref_key("CA1")), pair("CALL#CA1", "CALL"));
+        assert_eq!(
+            pk_sk(idempotency_key("k-1")),
+            pair("IDEMPOTENCY#k-1", "IDEMPOTENCY")
+        );
+    }
+
+    #[test]
+    fn a_session_ref_item_points_at_its_session_under_its_own_key() {
+        let item = session_ref("KC1", call_ref_key("CA1")).unwrap();
+        assert_eq!(item["pk"].as_s().unwrap(), "CALL#CA1");
+        let back: SessionRef = from_item(item).unwrap();
+        assert_eq!(back.session_sid, "KC1");
+    }
+
+    #[test]
+    fn a_session_on_one_shared_proxy_counts_that_number_once() {
+        let mut session = crate::model::sample_session();
+        assert_eq!(proxies_of_session(&session).len(), 1);
+        session.participants[1].proxy_identifier = PhoneNumber::parse("050-3123-0000").unwrap();
+        let proxies = proxies_of_session(&session);
+        assert_eq!(proxies.len(), 2);
+        assert!(
+            proxies[0] < proxies[1],
+            "sorted, so transactions list them alike"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_item_is_corrupt() {
+        let mut item = session_key("KC1");
+        item.insert("session_sid".into(), n(7));
+        assert!(matches!(
+            from_item::<SessionRef>(item),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_request_the_sdk_cannot_build_is_a_request_error_not_corrupt_data() {
+        fn build() -> Result<Put, StoreError> {
+            Ok(Put::builder().build()?) // no table, no item
+        }
+        let e = build().unwrap_err();
+        assert!(matches!(e, StoreError::Request(_)), "{e:?}");
+        assert!(e.to_string().contains("could not be built"), "{e}");
+    }
+
+    #[test]
+    fn failed_at_names_only_a_failed_condition_at_that_position() {
+        let e = StoreError::Cancelled(vec![
+            "None".into(),
+            "ConditionalCheckFailed".into(),
+            "TransactionConflict".into(),
+        ]);
+        assert!(!e.failed_at(0));
+        assert!(e.failed_at(1));
+        assert!(!e.failed_at(2), "contention is not a failed condition");
+        assert!(!e.failed_at(3));
+        assert!(!StoreError::ConditionFailed.failed_at(0));
+    }
+
+    fn cancelled(codes: &[Option<&str>]) -> SdkError<TransactWriteItemsError, ()> {
+        let reasons = codes
+            .iter()
+            .map(|c| {
+                CancellationReason::builder()
+                    .set_code(c.map(str::to_owned))
+                    .build()
+            })
+            .collect();
+        SdkError::service_error(
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .set_cancellation_reasons(Some(reasons))
+                    .build(),
+            ),
+            (),
+        )
+    }
+
+    #[test]
+    fn a_cancelled_transaction_keeps_each_items_reason_in_order() {
+        let e = transact_error(cancelled(&[
+            None,
+            Some("ConditionalCheckFailed"),
+            Some("TransactionConflict"),
+        ]));
+        assert!(
+            matches!(&e, StoreError::Cancelled(codes)
+                if codes == &["None", "ConditionalCheckFailed", "TransactionConflict"]),
+            "{e:?}"
+        );
+        let other = transact_error::<()>(SdkError::service_error(
+            TransactWriteItemsError::generic(
+                ErrorMetadata::builder().code("InternalServerError").build(),
+            ),
+            (),
+        ));
+        assert!(matches!(other, StoreError::Backend(_)), "{other:?}");
+        let timeout = transact_error::<()>(SdkError::timeout_error("slow"));
+        assert!(matches!(timeout, StoreError::Backend(_)), "{timeout:?}");
+    }
+
+    fn update_error(code: &str) -> SdkError<UpdateItemError, ()> {
+        let meta = ErrorMetadata::builder().code(code).build();
+        let e = if code == "ConditionalCheckFailedException" {
+            // As the SDK parses it: the typed variant, carrying the code in its metadata.
+            UpdateItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .meta(meta)
+                    .build(),
+            )
+        } else {
+            UpdateItemError::generic(meta)
+        };
+        SdkError::service_error(e, ())
+    }
+
+    #[test]
+    fn a_condition_that_did_not_hold_is_an_answer_other_failures_are_errors() {
+        type Outcome = Result<(), SdkError<UpdateItemError, ()>>;
+        let ok: Outcome = Ok(());
+        assert!(written(ok).unwrap());
+        let failed: Outcome = Err(update_error("ConditionalCheckFailedException"));
+        assert!(!written(failed).unwrap());
+        let throttled: Outcome = Err(update_error("ProvisionedThroughputExceededException"));
+        assert!(matches!(written(throttled), Err(StoreError::Backend(_))));
+        assert!(matches!(
+            written(Err::<(), _>(
+                SdkError::<UpdateItemError, ()>::timeout_error("slow")
+            )),
+            Err(StoreError::Backend(_))
+        ));
+        let failed: Outcome = Err(update_error("ConditionalCheckFailedException"));
+        assert!(matches!(
+            must_write(failed),
+            Err(StoreError::ConditionFailed)
+        ));
+        let ok: Outcome = Ok(());
+        assert!(must_write(ok).is_ok());
+    }
+
+    #[test]
+    fn puts_and_deletes_in_transactions_carry_their_condition() {
+        let store = offline_store();
+        let put = store
+            .put(
+                session_ref("KC1", call_ref_key("CA1")).unwrap(),
+                Condition::absent(),
+            )
+            .unwrap();
+        assert_eq!(condition_of(&put), "attribute_not_exists(pk)");
+        assert_item_binds_exactly(&put);
+        let delete = store.delete_if_session(call_ref_key("CA1"), "KC1").unwrap();
+        assert_eq!(key_of(&delete), ("CALL#CA1".into(), "CALL".into()));
+        assert_eq!(condition_of(&delete), "session_sid = :sid");
+        assert_eq!(
+            delete
+                .delete()
+                .unwrap()
+                .expression_attribute_values()
+                .unwrap()[":sid"],
+            s("KC1")
+        );
+        assert_item_binds_exactly(&delete);
+    }
 }

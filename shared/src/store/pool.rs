@@ -75,3 +75,39 @@ impl Store {
         must_write(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_item_binds_exactly, condition_of, offline_store};
+    use super::*;
+
+    #[test]
+    fn a_number_round_trips_through_its_item() {
+        let number = ProxyNumber {
+            phone_number: PhoneNumber::parse("050-3123-4567").unwrap(),
+            is_reserved: true,
+            in_use: 3,
+            date_created: 10,
+            date_updated: 20,
+        };
+        let item = with_key(to_item(&number).unwrap(), number_key(&number.phone_number));
+        assert_eq!(item["sk"].as_s().unwrap(), "NUMBER#+815031234567");
+        let back: ProxyNumber = from_item(item).unwrap();
+        assert_eq!(back, number);
+    }
+
+    #[test]
+    fn a_use_count_changes_only_on_a_number_still_in_the_pool() {
+        let store = offline_store();
+        let number = PhoneNumber::parse("050-3123-4567").unwrap();
+        let item = store.count_number(&number, -1, 50).unwrap();
+        assert_eq!(condition_of(&item), "attribute_exists(pk)");
+        let update = item.update().unwrap();
+        assert_eq!(
+            update.update_expression(),
+            "ADD in_use :d SET date_updated = :now"
+        );
+        assert_eq!(update.expression_attribute_values().unwrap()[":d"], n(-1));
+        assert_item_binds_exactly(&item);
+    }
+}
