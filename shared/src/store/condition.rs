@@ -63,6 +63,14 @@ impl Condition {
     }
 
     fn merge(mut self, other: Condition, expression: String) -> Self {
+        // One request has one value per placeholder: the parts must agree on shared ones.
+        debug_assert!(
+            other
+                .values
+                .iter()
+                .all(|(p, v)| self.values.iter().all(|(q, w)| p != q || v == w)),
+            "a placeholder bound to two values in {expression}"
+        );
         self.expression = expression;
         self.names.extend(other.names);
         self.values.extend(other.values);
@@ -264,6 +272,14 @@ mod tests {
             "attribute_not_exists(pk) OR expire_at < :now \
              OR (#status = :in_progress AND in_progress_until < :now)"
         );
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a placeholder bound to two values")]
+    fn parts_binding_one_placeholder_differently_are_refused() {
+        let _ = Condition::live_deadline_is(":d", 100)
+            .and(Condition::new("#live.#warned_for <> :d").value(":d", n(200)));
     }
 
     #[test]
