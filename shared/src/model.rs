@@ -139,6 +139,17 @@ impl Session {
             .then(|| self.date_last_interaction.unwrap_or(self.date_created) + self.ttl as i64)
     }
 
+    /// This session with its end moved by `seconds`: its `date_expiry` and its live call's
+    /// deadline, whichever it has.
+    pub fn extended_by(&self, seconds: i64) -> Session {
+        let mut moved = self.clone();
+        moved.date_expiry = self.date_expiry.map(|e| e + seconds);
+        if let Some(live) = moved.live_call.as_mut() {
+            live.deadline = live.deadline.map(|d| d + seconds);
+        }
+        moved
+    }
+
     /// The instant the session stops routing: the earlier of `date_expiry` and the ttl.
     pub fn deadline(&self) -> Option<i64> {
         match (self.date_expiry, self.inactive_after()) {

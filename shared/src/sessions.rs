@@ -562,11 +562,10 @@ pub async fn extend(app: &App, sid_or_name: &str, seconds: u64) -> Result<Sessio
         ));
     }
     let now = app.now();
-    match app
-        .store
-        .extend_session(&session, seconds as i64, now)
-        .await
-    {
+    let seconds = seconds as i64;
+    // The sweep must wake for the moved end (and its warning), not the old one.
+    let due = crate::expiry::next_due(&session.extended_by(seconds), false, now);
+    match app.store.extend_session(&session, seconds, due, now).await {
         Ok(()) => find(app, &session.sid).await,
         Err(StoreError::ConditionFailed) => Err(Problem::conflict(
             Code::InvalidStatusChange,

@@ -1,0 +1,388 @@
+//! Interactions: one item per call leg, moved forward by Twilio's callbacks.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+
+use super::{
+    Condition, Item, OnlyIf, SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item,
+    interaction_key, n, s, session_ref, to_attr, to_item, with_key,
+};
+use crate::model::Interaction;
+
+/// How a call leg's callback changed the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// The interaction moved forward; the session's activity was updated too.
+    Updated,
+    /// The interaction moved forward but the session had already closed.
+    SessionClosed,
+    /// A duplicate or late callback; nothing changed.
+    Stale,
+}
+
+/// A leg's item as first logged: the leg, its progress rank (what callbacks compare) and
+/// when the table may forget it.
+fn interaction_item(leg: &Interaction, now: i64, retention: i64) -> Result<Item, StoreError> {
+    Ok(with_key(
+        to_item(leg)?,
+        interaction_key(&leg.session_sid, &leg.call_sid),
+    )
+    .tap_insert("status_rank", n(leg.status.rank()))
+    .tap_insert("expire_at", n(now + retention)))
+}
+
+/// Oldest first; a caller's leg before the leg it dialled.
+fn oldest_first(legs: &mut [Interaction]) {
+    legs.sort_by_key(|l| {
+        (
+            l.date_created,
+            l.parent_call_sid.is_some(),
+            l.call_sid.clone(),
+        )
+    });
+}
+
+impl Store {
+    /// Logs the start of an inbound leg and counts it as session activity, in one
+    /// transaction that holds only while the session is open and not past its ttl — so a
+    /// call racing a close is refused rather than connected into a closed session.
+    /// `Ok(false)`: the session is closed or inactive. A repeated webhook for the same
+    /// CallSid is accepted without a second log entry.
+    pub async fn start_inbound_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<bool, StoreError> {
+        let items = self.start_inbound_leg_items(leg, now, retention)?;
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.failed_at(0) => Ok(false),
+            // The same CallSid again: Twilio retried the webhook. Already logged.
+            Err(e) if e.failed_at(1) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_inbound_leg_items(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        Ok(vec![
+            self.touch_session(&leg.session_sid, now, true, 0)?,
+            self.put(interaction_item(leg, now, retention)?, Condition::absent())?,
+            self.put(
+                session_ref(&leg.session_sid, call_ref_key(&leg.call_sid))?
+                    .tap_insert("expire_at", n(now + retention)),
+                Condition::absent().or(Condition::of_session(&leg.session_sid)),
+            )?,
+        ])
+    }
+
+    /// Applies a status callback to a leg's interaction (creating it on first sight) and the
+    /// session's activity, in one request. Late and repeated callbacks change nothing.
+    pub async fn record_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<Recorded, StoreError> {
+        // A leg's cost is added to the session's total by the one write that finishes the leg:
+        // the upsert's condition lets a final status through only once.
+        let cost = if leg.status.is_final() {
+            leg.cost_milli_yen
+        } else {
+            0
+        };
+        let upsert = self.upsert_leg(leg, now, retention)?;
+        match self
+            .transact(vec![
+                upsert,
+                self.touch_session(&leg.session_sid, now, false, cost)?,
+            ])
+            .await
+        {
+            Ok(()) => Ok(Recorded::Updated),
+            Err(e) if e.failed_at(0) => Ok(Recorded::Stale),
+            Err(e) if e.failed_at(1) => {
+                // The session has closed (or is gone): still log the leg, for its cost.
+                match self
+                    .transact(vec![
+                        self.upsert_leg(leg, now, retention)?,
+                        self.add_cost(&leg.session_sid, cost)?,
+                    ])
+                    .await
+                {
+                    Ok(()) => Ok(Recorded::SessionClosed),
+                    Err(e) if e.failed_at(0) => Ok(Recorded::Stale),
+                    Err(e) if e.failed_at(1) => Err(StoreError::ConditionFailed),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn upsert_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        // Fields that identify the leg are written once; progress fields move forward only.
+        let mut values: HashMap<String, AttributeValue> = HashMap::new();
+        let mut sets = Vec::new();
+        let first_only = [
+            ("sid", s(leg.sid.clone())),
+            ("session_sid", s(leg.session_sid.clone())),
+            ("call_sid", s(leg.call_sid.clone())),
+            ("direction", to_attr(&leg.direction)?),
+            ("twilio_direction", s(leg.twilio_direction.clone())),
+            ("from_masked", s(leg.from_masked.clone())),
+            ("to_masked", s(leg.to_masked.clone())),
+            ("callee_class", to_attr(&leg.callee_class)?),
+            ("date_created", n(leg.date_created)),
+        ];
+        for (name, value) in first_only {
+            sets.push(format!("{name} = if_not_exists({name}, :{name})"));
+            values.insert(format!(":{name}"), value);
+        }
+        let mut optional = vec![];
+        if let Some(p) = &leg.parent_call_sid {
+            optional.push(("parent_call_sid", s(p.clone())));
+        }
+        if let Some(p) = &leg.from_participant_sid {
+            optional.push(("from_participant_sid", s(p.clone())));
+        }
+        if let Some(p) = &leg.to_participant_sid {
+            optional.push(("to_participant_sid", s(p.clone())));
+        }
+        for (name, value) in optional {
+            sets.push(format!("{name} = if_not_exists({name}, :{name})"));
+            values.insert(format!(":{name}"), value);
+        }
+        let progress = [
+            ("#status", to_attr(&leg.status)?),
+            ("status_rank", n(leg.status.rank())),
+            ("#duration", n(leg.duration)),
+            ("billed_minutes", n(leg.billed_minutes)),
+            ("cost_milli_yen", n(leg.cost_milli_yen)),
+            ("date_updated", n(now)),
+            ("expire_at", n(now + retention)),
+        ];
+        for (name, value) in progress {
+            let placeholder = format!(":{}", name.trim_start_matches('#'));
+            sets.push(format!("{name} = {placeholder}"));
+            values.insert(placeholder, value);
+        }
+        if let Some(ended) = leg.date_ended {
+            sets.push("date_ended = :date_ended".into());
+            values.insert(":date_ended".into(), n(ended));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(interaction_key(&leg.session_sid, &leg.call_sid)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .only_if(
+                Condition::new("attribute_not_exists(status_rank) OR status_rank < :status_rank")
+                    .value(":status_rank", n(leg.status.rank())),
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#duration", "duration");
+        // Added one by one: a `set_` would replace the condition's values.
+        let update = values
+            .into_iter()
+            .fold(update, |u, (k, v)| u.expression_attribute_values(k, v))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    pub async fn get_interaction(
+        &self,
+        session_sid: &str,
+        call_sid: &str,
+    ) -> Result<Option<Interaction>, StoreError> {
+        self.get(interaction_key(session_sid, call_sid))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// A session's call legs, oldest first.
+    pub async fn list_interactions(
+        &self,
+        session_sid: &str,
+    ) -> Result<Vec<Interaction>, StoreError> {
+        let mut legs: Vec<Interaction> = self
+            .query_all(format!("SESSION#{session_sid}"), "CALL#")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<_, _>>()?;
+        oldest_first(&mut legs);
+        Ok(legs)
+    }
+
+    pub async fn session_of_call(&self, call_sid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(call_ref_key(call_sid))
+            .await?
+            .map(from_item::<SessionRef>)
+            .transpose()?
+            .map(|r| r.session_sid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_item_binds_exactly, condition_of, offline_store};
+    use super::*;
+    use crate::model::CallStatus;
+    use crate::phone::NumberClass;
+    use crate::pricing::Direction;
+
+    fn leg(call_sid: &str, status: CallStatus) -> Interaction {
+        Interaction {
+            sid: "KI1".into(),
+            session_sid: "KC1".into(),
+            call_sid: call_sid.into(),
+            parent_call_sid: Some("CA0".into()),
+            direction: Direction::Outbound,
+            twilio_direction: "outbound-dial".into(),
+            from_masked: "+8150****4567".into(),
+            to_masked: "+8180****5432".into(),
+            from_participant_sid: Some("KP1".into()),
+            to_participant_sid: Some("KP2".into()),
+            callee_class: NumberClass::Mobile,
+            status,
+            duration: 61,
+            billed_minutes: 2,
+            cost_milli_yen: 32_400,
+            date_created: 100,
+            date_updated: 200,
+            date_ended: Some(200),
+        }
+    }
+
+    #[test]
+    fn a_logged_leg_round_trips_through_its_item() {
+        let leg = leg("CA1", CallStatus::Ringing);
+        let item = interaction_item(&leg, 200, 86_400).unwrap();
+        assert_eq!(item["sk"].as_s().unwrap(), "CALL#CA1");
+        assert_eq!(item["status_rank"], n(CallStatus::Ringing.rank()));
+        assert_eq!(item["expire_at"], n(86_600));
+        let back: Interaction = from_item(item).unwrap();
+        assert_eq!(back, leg);
+    }
+
+    /// The attributes a first upsert leaves on a new item: each `SET` clause's attribute
+    /// and the value bound to its placeholder (`if_not_exists` takes it on a new item).
+    fn first_write(update: &aws_sdk_dynamodb::types::Update) -> Item {
+        let names = update.expression_attribute_names().unwrap();
+        let values = update.expression_attribute_values().unwrap();
+        let sets = update.update_expression().strip_prefix("SET ").unwrap();
+        let mut clauses: Vec<String> = Vec::new();
+        for part in sets.split(", ") {
+            match clauses.last_mut() {
+                Some(open) if open.matches('(').count() > open.matches(')').count() => {
+                    open.push_str(", ");
+                    open.push_str(part);
+                }
+                _ => clauses.push(part.to_owned()),
+            }
+        }
+        let mut item = update.key().clone();
+        for clause in clauses {
+            let (lhs, rhs) = clause.split_once(" = ").unwrap();
+            let attribute = names.get(lhs).cloned().unwrap_or_else(|| lhs.to_owned());
+            let placeholder = &rhs[rhs.rfind(':').unwrap()..].trim_end_matches(')');
+            item.insert(attribute, values[*placeholder].clone());
+        }
+        item
+    }
+
+    #[test]
+    fn a_leg_first_seen_in_a_callback_is_written_whole() {
+        let store = offline_store();
+        for leg in [
+            leg("CA1", CallStatus::Completed),
+            Interaction {
+                parent_call_sid: None,
+                from_participant_sid: None,
+                to_participant_sid: None,
+                date_ended: None,
+                ..leg("CA2", CallStatus::InProgress)
+            },
+        ] {
+            let upsert = store.upsert_leg(&leg, 200, 86_400).unwrap();
+            assert_item_binds_exactly(&upsert);
+            let back: Interaction = from_item(first_write(upsert.update().unwrap())).unwrap();
+            assert_eq!(back, leg);
+        }
+    }
+
+    #[test]
+    fn a_callback_moves_a_leg_forward_only() {
+        let store = offline_store();
+        let upsert = store
+            .upsert_leg(&leg("CA1", CallStatus::Ringing), 200, 86_400)
+            .unwrap();
+        assert_eq!(
+            condition_of(&upsert),
+            "attribute_not_exists(status_rank) OR status_rank < :status_rank"
+        );
+        let values = upsert
+            .update()
+            .unwrap()
+            .expression_attribute_values()
+            .unwrap();
+        assert_eq!(values[":status_rank"], n(CallStatus::Ringing.rank()));
+    }
+
+    #[test]
+    fn an_inbound_leg_is_logged_once_and_its_call_ref_stays_with_its_session() {
+        let store = offline_store();
+        let items = store
+            .start_inbound_leg_items(&leg("CA1", CallStatus::Ringing), 200, 86_400)
+            .unwrap();
+        assert_eq!(items.len(), 3);
+        assert!(
+            condition_of(&items[0]).contains("date_expiry > :now"),
+            "deadlines checked"
+        );
+        assert_eq!(condition_of(&items[1]), "attribute_not_exists(pk)");
+        assert_eq!(
+            condition_of(&items[2]),
+            "attribute_not_exists(pk) OR session_sid = :sid"
+        );
+        let call_ref = items[2].put().unwrap();
+        assert_eq!(
+            call_ref.expression_attribute_values().unwrap()[":sid"],
+            s("KC1")
+        );
+        assert_eq!(call_ref.item()["session_sid"], s("KC1"));
+        assert_eq!(call_ref.item()["expire_at"], n(86_600));
+        items.iter().for_each(assert_item_binds_exactly);
+    }
+
+    #[test]
+    fn legs_list_oldest_first_a_callers_leg_before_the_leg_it_dialled() {
+        let parent = Interaction {
+            parent_call_sid: None,
+            ..leg("CA9", CallStatus::Completed)
+        };
+        let child = leg("CA1", CallStatus::Completed);
+        let later = Interaction {
+            date_created: 300,
+            parent_call_sid: None,
+            ..leg("CA0", CallStatus::Completed)
+        };
+        let mut legs = vec![later.clone(), child.clone(), parent.clone()];
+        oldest_first(&mut legs);
+        let order: Vec<&str> = legs.iter().map(|l| l.call_sid.as_str()).collect();
+        assert_eq!(order, ["CA9", "CA1", "CA0"]);
+    }
+}
