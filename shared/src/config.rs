@@ -34,6 +34,12 @@ pub struct Prompts {
     pub apology: String,
     /// V字発信: the other party could not be reached.
     pub other_unreachable: String,
+    /// A masked call's caller: the other party is busy.
+    pub other_busy: String,
+    /// A masked call's caller: the other party did not answer.
+    pub other_no_answer: String,
+    /// A masked call's caller: the other party could not be called (failed, canceled).
+    pub other_failed: String,
     /// Played in the conference room until the other party joins.
     pub conference_wait: String,
     /// The end-of-call warning; `{minutes}` is the time left.
@@ -58,6 +64,9 @@ impl Default for Prompts {
             blocked: "申し訳ございません。この通話はおつなぎできません。".into(),
             apology: "申し訳ございません。ただいま通話をおつなぎできません。しばらくしてからおかけ直しください。".into(),
             other_unreachable: "お相手の方は、ただいま電話に出ることができません。".into(),
+            other_busy: "お相手の方は、ただいま話し中です。".into(),
+            other_no_answer: "お相手の方が応答されませんでした。".into(),
+            other_failed: "申し訳ございません。お相手の方におつなぎできませんでした。".into(),
             conference_wait: "お相手の方をお呼び出ししています。少々お待ちください。".into(),
             warning: "通話終了まで残り{minutes}分です。延長する場合は1を押してください。".into(),
             warning_final: "通話終了まで残り{minutes}分です。".into(),
@@ -143,6 +152,9 @@ impl Config {
             ("PROMPT_BLOCKED", &mut prompts.blocked),
             ("PROMPT_APOLOGY", &mut prompts.apology),
             ("PROMPT_OTHER_UNREACHABLE", &mut prompts.other_unreachable),
+            ("PROMPT_OTHER_BUSY", &mut prompts.other_busy),
+            ("PROMPT_OTHER_NO_ANSWER", &mut prompts.other_no_answer),
+            ("PROMPT_OTHER_FAILED", &mut prompts.other_failed),
             ("PROMPT_CONFERENCE_WAIT", &mut prompts.conference_wait),
             ("PROMPT_WARNING", &mut prompts.warning),
             ("PROMPT_WARNING_FINAL", &mut prompts.warning_final),
@@ -257,8 +269,12 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.push(("INTERCEPT_CALLBACK_URL", ""));
         pairs.push(("TTS_VOICE", "Polly.Takumi"));
+        pairs.push(("PROMPT_OTHER_BUSY", "ただいま通話中です。"));
+        pairs.push(("PROMPT_OTHER_FAILED", ""));
         let c = Config::from_lookup(lookup(&pairs)).unwrap();
         assert_eq!(c.intercept_callback_url, None);
         assert_eq!(c.prompts.voice, "Polly.Takumi");
+        assert_eq!(c.prompts.other_busy, "ただいま通話中です。");
+        assert_eq!(c.prompts.other_failed, Prompts::default().other_failed);
     }
 }

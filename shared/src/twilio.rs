@@ -144,6 +144,20 @@ impl TwilioClient {
             .ok_or_else(|| TwilioError::Transport("Twilio created a call but sent no sid".into()))
     }
 
+    /// Stops a call that is still queued or ringing (`Status=canceled`); Twilio leaves a
+    /// call that was answered meanwhile as it is.
+    pub async fn cancel(&self, secrets: &SecretCache, call_sid: &str) -> Result<(), TwilioError> {
+        let path = format!("Calls/{call_sid}.json");
+        match self.post(secrets, &path, &[("Status", "canceled")]).await {
+            Ok(_)
+            | Err(TwilioError::Api {
+                code: 20404 | 21220,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Hangs up a call in any state: `canceled` for one still queued or ringing, then
     /// `completed` if it had already been answered.
     pub async fn hang_up(&self, secrets: &SecretCache, call_sid: &str) -> Result<(), TwilioError> {

@@ -226,6 +226,19 @@ async fn the_events_drive_the_real_handlers() {
     assert_eq!(status, 200);
     assert!(twiml.contains(r#"callerId="+815031234567""#), "{twiml}");
     assert!(twiml.contains(">+818098765432</Number>"), "{twiml}");
+    assert!(
+        twiml.contains(&format!(
+            r#"action="{EVENTS_BASE_URL}/twilio/voice/inbound/dial-result?session={EVENT_SESSION}""#
+        )),
+        "{twiml}"
+    );
+    // That <Dial>'s action: B was busy, so A hears why before the call ends.
+    let (status, twiml) = lambda.invoke("inbound-call-dial-result").await;
+    assert_eq!(status, 200);
+    assert!(
+        twiml.contains("ただいま話し中です") && twiml.ends_with("<Hangup/></Response>"),
+        "{twiml}"
+    );
 
     let (status, body) = lambda.invoke("call-status").await;
     assert_eq!((status, body.contains("<Response")), (200, true), "{body}");

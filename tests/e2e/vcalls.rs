@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use tsunagu_tests::simulator::PhoneScript;
-use tsunagu_tests::stack::Stack;
+use tsunagu_tests::stack::{ACCOUNT_SID, Stack};
 
 async fn session_for_calls(stack: &Stack) -> Value {
     stack.add_proxy_number(P1).await;
@@ -190,6 +190,59 @@ async fn conference_mode_puts_both_in_the_room_and_ends_it_when_one_hangs_up() {
         .unwrap()
         .unwrap();
     assert!(ended.ended_at.is_some(), "conference-end recorded");
+}
+
+/// Twilio's `participant-leave` says itself whether the call is over
+/// (`ParticipantCallStatus`, since 2023-10-25): the room is ended for the other without
+/// reading the call first. An older callback without it is checked by reading the call.
+#[tokio::test]
+async fn a_hang_up_in_the_room_is_read_from_the_callback_or_else_from_the_call() {
+    for details in [true, false] {
+        let stack = stack().await;
+        let s = session_for_calls(&stack).await;
+        let sim = stack.sim();
+        sim.set_participant_leave_details(details);
+        sim.set_phone(
+            &e164(A),
+            PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(120)),
+        );
+        sim.set_phone(
+            &e164(B),
+            PhoneScript::Answer {
+                after: Duration::from_secs(5),
+                hang_up_after: None,
+                digits: vec![],
+            },
+        );
+        let (status, _) = v_call(&stack, &sid(&s), json!({"mode": "conference"})).await;
+        assert_eq!(status, 202);
+        stack.finish_calls().await;
+
+        let b_leg = sim.calls().into_iter().find(|c| c.to == e164(B)).unwrap();
+        assert_eq!(
+            (b_leg.status.as_str(), b_leg.duration_secs),
+            ("completed", 117),
+            "B left the room with A (details: {details})"
+        );
+        let call_reads: Vec<_> = sim
+            .rest_requests()
+            .into_iter()
+            .filter(|(method, path)| method == "GET" && path.contains("/Calls/"))
+            .collect();
+        let a_leg = sim.calls().into_iter().find(|c| c.to == e164(A)).unwrap();
+        // Without the details each leave costs a read: A's, then B's as the room ends.
+        let expected: Vec<(String, String)> = if details {
+            vec![]
+        } else {
+            [&a_leg.sid, &b_leg.sid]
+                .map(|call| {
+                    let path = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call}.json");
+                    ("GET".to_owned(), path)
+                })
+                .to_vec()
+        };
+        assert_eq!(call_reads, expected, "details: {details}");
+    }
 }
 
 #[tokio::test]

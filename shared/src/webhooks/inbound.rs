@@ -6,7 +6,11 @@ use crate::budget::CALLBACK_TIMEOUT;
 /// `POST /twilio/voice/inbound`: a participant called a proxy number. One read finds the
 /// route; one conditional write logs the leg while the session is still open; the answer
 /// dials the other participant with their own proxy number as caller ID.
+/// `POST /twilio/voice/inbound/dial-result` is that dial's action (see [`dial_result`]).
 pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
+    if web::raw_path(&req).ends_with(DIAL_RESULT_PATH) {
+        return dial_result(app, req).await;
+    }
     webhook(app, req, |app, form, _req| async move {
         let call_sid = required(&form, "CallSid")?;
         let to = PhoneNumber::parse(required(&form, "To")?).ok();
@@ -121,6 +125,31 @@ pub fn time_limit(route: &Route, now: i64) -> u64 {
         .unwrap_or(MAX_CALL_SECONDS)
 }
 
+/// The masked call's `<Dial action>`, served by this function too.
+const DIAL_RESULT_PATH: &str = "/twilio/voice/inbound/dial-result";
+
+/// `POST /twilio/voice/inbound/dial-result`: Twilio's request when the masked call's
+/// `<Dial>` ends (its `action`; without one Twilio would just hang up on the caller). A
+/// caller whose other party was busy, did not answer or could not be called hears why;
+/// then, as after a call that took place, the call ends.
+async fn dial_result(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, form, req| async move {
+        let status = form.get("DialCallStatus").unwrap_or_default();
+        let why = CallStatus::parse(status).and_then(|s| unreachable_prompt(&app, s));
+        let Some(text) = why else {
+            return Ok(web::twiml(TwiML::new().hangup().to_xml()));
+        };
+        tracing::info!(
+            session = web::query_param(&req, "session"),
+            call = form.get("CallSid"),
+            status,
+            "the other party could not be reached"
+        );
+        Ok(say_and_hang_up(&app, text))
+    })
+    .await
+}
+
 fn dial_other_party(app: &App, route: &Route, now: i64) -> TwiML {
     let number = Number::new(route.other_identifier.as_str())
         .status_callback(status_callback_url(
@@ -137,7 +166,12 @@ fn dial_other_party(app: &App, route: &Route, now: i64) -> TwiML {
             .timeout(app.config.dial_timeout_seconds)
             // The caller hears ringing, and is billed, only once the other party answers.
             .answer_on_bridge(true)
-            .ring_tone("jp"),
+            .ring_tone("jp")
+            .action(format!(
+                "{}{DIAL_RESULT_PATH}?session={}",
+                app.config.public_base_url, route.session_sid
+            ))
+            .method(Method::Post),
     )
 }
 

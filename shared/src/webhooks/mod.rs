@@ -111,6 +111,18 @@ pub(super) fn apology(app: &App) -> Response<Body> {
     say_and_hang_up(app, &app.config.prompts.apology)
 }
 
+/// What a masked call's caller hears when the other party could not be reached: why, by
+/// the other leg's final status; `None` when it was reached.
+pub(super) fn unreachable_prompt(app: &App, other: CallStatus) -> Option<&str> {
+    let prompts = &app.config.prompts;
+    match other {
+        CallStatus::Busy => Some(&prompts.other_busy),
+        CallStatus::NoAnswer => Some(&prompts.other_no_answer),
+        CallStatus::Failed | CallStatus::Canceled => Some(&prompts.other_failed),
+        _ => None,
+    }
+}
+
 /// Runs a webhook: signature first, then the handler; every failure after the signature
 /// check becomes the apology TwiML, logged. Everything it waits on shares one
 /// [`Budget::webhook`], and whatever is still unfinished at `WEBHOOK_ANSWER` is dropped for

@@ -39,7 +39,7 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             Err(e) => return Err(e.into()),
         }
         if leg.twilio_direction == "outbound-api" && status.is_final() && status != CallStatus::Completed {
-            release_other_v_call_legs(&app, &session_sid, call_sid).await;
+            release_waiting_legs(&app, &session_sid, call_sid, status).await;
         }
         if status.is_final() && leg.twilio_direction != "outbound-dial" {
             after_leg_ended(&app, &session_sid, &leg).await?;
@@ -86,31 +86,41 @@ async fn after_leg_ended(
     Ok(())
 }
 
-/// A V字発信 party who could not be reached (busy, no answer, failed) must not leave the other
-/// waiting in an empty room: the other legs the platform placed hear why, and end.
-async fn release_other_v_call_legs(app: &App, session_sid: &str, unreachable_call: &str) {
+/// A party Tsunagu called into a room who could not be reached (busy, no answer, failed,
+/// canceled) must not leave anyone waiting there: the other V字発信 legs the platform placed
+/// hear that the other is unreachable, the caller of a timed masked call hears why, and
+/// each call ends.
+async fn release_waiting_legs(
+    app: &App,
+    session_sid: &str,
+    unreachable_call: &str,
+    status: CallStatus,
+) {
     let legs = match app.store.list_interactions(session_sid).await {
         Ok(legs) => legs,
         Err(e) => {
-            tracing::error!(session = session_sid, error = %e, "could not list the V-call's other legs");
+            tracing::error!(session = session_sid, error = %e, "could not list the call's other legs");
             return;
         }
     };
-    let message = TwiML::new()
-        .say(say(app, &app.config.prompts.other_unreachable))
-        .hangup()
-        .to_xml();
-    for other in legs.iter().filter(|l| {
-        l.twilio_direction == "outbound-api"
-            && !l.status.is_final()
-            && l.call_sid != unreachable_call
-    }) {
+    let prompts = &app.config.prompts;
+    for other in legs
+        .iter()
+        .filter(|l| !l.status.is_final() && l.call_sid != unreachable_call)
+    {
+        let text = match other.twilio_direction.as_str() {
+            "outbound-api" => &prompts.other_unreachable,
+            "inbound" => unreachable_prompt(app, status).unwrap_or(&prompts.other_failed),
+            // A dialled leg is its own caller's <Dial>, which hears how it ended.
+            _ => continue,
+        };
+        let message = TwiML::new().say(say(app, text)).hangup().to_xml();
         if let Err(e) = app
             .twilio
             .play_and_end(&app.secrets, &other.call_sid, &message)
             .await
         {
-            tracing::error!(call = %other.call_sid, error = %e, "could not release the other V-call leg");
+            tracing::error!(call = %other.call_sid, error = %e, "could not release a leg waiting for the unreachable party");
         }
     }
 }

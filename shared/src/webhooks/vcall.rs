@@ -132,7 +132,13 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             "participant-leave" => {
                 if let Some(call_sid) = call_sid {
-                    end_if_hung_up(&app, &session_sid, conference_sid, call_sid).await;
+                    let leave = Leave {
+                        call_sid,
+                        label,
+                        reason: form.get("ReasonParticipantLeft"),
+                        reported: reported_call_end(&form),
+                    };
+                    end_if_hung_up(&app, &session_sid, conference_sid, &leave).await;
                 }
             }
             "conference-end" => {
@@ -178,27 +184,122 @@ async fn start_the_clock(app: &App, session_sid: &str, now: i64) -> Result<(), W
     Ok(())
 }
 
+/// A `participant-leave` callback.
+struct Leave<'a> {
+    call_sid: &'a str,
+    label: Option<&'a str>,
+    /// `ReasonParticipantLeft`, for the log.
+    reason: Option<&'a str>,
+    /// Whether the leg's call is over, as the callback itself says; `None` if it does not.
+    reported: Option<bool>,
+}
+
+/// Whether the call that left the room is over, from the callback's own
+/// `ParticipantCallStatus` (sent on `participant-leave` since 2023-10-25: `completed`,
+/// `busy`, `no-answer`, `failed`, `canceled` once the call is over, `in-progress` when it
+/// goes on elsewhere); `None` for older callbacks, or a status this code does not know.
+fn reported_call_end(form: &TwilioForm) -> Option<bool> {
+    form.get("ParticipantCallStatus")
+        .and_then(CallStatus::parse)
+        .map(CallStatus::is_final)
+}
+
 /// A leg leaves the room when its phone hangs up — and also when the warning flow gives it
-/// new TwiML. Only the first leaves the other alone, so ask Twilio which it was.
-async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, call_sid: &str) {
-    match app.twilio.call_status(&app.secrets, call_sid).await {
-        Ok(status) if CallStatus::parse(&status).is_some_and(CallStatus::is_final) => {
-            tracing::info!(
-                session = session_sid,
-                call = call_sid,
-                "a party hung up; ending the conference for the other"
-            );
-            if let Err(e) = app
-                .twilio
-                .end_conference(&app.secrets, conference_sid)
-                .await
-            {
-                tracing::error!(conference = conference_sid, error = %e, "could not end the conference");
+/// new TwiML (`ReasonParticipantLeft` `participant_updated_via_api`, the call
+/// `in-progress`). Only the first leaves the other alone. The callback says which; only an
+/// older one that does not is checked by reading the call from Twilio.
+async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, leave: &Leave<'_>) {
+    let call_sid = leave.call_sid;
+    let over = match leave.reported {
+        Some(over) => over,
+        None => match app.twilio.call_status(&app.secrets, call_sid).await {
+            Ok(status) => CallStatus::parse(&status).is_some_and(CallStatus::is_final),
+            Err(e) => {
+                tracing::error!(call = call_sid, error = %e, "could not read the call that left the conference");
+                return;
             }
-        }
-        Ok(_) => {}
+        },
+    };
+    if !over {
+        return;
+    }
+    tracing::info!(
+        session = session_sid,
+        call = call_sid,
+        participant = leave.label,
+        reason = leave.reason,
+        "a party hung up; ending the conference for the other"
+    );
+    if let Err(e) = app
+        .twilio
+        .end_conference(&app.secrets, conference_sid)
+        .await
+    {
+        tracing::error!(conference = conference_sid, error = %e, "could not end the conference");
+    }
+    cancel_ringing_legs(app, session_sid, call_sid).await;
+}
+
+/// Legs Tsunagu placed to call someone into the room that are still ringing (not answered,
+/// as far as their callbacks told) are canceled once a party hung up in the room: whoever
+/// they would join has gone (e.g. a timed call's caller hangs up while the other party's
+/// phone rings). Twilio ignores the cancel for a call answered meanwhile.
+async fn cancel_ringing_legs(app: &App, session_sid: &str, ended_call: &str) {
+    let legs = match app.store.list_interactions(session_sid).await {
+        Ok(legs) => legs,
         Err(e) => {
-            tracing::error!(call = call_sid, error = %e, "could not read the call that left the conference")
+            tracing::error!(session = session_sid, error = %e, "could not list the session's ringing legs");
+            return;
         }
+    };
+    let ringing = |l: &&Interaction| {
+        l.twilio_direction == "outbound-api"
+            && l.call_sid != ended_call
+            && matches!(
+                l.status,
+                CallStatus::Queued | CallStatus::Initiated | CallStatus::Ringing
+            )
+    };
+    for other in legs.iter().filter(ringing) {
+        tracing::info!(session = session_sid, call = %other.call_sid, "the other party has gone; no longer calling this one");
+        if let Err(e) = app.twilio.cancel(&app.secrets, &other.call_sid).await {
+            tracing::error!(call = %other.call_sid, error = %e, "could not cancel a ringing leg");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> TwilioForm {
+        TwilioForm(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_leave_callback_says_itself_whether_the_call_is_over() {
+        for (status, over) in [
+            ("completed", true),
+            ("busy", true),
+            ("no-answer", true),
+            ("failed", true),
+            ("canceled", true),
+            ("in-progress", false),
+        ] {
+            let leave = form(&[
+                ("ParticipantCallStatus", status),
+                ("ReasonParticipantLeft", "participant_hung_up"),
+            ]);
+            assert_eq!(reported_call_end(&leave), Some(over), "{status}");
+        }
+        let older = form(&[("StatusCallbackEvent", "participant-leave")]);
+        assert_eq!(reported_call_end(&older), None, "before 2023-10-25");
+        let unknown = form(&[("ParticipantCallStatus", "teleported")]);
+        assert_eq!(reported_call_end(&unknown), None);
     }
 }

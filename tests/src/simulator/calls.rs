@@ -15,7 +15,10 @@ use super::{CallerScript, PhoneScript, rfc2822};
 
 mod conference;
 
-pub use conference::{Conference, ConferenceStatus, Participant, ParticipantUpdate, Purpose};
+pub use conference::{
+    Conference, ConferenceCallbackConfig, ConferenceStatus, DEFAULT_WAIT_MUSIC, NewParticipant,
+    Participant, ParticipantUpdate, Purpose,
+};
 use conference::{Leave, SideProgram};
 
 /// Twilio's default and maximum call length (4 hours).
@@ -166,6 +169,9 @@ pub struct Call {
     program: Program,
     activity: Activity,
     hang_up_scheduled: bool,
+    /// Set when the call is ended through REST (`Status=completed`), for the conference's
+    /// `ReasonParticipantLeft`.
+    ended_via_api: bool,
 }
 
 impl Call {
@@ -284,6 +290,10 @@ pub struct State {
     pub transcript: Vec<Entry>,
     pub outbox: VecDeque<Callback>,
     pub conferences: Vec<Conference>,
+    /// Whether `participant-leave` carries `ParticipantCallStatus` and
+    /// `ReasonParticipantLeft`, as Twilio's API has since 2023-10-25 (false plays an
+    /// older API, for code that must cope without them).
+    pub participant_leave_details: bool,
     sides: HashMap<u64, SideProgram>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
@@ -299,6 +309,7 @@ impl State {
             transcript: Vec::new(),
             outbox: VecDeque::new(),
             conferences: Vec::new(),
+            participant_leave_details: true,
             sides: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
@@ -382,6 +393,7 @@ impl State {
             program: Program::default(),
             activity: Activity::Idle,
             hang_up_scheduled: false,
+            ended_via_api: false,
         });
         let last = self.calls.len() - 1;
         &mut self.calls[last]
@@ -748,6 +760,14 @@ impl State {
         self.end_call(sid, status, now);
     }
 
+    /// REST `Status=completed`: the call ends as a hang-up does.
+    pub fn end_via_api(&mut self, sid: &str, now: OffsetDateTime) {
+        if let Some(call) = self.call_mut(sid).filter(|c| c.status.is_live()) {
+            call.ended_via_api = true;
+        }
+        self.hang_up(sid, now);
+    }
+
     /// Ends a live call with its final status: a parent takes its dialled leg down
     /// with it, a dialled leg hands control back to its parent's `<Dial>`.
     pub fn end_call(&mut self, sid: &str, status: CallStatus, now: OffsetDateTime) {
@@ -759,7 +779,10 @@ impl State {
                 let child = child.clone();
                 self.hang_up(&child, now);
             }
-            Activity::Conferencing { .. } => self.leave_conference(sid, Leave::HungUp, now),
+            Activity::Conferencing { .. } => {
+                let via_api = call.ended_via_api;
+                self.leave_conference(sid, Leave::CallEnded { status, via_api }, now);
+            }
             _ => {}
         }
         let Some(call) = self.call_mut(sid) else {
@@ -781,11 +804,16 @@ impl State {
             },
         );
         self.status_callback(sid, ProgressEvent::Completed, now);
-        self.release_parent(sid, now);
+        self.invitation_ended(sid, status, now);
+        self.release_parent(sid, now, false);
     }
 
     /// If `child_sid` is the leg its parent's `<Dial>` is waiting on, the Dial is over.
-    fn release_parent(&mut self, child_sid: &str, now: OffsetDateTime) {
+    /// Twilio's action parameters (TwiML Voice: `<Dial>`, "action"): `DialCallStatus`
+    /// (`completed` once answered, else the leg's own busy / no-answer / failed /
+    /// canceled), `DialCallSid`, `DialBridged` and `DialCallDuration` (0 if never
+    /// answered; not sent when the child was redirected to new TwiML).
+    fn release_parent(&mut self, child_sid: &str, now: OffsetDateTime, redirected: bool) {
         let Some(child) = self.call(child_sid) else {
             return;
         };
@@ -796,11 +824,13 @@ impl State {
             CallStatus::InProgress | CallStatus::Completed => "completed",
             other => other.as_str(),
         };
+        let bridged = child.answered_at.is_some();
         let mut params = vec![
             ("DialCallStatus".to_owned(), dial_status.to_owned()),
             ("DialCallSid".to_owned(), child_sid.to_owned()),
+            ("DialBridged".to_owned(), bridged.to_string()),
         ];
-        if child.answered_at.is_some() {
+        if !redirected {
             let secs = child.duration_secs(now);
             params.push(("DialCallDuration".to_owned(), secs.to_string()));
         }
@@ -1215,7 +1245,7 @@ impl State {
             _ => {}
         }
         // A bridged child leaving the bridge ends its parent's Dial.
-        self.release_parent(sid, now);
+        self.release_parent(sid, now, true);
         let Some(call) = self.call_mut(sid) else {
             return;
         };

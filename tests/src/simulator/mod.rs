@@ -4,8 +4,8 @@
 //! the REST API the functions call (`TWILIO_API_BASE_URL`), requests TwiML with signed
 //! webhooks, executes the verbs, rings scripted phones and posts status callbacks. It
 //! also keeps conference rooms (`<Dial><Conference>`, the `Conferences` and
-//! `Participants` REST resources, hold music, announcements and conference status
-//! callbacks; see `calls/conference.rs` for the rules it follows). Time
+//! `Participants` REST resources, wait and hold music, announcements and conference
+//! status callbacks; see `calls/conference.rs` for the rules it follows). Time
 //! is virtual: an event queue ordered by (time, sequence) drives everything, so a
 //! 65-second conversation takes as long as its HTTP round trips.
 //!
@@ -45,6 +45,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
+pub use calls::DEFAULT_WAIT_MUSIC;
 pub use clock::VirtualClock;
 pub use signing::signature;
 pub use transcript::{Entry, Event, mask};
@@ -330,6 +331,25 @@ impl Simulator {
 
     pub fn transcript(&self) -> Vec<Entry> {
         self.inner.state().transcript.clone()
+    }
+
+    /// Plays Twilio's API as before 2023-10-25 (`false`): `participant-leave` callbacks
+    /// then lack `ParticipantCallStatus` and `ReasonParticipantLeft`. On by default.
+    pub fn set_participant_leave_details(&self, on: bool) {
+        self.inner.state().participant_leave_details = on;
+    }
+
+    /// Every REST request the simulator answered, in order: (method, path).
+    pub fn rest_requests(&self) -> Vec<(String, String)> {
+        self.inner
+            .state()
+            .transcript
+            .iter()
+            .filter_map(|entry| match &entry.event {
+                Event::Rest { method, path, .. } => Some((method.clone(), path.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every call leg, in creation order.

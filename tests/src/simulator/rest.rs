@@ -232,11 +232,8 @@ fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
             .is_some_and(|(sid, secret)| user == sid && password == secret)
 }
 
-fn create_call(
-    state: &mut calls::State,
-    params: &Params,
-    now: OffsetDateTime,
-) -> Result<String, ApiError> {
+/// `From` (a number of the account) and `To` (E.164) of a call to place.
+fn validate_from_to(state: &calls::State, params: &Params) -> Result<(String, String), ApiError> {
     let to = param(params, "To")
         .ok_or_else(|| ApiError::new(400, 21201, "No 'To' number is specified"))?;
     let from = param(params, "From")
@@ -254,31 +251,42 @@ fn create_call(
             format!("Invalid 'To' Phone Number: {to}"),
         ));
     }
+    Ok((from.to_owned(), to.to_owned()))
+}
+
+/// `StatusCallback`, `StatusCallbackMethod` and `StatusCallbackEvent` of a call to place.
+fn status_callback(params: &Params) -> Result<Option<StatusCallbackConfig>, ApiError> {
+    let Some(url) = param(params, "StatusCallback") else {
+        return Ok(None);
+    };
+    let events: Vec<&str> = params
+        .iter()
+        .filter(|(n, _)| n == "StatusCallbackEvent")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let events = ProgressEvent::parse_list(&events).map_err(|e| ApiError::new(400, 20001, e))?;
+    Ok(Some(StatusCallbackConfig {
+        url: valid_url(url)?.to_owned(),
+        method: method_param(params, "StatusCallbackMethod")?,
+        events,
+    }))
+}
+
+fn create_call(
+    state: &mut calls::State,
+    params: &Params,
+    now: OffsetDateTime,
+) -> Result<String, ApiError> {
+    let (from, to) = validate_from_to(state, params)?;
     let twiml = twiml_source(params)?
         .ok_or_else(|| ApiError::new(400, 21205, "Url parameter is required."))?;
-    let status_callback = match param(params, "StatusCallback") {
-        None => None,
-        Some(url) => {
-            let events: Vec<&str> = params
-                .iter()
-                .filter(|(n, _)| n == "StatusCallbackEvent")
-                .map(|(_, v)| v.as_str())
-                .collect();
-            let events =
-                ProgressEvent::parse_list(&events).map_err(|e| ApiError::new(400, 20001, e))?;
-            Some(StatusCallbackConfig {
-                url: valid_url(url)?.to_owned(),
-                method: method_param(params, "StatusCallbackMethod")?,
-                events,
-            })
-        }
-    };
+    let status_callback = status_callback(params)?;
     // Twilio caps the ring time at 600 s.
     let timeout = seconds_param(params, "Timeout", 60)?.min(600);
     let time_limit = seconds_param(params, "TimeLimit", 14_400)?;
     let request = OutboundCall {
-        from: from.to_owned(),
-        to: to.to_owned(),
+        from,
+        to,
         twiml,
         status_callback,
         ring_timeout: Duration::from_secs(timeout),
@@ -328,7 +336,7 @@ fn update_call(
         state.set_time_limit(sid, Duration::from_secs(limit), now);
     }
     match status {
-        Some("completed") => state.hang_up(sid, now),
+        Some("completed") => state.end_via_api(sid, now),
         // Twilio ignores `canceled` for a call that is already answered.
         Some("canceled") if ringing => state.end_call(sid, CallStatus::Canceled, now),
         _ => {}

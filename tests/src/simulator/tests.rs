@@ -352,38 +352,95 @@ async fn bridged_inbound_call_reports_both_legs_with_durations() {
     assert_eq!(parent_callbacks[0].get("Duration"), Some("2"));
 }
 
+/// Twilio (TwiML Voice: `<Dial>`, "action"): when the dialled call ends, the action URL
+/// gets DialCallStatus, DialCallSid, DialCallDuration and DialBridged, and the TwiML it
+/// answers runs; whatever follows the `<Dial>` is unreachable.
 #[tokio::test]
-async fn busy_and_unanswered_callees_end_the_dial() {
+async fn a_dial_action_hears_how_the_dial_ended_and_decides_what_follows() {
     let (sim, toy) = setup().await;
+    let twiml = format!(
+        r#"<Response><Dial callerId="{P}" action="/dial-done" timeout="10"><Number>{B}</Number></Dial><Say>unreachable</Say></Response>"#
+    );
+    toy.route("/voice", 200, &twiml);
     toy.route(
-        "/voice",
+        "/dial-done",
         200,
-        &dial_twiml(r#"action="/dial-done" timeout="10""#, "", B),
+        "<Response><Say>Sorry</Say><Hangup/></Response>",
     );
-    toy.route("/dial-done", 200, "<Response><Say>Sorry</Say></Response>");
-    sim.set_phone(B, PhoneScript::Busy);
-    let busy = sim.dial_in(A, P, CallerScript::default()).await;
-    sim.run_until_idle(secs(600)).await;
-    assert_eq!(
-        toy.seen("/dial-done")[0].get("DialCallStatus"),
-        Some("busy")
-    );
-    assert_eq!(child_of(&sim, &busy).status, "busy");
-    assert_eq!(sim.heard_by(A), ["Sorry"]);
+    for (script, outcome) in [
+        (PhoneScript::Busy, "busy"),
+        (PhoneScript::NoAnswer, "no-answer"),
+        (PhoneScript::Fail, "failed"),
+    ] {
+        sim.set_phone(B, script);
+        let start = sim.clock().now();
+        let parent = sim.dial_in(A, P, CallerScript::default()).await;
+        sim.run_until_idle(secs(600)).await;
+        let child = child_of(&sim, &parent);
+        let action = toy.seen("/dial-done").last().unwrap().clone();
+        assert_eq!(action.get("CallSid"), Some(parent.as_str()));
+        assert_eq!(action.get("DialCallStatus"), Some(outcome));
+        assert_eq!(action.get("DialCallSid"), Some(child.sid.as_str()));
+        assert_eq!(action.get("DialCallDuration"), Some("0"));
+        assert_eq!(action.get("DialBridged"), Some("false"));
+        assert_eq!(child.status, outcome);
+        assert_eq!(sim.call(&parent).unwrap().status, "completed");
+        if outcome == "no-answer" {
+            assert_eq!(child.ended_at, Some(start + secs(10)), "the Dial timeout");
+        }
+    }
+    assert_eq!(sim.heard_by(A), ["Sorry", "Sorry", "Sorry"]);
 
+    // Canceled through REST while it rings.
     sim.set_phone(B, PhoneScript::NoAnswer);
-    let start = sim.clock().now();
-    let unanswered = sim.dial_in(A, P, CallerScript::default()).await;
+    let parent = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.advance(secs(2)).await;
+    let child = child_of(&sim, &parent);
+    let path = format!("{ACCOUNT}/Calls/{}.json", child.sid);
+    let (status, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &path,
+        KEY,
+        &[("Status", "canceled")],
+    )
+    .await;
+    assert_eq!(status, 200);
     sim.run_until_idle(secs(600)).await;
-    let action = &toy.seen("/dial-done")[1];
-    assert_eq!(action.get("DialCallStatus"), Some("no-answer"));
-    assert_eq!(action.get("DialCallDuration"), None);
-    let child = child_of(&sim, &unanswered);
+    let action = toy.seen("/dial-done").last().unwrap().clone();
+    assert_eq!(action.get("DialCallStatus"), Some("canceled"));
+    assert_eq!(child_of(&sim, &parent).status, "canceled");
+
+    // Answered: completed, with the talk's length.
+    sim.set_phone(B, PhoneScript::talks(secs(2), secs(40)));
+    let parent = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(600)).await;
+    let action = toy.seen("/dial-done").last().unwrap().clone();
+    assert_eq!(action.get("DialCallStatus"), Some("completed"));
+    assert_eq!(action.get("DialCallDuration"), Some("40"));
+    assert_eq!(action.get("DialBridged"), Some("true"));
+    assert_eq!(sim.call(&parent).unwrap().status, "completed");
     assert_eq!(
-        (child.status.as_str(), child.duration_secs),
-        ("no-answer", 0)
+        sim.heard_by(A),
+        ["Sorry"; 5],
+        "never the verb after the Dial"
     );
-    assert_eq!(child.ended_at, Some(start + secs(10)), "the Dial timeout");
+}
+
+/// Without an action Twilio "will move on to the next TwiML verb in the document. If
+/// there is no further verb, Twilio will end the phone call" (TwiML Voice: `<Dial>`).
+#[tokio::test]
+async fn a_dial_without_action_and_nothing_after_it_hangs_up() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, &dial_twiml("", "", B));
+    sim.set_phone(B, PhoneScript::Busy);
+    let parent = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(600)).await;
+    let call = sim.call(&parent).unwrap();
+    assert_eq!(call.status, "completed");
+    assert_eq!(call.ended_at, Some(call.started_at), "hung up at once");
+    assert!(sim.heard_by(A).is_empty());
+    assert_eq!(toy.seen("/voice").len(), 1, "nothing else was requested");
 }
 
 #[tokio::test]
@@ -1038,9 +1095,10 @@ async fn two_v_call_legs_meet_in_a_conference_room() {
         conference_events(&toy, "/conf-status"),
         [
             ev("participant-join", Some(&leg_a)),
-            ev("conference-start", None),
             ev("participant-join", Some(&leg_b)),
-        ]
+            ev("conference-start", None),
+        ],
+        "the conference starts once two are in it"
     );
     assert!(toy.seen("/ignored").is_empty());
     let join = &toy.seen("/conf-status")[0];
@@ -1214,7 +1272,9 @@ async fn an_end_conference_on_exit_leaver_ends_it_for_everyone() {
     assert_eq!(sim.heard_by(B), ["conference over"]);
     let action = &toy.seen("/after-conference")[0];
     assert_eq!(action.get("CallSid"), Some(leg_b.as_str()));
-    assert_eq!(action.get("DialCallStatus"), Some("completed"));
+    // Twilio's DialCallStatus "when calling a conference"; no DialCallSid then.
+    assert_eq!(action.get("DialCallStatus"), Some("answered"));
+    assert_eq!(action.get("DialCallSid"), None);
     // B's call ends with the action's TwiML, long before its own hang-up.
     let leg = sim.call(&leg_b).unwrap();
     assert_eq!((leg.status.as_str(), leg.duration_secs), ("completed", 30));
@@ -1463,8 +1523,8 @@ async fn a_redirected_leg_gathers_digits_and_rejoins_the_same_room() {
         conference_events(&toy, "/conf-status"),
         [
             ev("participant-join", Some(&leg_a)),
-            ev("conference-start", None),
             ev("participant-join", Some(&leg_b)),
+            ev("conference-start", None),
             ev("participant-hold", Some(&leg_b)),
             ev("participant-leave", Some(&leg_a)),
             ev("participant-join", Some(&leg_a)),
@@ -1577,6 +1637,499 @@ async fn participants_are_found_by_call_sid_or_label_and_removed() {
     );
 }
 
+/// A third real phone.
+const C: &str = "+817055556666";
+
+/// The conference callbacks the toy got at `path`, as (event, CallSid, label,
+/// ParticipantCallStatus, ReasonParticipantLeft).
+fn leave_details(toy: &Toy, path: &str) -> Vec<[Option<String>; 5]> {
+    toy.seen(path)
+        .iter()
+        .map(|s| {
+            [
+                "StatusCallbackEvent",
+                "CallSid",
+                "ParticipantLabel",
+                "ParticipantCallStatus",
+                "ReasonParticipantLeft",
+            ]
+            .map(|name| s.get(name).map(str::to_owned))
+        })
+        .collect()
+}
+
+fn details(
+    event: &str,
+    call: &str,
+    label: Option<&str>,
+    status: Option<&str>,
+    reason: Option<&str>,
+) -> [Option<String>; 5] {
+    [Some(event), Some(call), label, status, reason].map(|v| v.map(str::to_owned))
+}
+
+/// Twilio: "Conferences will not start until at least two participants join" and one
+/// of them has startConferenceOnEnter; until then participants hear the waitUrl (its
+/// TwiML once, then silence), Twilio's default music without one, nothing with "".
+#[tokio::test]
+async fn a_conference_starts_with_two_participants_one_a_starter_and_plays_the_wait_url_until_then()
+{
+    let (sim, toy) = setup().await;
+    toy.route(
+        "/wait",
+        200,
+        r#"<Response><Say language="ja-JP">お待ちください</Say><Pause length="5"/></Response>"#,
+    );
+    // A: a starter with its own wait TwiML (relative to the document); B: no starter.
+    toy.route(
+        "/conf-a",
+        200,
+        &room_twiml(&toy, "start join leave", r#"waitUrl="/wait""#, ""),
+    );
+    toy.route(
+        "/conf-b",
+        200,
+        &conference_twiml("", r#"startConferenceOnEnter="false""#, ""),
+    );
+    sim.set_phone(A, PhoneScript::talks(secs(1), secs(100)));
+    sim.set_phone(B, PhoneScript::talks(secs(1), secs(100)));
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    sim.advance(secs(30)).await;
+    let alone = sim.conference(ROOM).unwrap();
+    assert_eq!(alone.status, "init", "one participant is not a conference");
+    assert_eq!(sim.heard_by(A), ["お待ちください"], "once, then silence");
+    let wait = &toy.seen("/wait")[0];
+    assert_eq!(wait.get("CallSid"), Some(leg_a.as_str()));
+    assert!(!wait.signature.is_empty());
+    assert_eq!(
+        conference_events(&toy, "/conf-status"),
+        [ev("participant-join", Some(&leg_a))]
+    );
+
+    let leg_b = call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(5)).await;
+    assert_eq!(sim.conference(ROOM).unwrap().status, "in-progress");
+    assert_eq!(
+        conference_events(&toy, "/conf-status"),
+        [
+            ev("participant-join", Some(&leg_a)),
+            ev("participant-join", Some(&leg_b)),
+            ev("conference-start", None),
+        ]
+    );
+    assert!(sim.heard_by(B).is_empty(), "B arrived as it started");
+    assert_eq!(toy.seen("/wait").len(), 1);
+    sim.run_until_idle(secs(3600)).await;
+
+    // Nobody starts it: both wait (default music, silence) until a starter comes.
+    toy.route(
+        "/no-start",
+        200,
+        &room_twiml(&toy, "start join", r#"startConferenceOnEnter="false""#, ""),
+    );
+    toy.route(
+        "/no-start-silent",
+        200,
+        &conference_twiml("", r#"startConferenceOnEnter="false" waitUrl="""#, ""),
+    );
+    toy.route("/starter", 200, &conference_twiml("", "", ""));
+    sim.set_phone(C, PhoneScript::talks(secs(1), secs(100)));
+    let seen = toy.seen("/conf-status").len();
+    let leg_a = call_out(&sim, &toy, A, "/no-start").await;
+    let leg_b = call_out(&sim, &toy, B, "/no-start-silent").await;
+    sim.advance(secs(30)).await;
+    let waiting = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        (waiting.status.as_str(), waiting.participants.len()),
+        ("init", 2)
+    );
+    let played = |phone: &str| {
+        sim.transcript()
+            .into_iter()
+            .filter(|e| matches!(&e.event, Event::Played { to, url } if to == phone && url == DEFAULT_WAIT_MUSIC))
+            .count()
+    };
+    assert_eq!((played(A), played(B)), (1, 0));
+    let leg_c = call_out(&sim, &toy, C, "/starter").await;
+    sim.advance(secs(5)).await;
+    assert_eq!(sim.conference(ROOM).unwrap().status, "in-progress");
+    assert_eq!(
+        conference_events(&toy, "/conf-status")[seen..],
+        [
+            ev("participant-join", Some(&leg_a)),
+            ev("participant-join", Some(&leg_b)),
+            ev("participant-join", Some(&leg_c)),
+            ev("conference-start", None),
+        ]
+    );
+}
+
+/// Twilio (changelog 2023-10-25; TwiML Voice: `<Conference>`, statusCallback
+/// parameters): participant-leave carries ParticipantCallStatus and
+/// ReasonParticipantLeft, and every participant event its ParticipantLabel.
+#[tokio::test]
+async fn participant_leave_tells_the_call_status_and_why_with_the_label() {
+    let (sim, toy) = setup().await;
+    let leader = room_twiml(&toy, "end join leave hold", r#"participantLabel="a""#, "");
+    toy.route("/conf-a", 200, &leader);
+    toy.route(
+        "/conf-b",
+        200,
+        &conference_twiml("", r#"participantLabel="b""#, r#"<Pause length="600"/>"#),
+    );
+    sim.set_phone(A, PhoneScript::talks(secs(1), secs(60)));
+    sim.set_phone(B, PhoneScript::talks(secs(1), secs(3600)));
+    let status = toy.url("/conf-status");
+
+    // A's phone hangs up; B is redirected through REST, then ended through REST.
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    let leg_b = call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(5)).await;
+    let conference = sim.conference(ROOM).unwrap().sid;
+    let b = format!("{ACCOUNT}/Conferences/{conference}/Participants/b.json");
+    let (code, _) = rest(&sim, reqwest::Method::POST, &b, KEY, &[("Hold", "true")]).await;
+    assert_eq!(code, 200);
+    sim.advance(secs(60)).await;
+    let b_call = format!("{ACCOUNT}/Calls/{leg_b}.json");
+    let twiml = "<Response><Dial><Conference>other-room</Conference></Dial></Response>";
+    let (code, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &b_call,
+        KEY,
+        &[("Twiml", twiml)],
+    )
+    .await;
+    assert_eq!(code, 200);
+    sim.settle().await;
+    assert_eq!(
+        leave_details(&toy, "/conf-status"),
+        [
+            details("participant-join", &leg_a, Some("a"), None, None),
+            details("participant-join", &leg_b, Some("b"), None, None),
+            details("participant-hold", &leg_b, Some("b"), None, None),
+            details(
+                "participant-leave",
+                &leg_a,
+                Some("a"),
+                Some("completed"),
+                Some("participant_hung_up")
+            ),
+            details(
+                "participant-leave",
+                &leg_b,
+                Some("b"),
+                Some("in-progress"),
+                Some("participant_updated_via_api")
+            ),
+            [Some("conference-end".into()), None, None, None, None],
+        ]
+    );
+
+    // Ended through REST, and the room ended through REST.
+    let room = |label: &str, extra: &str| {
+        let attributes = format!(
+            r#"statusCallback="{status}" statusCallbackEvent="leave" participantLabel="{label}" {extra}"#
+        );
+        conference_twiml("", &attributes, "")
+    };
+    toy.route("/conf-a", 200, &room("a", ""));
+    toy.route("/conf-b", 200, &room("b", ""));
+    let seen = toy.seen("/conf-status").len();
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    let leg_b = call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(5)).await;
+    let a_call = format!("{ACCOUNT}/Calls/{leg_a}.json");
+    let (code, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &a_call,
+        KEY,
+        &[("Status", "completed")],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let conference = sim.conference(ROOM).unwrap().sid;
+    let one = format!("{ACCOUNT}/Conferences/{conference}.json");
+    let (code, _) = rest(
+        &sim,
+        reqwest::Method::POST,
+        &one,
+        KEY,
+        &[("Status", "completed")],
+    )
+    .await;
+    assert_eq!(code, 200);
+    sim.settle().await;
+    assert_eq!(
+        leave_details(&toy, "/conf-status")[seen..],
+        [
+            details(
+                "participant-leave",
+                &leg_a,
+                Some("a"),
+                Some("completed"),
+                Some("participant_updated_via_api")
+            ),
+            details(
+                "participant-leave",
+                &leg_b,
+                Some("b"),
+                Some("in-progress"),
+                Some("conference_ended_via_api")
+            ),
+        ]
+    );
+
+    // An endConferenceOnExit participant leaving takes the others out.
+    sim.run_until_idle(secs(7200)).await;
+    toy.route("/conf-a", 200, &room("a", r#"endConferenceOnExit="true""#));
+    let seen = toy.seen("/conf-status").len();
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    let leg_b = call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(65)).await;
+    assert_eq!(
+        leave_details(&toy, "/conf-status")[seen..],
+        [
+            details(
+                "participant-leave",
+                &leg_a,
+                Some("a"),
+                Some("completed"),
+                Some("participant_hung_up")
+            ),
+            details(
+                "participant-leave",
+                &leg_b,
+                Some("b"),
+                Some("in-progress"),
+                Some("moderator_ended_conference")
+            ),
+        ]
+    );
+
+    // An API before 2023-10-25 sends neither detail.
+    sim.run_until_idle(secs(7200)).await;
+    sim.set_participant_leave_details(false);
+    toy.route("/conf-a", 200, &room("a", ""));
+    let seen = toy.seen("/conf-status").len();
+    let leg_a = call_out(&sim, &toy, A, "/conf-a").await;
+    call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(65)).await;
+    assert_eq!(
+        leave_details(&toy, "/conf-status")[seen..],
+        [details("participant-leave", &leg_a, Some("a"), None, None)]
+    );
+}
+
+/// Participants added through REST (`POST Conferences/{Sid or FriendlyName}/
+/// Participants.json`) are called like any call: once answered they join; busy, no
+/// answer, a failure or a cancel never joins and the conference gets a participant-leave
+/// saying so (Twilio changelog 2023-10-25).
+#[tokio::test]
+async fn participants_added_through_rest_join_once_answered_or_report_why_not() {
+    let (sim, toy) = setup().await;
+    toy.route(
+        "/wait",
+        200,
+        r#"<Response><Say language="ja-JP">お待ちください</Say></Response>"#,
+    );
+    let conf_status = toy.url("/conf-status");
+    let wait = toy.url("/wait");
+    let participants = format!("{ACCOUNT}/Conferences/{ROOM}/Participants.json");
+    let add = |to: &'static str, label: &'static str, extra: Vec<(&'static str, String)>| {
+        let (sim, participants, conf_status, wait) = (
+            sim.clone(),
+            participants.clone(),
+            conf_status.clone(),
+            wait.clone(),
+        );
+        async move {
+            let mut form: Vec<(&str, String)> = vec![
+                ("From", P.to_owned()),
+                ("To", to.to_owned()),
+                ("Label", label.to_owned()),
+                ("ConferenceStatusCallback", conf_status),
+                (
+                    "ConferenceStatusCallbackEvent",
+                    "start end join leave".to_owned(),
+                ),
+                ("WaitUrl", wait),
+            ];
+            form.extend(extra);
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            rest(&sim, reqwest::Method::POST, &participants, KEY, &form).await
+        }
+    };
+    sim.set_phone(A, PhoneScript::talks(secs(2), secs(3600)));
+    let (status, a) = add(A, "a", vec![]).await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(
+        (a["label"].as_str(), a["status"].as_str()),
+        (Some("a"), Some("queued"))
+    );
+    let leg_a = a["call_sid"].as_str().unwrap().to_owned();
+    let conference = a["conference_sid"].as_str().unwrap().to_owned();
+    assert!(conference.starts_with("CF"), "{a}");
+    sim.settle().await;
+    let list = format!("{ACCOUNT}/Conferences/{conference}/Participants.json");
+    let (_, listed) = rest(&sim, reqwest::Method::GET, &list, KEY, &[]).await;
+    assert_eq!(listed["participants"][0]["status"], "ringing", "{listed}");
+    sim.advance(secs(5)).await;
+    let room = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        (room.sid.as_str(), room.status.as_str()),
+        (conference.as_str(), "init")
+    );
+    assert_eq!(room.participants[0].label.as_deref(), Some("a"));
+    assert_eq!(sim.heard_by(A), ["お待ちください"]);
+    let (_, listed) = rest(&sim, reqwest::Method::GET, &list, KEY, &[]).await;
+    assert_eq!(listed["participants"][0]["status"], "connected");
+
+    // B cannot be reached, three ways; each is reported and never joins.
+    let mut expected = vec![details("participant-join", &leg_a, Some("a"), None, None)];
+    for (script, outcome) in [
+        (PhoneScript::Busy, "busy"),
+        (PhoneScript::NoAnswer, "no-answer"),
+        (PhoneScript::Fail, "failed"),
+    ] {
+        sim.set_phone(B, script);
+        let (status, b) = add(B, "b", vec![("Timeout", "10".to_owned())]).await;
+        assert_eq!(status, 201, "{b}");
+        let leg_b = b["call_sid"].as_str().unwrap().to_owned();
+        sim.advance(secs(15)).await;
+        assert_eq!(sim.call(&leg_b).unwrap().status, outcome);
+        expected.push(details(
+            "participant-leave",
+            &leg_b,
+            Some("b"),
+            Some(outcome),
+            Some("participant_add_failed"),
+        ));
+    }
+    // Removed through REST while it rings: canceled.
+    sim.set_phone(B, PhoneScript::NoAnswer);
+    let (_, b) = add(B, "b", vec![]).await;
+    let leg_b = b["call_sid"].as_str().unwrap().to_owned();
+    sim.advance(secs(5)).await;
+    let one = format!("{ACCOUNT}/Conferences/{conference}/Participants/b.json");
+    let response = reqwest::Client::new()
+        .delete(format!("{}/2010-04-01/Accounts/{one}", sim.base_url()))
+        .basic_auth(KEY.0, Some(KEY.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    sim.settle().await;
+    assert_eq!(sim.call(&leg_b).unwrap().status, "canceled");
+    expected.push(details(
+        "participant-leave",
+        &leg_b,
+        Some("b"),
+        Some("canceled"),
+        Some("participant_add_failed"),
+    ));
+    assert_eq!(leave_details(&toy, "/conf-status"), expected);
+    let room = sim.conference(ROOM).unwrap();
+    assert_eq!((room.status.as_str(), room.participants.len()), ("init", 1));
+
+    // B answers: it joins, named by the conference's SID this time, and it starts.
+    sim.set_phone(B, PhoneScript::talks(secs(3), secs(3600)));
+    let by_sid = format!("{ACCOUNT}/Conferences/{conference}/Participants.json");
+    let form = [
+        ("From", P),
+        ("To", B),
+        ("Label", "b"),
+        ("StartConferenceOnEnter", "false"),
+    ];
+    let (status, b) = rest(&sim, reqwest::Method::POST, &by_sid, KEY, &form).await;
+    assert_eq!(status, 201, "{b}");
+    sim.advance(secs(5)).await;
+    let room = sim.conference(ROOM).unwrap();
+    assert_eq!(
+        (room.status.as_str(), room.participants.len()),
+        ("in-progress", 2)
+    );
+    assert_eq!(
+        conference_events(&toy, "/conf-status").last(),
+        Some(&ev("conference-start", None))
+    );
+
+    // An unknown conference SID takes no participant, nor, once over, this one.
+    sim.run_until_idle(secs(7200)).await;
+    let unknown =
+        format!("{ACCOUNT}/Conferences/CF00000000000000000000000000000000/Participants.json");
+    for path in [unknown, by_sid] {
+        let (status, body) = rest(&sim, reqwest::Method::POST, &path, KEY, &form).await;
+        assert_eq!(
+            (status, body["code"].as_u64()),
+            (404, Some(20404)),
+            "{path}"
+        );
+    }
+
+    // A conference created for a participant who never answers ends with nobody in it.
+    sim.set_phone(C, PhoneScript::Busy);
+    let (status, c) = add(C, "c", vec![]).await;
+    assert_eq!(status, 201, "{c}");
+    let lonely = c["conference_sid"].as_str().unwrap().to_owned();
+    assert_ne!(lonely, conference);
+    sim.settle().await;
+    let ended = sim.conference(&lonely).unwrap();
+    assert_eq!(
+        (ended.status.as_str(), ended.ended_reason.as_deref()),
+        ("completed", Some("last-participant-left"))
+    );
+}
+
+/// busy, no-answer and failed are the phone's, however the call to it is placed: REST
+/// `Calls.json`, `<Dial><Number>`, a REST conference participant.
+#[tokio::test]
+async fn an_unreachable_phone_is_unreachable_however_it_is_called() {
+    let (sim, toy) = setup().await;
+    toy.route("/voice", 200, &dial_twiml("", "", B));
+    toy.route("/twiml", 200, "<Response><Say>hello</Say></Response>");
+    let calls = format!("{ACCOUNT}/Calls.json");
+    let participants = format!("{ACCOUNT}/Conferences/{ROOM}/Participants.json");
+    let twiml = toy.url("/twiml");
+    for (script, outcome) in [
+        (PhoneScript::Busy, "busy"),
+        (PhoneScript::NoAnswer, "no-answer"),
+        (PhoneScript::Fail, "failed"),
+    ] {
+        sim.set_phone(B, script);
+        let form = [
+            ("From", P),
+            ("To", B),
+            ("Url", twiml.as_str()),
+            ("Timeout", "10"),
+        ];
+        let (_, api) = rest(&sim, reqwest::Method::POST, &calls, KEY, &form).await;
+        let parent = sim.dial_in(A, P, CallerScript::default()).await;
+        let form = [("From", P), ("To", B), ("Timeout", "10")];
+        let (_, participant) = rest(&sim, reqwest::Method::POST, &participants, KEY, &form).await;
+        sim.run_until_idle(secs(600)).await;
+        let legs = [
+            api["sid"].as_str().unwrap().to_owned(),
+            child_of(&sim, &parent).sid,
+            participant["call_sid"].as_str().unwrap().to_owned(),
+        ];
+        for leg in legs {
+            let call = sim.call(&leg).unwrap();
+            assert_eq!(
+                (call.status.as_str(), call.duration_secs),
+                (outcome, 0),
+                "{call:?}"
+            );
+        }
+    }
+    assert!(
+        toy.seen("/twiml").is_empty(),
+        "no TwiML for a call never answered"
+    );
+    assert!(sim.heard_by(B).is_empty());
+}
+
 #[test]
 fn conference_twiml_is_parsed_with_twilios_defaults_and_rules() {
     let verbs = twiml::parse(
@@ -1594,7 +2147,7 @@ fn conference_twiml_is_parsed_with_twilios_defaults_and_rules() {
     assert_eq!((room.beep.as_str(), room.max_participants), ("onEnter", 2));
     assert_eq!(room.status_callback_events.len(), 9);
     assert_eq!(room.participant_label.as_deref(), Some("a"));
-    assert_eq!(room.wait_url, None);
+    assert_eq!(room.wait, twiml::WaitAudio::Silence);
     assert_eq!(dial.time_limit, secs(60));
 
     for bad in [

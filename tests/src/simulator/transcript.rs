@@ -84,9 +84,9 @@ pub enum Event {
         path: String,
         status: u16,
     },
-    /// A leg entered conference `room`; `in_room` is who can now talk (every phone in
-    /// the room and not on hold, `who` included unless it joined held). Talk happens
-    /// while two or more are in it.
+    /// A leg entered conference `room`; `in_room` is who is in it and not on hold (`who`
+    /// included unless it joined held). They talk once the conference has started
+    /// ([`Event::ConferenceStarted`]); until then each hears the wait music.
     ConferenceJoined {
         room: String,
         who: String,

@@ -126,8 +126,8 @@ pub struct ConferenceNoun {
     pub beep: String,
     pub start_conference_on_enter: bool,
     pub end_conference_on_exit: bool,
-    /// Recorded only: the simulator never fetches wait music.
-    pub wait_url: Option<String>,
+    /// What a participant hears until the conference starts.
+    pub wait: WaitAudio,
     pub wait_method: HttpMethod,
     pub status_callback: Option<String>,
     pub status_callback_events: Vec<ConferenceEvent>,
@@ -135,6 +135,17 @@ pub struct ConferenceNoun {
     pub participant_label: Option<String>,
     pub max_participants: u32,
     pub muted: bool,
+}
+
+/// `<Conference waitUrl>`: what a participant hears while the conference has not started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitAudio {
+    /// No `waitUrl`: Twilio's default classical playlist (never fetched by the simulator).
+    Default,
+    /// `waitUrl=""`: silence.
+    Silence,
+    /// TwiML (Say, Play, Pause, Redirect) or audio, requested with `waitMethod`.
+    Url(String),
 }
 
 /// The short names `<Conference statusCallbackEvent>` takes. The callbacks Twilio
@@ -406,7 +417,12 @@ fn conference(el: &Element) -> Result<ConferenceNoun, String> {
         beep,
         start_conference_on_enter: el.flag_or("startConferenceOnEnter", true)?,
         end_conference_on_exit: el.flag("endConferenceOnExit")?,
-        wait_url: el.non_empty_attr("waitUrl"),
+        // Twilio: "waitUrl must be either a well formed URL or the empty string" (13233).
+        wait: match el.attr("waitUrl").map(str::trim) {
+            None => WaitAudio::Default,
+            Some("") => WaitAudio::Silence,
+            Some(url) => WaitAudio::Url(url.to_owned()),
+        },
         wait_method: el.method("waitMethod")?,
         status_callback: el.non_empty_attr("statusCallback"),
         status_callback_events: ConferenceEvent::parse_list(&[events])?,

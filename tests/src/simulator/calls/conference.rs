@@ -1,17 +1,40 @@
-//! Conference rooms: `<Dial><Conference>`, the participants in them, hold music,
-//! announcements and the conference status callbacks, as Twilio behaves.
+//! Conference rooms: `<Dial><Conference>`, participants added through REST, the
+//! participants in them, wait and hold music, announcements and the conference status
+//! callbacks, as Twilio behaves.
 //!
 //! A conference (SID `CF…`) is created when the first leg joins a room that has no
-//! live conference; the first participant's `statusCallback*` settings (and
-//! `maxParticipants`) are the conference's. It is `init` until a participant with
-//! `startConferenceOnEnter` joins (then `in-progress`, `conference-start`) and
-//! `completed` once it ended. A leg leaves when its call ends, when it is given new
-//! TwiML, when its `<Dial timeLimit>` is up, when it is removed through REST, or when
-//! the conference ends; a leg that leaves while its call goes on continues after its
-//! `<Dial>` (its action, with `DialCallStatus=completed`, or the next verb). The room
-//! ends (`conference-end`) when a participant with `endConferenceOnExit` leaves or the
-//! last one does (`…-kicked` instead of `…-left` when removed through REST), or
-//! through REST (`conference-ended-via-api`).
+//! live conference (or when a participant is added to it through REST); the first
+//! participant's `statusCallback*` settings (and `maxParticipants`) are the
+//! conference's. It is `init` until it starts and `completed` once it ended. Rules, from
+//! Twilio's docs:
+//! - Start: "Conferences will not start until at least two participants join", and
+//!   one of them has `startConferenceOnEnter` (TwiML Voice: `<Conference>`, "Customizable
+//!   Features" and `startConferenceOnEnter`; the Conference Events announcement: "the
+//!   conference starts whenever the second participant joins"). Until then every
+//!   participant hears the `waitUrl`: its TwiML (Say, Play, Pause, Redirect only; "once
+//!   the TwiML document located at the waitUrl runs out of verbs to execute, silence
+//!   will be played"), Twilio's default classical playlist without a `waitUrl` (recorded,
+//!   never fetched), nothing with `waitUrl=""`.
+//! - A leg leaves when its call ends, when it is given new TwiML, when its `<Dial
+//!   timeLimit>` is up, when it is removed through REST, or when the conference ends; a
+//!   leg that leaves while its call goes on continues after its `<Dial>`: its action,
+//!   with `DialCallStatus=answered` ("when calling a conference", TwiML Voice: `<Dial>`,
+//!   DialCallStatus; no DialCallSid nor DialCallDuration), or the next verb.
+//! - `participant-leave` carries `ParticipantCallStatus` and `ReasonParticipantLeft`
+//!   (Twilio changelog, 2023-10-25: "ParticipantCallStatus and ReasonParticipantLeft
+//!   attributes added to participant-leave Conference event"; values as listed in TwiML
+//!   Voice: `<Conference>`, statusCallback parameters), unless the simulator is told to
+//!   play an older API ([`State::participant_leave_details`]). `ParticipantLabel` comes
+//!   with every participant event when the participant has a label.
+//! - A participant added through REST (`POST …/Participants.json`, the conference named
+//!   by SID or friendly name) is called like any outbound call and joins once answered;
+//!   if it is busy, not answered, fails or is canceled it never joins, and the
+//!   conference's callback gets a `participant-leave` with that status (the changelog's
+//!   own example: "a participant was added using the /Participants API but failed to
+//!   answer").
+//! - The room ends (`conference-end`) when a participant with `endConferenceOnExit`
+//!   leaves or the last one does (`…-kicked` instead of `…-left` when removed through
+//!   REST), or through REST (`conference-ended-via-api`).
 //!
 //! Choices where Twilio leaves room for doubt:
 //! - Callbacks are posted only for the events the first participant's
@@ -19,14 +42,24 @@
 //!   conference. On a starting join, `participant-join` comes before
 //!   `conference-start`; when a room ends, the remaining legs' `participant-leave`
 //!   come before `conference-end`.
-//! - Hold music (`HoldUrl`, requested with GET unless `HoldMethod` says otherwise)
-//!   plays once; the participant then stays on hold in silence. Without `HoldUrl`
-//!   nothing is recorded. Announcements are heard by everyone not on hold, and post
-//!   `announcement-end` (or `announcement-failed`, e.g. for a `<Gather>`).
-//! - `waitUrl` and `beep` are parsed and kept, never fetched or played.
+//! - `ReasonParticipantLeft`: a call that ends is `participant_hung_up`, or
+//!   `participant_updated_via_api` when ended through REST; new TwiML and a REST removal
+//!   are `participant_updated_via_api` (the call goes on: `in-progress`); the Dial's
+//!   `timeLimit` is `participant_hung_up` with the call `in-progress`; the room ending
+//!   is `conference_ended_via_api` or, after an `endConferenceOnExit` participant left,
+//!   `moderator_ended_conference`; a REST participant that never joined is
+//!   `participant_add_failed`. A conference whose only REST participant never joined
+//!   ends as `last-participant-left`.
+//! - Wait and hold music play once (real hold music loops); without `HoldUrl` nothing
+//!   is recorded. Announcements are heard by everyone not on hold, and post
+//!   `announcement-end` (or `announcement-failed`, e.g. for a `<Gather>`). `beep` is
+//!   parsed and kept, never played.
 
 use super::*;
-use crate::simulator::twiml::{ConferenceEvent, ConferenceNoun};
+use crate::simulator::twiml::{ConferenceEvent, ConferenceNoun, WaitAudio};
+
+/// What Twilio plays without a `waitUrl`: its "default classical playlist".
+pub const DEFAULT_WAIT_MUSIC: &str = "https://s3.amazonaws.com/com.twilio.sounds.music/index.xml";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConferenceStatus {
@@ -64,6 +97,8 @@ pub struct Conference {
     pub max_participants: u32,
     /// Who is in the room now, in the order they joined.
     pub participants: Vec<Participant>,
+    /// Participants added through REST whose call has not joined yet.
+    pub invited: Vec<Participant>,
     /// Twilio's `ReasonConferenceEnded`.
     pub ended_reason: Option<String>,
     pub call_sid_ending: Option<String>,
@@ -101,6 +136,8 @@ pub enum Purpose {
         conference: String,
         call: Option<String>,
     },
+    /// The `waitUrl` for participant `call` while the conference has not started.
+    Wait { conference: String, call: String },
 }
 
 /// A validated participant update (REST `POST …/Participants/{id}.json`).
@@ -113,29 +150,78 @@ pub struct ParticipantUpdate {
     pub end_conference_on_exit: Option<bool>,
 }
 
+/// A validated REST `POST Conferences/{ConferenceSid or FriendlyName}/Participants.json`.
+#[derive(Clone, Debug)]
+pub struct NewParticipant {
+    /// The path's conference: a ConferenceSid or a room name.
+    pub conference: String,
+    /// The call to place; its TwiML is the conference, filled in by [`State::add_participant`].
+    pub call: OutboundCall,
+    pub label: Option<String>,
+    pub start_conference_on_enter: bool,
+    pub end_conference_on_exit: bool,
+    pub muted: bool,
+    pub beep: String,
+    pub wait: WaitAudio,
+    pub wait_method: HttpMethod,
+    /// `ConferenceStatusCallback*`: the conference's, if this request creates it.
+    pub conference_callback: Option<ConferenceCallbackConfig>,
+    pub max_participants: u32,
+}
+
 /// Why a leg leaves its conference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Leave {
-    HungUp,
+    /// The call ended with `status` (its phone hung up, its time limit, an error), or
+    /// was ended through REST (`via_api`).
+    CallEnded {
+        status: CallStatus,
+        via_api: bool,
+    },
     Redirected,
     TimeLimit,
     Removed,
-    ConferenceEnded,
+    /// The room ended: through REST (`via_api`) or after an `endConferenceOnExit`
+    /// participant left.
+    ConferenceEnded {
+        via_api: bool,
+    },
 }
 
 impl Leave {
     fn as_str(self) -> &'static str {
         match self {
-            Self::HungUp => "hung up",
+            Self::CallEnded { via_api: false, .. } => "hung up",
+            Self::CallEnded { via_api: true, .. } => "ended through REST",
             Self::Redirected => "redirected",
             Self::TimeLimit => "timeLimit",
             Self::Removed => "removed",
-            Self::ConferenceEnded => "conference ended",
+            Self::ConferenceEnded { .. } => "conference ended",
+        }
+    }
+
+    /// `ReasonParticipantLeft` and `ParticipantCallStatus` (see the module's notes).
+    fn reason_and_status(self) -> (&'static str, &'static str) {
+        match self {
+            Self::CallEnded { status, via_api } => {
+                let reason = if via_api {
+                    "participant_updated_via_api"
+                } else {
+                    "participant_hung_up"
+                };
+                (reason, status.as_str())
+            }
+            Self::Redirected | Self::Removed => ("participant_updated_via_api", "in-progress"),
+            Self::TimeLimit => ("participant_hung_up", "in-progress"),
+            Self::ConferenceEnded { via_api: true } => ("conference_ended_via_api", "in-progress"),
+            Self::ConferenceEnded { via_api: false } => {
+                ("moderator_ended_conference", "in-progress")
+            }
         }
     }
 }
 
-/// Hold music or an announcement being played: a little TwiML program of
+/// Wait music, hold music or an announcement being played: a little TwiML program of
 /// Say / Play / Pause (a Redirect fetches the next document).
 #[derive(Clone, Debug)]
 pub(super) struct SideProgram {
@@ -147,6 +233,40 @@ pub(super) struct SideProgram {
 
 fn bool_str(value: bool) -> String {
     value.to_string()
+}
+
+/// `<Response><Dial><Conference …>room</Conference></Dial></Response>` for a participant
+/// added through REST: what its call runs once answered.
+fn participant_twiml(room: &str, request: &NewParticipant) -> String {
+    use quick_xml::escape::escape;
+    let mut attributes = format!(
+        r#"startConferenceOnEnter="{}" endConferenceOnExit="{}" muted="{}" beep="{}""#,
+        request.start_conference_on_enter,
+        request.end_conference_on_exit,
+        request.muted,
+        escape(request.beep.as_str())
+    );
+    if let Some(label) = &request.label {
+        attributes += &format!(r#" participantLabel="{}""#, escape(label.as_str()));
+    }
+    match &request.wait {
+        WaitAudio::Default => {}
+        WaitAudio::Silence => attributes += r#" waitUrl="""#,
+        WaitAudio::Url(url) => {
+            let method = match request.wait_method {
+                HttpMethod::Get => "GET",
+                HttpMethod::Post => "POST",
+            };
+            attributes += &format!(
+                r#" waitUrl="{}" waitMethod="{method}""#,
+                escape(url.as_str())
+            );
+        }
+    }
+    format!(
+        "<Response><Dial><Conference {attributes}>{}</Conference></Dial></Response>",
+        escape(room)
+    )
 }
 
 impl State {
@@ -176,6 +296,39 @@ impl State {
         self.seq
     }
 
+    /// The room's live conference, created (with these settings) if it has none.
+    fn live_conference(
+        &mut self,
+        room: &str,
+        callback: Option<ConferenceCallbackConfig>,
+        max_participants: u32,
+        now: OffsetDateTime,
+    ) -> String {
+        let existing = self
+            .conferences
+            .iter()
+            .find(|c| c.room == room && c.status != ConferenceStatus::Completed);
+        if let Some(conference) = existing {
+            return conference.sid.clone();
+        }
+        let sid = format!("CF{}", uuid::Uuid::new_v4().simple());
+        self.conferences.push(Conference {
+            sid: sid.clone(),
+            room: room.to_owned(),
+            status: ConferenceStatus::Init,
+            created_at: now,
+            updated_at: now,
+            callback,
+            max_participants,
+            participants: Vec::new(),
+            invited: Vec::new(),
+            ended_reason: None,
+            call_sid_ending: None,
+            sequence: 1,
+        });
+        sid
+    }
+
     // ----- joining and leaving -----------------------------------------------------
 
     /// `<Dial><Conference>`: the leg enters the room (creating its conference).
@@ -190,42 +343,23 @@ impl State {
         self.ensure_answered(sid, now);
         let Some(call) = self.call(sid) else { return };
         let (phone, generation) = (call.phone().to_owned(), call.generation);
-        if let Some(url) = &noun.wait_url {
-            tracing::debug!(%url, "waitUrl recorded, not fetched");
+        let document = call.program.url.clone();
+        let callback = noun
+            .status_callback
+            .clone()
+            .map(|url| ConferenceCallbackConfig {
+                url,
+                method: noun.status_callback_method,
+                events: noun.status_callback_events.clone(),
+            });
+        let conference_sid = self.live_conference(&noun.room, callback, noun.max_participants, now);
+        // A participant added through REST is no longer pending once its call joins.
+        for conference in &mut self.conferences {
+            conference.invited.retain(|p| p.call_sid != sid);
         }
-        let existing = self
-            .conferences
-            .iter()
-            .position(|c| c.room == noun.room && c.status != ConferenceStatus::Completed);
-        let index = match existing {
-            Some(index) => index,
-            None => {
-                let callback = noun
-                    .status_callback
-                    .clone()
-                    .map(|url| ConferenceCallbackConfig {
-                        url,
-                        method: noun.status_callback_method,
-                        events: noun.status_callback_events.clone(),
-                    });
-                self.conferences.push(Conference {
-                    sid: format!("CF{}", uuid::Uuid::new_v4().simple()),
-                    room: noun.room.clone(),
-                    status: ConferenceStatus::Init,
-                    created_at: now,
-                    updated_at: now,
-                    callback,
-                    max_participants: noun.max_participants,
-                    participants: Vec::new(),
-                    ended_reason: None,
-                    call_sid_ending: None,
-                    sequence: 1,
-                });
-                self.conferences.len() - 1
-            }
+        let Some(conference) = self.conference_mut(&conference_sid) else {
+            return;
         };
-        let conference = &mut self.conferences[index];
-        let conference_sid = conference.sid.clone();
         if conference.participants.len() >= conference.max_participants as usize {
             let detail = format!(
                 "conference {:?} is full ({} participants): the Dial ends",
@@ -256,7 +390,15 @@ impl State {
         };
         conference.participants.push(participant.clone());
         conference.updated_at = now;
-        let starts = conference.status == ConferenceStatus::Init && noun.start_conference_on_enter;
+        // Twilio: "Conferences will not start until at least two participants join", and
+        // it starts when a participant with startConferenceOnEnter is among them.
+        let starts = conference.status == ConferenceStatus::Init
+            && conference.participants.len() >= 2
+            && conference
+                .participants
+                .iter()
+                .any(|p| p.start_conference_on_enter);
+        let waits = conference.status == ConferenceStatus::Init && !starts;
         let join = self.next_id();
         let time_limit = dial.time_limit;
         let Some(call) = self.call_mut(sid) else {
@@ -301,6 +443,8 @@ impl State {
                 Event::ConferenceStarted { room },
             );
             self.conference_callback(&conference_sid, "conference-start", None, Vec::new(), now);
+        } else if waits {
+            self.start_wait_audio(&conference_sid, sid, &noun, &document, now);
         }
         self.schedule(
             later(now, time_limit),
@@ -312,6 +456,129 @@ impl State {
         if let Some(at) = hang_up {
             self.schedule(at, Job::PhoneHangUp(sid.to_owned()));
         }
+    }
+
+    /// What a participant hears until the conference starts (`waitUrl`, resolved
+    /// against the TwiML document that dialled the room).
+    fn start_wait_audio(
+        &mut self,
+        conference_sid: &str,
+        call_sid: &str,
+        noun: &ConferenceNoun,
+        document: &str,
+        now: OffsetDateTime,
+    ) {
+        let Some(call) = self.call(call_sid) else {
+            return;
+        };
+        match &noun.wait {
+            WaitAudio::Silence => {}
+            WaitAudio::Default => {
+                let played = Event::Played {
+                    to: call.phone().to_owned(),
+                    url: DEFAULT_WAIT_MUSIC.to_owned(),
+                };
+                self.record(now, Some(call_sid), played);
+            }
+            WaitAudio::Url(url) => {
+                let url = twiml::resolve_url(document, url);
+                let mut fetch = self.fetch(call, url, noun.wait_method, Vec::new());
+                fetch.purpose = Purpose::Wait {
+                    conference: conference_sid.to_owned(),
+                    call: call_sid.to_owned(),
+                };
+                self.schedule(now, Job::Fetch(Box::new(fetch)));
+            }
+        }
+    }
+
+    /// REST: adds a participant by calling it; once answered its call joins the room.
+    /// Returns the new CallSid and the ConferenceSid, or why the conference is unknown.
+    pub fn add_participant(
+        &mut self,
+        mut request: NewParticipant,
+        now: OffsetDateTime,
+    ) -> Result<(String, String), ()> {
+        let by_sid = self
+            .conference(&request.conference)
+            .map(|c| (c.sid.clone(), c.room.clone(), c.status));
+        let (conference_sid, room) = match by_sid {
+            Some((_, _, ConferenceStatus::Completed)) => return Err(()),
+            Some((sid, room, _)) => (sid, room),
+            // Not a conference SID: the room's friendly name (its conference is created
+            // if it has none live).
+            None if request.conference.starts_with("CF") => return Err(()),
+            None => {
+                let room = request.conference.clone();
+                let callback = request.conference_callback.clone();
+                let sid = self.live_conference(&room, callback, request.max_participants, now);
+                (sid, room)
+            }
+        };
+        request.call.twiml = TwimlSource::Inline(participant_twiml(&room, &request));
+        let phone = request.call.to.clone();
+        let call_sid = self.create_outbound(now, request.call.clone());
+        let invited = Participant {
+            call_sid: call_sid.clone(),
+            phone,
+            label: request.label,
+            hold: false,
+            muted: request.muted,
+            end_conference_on_exit: request.end_conference_on_exit,
+            start_conference_on_enter: request.start_conference_on_enter,
+            joined_at: now,
+            updated_at: now,
+            hold_generation: 0,
+        };
+        if let Some(conference) = self.conference_mut(&conference_sid) {
+            conference.invited.push(invited);
+            conference.updated_at = now;
+        }
+        Ok((call_sid, conference_sid))
+    }
+
+    /// A call ended: if it was a participant added through REST that never joined, the
+    /// conference hears about it (`participant-leave`, `participant_add_failed`).
+    pub(super) fn invitation_ended(&mut self, sid: &str, status: CallStatus, now: OffsetDateTime) {
+        let Some(conference) = self
+            .conferences
+            .iter_mut()
+            .find(|c| c.invited.iter().any(|p| p.call_sid == sid))
+        else {
+            return;
+        };
+        let Some(index) = conference.invited.iter().position(|p| p.call_sid == sid) else {
+            return;
+        };
+        let participant = conference.invited.remove(index);
+        conference.updated_at = now;
+        let conference_sid = conference.sid.clone();
+        let abandoned = conference.status == ConferenceStatus::Init
+            && conference.participants.is_empty()
+            && conference.invited.is_empty();
+        let extra = self.leave_details("participant_add_failed", status.as_str());
+        self.conference_callback(
+            &conference_sid,
+            "participant-leave",
+            Some(&participant),
+            extra,
+            now,
+        );
+        if abandoned {
+            self.end_conference(&conference_sid, "last-participant-left", None, now);
+        }
+    }
+
+    /// `ReasonParticipantLeft` and `ParticipantCallStatus`, unless the simulator plays an
+    /// API older than 2023-10-25.
+    fn leave_details(&self, reason: &str, call_status: &str) -> Vec<(String, String)> {
+        if !self.participant_leave_details {
+            return Vec::new();
+        }
+        vec![
+            ("ParticipantCallStatus".to_owned(), call_status.to_owned()),
+            ("ReasonParticipantLeft".to_owned(), reason.to_owned()),
+        ]
     }
 
     /// The leg leaves its conference; the call then continues after its `<Dial>`
@@ -352,16 +619,18 @@ impl State {
             in_room,
         };
         self.record(now, Some(sid), left);
+        let (reason, call_status) = why.reason_and_status();
+        let extra = self.leave_details(reason, call_status);
         self.conference_callback(
             &conference_sid,
             "participant-leave",
             Some(&participant),
-            Vec::new(),
+            extra,
             now,
         );
         // Twilio requests the Dial action even for a call that hung up (ignoring its
         // TwiML); a redirected call has moved on and requests nothing.
-        let params = vec![("DialCallStatus".to_owned(), "completed".to_owned())];
+        let params = vec![("DialCallStatus".to_owned(), "answered".to_owned())];
         let job = Job::DialEnded {
             parent: sid.to_owned(),
             generation,
@@ -369,7 +638,7 @@ impl State {
             params,
         };
         self.schedule(now, job);
-        if why == Leave::ConferenceEnded {
+        if matches!(why, Leave::ConferenceEnded { .. }) {
             return;
         }
         let kicked = why == Leave::Removed;
@@ -388,7 +657,7 @@ impl State {
         } else {
             return;
         };
-        self.end_conference(&conference_sid, reason, Some(sid), now);
+        self.end_conference(&conference_sid, reason, Some(&participant), now);
     }
 
     /// Ends a conference: every leg still in it leaves and continues after its Dial.
@@ -396,7 +665,7 @@ impl State {
         &mut self,
         conference_sid: &str,
         reason: &str,
-        ending_call: Option<&str>,
+        ending: Option<&Participant>,
         now: OffsetDateTime,
     ) {
         let Some(conference) = self
@@ -408,15 +677,16 @@ impl State {
         conference.status = ConferenceStatus::Completed;
         conference.updated_at = now;
         conference.ended_reason = Some(reason.to_owned());
-        conference.call_sid_ending = ending_call.map(str::to_owned);
+        conference.call_sid_ending = ending.map(|p| p.call_sid.clone());
         let room = conference.room.clone();
         let remaining: Vec<String> = conference
             .participants
             .iter()
             .map(|p| p.call_sid.clone())
             .collect();
+        let via_api = reason == "conference-ended-via-api";
         for sid in remaining {
-            self.leave_conference(&sid, Leave::ConferenceEnded, now);
+            self.leave_conference(&sid, Leave::ConferenceEnded { via_api }, now);
         }
         let ended = Event::ConferenceEnded {
             room,
@@ -424,8 +694,14 @@ impl State {
         };
         self.record(now, Some(conference_sid), ended);
         let mut extra = vec![("ReasonConferenceEnded".to_owned(), reason.to_owned())];
-        if let Some(call) = ending_call {
-            extra.push(("CallSidEndingConference".to_owned(), call.to_owned()));
+        if let Some(participant) = ending {
+            extra.push((
+                "CallSidEndingConference".to_owned(),
+                participant.call_sid.clone(),
+            ));
+            if let Some(label) = &participant.label {
+                extra.push(("ParticipantLabelEndingConference".to_owned(), label.clone()));
+            }
         }
         self.conference_callback(conference_sid, "conference-end", None, extra, now);
     }
@@ -443,9 +719,18 @@ impl State {
 
     // ----- REST --------------------------------------------------------------------
 
-    /// DELETE a participant: its call leaves the room and continues after its Dial.
+    /// DELETE a participant: its call leaves the room and continues after its Dial; a
+    /// participant added through REST that has not joined yet is no longer called.
     pub fn remove_participant(&mut self, sid: &str, now: OffsetDateTime) {
-        self.leave_conference(sid, Leave::Removed, now);
+        let invited = self
+            .conferences
+            .iter()
+            .any(|c| c.invited.iter().any(|p| p.call_sid == sid));
+        if invited {
+            self.hang_up(sid, now);
+        } else {
+            self.leave_conference(sid, Leave::Removed, now);
+        }
     }
 
     /// Applies a validated participant update.
@@ -658,6 +943,14 @@ impl State {
                             .is_none_or(|call| c.participants.iter().any(|p| p.call_sid == *call))
                 })
             }
+            // Wait music stops when the conference starts (or the participant leaves or is
+            // put on hold, which has its own music).
+            Purpose::Wait { conference, call } => self.conference(conference).is_some_and(|c| {
+                c.status == ConferenceStatus::Init
+                    && c.participants
+                        .iter()
+                        .any(|p| p.call_sid == *call && !p.hold)
+            }),
         }
     }
 
@@ -667,7 +960,8 @@ impl State {
             Purpose::Twiml => return Vec::new(),
             Purpose::Hold {
                 conference, call, ..
-            } => (conference, Some(call)),
+            }
+            | Purpose::Wait { conference, call } => (conference, Some(call)),
             Purpose::Announce { conference, call } => (conference, call.as_ref()),
         };
         let hold_music = matches!(purpose, Purpose::Hold { .. });
@@ -684,9 +978,9 @@ impl State {
             .unwrap_or_default()
     }
 
-    /// The answer to a hold-music or announcement request. Only Say, Play, Pause and
-    /// Redirect are allowed (no `<Gather>`, as in Twilio): anything else is a
-    /// warning, and the announcement fails.
+    /// The answer to a wait-music, hold-music or announcement request. Only Say, Play,
+    /// Pause and Redirect are allowed (no `<Gather>`: Twilio error 13238): anything else
+    /// is a warning, and an announcement fails.
     pub(super) fn side_fetched(
         &mut self,
         fetch: Fetch,
@@ -711,6 +1005,7 @@ impl State {
         }
         let what = match fetch.purpose {
             Purpose::Hold { .. } => "hold music",
+            Purpose::Wait { .. } => "wait music",
             _ => "announcement",
         };
         let verbs = parsed.and_then(|verbs| {
@@ -750,9 +1045,10 @@ impl State {
         self.side_step(id, now)
     }
 
-    /// Plays the next verb of hold music or an announcement. Hold music plays once,
-    /// then the participant just stays on hold (real Twilio loops it; the transcript
-    /// stays bounded this way).
+    /// Plays the next verb of wait music, hold music or an announcement. Wait music plays
+    /// once and then silence, as Twilio's does unless it Redirects; hold music also plays
+    /// once, then the participant just stays on hold (real Twilio loops it; the
+    /// transcript stays bounded this way).
     pub(super) fn side_step(&mut self, id: u64, now: OffsetDateTime) -> Option<Fetch> {
         let program = self.sides.get(&id)?;
         if !self.side_live(&program.purpose) {
@@ -774,14 +1070,14 @@ impl State {
                 let url = twiml::resolve_url(&program.url, &url);
                 let mut params = vec![("AccountSid".to_owned(), self.account_sid.clone())];
                 let call = match &program.purpose {
-                    Purpose::Hold { call, .. } => Some(call.clone()),
+                    Purpose::Hold { call, .. } | Purpose::Wait { call, .. } => Some(call.clone()),
                     Purpose::Announce { call, .. } => call.clone(),
                     Purpose::Twiml => None,
                 };
                 let conference = match &program.purpose {
-                    Purpose::Hold { conference, .. } | Purpose::Announce { conference, .. } => {
-                        conference.clone()
-                    }
+                    Purpose::Hold { conference, .. }
+                    | Purpose::Announce { conference, .. }
+                    | Purpose::Wait { conference, .. } => conference.clone(),
                     Purpose::Twiml => String::new(),
                 };
                 params.push(("ConferenceSid".to_owned(), conference.clone()));

@@ -3,10 +3,16 @@
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::super::calls::{self, Conference, ConferenceStatus, Participant, ParticipantUpdate};
+use super::super::calls::{
+    self, CallStatus, Conference, ConferenceCallbackConfig, ConferenceStatus, NewParticipant,
+    OutboundCall, Participant, ParticipantUpdate, TwimlSource,
+};
 use super::super::rfc2822;
-use super::{API_PREFIX, ApiError, Outcome, Params, method_param, param, valid_url};
-use crate::simulator::twiml::HttpMethod;
+use super::{
+    API_PREFIX, ApiError, Outcome, Params, method_param, param, seconds_param, status_callback,
+    valid_url, validate_from_to,
+};
+use crate::simulator::twiml::{ConferenceEvent, HttpMethod, WaitAudio};
 
 /// Routes `resource` (the path after the account), which starts with `Conferences`.
 pub(super) fn respond(
@@ -42,17 +48,15 @@ pub(super) fn respond(
         }
         ["Conferences", sid, "Participants.json"] => {
             let sid = (*sid).to_owned();
-            let result = match method {
-                "GET" => find(state, &sid, path)
-                    .map(|c| (200, list_participants(&state.account_sid, c, path))),
-                "POST" => Err(ApiError::new(
-                    405,
-                    20004,
-                    "Creating participants (calling out into a conference) is not simulated: create a call whose TwiML dials the <Conference>",
-                )),
-                _ => not_allowed(),
-            };
-            (Some(sid), result)
+            match method {
+                "GET" => {
+                    let result =
+                        find(state, &sid, path).map(|c| (200, list_participants(state, c, path)));
+                    (Some(sid), result)
+                }
+                "POST" => create_participant(state, &sid, params, path, now),
+                _ => (Some(sid), not_allowed()),
+            }
         }
         ["Conferences", sid, "Participants", file] => {
             let Some(id) = file.strip_suffix(".json") else {
@@ -70,17 +74,115 @@ fn find<'a>(state: &'a calls::State, sid: &str, path: &str) -> Result<&'a Confer
         .ok_or_else(|| ApiError::not_found(path))
 }
 
-/// A participant by CallSid or label, among those in the room now.
+/// A participant by CallSid or label, among those in the room now or (for reading and
+/// removing) still being called in.
 fn find_participant<'a>(
     conference: &'a Conference,
     id: &str,
     path: &str,
+    invited_too: bool,
 ) -> Result<&'a Participant, ApiError> {
+    let invited = conference.invited.iter().filter(|_| invited_too);
     conference
         .participants
         .iter()
+        .chain(invited)
         .find(|p| p.call_sid == id || p.label.as_deref() == Some(id))
         .ok_or_else(|| ApiError::not_found(path))
+}
+
+/// `POST Conferences/{ConferenceSid or FriendlyName}/Participants.json`: calls `To` from
+/// `From` into the conference (Twilio's Conference Participant resource, "Create").
+fn create_participant(
+    state: &mut calls::State,
+    conference: &str,
+    params: &Params,
+    path: &str,
+    now: OffsetDateTime,
+) -> Outcome {
+    let request = match new_participant(state, conference, params) {
+        Ok(request) => request,
+        Err(e) => return (None, Err(e)),
+    };
+    let Ok((call_sid, conference_sid)) = state.add_participant(request, now) else {
+        return (None, Err(ApiError::not_found(path)));
+    };
+    let result = find(state, &conference_sid, path).and_then(|c| {
+        let participant = find_participant(c, &call_sid, path, true)?;
+        Ok((201, participant_json(state, c, participant)))
+    });
+    (Some(call_sid), result)
+}
+
+fn new_participant(
+    state: &calls::State,
+    conference: &str,
+    params: &Params,
+) -> Result<NewParticipant, ApiError> {
+    let (from, to) = validate_from_to(state, params)?;
+    let flag = |name: &str, default: bool| bool_param(params, name).map(|v| v.unwrap_or(default));
+    let beep = param(params, "Beep").unwrap_or("true").to_owned();
+    if !["true", "false", "onEnter", "onExit"].contains(&beep.as_str()) {
+        return Err(ApiError::new(
+            400,
+            20001,
+            format!("Beep must be true, false, onEnter or onExit, not {beep:?}"),
+        ));
+    }
+    // Twilio: the WaitUrl "may be an empty string" for silence.
+    let wait = match params.iter().find(|(n, _)| n == "WaitUrl") {
+        None => WaitAudio::Default,
+        Some((_, url)) if url.trim().is_empty() => WaitAudio::Silence,
+        Some((_, url)) => WaitAudio::Url(valid_url(url.trim())?.to_owned()),
+    };
+    let conference_callback = match param(params, "ConferenceStatusCallback") {
+        None => None,
+        Some(url) => {
+            let events: Vec<&str> = params
+                .iter()
+                .filter(|(n, _)| n == "ConferenceStatusCallbackEvent")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            Some(ConferenceCallbackConfig {
+                url: valid_url(url)?.to_owned(),
+                method: method_param(params, "ConferenceStatusCallbackMethod")?,
+                events: ConferenceEvent::parse_list(&events)
+                    .map_err(|e| ApiError::new(400, 20001, e))?,
+            })
+        }
+    };
+    let max_participants = seconds_param(params, "MaxParticipants", 250)?;
+    if !(2..=250).contains(&max_participants) {
+        return Err(ApiError::new(
+            400,
+            20001,
+            "MaxParticipants must be between 2 and 250",
+        ));
+    }
+    // Twilio caps the ring time at 600 s.
+    let timeout = seconds_param(params, "Timeout", 60)?.min(600);
+    let time_limit = seconds_param(params, "TimeLimit", 14_400)?;
+    Ok(NewParticipant {
+        conference: conference.to_owned(),
+        call: OutboundCall {
+            from,
+            to,
+            // Replaced by the conference's TwiML when the participant is added.
+            twiml: TwimlSource::Inline(String::new()),
+            status_callback: status_callback(params)?,
+            ring_timeout: std::time::Duration::from_secs(timeout),
+            time_limit: std::time::Duration::from_secs(time_limit),
+        },
+        label: param(params, "Label").map(str::to_owned),
+        start_conference_on_enter: flag("StartConferenceOnEnter", true)?,
+        end_conference_on_exit: flag("EndConferenceOnExit", false)?,
+        muted: flag("Muted", false)?,
+        beep,
+        wait,
+        wait_method: method_param(params, "WaitMethod")?,
+        conference_callback,
+        max_participants: u32::try_from(max_participants).unwrap_or(250),
+    })
 }
 
 fn participant(
@@ -92,8 +194,10 @@ fn participant(
     path: &str,
     now: OffsetDateTime,
 ) -> Outcome {
+    // Only DELETE reaches a participant still being called in.
+    let invited_too = method != "POST";
     let found = find(state, conference_sid, path)
-        .and_then(|c| find_participant(c, id, path).map(|p| p.call_sid.clone()));
+        .and_then(|c| find_participant(c, id, path, invited_too).map(|p| p.call_sid.clone()));
     let call_sid = match found {
         Ok(sid) => sid,
         Err(e) => return (None, Err(e)),
@@ -111,11 +215,8 @@ fn participant(
     };
     let result = result.and_then(|()| {
         let conference = find(state, conference_sid, path)?;
-        let participant = find_participant(conference, &call_sid, path)?;
-        Ok((
-            200,
-            participant_json(&state.account_sid, conference, participant),
-        ))
+        let participant = find_participant(conference, &call_sid, path, true)?;
+        Ok((200, participant_json(state, conference, participant)))
     });
     (Some(call_sid), result)
 }
@@ -229,11 +330,14 @@ fn list_conferences(state: &calls::State, params: &Params, path: &str) -> Value 
     page("conferences", conferences, path)
 }
 
-fn list_participants(account_sid: &str, conference: &Conference, path: &str) -> Value {
+/// Those in the room, then those still being called in (Twilio lists both: the resource
+/// is "a participant who is either connecting to, or actively connected to" a conference).
+fn list_participants(state: &calls::State, conference: &Conference, path: &str) -> Value {
     let participants = conference
         .participants
         .iter()
-        .map(|p| participant_json(account_sid, conference, p))
+        .chain(&conference.invited)
+        .map(|p| participant_json(state, conference, p))
         .collect();
     page("participants", participants, path)
 }
@@ -260,8 +364,17 @@ fn conference_json(account_sid: &str, c: &Conference) -> Value {
     })
 }
 
-/// A participant as Twilio's REST API represents it.
-fn participant_json(account_sid: &str, c: &Conference, p: &Participant) -> Value {
+/// A participant as Twilio's REST API represents it: `connected` once in the room,
+/// `queued` or `ringing` while its call is being placed.
+fn participant_json(state: &calls::State, c: &Conference, p: &Participant) -> Value {
+    let account_sid = state.account_sid.as_str();
+    let in_room = c.participants.iter().any(|q| q.call_sid == p.call_sid);
+    let status = match state.call(&p.call_sid).map(|call| call.status) {
+        _ if in_room => "connected",
+        Some(CallStatus::Queued) => "queued",
+        Some(CallStatus::Ringing) => "ringing",
+        _ => "complete",
+    };
     json!({
         "account_sid": account_sid,
         "call_sid": p.call_sid,
@@ -273,7 +386,7 @@ fn participant_json(account_sid: &str, c: &Conference, p: &Participant) -> Value
         "call_sid_to_coach": null,
         "end_conference_on_exit": p.end_conference_on_exit,
         "start_conference_on_enter": p.start_conference_on_enter,
-        "status": "connected",
+        "status": status,
         "date_created": rfc2822(p.joined_at),
         "date_updated": rfc2822(p.updated_at),
         "uri": format!(
