@@ -15,7 +15,7 @@ use crate::ids;
 use crate::model::{CallStatus, Interaction, Session};
 use crate::phone::PhoneNumber;
 use crate::pricing::{self, Direction};
-use crate::sessions::MAX_CALL_SECONDS;
+use crate::domain::sessions::MAX_CALL_SECONDS;
 use crate::signature;
 use crate::store::{Recorded, Route};
 use crate::twiml::{Conference, Dial, Gather, Method, Number, Response as TwiML, Say};

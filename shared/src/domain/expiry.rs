@@ -9,10 +9,11 @@
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::app::App;
+use crate::domain::error::DomainError;
+use crate::domain::ports::{Ctx, StoreError};
+use crate::domain::sessions;
 use crate::model::{LiveCall, Session};
-use crate::sessions;
-use crate::store::{DUE_SHARDS, StoreError};
+use crate::store::DUE_SHARDS;
 
 /// At most this many sessions are handled at once, which bounds the requests in flight
 /// towards Twilio (each session makes at most two at a time).
@@ -48,30 +49,17 @@ enum Outcome {
     Closed,
 }
 
-/// The scheduled event's entry point. "Now" is the later of the event's `time` and the
-/// clock: a delayed delivery never sweeps for the past, and a test can fire the sweep for
-/// any instant by sending an event with that time.
-pub async fn on_schedule(
-    app: &App,
-    event: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let event_time = event["time"].as_str().and_then(crate::clock::parse_iso);
-    let now = event_time.map_or(app.now(), |t| t.max(app.now()));
-    let report = sweep(app, now).await.map_err(|e| e.to_string())?;
-    serde_json::to_value(report).map_err(|e| e.to_string())
-}
-
 /// One run of the sweep at `now`.
-pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, StoreError> {
+pub async fn sweep(ctx: Ctx<'_>, now: i64) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     for shard in 0..DUE_SHARDS {
         let mut start = None;
         loop {
-            let (sids, next) = app.store.due_page(shard, now, start).await?;
+            let (sids, next) = ctx.store.due_page(shard, now, start).await?;
             report.queries += 1;
             report.due += sids.len();
-            let outcomes: Vec<Result<Outcome, StoreError>> = futures::stream::iter(sids)
-                .map(|sid| visit(app, sid, now))
+            let outcomes: Vec<Result<Outcome, DomainError>> = futures::stream::iter(sids)
+                .map(|sid| visit(ctx, sid, now))
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
@@ -123,15 +111,15 @@ pub fn next_due(session: &Session, live_legs: bool, now: i64) -> Option<i64> {
         .min()
 }
 
-async fn visit(app: &App, sid: String, now: i64) -> Result<Outcome, StoreError> {
-    let Some(session) = app.store.get_session(&sid).await? else {
+async fn visit(ctx: Ctx<'_>, sid: String, now: i64) -> Result<Outcome, DomainError> {
+    let Some(session) = ctx.store.get_session(&sid).await? else {
         return Ok(Outcome::Nothing);
     };
     if !session.status.is_open() {
         return Ok(Outcome::Nothing);
     }
     if session.date_expiry.is_some_and(|t| t <= now) {
-        return close_expired(app, &session).await;
+        return close_expired(ctx, &session).await;
     }
     let mut outcome = Outcome::Nothing;
     let mut session = session;
@@ -139,12 +127,12 @@ async fn visit(app: &App, sid: String, now: i64) -> Result<Outcome, StoreError> 
         && let Some(deadline) = live.deadline
     {
         if deadline <= now {
-            end_live_call(app, &session).await;
+            end_live_call(ctx, &session).await;
             let after = Session {
                 live_call: None,
                 ..session.clone()
             };
-            app.store
+            ctx.store
                 .clear_live_call(&sid, next_due(&after, false, now))
                 .await?;
             tracing::info!(session = %sid, deadline, "call ended at its deadline");
@@ -152,7 +140,7 @@ async fn visit(app: &App, sid: String, now: i64) -> Result<Outcome, StoreError> 
         }
         let warning_at = deadline - session.warning_lead as i64;
         if session.warning_lead > 0 && now >= warning_at && live.warned_for != Some(deadline) {
-            outcome = warn(app, &session, &live, deadline).await?;
+            outcome = warn(ctx, &session, &live, deadline).await?;
             if let Some(l) = session.live_call.as_mut() {
                 l.warned_for = Some(deadline);
             }
@@ -160,55 +148,51 @@ async fn visit(app: &App, sid: String, now: i64) -> Result<Outcome, StoreError> 
     }
     let live_legs =
         if session.live_call.is_none() && session.inactive_after().is_some_and(|t| t <= now) {
-            let legs = app.store.list_interactions(&sid).await?;
+            let legs = ctx.store.list_interactions(&sid).await?;
             let live = legs.iter().any(|l| !l.status.is_final());
             if !live {
-                return close_expired(app, &session).await;
+                return close_expired(ctx, &session).await;
             }
             true
         } else {
             false
         };
-    app.store
+    ctx.store
         .set_due(&sid, next_due(&session, live_legs, now))
         .await?;
     Ok(outcome)
 }
 
-async fn close_expired(app: &App, session: &Session) -> Result<Outcome, StoreError> {
-    match sessions::close(app, &session.sid, "expired").await {
-        Ok(_) => {
-            if let Some(conference) = &session.current_conference
-                && let Err(e) = app.twilio.end_conference(&app.secrets, conference).await
-            {
-                tracing::error!(conference = %conference, error = %e, "could not end the expired session's conference");
-            }
-            Ok(Outcome::Closed)
-        }
-        Err(p) => Err(StoreError::Backend(p.detail)),
+async fn close_expired(ctx: Ctx<'_>, session: &Session) -> Result<Outcome, DomainError> {
+    sessions::close(ctx, &session.sid, "expired").await?;
+    if let Some(conference) = &session.current_conference
+        && let Err(e) = ctx.calls.end_conference(conference).await
+    {
+        tracing::error!(conference = %conference, error = %e, "could not end the expired session's conference");
     }
+    Ok(Outcome::Closed)
 }
 
 /// Ends the live call: the room for a conference, the legs themselves otherwise.
-async fn end_live_call(app: &App, session: &Session) {
+async fn end_live_call(ctx: Ctx<'_>, session: &Session) {
     if let Some(conference) = &session.current_conference
-        && let Err(e) = app.twilio.end_conference(&app.secrets, conference).await
+        && let Err(e) = ctx.calls.end_conference(conference).await
     {
         tracing::error!(conference = %conference, error = %e, "could not end the conference at its deadline");
     }
-    sessions::end_live_calls(app, &session.sid).await;
+    sessions::end_live_calls(ctx, &session.sid).await;
 }
 
 /// The three-minute warning: the other party is put on hold (with a "please wait"), the
 /// deciding party's call is given the extension prompt. Claimed first, so it happens once.
 async fn warn(
-    app: &App,
+    ctx: Ctx<'_>,
     session: &Session,
     live: &LiveCall,
     deadline: i64,
 ) -> Result<Outcome, StoreError> {
     if live.mode != "conference" {
-        if app
+        if ctx
             .store
             .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_BRIDGE)
             .await?
@@ -219,7 +203,7 @@ async fn warn(
         return Ok(Outcome::Nothing);
     }
     let legs = match &session.current_conference {
-        Some(cf) => app
+        Some(cf) => ctx
             .store
             .get_conference(&session.sid, cf)
             .await?
@@ -233,7 +217,7 @@ async fn warn(
         .and_then(|((_, legs), d)| legs.get(&d.sid).cloned());
     let (Some((conference, legs)), Some(decider), Some(decider_leg)) = (legs, decider, decider_leg)
     else {
-        if app
+        if ctx
             .store
             .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_ABSENT)
             .await?
@@ -242,31 +226,25 @@ async fn warn(
         }
         return Ok(Outcome::Nothing);
     };
-    if !app
+    if !ctx
         .store
         .claim_warning(&session.sid, deadline, WARNING_GIVEN)
         .await?
     {
         return Ok(Outcome::Nothing);
     }
-    let base = &app.config.public_base_url;
     if let Some(other_leg) = session.other(&decider.sid).and_then(|o| legs.get(&o.sid)) {
-        let hold_url = format!("{base}/twilio/voice/extension/hold?session={}", session.sid);
-        if let Err(e) = app
-            .twilio
-            .hold(&app.secrets, &conference, other_leg, Some(&hold_url))
+        if let Err(e) = ctx
+            .calls
+            .hold_for_warning(&session.sid, &conference, other_leg)
             .await
         {
             tracing::error!(call = %other_leg, error = %e, "could not hold the other party for the warning");
         }
     }
-    let prompt = format!(
-        "{base}/twilio/voice/extension/prompt?session={}&deadline={deadline}",
-        session.sid
-    );
-    if let Err(e) = app
-        .twilio
-        .redirect(&app.secrets, &decider_leg, &prompt)
+    if let Err(e) = ctx
+        .calls
+        .prompt_extension(&session.sid, deadline, &decider_leg)
         .await
     {
         tracing::error!(call = %decider_leg, error = %e, "could not give the deciding party the warning");
