@@ -11,17 +11,17 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::budget::{API_ANSWER, Budget};
 use crate::clock;
+use crate::domain::vcall::{Mode, PlacedLeg, StartCall};
+use crate::domain::{sessions, vcall};
 use crate::http as web;
 use crate::model::{Interaction, ProxyNumber};
 use crate::phone::PhoneNumber;
 use crate::pricing::Yen;
 use crate::problem::{Code, Problem};
-use crate::domain::vcall::{Mode, PlacedLeg, StartCall};
-use crate::domain::{sessions, vcall};
 
 pub mod session_input;
-use session_input::{CreateSession, SessionView};
 use crate::store::{Claim, StoreError};
+use session_input::{CreateSession, SessionView};
 
 /// How long a completed Idempotency-Key answer is replayed.
 const IDEMPOTENCY_KEEP_SECONDS: i64 = 24 * 3600;

@@ -16,7 +16,6 @@ use crate::problem::{Code, Problem};
 const MAX_TTL_SECONDS: u64 = 365 * 86_400;
 const MAX_FRIENDLY_NAME: usize = 255;
 
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
@@ -392,4 +391,3 @@ mod tests {
         assert!(serde_json::from_str::<CreateSession>(r#"{"participants":[],"tll":5}"#).is_err());
     }
 }
-

@@ -233,14 +233,13 @@ async fn warn(
     {
         return Ok(Outcome::Nothing);
     }
-    if let Some(other_leg) = session.other(&decider.sid).and_then(|o| legs.get(&o.sid)) {
-        if let Err(e) = ctx
+    if let Some(other_leg) = session.other(&decider.sid).and_then(|o| legs.get(&o.sid))
+        && let Err(e) = ctx
             .calls
             .hold_for_warning(&session.sid, &conference, other_leg)
             .await
-        {
-            tracing::error!(call = %other_leg, error = %e, "could not hold the other party for the warning");
-        }
+    {
+        tracing::error!(call = %other_leg, error = %e, "could not hold the other party for the warning");
     }
     if let Err(e) = ctx
         .calls
@@ -306,5 +305,225 @@ mod tests {
             next_due(&session(Some(100), 0, None), false, 200),
             Some(201)
         );
+    }
+
+    mod sweeping {
+        use super::super::*;
+        use crate::domain::fakes::{CallRequest, World, leg};
+        use crate::domain::ports::ConferenceRecord;
+        use crate::model::{CallStatus, SessionStatus, sample_session};
+
+        const NOW: i64 = 1_795_552_200;
+        const SID: &str = "KC0123456789abcdef0123456789abcdef";
+
+        fn live(mode: &str, deadline: i64) -> LiveCall {
+            LiveCall {
+                mode: mode.into(),
+                limit: 600,
+                deadline: Some(deadline),
+                warned_for: None,
+                warning: None,
+            }
+        }
+
+        /// A session due now, in a conference room where A (KP1) is leg CA1 and B is CA2.
+        fn in_room(session: Session) -> World {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                current_conference: Some("CF1".into()),
+                ..session
+            });
+            world.store.put_conference(
+                SID,
+                ConferenceRecord {
+                    conference_sid: "CF1".into(),
+                    room: "tsunagu-room".into(),
+                    ended_at: None,
+                    ended_reason: None,
+                    legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
+                },
+            );
+            world.store.file_due(SID, NOW);
+            world
+        }
+
+        #[tokio::test]
+        async fn the_warning_holds_the_other_and_prompts_the_decider_once() {
+            let world = in_room(Session {
+                live_call: Some(live("conference", NOW + 100)),
+                ..sample_session()
+            });
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.warned, 1, "{report:?}");
+            assert_eq!(
+                world.calls.requests(),
+                vec![
+                    CallRequest::Hold("CA2".into()),
+                    CallRequest::Prompt {
+                        call_sid: "CA1".into(),
+                        deadline: NOW + 100
+                    },
+                ]
+            );
+            assert_eq!(
+                world.store.claimed(SID),
+                Some((NOW + 100, WARNING_GIVEN.into()))
+            );
+            // Re-filed for the deadline itself; a second sweep warns nobody again (I4).
+            assert_eq!(world.store.due(SID), Some(NOW + 100));
+            world.store.file_due(SID, NOW);
+            let again = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(again.warned, 0);
+            assert_eq!(world.calls.requests().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn the_named_decider_hears_the_warning() {
+            let world = in_room(Session {
+                live_call: Some(live("conference", NOW + 100)),
+                decider: Some("KP2".into()),
+                ..sample_session()
+            });
+            sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(
+                world.calls.requests(),
+                vec![
+                    CallRequest::Hold("CA1".into()),
+                    CallRequest::Prompt {
+                        call_sid: "CA2".into(),
+                        deadline: NOW + 100
+                    },
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn a_bridge_call_is_recorded_as_no_warning_possible() {
+            let world = in_room(Session {
+                live_call: Some(live("bridge", NOW + 100)),
+                ..sample_session()
+            });
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.no_warning_possible, 1, "{report:?}");
+            assert!(world.calls.requests().is_empty());
+            assert_eq!(
+                world.store.claimed(SID),
+                Some((NOW + 100, WARNING_NOT_POSSIBLE_BRIDGE.into()))
+            );
+        }
+
+        #[tokio::test]
+        async fn a_decider_not_in_the_room_cannot_be_warned() {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                live_call: Some(live("conference", NOW + 100)),
+                ..sample_session()
+            });
+            world.store.file_due(SID, NOW);
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.no_warning_possible, 1, "{report:?}");
+            assert_eq!(
+                world.store.claimed(SID).map(|c| c.1),
+                Some(WARNING_NOT_POSSIBLE_ABSENT.to_owned())
+            );
+        }
+
+        #[tokio::test]
+        async fn a_call_at_its_deadline_is_ended_with_its_room() {
+            let world = in_room(Session {
+                live_call: Some(live("conference", NOW)),
+                ..sample_session()
+            });
+            world
+                .store
+                .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 600));
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.calls_ended, 1, "{report:?}");
+            assert_eq!(
+                world.calls.requests(),
+                vec![
+                    CallRequest::EndConference("CF1".into()),
+                    CallRequest::EndCall("CA1".into()),
+                ]
+            );
+            let session = world.store.session(SID).unwrap();
+            assert!(session.live_call.is_none());
+            assert!(session.status.is_open(), "the session itself goes on");
+        }
+
+        #[tokio::test]
+        async fn a_session_past_its_expiry_is_closed_and_its_room_ended() {
+            let world = in_room(Session {
+                date_expiry: Some(NOW - 1),
+                ..sample_session()
+            });
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.closed, 1, "{report:?}");
+            let session = world.store.session(SID).unwrap();
+            assert_eq!(session.status, SessionStatus::Closed);
+            assert_eq!(session.closed_reason.as_deref(), Some("expired"));
+            assert!(
+                world
+                    .calls
+                    .requests()
+                    .contains(&CallRequest::EndConference("CF1".into()))
+            );
+        }
+
+        #[tokio::test]
+        async fn a_quiet_session_past_its_ttl_is_closed_but_not_during_a_call() {
+            let quiet = Session {
+                ttl: 60,
+                date_last_interaction: Some(NOW - 100),
+                ..sample_session()
+            };
+            let world = World::at(NOW);
+            world.store.put_session(quiet.clone());
+            world.store.file_due(SID, NOW);
+            assert_eq!(sweep(world.ctx(), NOW).await.unwrap().closed, 1);
+
+            let world = World::at(NOW);
+            world.store.put_session(quiet);
+            world.store.file_due(SID, NOW);
+            world
+                .store
+                .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 30));
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.closed, 0, "{report:?}");
+            assert!(world.store.session(SID).unwrap().status.is_open());
+            assert_eq!(world.store.due(SID), Some(NOW + RECHECK_SECONDS));
+        }
+
+        #[tokio::test]
+        async fn a_session_that_failed_stays_due_and_is_counted() {
+            let world = in_room(Session {
+                date_expiry: Some(NOW - 1),
+                ..sample_session()
+            });
+            world
+                .store
+                .fail_next("get_session", StoreError::Backend("down".into()));
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!((report.failed, report.closed), (1, 0), "{report:?}");
+            assert_eq!(world.store.due(SID), Some(NOW));
+        }
+
+        #[tokio::test]
+        async fn closed_sessions_and_vanished_ones_are_left_alone() {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                status: SessionStatus::Closed,
+                date_expiry: Some(NOW - 1),
+                ..sample_session()
+            });
+            world.store.file_due(SID, NOW);
+            world
+                .store
+                .file_due("KC00000000000000000000000000000000", NOW);
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.due, 2);
+            assert_eq!((report.closed, report.failed), (0, 0), "{report:?}");
+            assert!(world.calls.requests().is_empty());
+        }
     }
 }

@@ -40,11 +40,6 @@ impl MemoryStore {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn with_session(self, session: Session) -> Self {
-        self.put_session(session);
-        self
-    }
-
     pub fn put_session(&self, session: Session) {
         let mut t = self.tables();
         if let Some(name) = &session.unique_name {
@@ -378,7 +373,10 @@ pub enum CallRequest {
     EndCall(String),
     EndConference(String),
     Hold(String),
-    Prompt { call_sid: String, deadline: i64 },
+    Prompt {
+        call_sid: String,
+        deadline: i64,
+    },
 }
 
 /// Call control that records every request and answers from a script.

@@ -273,7 +273,6 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,7 +350,10 @@ mod tests {
         let closed = close(world.ctx(), SID, "closed-by-api").await.unwrap();
         assert_eq!(closed.status, SessionStatus::Closed);
         assert_eq!(closed.closed_reason.as_deref(), Some("closed-by-api"));
-        assert_eq!(world.calls.requests(), vec![CallRequest::EndCall("CA1".into())]);
+        assert_eq!(
+            world.calls.requests(),
+            vec![CallRequest::EndCall("CA1".into())]
+        );
     }
 
     #[tokio::test]
@@ -401,7 +403,10 @@ mod tests {
             let err = extend(world.ctx(), SID, seconds).await.unwrap_err();
             assert!(matches!(err, DomainError::Invalid(_)), "{seconds}: {err:?}");
         }
-        assert_eq!(world.store.session(SID).unwrap().date_expiry, Some(NOW + 600));
+        assert_eq!(
+            world.store.session(SID).unwrap().date_expiry,
+            Some(NOW + 600)
+        );
     }
 
     #[tokio::test]
@@ -455,7 +460,10 @@ mod tests {
             extend(world.ctx(), SID, 60).await,
             Err(DomainError::SessionChanged(_))
         ));
-        assert_eq!(world.store.session(SID).unwrap().date_expiry, Some(NOW + 600));
+        assert_eq!(
+            world.store.session(SID).unwrap().date_expiry,
+            Some(NOW + 600)
+        );
     }
 
     #[tokio::test]

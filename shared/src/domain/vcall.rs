@@ -299,4 +299,182 @@ mod tests {
         assert_eq!(pick_first(&s, Some("080-9876-5432")).unwrap().1.sid, "KP1");
         assert!(pick_first(&s, Some("070-0000-0000")).is_err());
     }
+
+    mod placing {
+        use super::super::*;
+        use crate::domain::fakes::{CallRequest, World, leg};
+        use crate::model::{CallStatus, SessionStatus, sample_session};
+
+        const NOW: i64 = 1_795_552_200;
+        const SID: &str = "KC0123456789abcdef0123456789abcdef";
+
+        fn world() -> World {
+            let world = World::at(NOW);
+            world.store.put_session(sample_session());
+            world
+        }
+
+        fn request(mode: Mode) -> StartCall {
+            StartCall {
+                mode,
+                first: None,
+                call_time_limit: Some(600),
+            }
+        }
+
+        #[tokio::test]
+        async fn a_bridge_rings_the_first_party_once_for_the_limit_and_their_ringing() {
+            let world = world();
+            let (session, placed) = start(world.ctx(), SID, request(Mode::Bridge))
+                .await
+                .unwrap();
+            assert_eq!(placed.legs.len(), 1);
+            assert_eq!(placed.legs[0].participant_sid, "KP1");
+            assert_eq!(
+                world.calls.requests(),
+                vec![CallRequest::Ring {
+                    to: "+819012345678".into(),
+                    mode: "bridge",
+                    limit: 600,
+                    leg_limit: 630,
+                }]
+            );
+            assert_eq!(session.live_call.unwrap().mode, "bridge");
+            let logged = world.store.legs();
+            assert_eq!(logged.len(), 1);
+            assert_eq!(
+                logged[0].status,
+                CallStatus::Queued,
+                "a second request sees it live"
+            );
+            assert!(!world.store.is_locked(SID), "the lease is released");
+        }
+
+        #[tokio::test]
+        async fn a_conference_rings_both_parties_starting_with_the_one_asked_for() {
+            let world = world();
+            let mut req = request(Mode::Conference);
+            req.first = Some("080-9876-5432".into());
+            let (_, placed) = start(world.ctx(), SID, req).await.unwrap();
+            let rung: Vec<&str> = placed
+                .legs
+                .iter()
+                .map(|l| l.participant_sid.as_str())
+                .collect();
+            assert_eq!(rung, ["KP2", "KP1"]);
+            assert!(world.calls.requests().iter().all(|r| matches!(
+                r,
+                CallRequest::Ring {
+                    mode: "conference",
+                    leg_limit: 600,
+                    ..
+                }
+            )));
+            assert_eq!(world.store.legs().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_refused_second_leg_hangs_the_first_up_again() {
+            let world = world();
+            world.calls.script_rings(vec![
+                Ok(()),
+                Err(CallError::Refused {
+                    status: 400,
+                    code: 21210,
+                    message: "not verified".into(),
+                }),
+            ]);
+            let err = start(world.ctx(), SID, request(Mode::Conference))
+                .await
+                .unwrap_err();
+            match err {
+                DomainError::CallNotPlaced { callee, cause } => {
+                    assert_eq!(callee, "+8180****5432");
+                    assert!(matches!(cause, CallError::Refused { code: 21210, .. }));
+                }
+                other => panic!("{other:?}"),
+            }
+            let first = world.store.legs()[0].call_sid.clone();
+            assert_eq!(
+                world.calls.requests().last(),
+                Some(&CallRequest::HangUp(first))
+            );
+            assert!(!world.store.is_locked(SID));
+        }
+
+        #[tokio::test]
+        async fn a_closed_or_ended_session_rings_nobody() {
+            for session in [
+                Session {
+                    status: SessionStatus::Closed,
+                    ..sample_session()
+                },
+                Session {
+                    date_expiry: Some(NOW),
+                    ..sample_session()
+                },
+            ] {
+                let world = World::at(NOW);
+                world.store.put_session(session);
+                assert!(matches!(
+                    start(world.ctx(), SID, request(Mode::Bridge)).await,
+                    Err(DomainError::SessionClosed(_))
+                ));
+                assert!(world.calls.requests().is_empty());
+            }
+        }
+
+        #[tokio::test]
+        async fn a_live_leg_or_a_held_lease_means_a_call_is_in_progress() {
+            let world = world();
+            world
+                .store
+                .add_leg(leg(SID, "CA1", None, CallStatus::Ringing, NOW - 30));
+            assert!(matches!(
+                start(world.ctx(), SID, request(Mode::Bridge)).await,
+                Err(DomainError::CallInProgress(_))
+            ));
+            let world = self::world();
+            world.store.hold_lock(SID);
+            assert!(matches!(
+                start(world.ctx(), SID, request(Mode::Bridge)).await,
+                Err(DomainError::CallInProgress(_))
+            ));
+            assert!(world.calls.requests().is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_leg_silent_for_longer_than_any_call_is_a_lost_callback_not_a_call() {
+            let world = world();
+            world.store.add_leg(leg(
+                SID,
+                "CA1",
+                None,
+                CallStatus::InProgress,
+                NOW - LIVE_LEG_HORIZON_SECONDS - 1,
+            ));
+            assert!(start(world.ctx(), SID, request(Mode::Bridge)).await.is_ok());
+        }
+
+        #[tokio::test]
+        async fn bad_limits_and_unknown_parties_are_refused_before_ringing() {
+            let world = world();
+            for limit in [59, MAX_CALL_SECONDS + 1] {
+                let mut req = request(Mode::Bridge);
+                req.call_time_limit = Some(limit);
+                assert!(matches!(
+                    start(world.ctx(), SID, req).await,
+                    Err(DomainError::Invalid(_))
+                ));
+            }
+            let mut req = request(Mode::Bridge);
+            req.first = Some("070-0000-0000".into());
+            assert!(matches!(
+                start(world.ctx(), SID, req).await,
+                Err(DomainError::Invalid(_))
+            ));
+            assert!(world.calls.requests().is_empty());
+            assert!(world.store.session(SID).unwrap().live_call.is_none());
+        }
+    }
 }
