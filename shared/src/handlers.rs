@@ -60,7 +60,7 @@ pub type EventHandler = fn(Arc<App>, serde_json::Value) -> EventFuture;
 /// Function name → handler, for functions triggered by events rather than HTTP.
 pub fn event_handler(function: &str) -> Option<EventHandler> {
     fn expiry_warning(app: Arc<App>, event: serde_json::Value) -> EventFuture {
-        Box::pin(async move { crate::expiry::on_schedule(&app, &event).await })
+        Box::pin(async move { crate::scheduled::on_schedule(&app, &event).await })
     }
     match function {
         "expiry-warning" => Some(expiry_warning as EventHandler),

@@ -1,15 +1,19 @@
 //! Tsunagu: masked two-party voice calls on Twilio Programmable Voice, for Japan.
 //!
-//! Every Lambda function is a thin `main` over [`handlers`]; all logic lives here.
-//! Read docs/DESIGN.md for the flows, invariants and data model; module names say what
-//! each part is.
+//! Layers (docs/ARCHITECTURE.md): entry points (`handlers`, the functions' mains) → edge
+//! adapters (`api` for /v1, `webhooks` for /twilio, `scheduled` for the sweep's event) →
+//! the `domain` (rules over ports) → `adapters` implementing the ports with the DynamoDB
+//! `store` and the `twilio` REST client. Pure value modules (`model`, `phone`, `pricing`,
+//! `pool`, `twiml`, `signature`, `clock`, `ids`) sit below them all. Read docs/DESIGN.md for
+//! the flows, invariants and data model.
 
+pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod budget;
 pub mod clock;
 pub mod config;
-pub mod expiry;
+pub mod domain;
 pub mod handlers;
 pub mod http;
 pub mod ids;
@@ -19,13 +23,12 @@ pub mod phone;
 pub mod pool;
 pub mod pricing;
 pub mod problem;
+pub mod scheduled;
 pub mod secrets;
-pub mod sessions;
 pub mod signature;
 pub mod store;
 pub mod twilio;
 pub mod twiml;
-pub mod vcall;
 pub mod webhooks;
 
 pub use app::App;

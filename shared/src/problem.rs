@@ -4,6 +4,9 @@
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::domain::DomainError;
+use crate::domain::ports::CallError;
+
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// Every code the API can answer with. Numbers never change meaning.
@@ -159,6 +162,87 @@ impl Problem {
             twilio_code: self.twilio_code,
         })
         .unwrap_or_else(|_| r#"{"title":"Internal error","status":500,"code":50000}"#.to_owned())
+    }
+}
+
+impl From<DomainError> for Problem {
+    fn from(e: DomainError) -> Self {
+        use DomainError as E;
+        match e {
+            E::Invalid(detail) => Problem::invalid(detail),
+            E::NotFound(detail) => Problem::not_found(detail),
+            E::SessionClosed(detail) => {
+                Problem::conflict(Code::SessionClosed, "Session closed", detail)
+            }
+            E::CallInProgress(detail) => {
+                Problem::conflict(Code::CallInProgress, "Call in progress", detail)
+            }
+            E::NothingToExtend(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidStatusChange,
+                "Nothing to extend",
+                detail,
+            ),
+            E::SessionChanged(detail) => {
+                Problem::conflict(Code::InvalidStatusChange, "Session changed", detail)
+            }
+            E::NoProxyNumber(detail) => Problem::conflict(
+                Code::NoProxyNumberAvailable,
+                "No proxy number available",
+                detail,
+            ),
+            E::NumberNotInPool(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::NumberNotInPool,
+                "Number not in pool",
+                detail,
+            ),
+            E::IdentifierConflict(detail) => {
+                Problem::conflict(Code::IdentifierConflict, "Identifier conflict", detail)
+            }
+            E::UniqueNameTaken(detail) => {
+                Problem::conflict(Code::UniqueNameTaken, "Unique name taken", detail)
+            }
+            E::Contention(detail) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Busy,
+                "Too much contention",
+                detail,
+            ),
+            E::CallNotPlaced { callee, cause } => call_not_placed(&callee, cause),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A V-call leg Twilio did not place: 502 with Twilio's code, or 504 when it was too slow.
+fn call_not_placed(who: &str, cause: CallError) -> Problem {
+    match cause {
+        CallError::Refused { status, code, message } => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            Code::Upstream,
+            "Twilio refused the call",
+            format!("calling {who}: Twilio answered {status}: {message} (code {code}); no call is left ringing"),
+        )
+        .with_twilio_code(Some(code)),
+        CallError::Unreachable(why) => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            Code::Upstream,
+            "Twilio unreachable",
+            format!("calling {who}: {why}; no call is left ringing"),
+        ),
+        CallError::OutOfTime => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            Code::Upstream,
+            "Twilio too slow",
+            format!("calling {who}: Twilio did not answer in time; no call is left ringing"),
+        ),
+        CallError::Credentials(why) => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            Code::Upstream,
+            "Twilio credentials unavailable",
+            why,
+        ),
     }
 }
 

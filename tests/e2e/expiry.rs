@@ -313,7 +313,7 @@ async fn bridge_calls_are_recorded_as_no_warning_possible() {
     let live = session(&stack, &s).await.live_call.unwrap();
     assert_eq!(
         live.warning.as_deref(),
-        Some(tsunagu::expiry::WARNING_NOT_POSSIBLE_BRIDGE)
+        Some(tsunagu::domain::expiry::WARNING_NOT_POSSIBLE_BRIDGE)
     );
     assert_eq!(count(&stack.sim().heard_by(&e164(A)), WARNING), 0);
     stack.finish_calls().await;
@@ -610,9 +610,9 @@ async fn the_sweep_bounds_its_concurrency_towards_twilio() {
     assert_eq!(report["warned"], 20, "{report}");
     let peak = stack.sim().max_rest_in_flight();
     assert!(
-        peak.max(before) <= tsunagu::expiry::CONCURRENCY,
+        peak.max(before) <= tsunagu::domain::expiry::CONCURRENCY,
         "at most {} requests at once, saw {peak}",
-        tsunagu::expiry::CONCURRENCY
+        tsunagu::domain::expiry::CONCURRENCY
     );
     assert!(peak >= 2, "the sweep does work in parallel: {peak}");
 }

@@ -89,10 +89,10 @@ async fn conference_the_other_party(
         proxy_identifier: route.other_proxy.clone(),
         friendly_name: None,
     };
-    if let Err(e) = crate::vcall::ring(
-        app,
+    if let Err(e) = crate::domain::vcall::ring(
+        app.ctx(),
         &route.session_sid,
-        crate::vcall::Mode::Conference,
+        crate::domain::vcall::Mode::Conference,
         &other,
         limit,
     )

@@ -4,7 +4,7 @@ use super::*;
 
 fn limit_param(req: &Request, session: &Session, now: i64) -> u64 {
     let requested = web::query_param(req, "limit").and_then(|l| l.parse().ok());
-    crate::vcall::call_limit(session, requested, now)
+    crate::domain::vcall::call_limit(session, requested, now)
 }
 
 /// `POST /twilio/voice/bridge`: the first party of a bridge V-call answered; dial the other
@@ -89,7 +89,7 @@ pub fn join_room(app: &App, session_sid: &str, participant_sid: &str, limit: u64
 
 pub fn room_dial(app: &App, session_sid: &str, participant_sid: &str, limit: u64) -> Dial {
     let base = &app.config.public_base_url;
-    let conference = Conference::new(crate::vcall::room_name(session_sid))
+    let conference = Conference::new(crate::domain::vcall::room_name(session_sid))
         .beep(false)
         .start_conference_on_enter(true)
         .end_conference_on_exit(false)
@@ -146,7 +146,7 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
                 app.store.end_conference(&session_sid, conference_sid, reason, now).await?;
                 if let Some(session) = app.store.get_session(&session_sid).await? {
                     let after = Session { live_call: None, ..session };
-                    app.store.clear_live_call(&session_sid, crate::expiry::next_due(&after, false, now)).await?;
+                    app.store.clear_live_call(&session_sid, crate::domain::expiry::next_due(&after, false, now)).await?;
                 }
             }
             _ => {}

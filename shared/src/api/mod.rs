@@ -11,13 +11,17 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::budget::{API_ANSWER, Budget};
 use crate::clock;
+use crate::domain::vcall::{Mode, PlacedLeg, StartCall};
+use crate::domain::{sessions, vcall};
 use crate::http as web;
 use crate::model::{Interaction, ProxyNumber};
 use crate::phone::PhoneNumber;
 use crate::pricing::Yen;
 use crate::problem::{Code, Problem};
-use crate::sessions::{self, CreateSession, SessionView};
+
+pub mod session_input;
 use crate::store::{Claim, StoreError};
+use session_input::{CreateSession, SessionView};
 
 /// How long a completed Idempotency-Key answer is replayed.
 const IDEMPOTENCY_KEEP_SECONDS: i64 = 24 * 3600;
@@ -69,8 +73,8 @@ fn sid_param(req: &Request) -> Result<String, Problem> {
 pub async fn create_session(app: Arc<App>, req: Request) -> Response<Body> {
     let result = idempotent(&app, &req, || async {
         let input: CreateSession = web::read_json(&req)?;
-        let new = sessions::validate(input, &app.config, app.now())?;
-        let session = sessions::create(&app, new).await?;
+        let new = session_input::validate(input, &app.config, app.now())?;
+        let session = sessions::create(app.ctx(), new).await?;
         Ok(web::json(StatusCode::CREATED, &SessionView::of(&session)))
     })
     .await;
@@ -79,7 +83,7 @@ pub async fn create_session(app: Arc<App>, req: Request) -> Response<Body> {
 
 pub async fn get_session(app: Arc<App>, req: Request) -> Response<Body> {
     let result = async {
-        let session = sessions::find(&app, &sid_param(&req)?).await?;
+        let session = sessions::find(app.ctx(), &sid_param(&req)?).await?;
         Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
     }
     .await;
@@ -88,7 +92,7 @@ pub async fn get_session(app: Arc<App>, req: Request) -> Response<Body> {
 
 pub async fn close_session(app: Arc<App>, req: Request) -> Response<Body> {
     let result = async {
-        let session = sessions::close(&app, &sid_param(&req)?, "closed-by-api").await?;
+        let session = sessions::close(app.ctx(), &sid_param(&req)?, "closed-by-api").await?;
         Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
     }
     .await;
@@ -154,7 +158,7 @@ struct InteractionList<'a> {
 
 pub async fn list_interactions(app: Arc<App>, req: Request) -> Response<Body> {
     let result = async {
-        let session = sessions::find(&app, &sid_param(&req)?).await?;
+        let session = sessions::find(app.ctx(), &sid_param(&req)?).await?;
         let legs = app.store.list_interactions(&session.sid).await?;
         let body = InteractionList {
             session_sid: &session.sid,
@@ -168,15 +172,45 @@ pub async fn list_interactions(app: Arc<App>, req: Request) -> Response<Body> {
     respond(&req, result)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartCallInput {
+    mode: String,
+    /// Who is rung first: a participant SID or identifier; the first participant by default.
+    first: Option<String>,
+    call_time_limit: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct PlacedView<'a> {
+    mode: Mode,
+    call_time_limit: u64,
+    calls: &'a [PlacedLeg],
+    session: SessionView<'a>,
+}
+
 /// `POST /v1/sessions/{sid}/calls`: V字発信. 202: Twilio is ringing the participants.
 pub async fn start_v_call(app: Arc<App>, req: Request) -> Response<Body> {
     let result = idempotent(&app, &req, || async {
         let sid = sid_param(&req)?;
-        let input: crate::vcall::StartCall = web::read_json(&req)?;
-        let (session, placed) = crate::vcall::start(&app, &sid, input).await?;
+        let input: StartCallInput = web::read_json(&req)?;
+        let request = StartCall {
+            mode: match input.mode.as_str() {
+                "bridge" => Mode::Bridge,
+                "conference" => Mode::Conference,
+                other => {
+                    return Err(Problem::invalid(format!(
+                        "mode {other:?} is unknown; use \"bridge\" or \"conference\""
+                    )));
+                }
+            },
+            first: input.first,
+            call_time_limit: input.call_time_limit,
+        };
+        let (session, placed) = vcall::start(app.ctx(), &sid, request).await?;
         Ok(web::json(
             StatusCode::ACCEPTED,
-            &crate::vcall::PlacedView {
+            &PlacedView {
                 mode: placed.mode,
                 call_time_limit: placed.call_time_limit,
                 calls: &placed.legs,
@@ -199,7 +233,7 @@ pub async fn extend_session(app: Arc<App>, req: Request) -> Response<Body> {
     let result = idempotent(&app, &req, || async {
         let sid = sid_param(&req)?;
         let input: Extend = web::read_json(&req)?;
-        let session = sessions::extend(&app, &sid, input.seconds).await?;
+        let session = sessions::extend(app.ctx(), &sid, input.seconds).await?;
         Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
     })
     .await;

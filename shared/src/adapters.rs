@@ -1,0 +1,214 @@
+//! The domain's ports, implemented: the session store by the DynamoDB `Store`, call control by
+//! Twilio's REST API through the app's (request-scoped) `TwilioClient`.
+
+use async_trait::async_trait;
+
+use crate::app::App;
+use crate::domain::ports::{
+    CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, Mode, Recorded, Ring,
+    SessionStore, Settings, StoreError,
+};
+use crate::model::{Interaction, ProxyNumber, Session};
+use crate::phone::PhoneNumber;
+use crate::store::Store;
+use crate::twilio::{NewCall, TwilioError};
+
+impl App {
+    /// The domain's view of this app: its store, its Twilio calls (within this request's
+    /// budget), its clock and settings.
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            store: &self.store,
+            calls: self,
+            clock: &*self.clock,
+            settings: Settings {
+                retention_seconds: self.config.retention_seconds(),
+                dial_timeout_seconds: self.config.dial_timeout_seconds,
+            },
+        }
+    }
+}
+
+impl From<TwilioError> for CallError {
+    fn from(e: TwilioError) -> Self {
+        match e {
+            TwilioError::Api {
+                status,
+                code,
+                message,
+            } => CallError::Refused {
+                status,
+                code,
+                message,
+            },
+            TwilioError::Transport(why) => CallError::Unreachable(why),
+            TwilioError::OutOfTime => CallError::OutOfTime,
+            TwilioError::Credentials(why) => CallError::Credentials(why.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl CallControl for App {
+    async fn ring(&self, leg: &Ring<'_>) -> Result<String, CallError> {
+        let base = &self.config.public_base_url;
+        let query = format!(
+            "session={}&participant={}&limit={}",
+            leg.session_sid, leg.callee.sid, leg.limit
+        );
+        let url = match leg.mode {
+            Mode::Bridge => format!("{base}/twilio/voice/bridge?{query}"),
+            Mode::Conference => format!("{base}/twilio/voice/conference?{query}"),
+        };
+        let status_callback = format!(
+            "{base}/twilio/voice/status?session={}&participant={}",
+            leg.session_sid, leg.callee.sid
+        );
+        let call = NewCall {
+            to: leg.callee.identifier.as_str(),
+            from: leg.callee.proxy_identifier.as_str(),
+            url: &url,
+            status_callback: &status_callback,
+            timeout: self.config.dial_timeout_seconds,
+            time_limit: leg.leg_limit,
+        };
+        Ok(self.twilio.create_call(&self.secrets, &call).await?)
+    }
+
+    async fn hang_up(&self, call_sid: &str) -> Result<(), CallError> {
+        Ok(self.twilio.hang_up(&self.secrets, call_sid).await?)
+    }
+
+    async fn end_call(&self, call_sid: &str) -> Result<(), CallError> {
+        Ok(self.twilio.end_call(&self.secrets, call_sid).await?)
+    }
+
+    async fn end_conference(&self, conference_sid: &str) -> Result<(), CallError> {
+        Ok(self
+            .twilio
+            .end_conference(&self.secrets, conference_sid)
+            .await?)
+    }
+
+    async fn hold_for_warning(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        call_sid: &str,
+    ) -> Result<(), CallError> {
+        let base = &self.config.public_base_url;
+        let hold_url = format!("{base}/twilio/voice/extension/hold?session={session_sid}");
+        Ok(self
+            .twilio
+            .hold(&self.secrets, conference_sid, call_sid, Some(&hold_url))
+            .await?)
+    }
+
+    async fn prompt_extension(
+        &self,
+        session_sid: &str,
+        deadline: i64,
+        call_sid: &str,
+    ) -> Result<(), CallError> {
+        let base = &self.config.public_base_url;
+        let prompt = format!(
+            "{base}/twilio/voice/extension/prompt?session={session_sid}&deadline={deadline}"
+        );
+        Ok(self
+            .twilio
+            .redirect(&self.secrets, call_sid, &prompt)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl SessionStore for Store {
+    async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError> {
+        Store::get_session(self, sid).await
+    }
+    async fn session_sid_by_unique_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Store::session_sid_by_unique_name(self, name).await
+    }
+    async fn create_session(&self, session: &Session, now: i64) -> Result<(), CreateError> {
+        Store::create_session(self, session, now).await
+    }
+    async fn close_session(
+        &self,
+        session: &Session,
+        reason: &str,
+        now: i64,
+        expire_at: i64,
+    ) -> Result<(), StoreError> {
+        Store::close_session(self, session, reason, now, expire_at).await
+    }
+    async fn extend_session(
+        &self,
+        session: &Session,
+        seconds: i64,
+        due: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        Store::extend_session(self, session, seconds, due, now).await
+    }
+    async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError> {
+        Store::list_interactions(self, session_sid).await
+    }
+    async fn list_numbers(&self) -> Result<Vec<ProxyNumber>, StoreError> {
+        Store::list_numbers(self).await
+    }
+    async fn proxies_of(&self, participant: &PhoneNumber) -> Result<Vec<PhoneNumber>, StoreError> {
+        Store::proxies_of(self, participant).await
+    }
+    async fn lock_calls(&self, sid: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        Store::lock_calls(self, sid, now, until).await
+    }
+    async fn unlock_calls(&self, sid: &str) -> Result<(), StoreError> {
+        Store::unlock_calls(self, sid).await
+    }
+    async fn begin_live_call(
+        &self,
+        sid: &str,
+        mode: &str,
+        limit: u64,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        Store::begin_live_call(self, sid, mode, limit, replace).await
+    }
+    async fn record_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<Recorded, StoreError> {
+        Store::record_leg(self, leg, now, retention).await
+    }
+    async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        Store::clear_live_call(self, sid, due).await
+    }
+    async fn claim_warning(
+        &self,
+        sid: &str,
+        deadline: i64,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        Store::claim_warning(self, sid, deadline, outcome).await
+    }
+    async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        Store::set_due(self, sid, due).await
+    }
+    async fn get_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+    ) -> Result<Option<ConferenceRecord>, StoreError> {
+        Store::get_conference(self, session_sid, conference_sid).await
+    }
+    async fn due_page(
+        &self,
+        shard: u32,
+        now: i64,
+        start: Option<DueCursor>,
+    ) -> Result<(Vec<String>, Option<DueCursor>), StoreError> {
+        Store::due_page(self, shard, now, start).await
+    }
+}

@@ -1,0 +1,42 @@
+//! Why a domain operation was refused or failed. The edge maps each to its answer once:
+//! problem+json for the API (`problem`), TwiML for webhooks.
+
+use crate::domain::ports::{CallError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// A request value outside the rules (the message names it).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The session is closed or past its end: nothing more can happen in it.
+    #[error("{0}")]
+    SessionClosed(String),
+    /// The session already has a call on the line.
+    #[error("{0}")]
+    CallInProgress(String),
+    /// An extension asked of a session without an end to move.
+    #[error("{0}")]
+    NothingToExtend(String),
+    /// The session changed between reading and writing (a close or another extension won).
+    #[error("{0}")]
+    SessionChanged(String),
+    #[error("{0}")]
+    NoProxyNumber(String),
+    #[error("{0}")]
+    NumberNotInPool(String),
+    /// The requested proxy number already routes this participant in another open session.
+    #[error("{0}")]
+    IdentifierConflict(String),
+    #[error("{0}")]
+    UniqueNameTaken(String),
+    /// Too many concurrent changes to finish now; nothing was written.
+    #[error("{0}")]
+    Contention(String),
+    /// Twilio did not place a call; `callee` is the masked number.
+    #[error("calling {callee}: {cause}")]
+    CallNotPlaced { callee: String, cause: CallError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,529 @@
+//! The minute sweep (`expiry-warning`, an EventBridge schedule): finds the sessions whose
+//! time has come through the due index (a Query per shard, never a Scan), gives the spoken
+//! warning once per deadline (I4), ends calls at their deadline and closes expired sessions.
+//!
+//! A session is filed in the index for the next instant something may happen to it — its
+//! warning, its live call's deadline, its `date_expiry` or its inactivity limit. Waking early
+//! is harmless: each visit works out what is really due and files the session again.
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::domain::error::DomainError;
+use crate::domain::ports::{Ctx, StoreError};
+use crate::domain::sessions;
+use crate::model::{LiveCall, Session};
+use crate::store::DUE_SHARDS;
+
+/// At most this many sessions are handled at once, which bounds the requests in flight
+/// towards Twilio (each session makes at most two at a time).
+pub const CONCURRENCY: usize = 8;
+/// A session with live legs but no tracked deadline is looked at again this much later.
+const RECHECK_SECONDS: i64 = 60;
+
+pub const WARNING_GIVEN: &str = "given";
+pub const WARNING_NOT_POSSIBLE_BRIDGE: &str =
+    "not-possible: bridge calls cannot carry an announcement";
+pub const WARNING_NOT_POSSIBLE_ABSENT: &str =
+    "not-possible: the deciding participant is not in the room";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Sessions the index returned as due.
+    pub due: usize,
+    /// Index Queries made (pages over all shards).
+    pub queries: usize,
+    pub warned: usize,
+    pub no_warning_possible: usize,
+    pub calls_ended: usize,
+    pub closed: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Nothing,
+    Warned,
+    NoWarningPossible,
+    CallEnded,
+    Closed,
+}
+
+/// One run of the sweep at `now`.
+pub async fn sweep(ctx: Ctx<'_>, now: i64) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    for shard in 0..DUE_SHARDS {
+        let mut start = None;
+        loop {
+            let (sids, next) = ctx.store.due_page(shard, now, start).await?;
+            report.queries += 1;
+            report.due += sids.len();
+            let outcomes: Vec<Result<Outcome, DomainError>> = futures::stream::iter(sids)
+                .map(|sid| visit(ctx, sid, now))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                match outcome {
+                    Ok(Outcome::Warned) => report.warned += 1,
+                    Ok(Outcome::NoWarningPossible) => report.no_warning_possible += 1,
+                    Ok(Outcome::CallEnded) => report.calls_ended += 1,
+                    Ok(Outcome::Closed) => report.closed += 1,
+                    Ok(Outcome::Nothing) => {}
+                    Err(e) => {
+                        report.failed += 1;
+                        tracing::error!(error = %e, "sweep could not handle a session; it stays due");
+                    }
+                }
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+    }
+    tracing::info!(report = ?report, now, "expiry sweep done");
+    Ok(report)
+}
+
+/// The next instant this session needs the sweep, after `now`.
+pub fn next_due(session: &Session, live_legs: bool, now: i64) -> Option<i64> {
+    let mut candidates = vec![session.date_expiry];
+    match &session.live_call {
+        Some(LiveCall {
+            deadline: Some(deadline),
+            warned_for,
+            ..
+        }) => {
+            candidates.push(Some(*deadline));
+            if session.warning_lead > 0 && *warned_for != Some(*deadline) {
+                candidates.push(Some(deadline - session.warning_lead as i64));
+            }
+        }
+        // Inactivity only closes a session without a call on the line.
+        _ if live_legs => candidates.push(Some(now + RECHECK_SECONDS)),
+        _ => candidates.push(session.inactive_after()),
+    }
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|t| t.max(now + 1))
+        .min()
+}
+
+async fn visit(ctx: Ctx<'_>, sid: String, now: i64) -> Result<Outcome, DomainError> {
+    let Some(session) = ctx.store.get_session(&sid).await? else {
+        return Ok(Outcome::Nothing);
+    };
+    if !session.status.is_open() {
+        return Ok(Outcome::Nothing);
+    }
+    if session.date_expiry.is_some_and(|t| t <= now) {
+        return close_expired(ctx, &session).await;
+    }
+    let mut outcome = Outcome::Nothing;
+    let mut session = session;
+    if let Some(live) = session.live_call.clone()
+        && let Some(deadline) = live.deadline
+    {
+        if deadline <= now {
+            end_live_call(ctx, &session).await;
+            let after = Session {
+                live_call: None,
+                ..session.clone()
+            };
+            ctx.store
+                .clear_live_call(&sid, next_due(&after, false, now))
+                .await?;
+            tracing::info!(session = %sid, deadline, "call ended at its deadline");
+            return Ok(Outcome::CallEnded);
+        }
+        let warning_at = deadline - session.warning_lead as i64;
+        if session.warning_lead > 0 && now >= warning_at && live.warned_for != Some(deadline) {
+            outcome = warn(ctx, &session, &live, deadline).await?;
+            if let Some(l) = session.live_call.as_mut() {
+                l.warned_for = Some(deadline);
+            }
+        }
+    }
+    let live_legs =
+        if session.live_call.is_none() && session.inactive_after().is_some_and(|t| t <= now) {
+            let legs = ctx.store.list_interactions(&sid).await?;
+            let live = legs.iter().any(|l| !l.status.is_final());
+            if !live {
+                return close_expired(ctx, &session).await;
+            }
+            true
+        } else {
+            false
+        };
+    ctx.store
+        .set_due(&sid, next_due(&session, live_legs, now))
+        .await?;
+    Ok(outcome)
+}
+
+async fn close_expired(ctx: Ctx<'_>, session: &Session) -> Result<Outcome, DomainError> {
+    sessions::close(ctx, &session.sid, "expired").await?;
+    if let Some(conference) = &session.current_conference
+        && let Err(e) = ctx.calls.end_conference(conference).await
+    {
+        tracing::error!(conference = %conference, error = %e, "could not end the expired session's conference");
+    }
+    Ok(Outcome::Closed)
+}
+
+/// Ends the live call: the room for a conference, the legs themselves otherwise.
+async fn end_live_call(ctx: Ctx<'_>, session: &Session) {
+    if let Some(conference) = &session.current_conference
+        && let Err(e) = ctx.calls.end_conference(conference).await
+    {
+        tracing::error!(conference = %conference, error = %e, "could not end the conference at its deadline");
+    }
+    sessions::end_live_calls(ctx, &session.sid).await;
+}
+
+/// The three-minute warning: the other party is put on hold (with a "please wait"), the
+/// deciding party's call is given the extension prompt. Claimed first, so it happens once.
+async fn warn(
+    ctx: Ctx<'_>,
+    session: &Session,
+    live: &LiveCall,
+    deadline: i64,
+) -> Result<Outcome, StoreError> {
+    if live.mode != "conference" {
+        if ctx
+            .store
+            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_BRIDGE)
+            .await?
+        {
+            tracing::info!(session = %session.sid, deadline, "bridge call: no warning possible; <Dial timeLimit> ends it");
+            return Ok(Outcome::NoWarningPossible);
+        }
+        return Ok(Outcome::Nothing);
+    }
+    let legs = match &session.current_conference {
+        Some(cf) => ctx
+            .store
+            .get_conference(&session.sid, cf)
+            .await?
+            .map(|c| (cf.clone(), c.legs)),
+        None => None,
+    };
+    let decider = session.decider();
+    let decider_leg = legs
+        .as_ref()
+        .zip(decider)
+        .and_then(|((_, legs), d)| legs.get(&d.sid).cloned());
+    let (Some((conference, legs)), Some(decider), Some(decider_leg)) = (legs, decider, decider_leg)
+    else {
+        if ctx
+            .store
+            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_ABSENT)
+            .await?
+        {
+            return Ok(Outcome::NoWarningPossible);
+        }
+        return Ok(Outcome::Nothing);
+    };
+    if !ctx
+        .store
+        .claim_warning(&session.sid, deadline, WARNING_GIVEN)
+        .await?
+    {
+        return Ok(Outcome::Nothing);
+    }
+    if let Some(other_leg) = session.other(&decider.sid).and_then(|o| legs.get(&o.sid))
+        && let Err(e) = ctx
+            .calls
+            .hold_for_warning(&session.sid, &conference, other_leg)
+            .await
+    {
+        tracing::error!(call = %other_leg, error = %e, "could not hold the other party for the warning");
+    }
+    if let Err(e) = ctx
+        .calls
+        .prompt_extension(&session.sid, deadline, &decider_leg)
+        .await
+    {
+        tracing::error!(call = %decider_leg, error = %e, "could not give the deciding party the warning");
+    }
+    tracing::info!(session = %session.sid, deadline, "end-of-call warning given");
+    Ok(Outcome::Warned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SessionStatus;
+
+    fn session(expiry: Option<i64>, ttl: u64, live: Option<LiveCall>) -> Session {
+        Session {
+            sid: "KC1".into(),
+            status: SessionStatus::InProgress,
+            ttl,
+            date_expiry: expiry,
+            date_last_interaction: Some(100),
+            call_time_limit: Some(600),
+            live_call: live,
+            ..crate::model::sample_session()
+        }
+    }
+
+    fn live(deadline: i64, warned: Option<i64>) -> LiveCall {
+        LiveCall {
+            mode: "conference".into(),
+            limit: 600,
+            deadline: Some(deadline),
+            warned_for: warned,
+            warning: None,
+        }
+    }
+
+    #[test]
+    fn the_next_due_instant_is_the_earliest_pending_event() {
+        // Warning at deadline - 180 until it is given; then the deadline itself.
+        assert_eq!(
+            next_due(&session(None, 0, Some(live(1000, None))), false, 500),
+            Some(820)
+        );
+        assert_eq!(
+            next_due(&session(None, 0, Some(live(1000, Some(1000)))), false, 850),
+            Some(1000)
+        );
+        // A session expiring before the call's deadline wakes the sweep first.
+        assert_eq!(
+            next_due(&session(Some(700), 0, Some(live(1000, None))), false, 500),
+            Some(700)
+        );
+        // Inactivity counts only without a call on the line.
+        assert_eq!(next_due(&session(None, 60, None), false, 120), Some(160));
+        assert_eq!(next_due(&session(None, 60, None), true, 200), Some(260));
+        assert_eq!(next_due(&session(None, 0, None), false, 200), None);
+        // Never in the past: a late sweep re-files for the next instant, not for then.
+        assert_eq!(
+            next_due(&session(Some(100), 0, None), false, 200),
+            Some(201)
+        );
+    }
+
+    mod sweeping {
+        use super::super::*;
+        use crate::domain::fakes::{CallRequest, World, leg};
+        use crate::domain::ports::ConferenceRecord;
+        use crate::model::{CallStatus, SessionStatus, sample_session};
+
+        const NOW: i64 = 1_795_552_200;
+        const SID: &str = "KC0123456789abcdef0123456789abcdef";
+
+        fn live(mode: &str, deadline: i64) -> LiveCall {
+            LiveCall {
+                mode: mode.into(),
+                limit: 600,
+                deadline: Some(deadline),
+                warned_for: None,
+                warning: None,
+            }
+        }
+
+        /// A session due now, in a conference room where A (KP1) is leg CA1 and B is CA2.
+        fn in_room(session: Session) -> World {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                current_conference: Some("CF1".into()),
+                ..session
+            });
+            world.store.put_conference(
+                SID,
+                ConferenceRecord {
+                    conference_sid: "CF1".into(),
+                    room: "tsunagu-room".into(),
+                    ended_at: None,
+                    ended_reason: None,
+                    legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
+                },
+            );
+            world.store.file_due(SID, NOW);
+            world
+        }
+
+        #[tokio::test]
+        async fn the_warning_holds_the_other_and_prompts_the_decider_once() {
+            let world = in_room(Session {
+                live_call: Some(live("conference", NOW + 100)),
+                ..sample_session()
+            });
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.warned, 1, "{report:?}");
+            assert_eq!(
+                world.calls.requests(),
+                vec![
+                    CallRequest::Hold("CA2".into()),
+                    CallRequest::Prompt {
+                        call_sid: "CA1".into(),
+                        deadline: NOW + 100
+                    },
+                ]
+            );
+            assert_eq!(
+                world.store.claimed(SID),
+                Some((NOW + 100, WARNING_GIVEN.into()))
+            );
+            // Re-filed for the deadline itself; a second sweep warns nobody again (I4).
+            assert_eq!(world.store.due(SID), Some(NOW + 100));
+            world.store.file_due(SID, NOW);
+            let again = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(again.warned, 0);
+            assert_eq!(world.calls.requests().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn the_named_decider_hears_the_warning() {
+            let world = in_room(Session {
+                live_call: Some(live("conference", NOW + 100)),
+                decider: Some("KP2".into()),
+                ..sample_session()
+            });
+            sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(
+                world.calls.requests(),
+                vec![
+                    CallRequest::Hold("CA1".into()),
+                    CallRequest::Prompt {
+                        call_sid: "CA2".into(),
+                        deadline: NOW + 100
+                    },
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn a_bridge_call_is_recorded_as_no_warning_possible() {
+            let world = in_room(Session {
+                live_call: Some(live("bridge", NOW + 100)),
+                ..sample_session()
+            });
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.no_warning_possible, 1, "{report:?}");
+            assert!(world.calls.requests().is_empty());
+            assert_eq!(
+                world.store.claimed(SID),
+                Some((NOW + 100, WARNING_NOT_POSSIBLE_BRIDGE.into()))
+            );
+        }
+
+        #[tokio::test]
+        async fn a_decider_not_in_the_room_cannot_be_warned() {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                live_call: Some(live("conference", NOW + 100)),
+                ..sample_session()
+            });
+            world.store.file_due(SID, NOW);
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.no_warning_possible, 1, "{report:?}");
+            assert_eq!(
+                world.store.claimed(SID).map(|c| c.1),
+                Some(WARNING_NOT_POSSIBLE_ABSENT.to_owned())
+            );
+        }
+
+        #[tokio::test]
+        async fn a_call_at_its_deadline_is_ended_with_its_room() {
+            let world = in_room(Session {
+                live_call: Some(live("conference", NOW)),
+                ..sample_session()
+            });
+            world
+                .store
+                .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 600));
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.calls_ended, 1, "{report:?}");
+            assert_eq!(
+                world.calls.requests(),
+                vec![
+                    CallRequest::EndConference("CF1".into()),
+                    CallRequest::EndCall("CA1".into()),
+                ]
+            );
+            let session = world.store.session(SID).unwrap();
+            assert!(session.live_call.is_none());
+            assert!(session.status.is_open(), "the session itself goes on");
+        }
+
+        #[tokio::test]
+        async fn a_session_past_its_expiry_is_closed_and_its_room_ended() {
+            let world = in_room(Session {
+                date_expiry: Some(NOW - 1),
+                ..sample_session()
+            });
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.closed, 1, "{report:?}");
+            let session = world.store.session(SID).unwrap();
+            assert_eq!(session.status, SessionStatus::Closed);
+            assert_eq!(session.closed_reason.as_deref(), Some("expired"));
+            assert!(
+                world
+                    .calls
+                    .requests()
+                    .contains(&CallRequest::EndConference("CF1".into()))
+            );
+        }
+
+        #[tokio::test]
+        async fn a_quiet_session_past_its_ttl_is_closed_but_not_during_a_call() {
+            let quiet = Session {
+                ttl: 60,
+                date_last_interaction: Some(NOW - 100),
+                ..sample_session()
+            };
+            let world = World::at(NOW);
+            world.store.put_session(quiet.clone());
+            world.store.file_due(SID, NOW);
+            assert_eq!(sweep(world.ctx(), NOW).await.unwrap().closed, 1);
+
+            let world = World::at(NOW);
+            world.store.put_session(quiet);
+            world.store.file_due(SID, NOW);
+            world
+                .store
+                .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 30));
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.closed, 0, "{report:?}");
+            assert!(world.store.session(SID).unwrap().status.is_open());
+            assert_eq!(world.store.due(SID), Some(NOW + RECHECK_SECONDS));
+        }
+
+        #[tokio::test]
+        async fn a_session_that_failed_stays_due_and_is_counted() {
+            let world = in_room(Session {
+                date_expiry: Some(NOW - 1),
+                ..sample_session()
+            });
+            world
+                .store
+                .fail_next("get_session", StoreError::Backend("down".into()));
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!((report.failed, report.closed), (1, 0), "{report:?}");
+            assert_eq!(world.store.due(SID), Some(NOW));
+        }
+
+        #[tokio::test]
+        async fn closed_sessions_and_vanished_ones_are_left_alone() {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                status: SessionStatus::Closed,
+                date_expiry: Some(NOW - 1),
+                ..sample_session()
+            });
+            world.store.file_due(SID, NOW);
+            world
+                .store
+                .file_due("KC00000000000000000000000000000000", NOW);
+            let report = sweep(world.ctx(), NOW).await.unwrap();
+            assert_eq!(report.due, 2);
+            assert_eq!((report.closed, report.failed), (0, 0), "{report:?}");
+            assert!(world.calls.requests().is_empty());
+        }
+    }
+}

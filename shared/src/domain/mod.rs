@@ -1,0 +1,21 @@
+//! The domain: what Tsunagu does with sessions and calls, as rules over two ports — the
+//! session store and Twilio's call control (`ports`). No HTTP, Lambda or SDK types: the edge
+//! (`api`, `webhooks`) parses requests and maps `DomainError` to answers; `adapters` wires
+//! the ports to DynamoDB and Twilio's REST API.
+//!
+//! - `sessions`: allocating proxy numbers (I1), reading, closing (I3) and extending;
+//! - `vcall`: V字発信, ringing both parties, and hanging a half-placed call up again;
+//! - `expiry`: the sweep's decisions — warn once per deadline (I4), end calls at their
+//!   deadline, close expired sessions.
+
+pub mod error;
+pub mod expiry;
+pub mod ports;
+pub mod sessions;
+pub mod vcall;
+
+#[cfg(test)]
+pub(crate) mod fakes;
+
+pub use error::DomainError;
+pub use ports::Ctx;

@@ -1,0 +1,183 @@
+//! What the domain needs from the outside, as traits: the session store and Twilio's call
+//! control. `adapters` implements them with DynamoDB and Twilio's REST API; the domain's
+//! unit tests with the in-memory fakes in `domain::fakes`.
+
+use async_trait::async_trait;
+
+use crate::clock::Clock;
+use crate::model::{Interaction, Participant, ProxyNumber, Session};
+use crate::phone::PhoneNumber;
+
+// The store's plain value types (no SDK types inside but the due cursor's private key).
+pub use crate::store::{
+    ConferenceRecord, CreateConflict, CreateError, DueCursor, Recorded, StoreError,
+};
+
+/// The sessions, their call legs and the due index, as the domain reads and changes them.
+/// Every change is conditional: `StoreError::ConditionFailed` means someone else won.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError>;
+    async fn session_sid_by_unique_name(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Writes the session, its participants' routes and the pool counts at once (I1).
+    async fn create_session(&self, session: &Session, now: i64) -> Result<(), CreateError>;
+    /// Closes an open session and releases its routes at once (I3).
+    async fn close_session(
+        &self,
+        session: &Session,
+        reason: &str,
+        now: i64,
+        expire_at: i64,
+    ) -> Result<(), StoreError>;
+    /// Moves `date_expiry` and the live call's deadline by `seconds`, if unchanged since read.
+    async fn extend_session(
+        &self,
+        session: &Session,
+        seconds: i64,
+        due: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError>;
+    async fn list_numbers(&self) -> Result<Vec<ProxyNumber>, StoreError>;
+    /// The proxy numbers on which `participant` has an open session.
+    async fn proxies_of(&self, participant: &PhoneNumber) -> Result<Vec<PhoneNumber>, StoreError>;
+    /// A short lease on placing calls for the session; false when another holds it.
+    async fn lock_calls(&self, sid: &str, now: i64, until: i64) -> Result<bool, StoreError>;
+    async fn unlock_calls(&self, sid: &str) -> Result<(), StoreError>;
+    /// Notes the live call (while the session is open).
+    async fn begin_live_call(
+        &self,
+        sid: &str,
+        mode: &str,
+        limit: u64,
+        replace: bool,
+    ) -> Result<(), StoreError>;
+    async fn record_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<Recorded, StoreError>;
+    async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError>;
+    /// Claims the warning for `deadline` once (I4): false when already claimed.
+    async fn claim_warning(
+        &self,
+        sid: &str,
+        deadline: i64,
+        outcome: &str,
+    ) -> Result<bool, StoreError>;
+    async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError>;
+    async fn get_conference(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+    ) -> Result<Option<ConferenceRecord>, StoreError>;
+    /// One page of the sessions due by `now` in one shard of the due index.
+    async fn due_page(
+        &self,
+        shard: u32,
+        now: i64,
+        start: Option<DueCursor>,
+    ) -> Result<(Vec<String>, Option<DueCursor>), StoreError>;
+}
+
+/// How a V-call leg is connected once answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The answered party's call dials the other (`<Dial>`): no announcement possible.
+    Bridge,
+    /// Every answered party joins the session's room, which can carry the warning.
+    Conference,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bridge => "bridge",
+            Mode::Conference => "conference",
+        }
+    }
+}
+
+/// One outbound leg to place.
+#[derive(Debug, Clone)]
+pub struct Ring<'a> {
+    pub session_sid: &'a str,
+    pub callee: &'a Participant,
+    pub mode: Mode,
+    /// The call's limit, passed on to the TwiML of the answered leg.
+    pub limit: u64,
+    /// Twilio's hard limit on this leg's length.
+    pub leg_limit: u64,
+}
+
+/// Why Twilio did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Twilio answered with an error: its HTTP status, code and message.
+    #[error("Twilio answered {status} (code {code}): {message}")]
+    Refused {
+        status: u16,
+        code: u32,
+        message: String,
+    },
+    #[error("Twilio could not be reached: {0}")]
+    Unreachable(String),
+    /// The request's time budget ran out before Twilio answered (or before asking).
+    #[error("Twilio did not answer in time")]
+    OutOfTime,
+    #[error("Twilio credentials unavailable: {0}")]
+    Credentials(String),
+}
+
+/// Call control: what the domain asks Twilio to do with calls and rooms.
+#[async_trait]
+pub trait CallControl: Send + Sync {
+    /// Places an outbound leg; returns its CallSid.
+    async fn ring(&self, leg: &Ring<'_>) -> Result<String, CallError>;
+    /// Ends a call in any state (cancels it while ringing).
+    async fn hang_up(&self, call_sid: &str) -> Result<(), CallError>;
+    /// Ends a call that was answered; one already over is not an error.
+    async fn end_call(&self, call_sid: &str) -> Result<(), CallError>;
+    async fn end_conference(&self, conference_sid: &str) -> Result<(), CallError>;
+    /// Puts the other party on hold with the "please wait" message during the warning.
+    async fn hold_for_warning(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        call_sid: &str,
+    ) -> Result<(), CallError>;
+    /// Gives the deciding party's call the warning and the press-1 prompt for `deadline`.
+    async fn prompt_extension(
+        &self,
+        session_sid: &str,
+        deadline: i64,
+        call_sid: &str,
+    ) -> Result<(), CallError>;
+}
+
+/// The settings the domain's rules use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long closed sessions and their legs are kept.
+    pub retention_seconds: i64,
+    /// How long a callee's phone rings.
+    pub dial_timeout_seconds: u32,
+}
+
+/// Everything a domain operation works with.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub store: &'a dyn SessionStore,
+    pub calls: &'a dyn CallControl,
+    pub clock: &'a dyn Clock,
+    pub settings: Settings,
+}
+
+impl Ctx<'_> {
+    /// Now, in seconds since the epoch.
+    pub fn now(&self) -> i64 {
+        crate::clock::epoch(self.clock.now())
+    }
+}

@@ -1,0 +1,515 @@
+//! Sessions: allocating proxy numbers, reading, closing and extending. Rules over the
+//! store and call-control ports; no HTTP, Lambda or SDK types.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::domain::error::DomainError;
+use crate::domain::ports::{CreateConflict, CreateError, Ctx, StoreError};
+use crate::ids;
+use crate::model::{Extension, Interaction, Participant, Session, SessionStatus};
+use crate::phone::PhoneNumber;
+use crate::pool::{self, Need, Shortage};
+
+pub const MODE_VOICE_ONLY: &str = "voice-only";
+/// Twilio's `<Dial timeLimit>` and Call `TimeLimit` top out at four hours.
+pub const MAX_CALL_SECONDS: u64 = 14_400;
+/// Unique names longer than this are never stored, so a lookup by one is skipped.
+pub const MAX_UNIQUE_NAME: usize = 191;
+/// Races over the same proxy slot are retried; each retry sees the winner's routes.
+const MAX_CREATE_ATTEMPTS: usize = 25;
+/// How far `POST …/extend` may move a session's end at once.
+pub const MAX_EXTEND_SECONDS: u64 = 30 * 86_400;
+
+/// A create request that passed validation: everything but the proxy numbers is decided.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub unique_name: Option<String>,
+    pub ttl: u64,
+    pub date_expiry: Option<i64>,
+    pub call_time_limit: Option<u64>,
+    pub warning_lead: u64,
+    pub extension: Extension,
+    /// Index into `participants` of the deciding participant.
+    pub decider: usize,
+    pub participants: Vec<NewParticipant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewParticipant {
+    pub identifier: PhoneNumber,
+    pub friendly_name: Option<String>,
+    pub proxy_identifier: Option<PhoneNumber>,
+}
+
+fn shortage_error(s: Shortage, pool_empty: bool) -> DomainError {
+    match s {
+        Shortage::NoneFree { participant } => DomainError::NoProxyNumber(if pool_empty {
+            "the number pool is empty; add numbers with POST /v1/numbers".to_owned()
+        } else {
+            format!(
+                "{} already has an open session on every unreserved proxy number; close one of their sessions or add numbers with POST /v1/numbers",
+                participant.masked()
+            )
+        }),
+        Shortage::NotInPool { number } => DomainError::NumberNotInPool(format!(
+            "proxy_identifier {number} is not in the number pool; add it with POST /v1/numbers"
+        )),
+        Shortage::Taken {
+            number,
+            participant,
+        } => DomainError::IdentifierConflict(format!(
+            "{} already has an open session on proxy number {number}; choose another proxy_identifier",
+            participant.masked()
+        )),
+    }
+}
+
+/// Creates the session: picks proxy numbers and writes everything in one transaction,
+/// retrying when a concurrent create took the same slot first.
+pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainError> {
+    for attempt in 0..MAX_CREATE_ATTEMPTS {
+        let (numbers, taken_a, taken_b) = futures::try_join!(
+            ctx.store.list_numbers(),
+            ctx.store.proxies_of(&new.participants[0].identifier),
+            ctx.store.proxies_of(&new.participants[1].identifier),
+        )?;
+        let taken: [HashSet<PhoneNumber>; 2] =
+            [taken_a.into_iter().collect(), taken_b.into_iter().collect()];
+        let needs: Vec<Need<'_>> = new
+            .participants
+            .iter()
+            .zip(&taken)
+            .map(|(p, taken)| Need {
+                identifier: &p.identifier,
+                requested: p.proxy_identifier.as_ref(),
+                taken,
+            })
+            .collect();
+        let chosen = pool::choose(&numbers, &needs, random_index())
+            .map_err(|s| shortage_error(s, numbers.is_empty()))?;
+
+        let now = ctx.now();
+        let session = Session {
+            sid: ids::new_sid(ids::SESSION),
+            unique_name: new.unique_name.clone(),
+            status: SessionStatus::Open,
+            closed_reason: None,
+            mode: MODE_VOICE_ONLY.into(),
+            ttl: new.ttl,
+            date_expiry: new.date_expiry,
+            date_created: now,
+            date_updated: now,
+            date_last_interaction: None,
+            call_time_limit: new.call_time_limit,
+            warning_lead: new.warning_lead,
+            extension: new.extension,
+            extension_count: 0,
+            total_cost_milli_yen: 0,
+            current_conference: None,
+            decider: None,
+            live_call: None,
+            participants: new
+                .participants
+                .iter()
+                .zip(chosen)
+                .map(|(p, proxy)| Participant {
+                    sid: ids::new_sid(ids::PARTICIPANT),
+                    identifier: p.identifier.clone(),
+                    proxy_identifier: proxy,
+                    friendly_name: p.friendly_name.clone(),
+                })
+                .collect(),
+        };
+        let mut session = session;
+        session.decider = session.participants.get(new.decider).map(|p| p.sid.clone());
+        match ctx.store.create_session(&session, now).await {
+            Ok(()) => {
+                tracing::info!(session = %session.sid, attempt, "session created");
+                return Ok(session);
+            }
+            Err(CreateError::Store(e)) => return Err(e.into()),
+            Err(CreateError::Conflict(CreateConflict::UniqueName)) => {
+                return Err(DomainError::UniqueNameTaken(format!(
+                    "another session already has unique_name {:?}",
+                    new.unique_name.unwrap_or_default()
+                )));
+            }
+            Err(CreateError::Conflict(CreateConflict::Route { proxy, participant })) => {
+                let requested = new.participants.iter().any(|p| {
+                    p.identifier == participant && p.proxy_identifier.as_ref() == Some(&proxy)
+                });
+                if requested {
+                    return Err(shortage_error(
+                        Shortage::Taken {
+                            number: proxy,
+                            participant,
+                        },
+                        false,
+                    ));
+                }
+                // Someone else took this slot a moment ago; the next read sees it.
+            }
+            Err(CreateError::Conflict(
+                CreateConflict::NumberGone(_) | CreateConflict::Contention,
+            )) => {}
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Err(DomainError::Contention(
+        "many sessions were created for these participants at once; nothing was written, retry"
+            .into(),
+    ))
+}
+
+fn random_index() -> usize {
+    uuid::Uuid::new_v4().as_u128() as usize
+}
+
+/// A few milliseconds, growing and jittered, so racing creates do not collide again in step.
+fn backoff(attempt: usize) -> Duration {
+    let base = 5u64 << attempt.min(5);
+    Duration::from_millis(base + (random_index() as u64 % (base + 1)))
+}
+
+/// Reads a session by SID, or by unique name when the key is not a SID.
+pub async fn find(ctx: Ctx<'_>, sid_or_name: &str) -> Result<Session, DomainError> {
+    let sid = if ids::is_sid(ids::SESSION, sid_or_name) {
+        Some(sid_or_name.to_owned())
+    } else if sid_or_name.is_empty() || sid_or_name.len() > 4 * MAX_UNIQUE_NAME {
+        None
+    } else {
+        ctx.store.session_sid_by_unique_name(sid_or_name).await?
+    };
+    let session = match sid {
+        Some(sid) => ctx.store.get_session(&sid).await?,
+        None => None,
+    };
+    session.ok_or_else(|| DomainError::NotFound(format!("no session {sid_or_name:?}")))
+}
+
+/// Closes a session (I3) and ends its live calls. Closing a closed session returns it as it
+/// is: DELETE is idempotent.
+pub async fn close(ctx: Ctx<'_>, sid_or_name: &str, reason: &str) -> Result<Session, DomainError> {
+    loop {
+        let session = find(ctx, sid_or_name).await?;
+        if !session.status.is_open() {
+            return Ok(session);
+        }
+        let now = ctx.now();
+        match ctx
+            .store
+            .close_session(&session, reason, now, now + ctx.settings.retention_seconds)
+            .await
+        {
+            Ok(()) => {
+                end_live_calls(ctx, &session.sid).await;
+                tracing::info!(session = %session.sid, reason, "session closed");
+                return find(ctx, &session.sid).await;
+            }
+            // A concurrent close or status change won; read again and answer from that.
+            Err(StoreError::ConditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Asks Twilio to end every call leg of the session still live. Ending a parent ends the
+/// leg it dialled, so only legs without a logged parent are ended directly. Failures are
+/// logged: the session is already closed and routes nothing, whatever Twilio says.
+pub async fn end_live_calls(ctx: Ctx<'_>, session_sid: &str) {
+    let legs = match ctx.store.list_interactions(session_sid).await {
+        Ok(legs) => legs,
+        Err(e) => {
+            tracing::error!(session = session_sid, error = %e, "could not list calls to end");
+            return;
+        }
+    };
+    let live: Vec<&Interaction> = legs.iter().filter(|l| !l.status.is_final()).collect();
+    let live_sids: HashSet<&str> = live.iter().map(|l| l.call_sid.as_str()).collect();
+    let roots = live.iter().filter(|l| {
+        l.parent_call_sid
+            .as_deref()
+            .is_none_or(|p| !live_sids.contains(p))
+    });
+    for leg in roots {
+        if let Err(e) = ctx.calls.end_call(&leg.call_sid).await {
+            tracing::error!(session = session_sid, call = %leg.call_sid, error = %e, "could not end live call");
+        }
+    }
+}
+
+/// Moves the session's end by `seconds`: its `date_expiry` and its live call's deadline,
+/// whichever it has (`POST /v1/sessions/{sid}/extend`).
+pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Session, DomainError> {
+    if !(1..=MAX_EXTEND_SECONDS).contains(&seconds) {
+        return Err(DomainError::Invalid(format!(
+            "seconds must be 1 to {MAX_EXTEND_SECONDS} (30 days)"
+        )));
+    }
+    let session = find(ctx, sid_or_name).await?;
+    if !session.status.is_open() {
+        return Err(DomainError::SessionClosed(format!(
+            "session {} is closed",
+            session.sid
+        )));
+    }
+    let deadline = session.live_call.as_ref().and_then(|l| l.deadline);
+    if session.date_expiry.is_none() && deadline.is_none() {
+        return Err(DomainError::NothingToExtend(
+            "the session has no date_expiry and no call under a time limit; set a ttl or date_expiry instead".into(),
+        ));
+    }
+    let now = ctx.now();
+    let seconds = seconds as i64;
+    // The sweep must wake for the moved end (and its warning), not the old one.
+    let due = crate::domain::expiry::next_due(&session.extended_by(seconds), false, now);
+    match ctx.store.extend_session(&session, seconds, due, now).await {
+        Ok(()) => find(ctx, &session.sid).await,
+        Err(StoreError::ConditionFailed) => Err(DomainError::SessionChanged(
+            "the session closed or its end moved meanwhile; read it again and retry".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fakes::{CallRequest, World, leg};
+    use crate::model::{CallStatus, LiveCall, sample_session};
+
+    const NOW: i64 = 1_795_552_200;
+    const SID: &str = "KC0123456789abcdef0123456789abcdef";
+
+    fn open_session() -> Session {
+        Session {
+            unique_name: Some("order-1".into()),
+            date_created: NOW - 600,
+            ..sample_session()
+        }
+    }
+
+    fn world_with(session: Session) -> World {
+        let world = World::at(NOW);
+        world.store.put_session(session);
+        world
+    }
+
+    fn new_session(unique_name: Option<&str>) -> NewSession {
+        let p = |n: &str| NewParticipant {
+            identifier: PhoneNumber::parse(n).unwrap(),
+            friendly_name: None,
+            proxy_identifier: None,
+        };
+        NewSession {
+            unique_name: unique_name.map(str::to_owned),
+            ttl: 0,
+            date_expiry: None,
+            call_time_limit: None,
+            warning_lead: 180,
+            extension: Extension {
+                seconds: 300,
+                max_count: 1,
+            },
+            decider: 1,
+            participants: vec![p("090-1234-5678"), p("080-9876-5432")],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_is_found_by_sid_or_unique_name() {
+        let world = world_with(open_session());
+        assert_eq!(find(world.ctx(), SID).await.unwrap().sid, SID);
+        assert_eq!(find(world.ctx(), "order-1").await.unwrap().sid, SID);
+        for missing in ["order-2", "KC00000000000000000000000000000000", ""] {
+            assert!(
+                matches!(
+                    find(world.ctx(), missing).await,
+                    Err(DomainError::NotFound(_))
+                ),
+                "{missing:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn closing_ends_only_the_live_legs_that_lead_their_call() {
+        let world = world_with(open_session());
+        // A's inbound leg and the leg it dialled are live; ending A's ends both. An old,
+        // finished call is left alone.
+        world
+            .store
+            .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW));
+        world
+            .store
+            .add_leg(leg(SID, "CA2", Some("CA1"), CallStatus::InProgress, NOW));
+        world
+            .store
+            .add_leg(leg(SID, "CA3", None, CallStatus::Completed, NOW));
+        let closed = close(world.ctx(), SID, "closed-by-api").await.unwrap();
+        assert_eq!(closed.status, SessionStatus::Closed);
+        assert_eq!(closed.closed_reason.as_deref(), Some("closed-by-api"));
+        assert_eq!(
+            world.calls.requests(),
+            vec![CallRequest::EndCall("CA1".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn closing_a_closed_session_answers_it_as_it_is() {
+        let world = world_with(Session {
+            status: SessionStatus::Closed,
+            closed_reason: Some("expired".into()),
+            ..open_session()
+        });
+        let session = close(world.ctx(), SID, "closed-by-api").await.unwrap();
+        assert_eq!(session.closed_reason.as_deref(), Some("expired"));
+        assert!(world.calls.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_close_that_loses_a_race_reads_the_session_again() {
+        let world = world_with(open_session());
+        world
+            .store
+            .fail_next("close_session", StoreError::ConditionFailed);
+        let session = close(world.ctx(), SID, "closed-by-api").await.unwrap();
+        assert_eq!(session.status, SessionStatus::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_while_closing_is_reported_and_ends_no_call() {
+        let world = world_with(open_session());
+        world
+            .store
+            .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW));
+        world
+            .store
+            .fail_next("close_session", StoreError::Backend("down".into()));
+        let err = close(world.ctx(), SID, "closed-by-api").await.unwrap_err();
+        assert!(matches!(err, DomainError::Store(_)), "{err:?}");
+        assert!(world.store.session(SID).unwrap().status.is_open());
+        assert!(world.calls.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_extension_outside_its_bounds_changes_nothing() {
+        let world = world_with(Session {
+            date_expiry: Some(NOW + 600),
+            ..open_session()
+        });
+        for seconds in [0, MAX_EXTEND_SECONDS + 1] {
+            let err = extend(world.ctx(), SID, seconds).await.unwrap_err();
+            assert!(matches!(err, DomainError::Invalid(_)), "{seconds}: {err:?}");
+        }
+        assert_eq!(
+            world.store.session(SID).unwrap().date_expiry,
+            Some(NOW + 600)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_session_or_one_without_an_end_cannot_be_extended() {
+        let world = world_with(Session {
+            status: SessionStatus::Closed,
+            date_expiry: Some(NOW + 600),
+            ..open_session()
+        });
+        assert!(matches!(
+            extend(world.ctx(), SID, 60).await,
+            Err(DomainError::SessionClosed(_))
+        ));
+        let world = world_with(open_session());
+        assert!(matches!(
+            extend(world.ctx(), SID, 60).await,
+            Err(DomainError::NothingToExtend(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_extension_moves_the_end_and_the_live_deadline_and_refiles_the_warning() {
+        let world = world_with(Session {
+            date_expiry: Some(NOW + 3_600),
+            live_call: Some(LiveCall {
+                mode: "conference".into(),
+                limit: 600,
+                deadline: Some(NOW + 300),
+                warned_for: None,
+                warning: None,
+            }),
+            ..open_session()
+        });
+        let session = extend(world.ctx(), SID, 120).await.unwrap();
+        assert_eq!(session.date_expiry, Some(NOW + 3_720));
+        assert_eq!(session.live_call.unwrap().deadline, Some(NOW + 420));
+        // The sweep wakes for the moved deadline's warning, 180 s before it.
+        assert_eq!(world.store.due(SID), Some(NOW + 240));
+    }
+
+    #[tokio::test]
+    async fn an_extension_racing_a_close_is_refused() {
+        let world = world_with(Session {
+            date_expiry: Some(NOW + 600),
+            ..open_session()
+        });
+        world
+            .store
+            .fail_next("extend_session", StoreError::ConditionFailed);
+        assert!(matches!(
+            extend(world.ctx(), SID, 60).await,
+            Err(DomainError::SessionChanged(_))
+        ));
+        assert_eq!(
+            world.store.session(SID).unwrap().date_expiry,
+            Some(NOW + 600)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_session_shares_one_free_proxy_number_and_names_its_decider() {
+        let world = World::at(NOW);
+        world.store.add_number("050-3123-4567");
+        let session = create(world.ctx(), new_session(Some("order-9")))
+            .await
+            .unwrap();
+        assert!(
+            session
+                .participants
+                .iter()
+                .all(|p| p.proxy_identifier.as_str() == "+815031234567")
+        );
+        assert_eq!(session.decider.as_ref(), Some(&session.participants[1].sid));
+        assert_eq!(session.date_created, NOW);
+        assert!(world.store.session(&session.sid).is_some());
+    }
+
+    #[tokio::test]
+    async fn an_empty_pool_is_named_as_such() {
+        let world = World::at(NOW);
+        let err = create(world.ctx(), new_session(None)).await.unwrap_err();
+        match err {
+            DomainError::NoProxyNumber(detail) => assert!(detail.contains("empty"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_that_loses_a_race_tries_again_with_what_the_winner_wrote() {
+        let world = World::at(NOW);
+        world.store.add_number("050-3123-4567");
+        world.store.conflict_next_create(CreateConflict::Contention);
+        let session = create(world.ctx(), new_session(None)).await.unwrap();
+        assert!(world.store.session(&session.sid).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_taken_unique_name_is_refused() {
+        let world = world_with(open_session());
+        world.store.add_number("050-3123-4568");
+        let err = create(world.ctx(), new_session(Some("order-1")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::UniqueNameTaken(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,480 @@
+//! V字発信: the platform rings both parties itself, so both legs are Twilio-outbound (neither
+//! user pays a carrier) and each sees only their own proxy number.
+//!
+//! - **bridge**: one REST call to the first party; when they answer, `bridge-twiml` dials the
+//!   other with `<Dial timeLimit>` (no announcement possible).
+//! - **conference**: REST calls to both; each answer joins the session's room
+//!   (`conference-twiml`), which is what makes the spoken end-of-call warning possible.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::domain::error::DomainError;
+pub use crate::domain::ports::Mode;
+use crate::domain::ports::{CallError, Ctx, Ring, StoreError};
+use crate::domain::sessions::{self, MAX_CALL_SECONDS};
+use crate::ids;
+use crate::model::{CallStatus, Interaction, Participant, Session};
+use crate::phone::PhoneNumber;
+use crate::pricing::Direction;
+
+/// Legs that have not reported a final status for this long are taken as lost callbacks,
+/// not live calls (Twilio ends every call within four hours).
+const LIVE_LEG_HORIZON_SECONDS: i64 = MAX_CALL_SECONDS as i64 + 600;
+/// How long the lease taken while placing calls holds, should the function die meanwhile.
+const CALL_LOCK_SECONDS: i64 = 60;
+
+/// A V字発信 request.
+#[derive(Debug, Clone)]
+pub struct StartCall {
+    pub mode: Mode,
+    /// Who is rung first: a participant SID or identifier; the first participant by default.
+    pub first: Option<String>,
+    pub call_time_limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlacedLeg {
+    pub participant_sid: String,
+    pub call_sid: String,
+}
+
+#[derive(Debug)]
+pub struct Placed {
+    pub mode: Mode,
+    pub call_time_limit: u64,
+    pub legs: Vec<PlacedLeg>,
+}
+
+/// The session's conference room name: derived from the SID (random), so nobody can guess
+/// it from a participant's number or the session's unique name.
+pub fn room_name(session_sid: &str) -> String {
+    let digest = Sha256::digest(format!("tsunagu-room:{session_sid}").as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("tsunagu-{hex}")
+}
+
+/// Seconds a call may last: the request's limit, the session's `call_time_limit` and what is
+/// left before `date_expiry`, within Twilio's four hours.
+pub fn call_limit(session: &Session, requested: Option<u64>, now: i64) -> u64 {
+    let until_expiry = session.date_expiry.map(|t| (t - now).max(1) as u64);
+    [
+        requested,
+        session.call_time_limit,
+        until_expiry,
+        Some(MAX_CALL_SECONDS),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(MAX_CALL_SECONDS)
+}
+
+fn closed(session: &Session) -> DomainError {
+    DomainError::SessionClosed(format!(
+        "session {} is {} and can place no calls",
+        session.sid,
+        session.status.as_str()
+    ))
+}
+
+fn busy(session: &Session) -> DomainError {
+    DomainError::CallInProgress(format!(
+        "session {} already has a live call; wait for it to end",
+        session.sid
+    ))
+}
+
+fn pick_first<'a>(
+    session: &'a Session,
+    first: Option<&str>,
+) -> Result<(&'a Participant, &'a Participant), DomainError> {
+    let first = match first {
+        None => session.participants.first(),
+        Some(key) => {
+            let e164 = PhoneNumber::parse(key)
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            session
+                .participants
+                .iter()
+                .find(|p| p.sid == key || p.identifier.as_str() == e164)
+        }
+    }
+    .ok_or_else(|| {
+        DomainError::Invalid(
+            "first must be the SID or number of one of the session's participants".into(),
+        )
+    })?;
+    let second = session
+        .other(&first.sid)
+        .ok_or_else(|| DomainError::Invalid("the session has only one participant".into()))?;
+    Ok((first, second))
+}
+
+/// Rings the session's participants. Refuses closed or expired sessions and sessions with a
+/// live call; a half-placed V字発信 (first leg created, second refused) is hung up again.
+pub async fn start(
+    ctx: Ctx<'_>,
+    sid_or_name: &str,
+    request: StartCall,
+) -> Result<(Session, Placed), DomainError> {
+    let mode = request.mode;
+    if let Some(limit) = request.call_time_limit
+        && !(60..=MAX_CALL_SECONDS).contains(&limit)
+    {
+        return Err(DomainError::Invalid(format!(
+            "call_time_limit must be 60 to {MAX_CALL_SECONDS} seconds"
+        )));
+    }
+    let session = sessions::find(ctx, sid_or_name).await?;
+    let now = ctx.now();
+    if !session.status.is_open() || session.deadline().is_some_and(|d| d <= now) {
+        return Err(closed(&session));
+    }
+    let (first, second) = pick_first(&session, request.first.as_deref())?;
+    let limit = call_limit(&session, request.call_time_limit, now);
+
+    let legs = ctx.store.list_interactions(&session.sid).await?;
+    if legs
+        .iter()
+        .any(|l| !l.status.is_final() && l.date_updated > now - LIVE_LEG_HORIZON_SECONDS)
+    {
+        return Err(busy(&session));
+    }
+    if !ctx
+        .store
+        .lock_calls(&session.sid, now, now + CALL_LOCK_SECONDS)
+        .await?
+    {
+        let fresh = sessions::find(ctx, &session.sid).await?;
+        return Err(if fresh.status.is_open() {
+            busy(&fresh)
+        } else {
+            closed(&fresh)
+        });
+    }
+    let placed = match ctx
+        .store
+        .begin_live_call(&session.sid, mode.as_str(), limit, true)
+        .await
+    {
+        Ok(()) => place(ctx, &session, mode, first, second, limit).await,
+        Err(StoreError::ConditionFailed) => Err(closed(&session)),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = ctx.store.unlock_calls(&session.sid).await {
+        tracing::error!(session = %session.sid, error = %e, "could not release the call lock; it lapses by itself");
+    }
+    let placed = placed?;
+    Ok((sessions::find(ctx, &session.sid).await?, placed))
+}
+
+async fn place(
+    ctx: Ctx<'_>,
+    session: &Session,
+    mode: Mode,
+    first: &Participant,
+    second: &Participant,
+    limit: u64,
+) -> Result<Placed, DomainError> {
+    let mut callees = vec![first];
+    if mode == Mode::Conference {
+        callees.push(second);
+    }
+    let mut legs: Vec<PlacedLeg> = Vec::new();
+    for callee in callees {
+        match ring(ctx, &session.sid, mode, callee, limit).await {
+            Ok(call_sid) => legs.push(PlacedLeg {
+                participant_sid: callee.sid.clone(),
+                call_sid,
+            }),
+            Err(e) => {
+                for placed in &legs {
+                    if let Err(hang_up) = ctx.calls.hang_up(&placed.call_sid).await {
+                        tracing::error!(call = %placed.call_sid, error = %hang_up, "could not cancel the first leg of a failed V-call");
+                    }
+                }
+                return Err(DomainError::CallNotPlaced {
+                    callee: callee.identifier.masked().to_string(),
+                    cause: e,
+                });
+            }
+        }
+    }
+    Ok(Placed {
+        mode,
+        call_time_limit: limit,
+        legs,
+    })
+}
+
+/// Creates one outbound leg and logs it as queued, so a second request sees it as live.
+pub async fn ring(
+    ctx: Ctx<'_>,
+    session_sid: &str,
+    mode: Mode,
+    callee: &Participant,
+    limit: u64,
+) -> Result<String, CallError> {
+    // The first leg of a bridge also spans the other party's ringing.
+    let leg_limit = match mode {
+        Mode::Bridge => limit + u64::from(ctx.settings.dial_timeout_seconds),
+        Mode::Conference => limit,
+    };
+    let call_sid = ctx
+        .calls
+        .ring(&Ring {
+            session_sid,
+            callee,
+            mode,
+            limit,
+            leg_limit: leg_limit.min(MAX_CALL_SECONDS),
+        })
+        .await?;
+    let now = ctx.now();
+    let leg = Interaction {
+        sid: ids::new_sid(ids::INTERACTION),
+        session_sid: session_sid.to_owned(),
+        call_sid: call_sid.clone(),
+        parent_call_sid: None,
+        direction: Direction::Outbound,
+        twilio_direction: "outbound-api".into(),
+        from_masked: callee.proxy_identifier.masked().to_string(),
+        to_masked: callee.identifier.masked().to_string(),
+        from_participant_sid: None,
+        to_participant_sid: Some(callee.sid.clone()),
+        callee_class: callee.identifier.class(),
+        status: CallStatus::Queued,
+        duration: 0,
+        billed_minutes: 0,
+        cost_milli_yen: 0,
+        date_created: now,
+        date_updated: now,
+        date_ended: None,
+    };
+    if let Err(e) = ctx
+        .store
+        .record_leg(&leg, now, ctx.settings.retention_seconds)
+        .await
+    {
+        tracing::error!(call = %call_sid, error = %e, "placed a call but could not log it yet; its callbacks will");
+    }
+    tracing::info!(session = session_sid, call = %call_sid, to = %callee.identifier.masked(), mode = ?mode, "V-call leg placed");
+    Ok(call_sid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(expiry: Option<i64>, limit: Option<u64>) -> Session {
+        Session {
+            date_expiry: expiry,
+            call_time_limit: limit,
+            ..crate::model::sample_session()
+        }
+    }
+
+    #[test]
+    fn the_room_is_not_derived_from_user_data() {
+        let room = room_name("KC0123456789abcdef0123456789abcdef");
+        assert!(room.starts_with("tsunagu-") && room.len() == 32, "{room}");
+        assert_ne!(room, room_name("KC0123456789abcdef0123456789abcdee"));
+        assert!(!room.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn the_limit_is_the_tightest_bound() {
+        assert_eq!(call_limit(&session(None, None), None, 0), MAX_CALL_SECONDS);
+        assert_eq!(call_limit(&session(None, Some(1800)), Some(600), 0), 600);
+        assert_eq!(call_limit(&session(Some(300), Some(1800)), None, 0), 300);
+    }
+
+    #[test]
+    fn first_is_found_by_sid_or_number() {
+        let s = session(None, None);
+        assert_eq!(pick_first(&s, None).unwrap().0.sid, "KP1");
+        assert_eq!(pick_first(&s, Some("KP2")).unwrap().0.sid, "KP2");
+        assert_eq!(pick_first(&s, Some("080-9876-5432")).unwrap().1.sid, "KP1");
+        assert!(pick_first(&s, Some("070-0000-0000")).is_err());
+    }
+
+    mod placing {
+        use super::super::*;
+        use crate::domain::fakes::{CallRequest, World, leg};
+        use crate::model::{CallStatus, SessionStatus, sample_session};
+
+        const NOW: i64 = 1_795_552_200;
+        const SID: &str = "KC0123456789abcdef0123456789abcdef";
+
+        fn world() -> World {
+            let world = World::at(NOW);
+            world.store.put_session(sample_session());
+            world
+        }
+
+        fn request(mode: Mode) -> StartCall {
+            StartCall {
+                mode,
+                first: None,
+                call_time_limit: Some(600),
+            }
+        }
+
+        #[tokio::test]
+        async fn a_bridge_rings_the_first_party_once_for_the_limit_and_their_ringing() {
+            let world = world();
+            let (session, placed) = start(world.ctx(), SID, request(Mode::Bridge))
+                .await
+                .unwrap();
+            assert_eq!(placed.legs.len(), 1);
+            assert_eq!(placed.legs[0].participant_sid, "KP1");
+            assert_eq!(
+                world.calls.requests(),
+                vec![CallRequest::Ring {
+                    to: "+819012345678".into(),
+                    mode: "bridge",
+                    limit: 600,
+                    leg_limit: 630,
+                }]
+            );
+            assert_eq!(session.live_call.unwrap().mode, "bridge");
+            let logged = world.store.legs();
+            assert_eq!(logged.len(), 1);
+            assert_eq!(
+                logged[0].status,
+                CallStatus::Queued,
+                "a second request sees it live"
+            );
+            assert!(!world.store.is_locked(SID), "the lease is released");
+        }
+
+        #[tokio::test]
+        async fn a_conference_rings_both_parties_starting_with_the_one_asked_for() {
+            let world = world();
+            let mut req = request(Mode::Conference);
+            req.first = Some("080-9876-5432".into());
+            let (_, placed) = start(world.ctx(), SID, req).await.unwrap();
+            let rung: Vec<&str> = placed
+                .legs
+                .iter()
+                .map(|l| l.participant_sid.as_str())
+                .collect();
+            assert_eq!(rung, ["KP2", "KP1"]);
+            assert!(world.calls.requests().iter().all(|r| matches!(
+                r,
+                CallRequest::Ring {
+                    mode: "conference",
+                    leg_limit: 600,
+                    ..
+                }
+            )));
+            assert_eq!(world.store.legs().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_refused_second_leg_hangs_the_first_up_again() {
+            let world = world();
+            world.calls.script_rings(vec![
+                Ok(()),
+                Err(CallError::Refused {
+                    status: 400,
+                    code: 21210,
+                    message: "not verified".into(),
+                }),
+            ]);
+            let err = start(world.ctx(), SID, request(Mode::Conference))
+                .await
+                .unwrap_err();
+            match err {
+                DomainError::CallNotPlaced { callee, cause } => {
+                    assert_eq!(callee, "+8180****5432");
+                    assert!(matches!(cause, CallError::Refused { code: 21210, .. }));
+                }
+                other => panic!("{other:?}"),
+            }
+            let first = world.store.legs()[0].call_sid.clone();
+            assert_eq!(
+                world.calls.requests().last(),
+                Some(&CallRequest::HangUp(first))
+            );
+            assert!(!world.store.is_locked(SID));
+        }
+
+        #[tokio::test]
+        async fn a_closed_or_ended_session_rings_nobody() {
+            for session in [
+                Session {
+                    status: SessionStatus::Closed,
+                    ..sample_session()
+                },
+                Session {
+                    date_expiry: Some(NOW),
+                    ..sample_session()
+                },
+            ] {
+                let world = World::at(NOW);
+                world.store.put_session(session);
+                assert!(matches!(
+                    start(world.ctx(), SID, request(Mode::Bridge)).await,
+                    Err(DomainError::SessionClosed(_))
+                ));
+                assert!(world.calls.requests().is_empty());
+            }
+        }
+
+        #[tokio::test]
+        async fn a_live_leg_or_a_held_lease_means_a_call_is_in_progress() {
+            let world = world();
+            world
+                .store
+                .add_leg(leg(SID, "CA1", None, CallStatus::Ringing, NOW - 30));
+            assert!(matches!(
+                start(world.ctx(), SID, request(Mode::Bridge)).await,
+                Err(DomainError::CallInProgress(_))
+            ));
+            let world = self::world();
+            world.store.hold_lock(SID);
+            assert!(matches!(
+                start(world.ctx(), SID, request(Mode::Bridge)).await,
+                Err(DomainError::CallInProgress(_))
+            ));
+            assert!(world.calls.requests().is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_leg_silent_for_longer_than_any_call_is_a_lost_callback_not_a_call() {
+            let world = world();
+            world.store.add_leg(leg(
+                SID,
+                "CA1",
+                None,
+                CallStatus::InProgress,
+                NOW - LIVE_LEG_HORIZON_SECONDS - 1,
+            ));
+            assert!(start(world.ctx(), SID, request(Mode::Bridge)).await.is_ok());
+        }
+
+        #[tokio::test]
+        async fn bad_limits_and_unknown_parties_are_refused_before_ringing() {
+            let world = world();
+            for limit in [59, MAX_CALL_SECONDS + 1] {
+                let mut req = request(Mode::Bridge);
+                req.call_time_limit = Some(limit);
+                assert!(matches!(
+                    start(world.ctx(), SID, req).await,
+                    Err(DomainError::Invalid(_))
+                ));
+            }
+            let mut req = request(Mode::Bridge);
+            req.first = Some("070-0000-0000".into());
+            assert!(matches!(
+                start(world.ctx(), SID, req).await,
+                Err(DomainError::Invalid(_))
+            ));
+            assert!(world.calls.requests().is_empty());
+            assert!(world.store.session(SID).unwrap().live_call.is_none());
+        }
+    }
+}
