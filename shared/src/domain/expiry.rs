@@ -9,6 +9,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::domain::due::next_due;
 use crate::domain::error::DomainError;
 use crate::domain::ports::{Ctx, StoreError};
 use crate::domain::sessions;
@@ -18,8 +19,6 @@ use crate::store::DUE_SHARDS;
 /// At most this many sessions are handled at once, which bounds the requests in flight
 /// towards Twilio (each session makes at most two at a time).
 pub const CONCURRENCY: usize = 8;
-/// A session with live legs but no tracked deadline is looked at again this much later.
-const RECHECK_SECONDS: i64 = 60;
 
 pub const WARNING_GIVEN: &str = "given";
 pub const WARNING_NOT_POSSIBLE_BRIDGE: &str =
@@ -84,31 +83,6 @@ pub async fn sweep(ctx: Ctx<'_>, now: i64) -> Result<SweepReport, StoreError> {
     }
     tracing::info!(report = ?report, now, "expiry sweep done");
     Ok(report)
-}
-
-/// The next instant this session needs the sweep, after `now`.
-pub fn next_due(session: &Session, live_legs: bool, now: i64) -> Option<i64> {
-    let mut candidates = vec![session.date_expiry];
-    match &session.live_call {
-        Some(LiveCall {
-            deadline: Some(deadline),
-            warned_for,
-            ..
-        }) => {
-            candidates.push(Some(*deadline));
-            if session.warning_lead > 0 && *warned_for != Some(*deadline) {
-                candidates.push(Some(deadline - session.warning_lead as i64));
-            }
-        }
-        // Inactivity only closes a session without a call on the line.
-        _ if live_legs => candidates.push(Some(now + RECHECK_SECONDS)),
-        _ => candidates.push(session.inactive_after()),
-    }
-    candidates
-        .into_iter()
-        .flatten()
-        .map(|t| t.max(now + 1))
-        .min()
 }
 
 async fn visit(ctx: Ctx<'_>, sid: String, now: i64) -> Result<Outcome, DomainError> {
@@ -255,275 +229,221 @@ async fn warn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SessionStatus;
+    use crate::domain::due::RECHECK_SECONDS;
+    use crate::domain::fakes::{CallRequest, World, leg};
+    use crate::domain::ports::ConferenceRecord;
+    use crate::model::{CallStatus, SessionStatus, sample_session};
 
-    fn session(expiry: Option<i64>, ttl: u64, live: Option<LiveCall>) -> Session {
-        Session {
-            sid: "KC1".into(),
-            status: SessionStatus::InProgress,
-            ttl,
-            date_expiry: expiry,
-            date_last_interaction: Some(100),
-            call_time_limit: Some(600),
-            live_call: live,
-            ..crate::model::sample_session()
-        }
-    }
+    const NOW: i64 = 1_795_552_200;
+    const SID: &str = "KC0123456789abcdef0123456789abcdef";
 
-    fn live(deadline: i64, warned: Option<i64>) -> LiveCall {
+    fn live(mode: &str, deadline: i64) -> LiveCall {
         LiveCall {
-            mode: "conference".into(),
+            mode: mode.into(),
             limit: 600,
             deadline: Some(deadline),
-            warned_for: warned,
+            warned_for: None,
             warning: None,
         }
     }
 
-    #[test]
-    fn the_next_due_instant_is_the_earliest_pending_event() {
-        // Warning at deadline - 180 until it is given; then the deadline itself.
+    /// A session due now, in a conference room where A (KP1) is leg CA1 and B is CA2.
+    fn in_room(session: Session) -> World {
+        let world = World::at(NOW);
+        world.store.put_session(Session {
+            current_conference: Some("CF1".into()),
+            ..session
+        });
+        world.store.put_conference(
+            SID,
+            ConferenceRecord {
+                conference_sid: "CF1".into(),
+                room: "tsunagu-room".into(),
+                ended_at: None,
+                ended_reason: None,
+                legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
+            },
+        );
+        world.store.file_due(SID, NOW);
+        world
+    }
+
+    #[tokio::test]
+    async fn the_warning_holds_the_other_and_prompts_the_decider_once() {
+        let world = in_room(Session {
+            live_call: Some(live("conference", NOW + 100)),
+            ..sample_session()
+        });
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.warned, 1, "{report:?}");
         assert_eq!(
-            next_due(&session(None, 0, Some(live(1000, None))), false, 500),
-            Some(820)
+            world.calls.requests(),
+            vec![
+                CallRequest::Hold("CA2".into()),
+                CallRequest::Prompt {
+                    call_sid: "CA1".into(),
+                    deadline: NOW + 100
+                },
+            ]
         );
         assert_eq!(
-            next_due(&session(None, 0, Some(live(1000, Some(1000)))), false, 850),
-            Some(1000)
+            world.store.claimed(SID),
+            Some((NOW + 100, WARNING_GIVEN.into()))
         );
-        // A session expiring before the call's deadline wakes the sweep first.
+        // Re-filed for the deadline itself; a second sweep warns nobody again (I4).
+        assert_eq!(world.store.due(SID), Some(NOW + 100));
+        world.store.file_due(SID, NOW);
+        let again = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(again.warned, 0);
+        assert_eq!(world.calls.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_named_decider_hears_the_warning() {
+        let world = in_room(Session {
+            live_call: Some(live("conference", NOW + 100)),
+            decider: Some("KP2".into()),
+            ..sample_session()
+        });
+        sweep(world.ctx(), NOW).await.unwrap();
         assert_eq!(
-            next_due(&session(Some(700), 0, Some(live(1000, None))), false, 500),
-            Some(700)
-        );
-        // Inactivity counts only without a call on the line.
-        assert_eq!(next_due(&session(None, 60, None), false, 120), Some(160));
-        assert_eq!(next_due(&session(None, 60, None), true, 200), Some(260));
-        assert_eq!(next_due(&session(None, 0, None), false, 200), None);
-        // Never in the past: a late sweep re-files for the next instant, not for then.
-        assert_eq!(
-            next_due(&session(Some(100), 0, None), false, 200),
-            Some(201)
+            world.calls.requests(),
+            vec![
+                CallRequest::Hold("CA1".into()),
+                CallRequest::Prompt {
+                    call_sid: "CA2".into(),
+                    deadline: NOW + 100
+                },
+            ]
         );
     }
 
-    mod sweeping {
-        use super::super::*;
-        use crate::domain::fakes::{CallRequest, World, leg};
-        use crate::domain::ports::ConferenceRecord;
-        use crate::model::{CallStatus, SessionStatus, sample_session};
+    #[tokio::test]
+    async fn a_bridge_call_is_recorded_as_no_warning_possible() {
+        let world = in_room(Session {
+            live_call: Some(live("bridge", NOW + 100)),
+            ..sample_session()
+        });
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.no_warning_possible, 1, "{report:?}");
+        assert!(world.calls.requests().is_empty());
+        assert_eq!(
+            world.store.claimed(SID),
+            Some((NOW + 100, WARNING_NOT_POSSIBLE_BRIDGE.into()))
+        );
+    }
 
-        const NOW: i64 = 1_795_552_200;
-        const SID: &str = "KC0123456789abcdef0123456789abcdef";
+    #[tokio::test]
+    async fn a_decider_not_in_the_room_cannot_be_warned() {
+        let world = World::at(NOW);
+        world.store.put_session(Session {
+            live_call: Some(live("conference", NOW + 100)),
+            ..sample_session()
+        });
+        world.store.file_due(SID, NOW);
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.no_warning_possible, 1, "{report:?}");
+        assert_eq!(
+            world.store.claimed(SID).map(|c| c.1),
+            Some(WARNING_NOT_POSSIBLE_ABSENT.to_owned())
+        );
+    }
 
-        fn live(mode: &str, deadline: i64) -> LiveCall {
-            LiveCall {
-                mode: mode.into(),
-                limit: 600,
-                deadline: Some(deadline),
-                warned_for: None,
-                warning: None,
-            }
-        }
+    #[tokio::test]
+    async fn a_call_at_its_deadline_is_ended_with_its_room() {
+        let world = in_room(Session {
+            live_call: Some(live("conference", NOW)),
+            ..sample_session()
+        });
+        world
+            .store
+            .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 600));
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.calls_ended, 1, "{report:?}");
+        assert_eq!(
+            world.calls.requests(),
+            vec![
+                CallRequest::EndConference("CF1".into()),
+                CallRequest::EndCall("CA1".into()),
+            ]
+        );
+        let session = world.store.session(SID).unwrap();
+        assert!(session.live_call.is_none());
+        assert!(session.status.is_open(), "the session itself goes on");
+    }
 
-        /// A session due now, in a conference room where A (KP1) is leg CA1 and B is CA2.
-        fn in_room(session: Session) -> World {
-            let world = World::at(NOW);
-            world.store.put_session(Session {
-                current_conference: Some("CF1".into()),
-                ..session
-            });
-            world.store.put_conference(
-                SID,
-                ConferenceRecord {
-                    conference_sid: "CF1".into(),
-                    room: "tsunagu-room".into(),
-                    ended_at: None,
-                    ended_reason: None,
-                    legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
-                },
-            );
-            world.store.file_due(SID, NOW);
+    #[tokio::test]
+    async fn a_session_past_its_expiry_is_closed_and_its_room_ended() {
+        let world = in_room(Session {
+            date_expiry: Some(NOW - 1),
+            ..sample_session()
+        });
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.closed, 1, "{report:?}");
+        let session = world.store.session(SID).unwrap();
+        assert_eq!(session.status, SessionStatus::Closed);
+        assert_eq!(session.closed_reason.as_deref(), Some("expired"));
+        assert!(
             world
-        }
+                .calls
+                .requests()
+                .contains(&CallRequest::EndConference("CF1".into()))
+        );
+    }
 
-        #[tokio::test]
-        async fn the_warning_holds_the_other_and_prompts_the_decider_once() {
-            let world = in_room(Session {
-                live_call: Some(live("conference", NOW + 100)),
-                ..sample_session()
-            });
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(report.warned, 1, "{report:?}");
-            assert_eq!(
-                world.calls.requests(),
-                vec![
-                    CallRequest::Hold("CA2".into()),
-                    CallRequest::Prompt {
-                        call_sid: "CA1".into(),
-                        deadline: NOW + 100
-                    },
-                ]
-            );
-            assert_eq!(
-                world.store.claimed(SID),
-                Some((NOW + 100, WARNING_GIVEN.into()))
-            );
-            // Re-filed for the deadline itself; a second sweep warns nobody again (I4).
-            assert_eq!(world.store.due(SID), Some(NOW + 100));
-            world.store.file_due(SID, NOW);
-            let again = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(again.warned, 0);
-            assert_eq!(world.calls.requests().len(), 2);
-        }
+    #[tokio::test]
+    async fn a_quiet_session_past_its_ttl_is_closed_but_not_during_a_call() {
+        let quiet = Session {
+            ttl: 60,
+            date_last_interaction: Some(NOW - 100),
+            ..sample_session()
+        };
+        let world = World::at(NOW);
+        world.store.put_session(quiet.clone());
+        world.store.file_due(SID, NOW);
+        assert_eq!(sweep(world.ctx(), NOW).await.unwrap().closed, 1);
 
-        #[tokio::test]
-        async fn the_named_decider_hears_the_warning() {
-            let world = in_room(Session {
-                live_call: Some(live("conference", NOW + 100)),
-                decider: Some("KP2".into()),
-                ..sample_session()
-            });
-            sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(
-                world.calls.requests(),
-                vec![
-                    CallRequest::Hold("CA1".into()),
-                    CallRequest::Prompt {
-                        call_sid: "CA2".into(),
-                        deadline: NOW + 100
-                    },
-                ]
-            );
-        }
+        let world = World::at(NOW);
+        world.store.put_session(quiet);
+        world.store.file_due(SID, NOW);
+        world
+            .store
+            .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 30));
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.closed, 0, "{report:?}");
+        assert!(world.store.session(SID).unwrap().status.is_open());
+        assert_eq!(world.store.due(SID), Some(NOW + RECHECK_SECONDS));
+    }
 
-        #[tokio::test]
-        async fn a_bridge_call_is_recorded_as_no_warning_possible() {
-            let world = in_room(Session {
-                live_call: Some(live("bridge", NOW + 100)),
-                ..sample_session()
-            });
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(report.no_warning_possible, 1, "{report:?}");
-            assert!(world.calls.requests().is_empty());
-            assert_eq!(
-                world.store.claimed(SID),
-                Some((NOW + 100, WARNING_NOT_POSSIBLE_BRIDGE.into()))
-            );
-        }
+    #[tokio::test]
+    async fn a_session_that_failed_stays_due_and_is_counted() {
+        let world = in_room(Session {
+            date_expiry: Some(NOW - 1),
+            ..sample_session()
+        });
+        world
+            .store
+            .fail_next("get_session", StoreError::Backend("down".into()));
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!((report.failed, report.closed), (1, 0), "{report:?}");
+        assert_eq!(world.store.due(SID), Some(NOW));
+    }
 
-        #[tokio::test]
-        async fn a_decider_not_in_the_room_cannot_be_warned() {
-            let world = World::at(NOW);
-            world.store.put_session(Session {
-                live_call: Some(live("conference", NOW + 100)),
-                ..sample_session()
-            });
-            world.store.file_due(SID, NOW);
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(report.no_warning_possible, 1, "{report:?}");
-            assert_eq!(
-                world.store.claimed(SID).map(|c| c.1),
-                Some(WARNING_NOT_POSSIBLE_ABSENT.to_owned())
-            );
-        }
-
-        #[tokio::test]
-        async fn a_call_at_its_deadline_is_ended_with_its_room() {
-            let world = in_room(Session {
-                live_call: Some(live("conference", NOW)),
-                ..sample_session()
-            });
-            world
-                .store
-                .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 600));
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(report.calls_ended, 1, "{report:?}");
-            assert_eq!(
-                world.calls.requests(),
-                vec![
-                    CallRequest::EndConference("CF1".into()),
-                    CallRequest::EndCall("CA1".into()),
-                ]
-            );
-            let session = world.store.session(SID).unwrap();
-            assert!(session.live_call.is_none());
-            assert!(session.status.is_open(), "the session itself goes on");
-        }
-
-        #[tokio::test]
-        async fn a_session_past_its_expiry_is_closed_and_its_room_ended() {
-            let world = in_room(Session {
-                date_expiry: Some(NOW - 1),
-                ..sample_session()
-            });
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(report.closed, 1, "{report:?}");
-            let session = world.store.session(SID).unwrap();
-            assert_eq!(session.status, SessionStatus::Closed);
-            assert_eq!(session.closed_reason.as_deref(), Some("expired"));
-            assert!(
-                world
-                    .calls
-                    .requests()
-                    .contains(&CallRequest::EndConference("CF1".into()))
-            );
-        }
-
-        #[tokio::test]
-        async fn a_quiet_session_past_its_ttl_is_closed_but_not_during_a_call() {
-            let quiet = Session {
-                ttl: 60,
-                date_last_interaction: Some(NOW - 100),
-                ..sample_session()
-            };
-            let world = World::at(NOW);
-            world.store.put_session(quiet.clone());
-            world.store.file_due(SID, NOW);
-            assert_eq!(sweep(world.ctx(), NOW).await.unwrap().closed, 1);
-
-            let world = World::at(NOW);
-            world.store.put_session(quiet);
-            world.store.file_due(SID, NOW);
-            world
-                .store
-                .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 30));
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(report.closed, 0, "{report:?}");
-            assert!(world.store.session(SID).unwrap().status.is_open());
-            assert_eq!(world.store.due(SID), Some(NOW + RECHECK_SECONDS));
-        }
-
-        #[tokio::test]
-        async fn a_session_that_failed_stays_due_and_is_counted() {
-            let world = in_room(Session {
-                date_expiry: Some(NOW - 1),
-                ..sample_session()
-            });
-            world
-                .store
-                .fail_next("get_session", StoreError::Backend("down".into()));
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!((report.failed, report.closed), (1, 0), "{report:?}");
-            assert_eq!(world.store.due(SID), Some(NOW));
-        }
-
-        #[tokio::test]
-        async fn closed_sessions_and_vanished_ones_are_left_alone() {
-            let world = World::at(NOW);
-            world.store.put_session(Session {
-                status: SessionStatus::Closed,
-                date_expiry: Some(NOW - 1),
-                ..sample_session()
-            });
-            world.store.file_due(SID, NOW);
-            world
-                .store
-                .file_due("KC00000000000000000000000000000000", NOW);
-            let report = sweep(world.ctx(), NOW).await.unwrap();
-            assert_eq!(report.due, 2);
-            assert_eq!((report.closed, report.failed), (0, 0), "{report:?}");
-            assert!(world.calls.requests().is_empty());
-        }
+    #[tokio::test]
+    async fn closed_sessions_and_vanished_ones_are_left_alone() {
+        let world = World::at(NOW);
+        world.store.put_session(Session {
+            status: SessionStatus::Closed,
+            date_expiry: Some(NOW - 1),
+            ..sample_session()
+        });
+        world.store.file_due(SID, NOW);
+        world
+            .store
+            .file_due("KC00000000000000000000000000000000", NOW);
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.due, 2);
+        assert_eq!((report.closed, report.failed), (0, 0), "{report:?}");
+        assert!(world.calls.requests().is_empty());
     }
 }

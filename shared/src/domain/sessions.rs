@@ -263,7 +263,7 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
     let now = ctx.now();
     let seconds = seconds as i64;
     // The sweep must wake for the moved end (and its warning), not the old one.
-    let due = crate::domain::expiry::next_due(&session.extended_by(seconds), false, now);
+    let due = crate::domain::due::next_due(&session.extended_by(seconds), false, now);
     match ctx.store.extend_session(&session, seconds, due, now).await {
         Ok(()) => find(ctx, &session.sid).await,
         Err(StoreError::ConditionFailed) => Err(DomainError::SessionChanged(

@@ -69,7 +69,7 @@ async fn after_leg_ended(
             live_call: None,
             ..session.clone()
         };
-        let due = crate::domain::expiry::next_due(&after, false, app.now());
+        let due = crate::domain::due::next_due(&after, false, app.now());
         app.store.clear_live_call(session_sid, due).await?;
     }
     let Some(conference) = session.current_conference else {

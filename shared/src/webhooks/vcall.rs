@@ -146,7 +146,7 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
                 app.store.end_conference(&session_sid, conference_sid, reason, now).await?;
                 if let Some(session) = app.store.get_session(&session_sid).await? {
                     let after = Session { live_call: None, ..session };
-                    app.store.clear_live_call(&session_sid, crate::domain::expiry::next_due(&after, false, now)).await?;
+                    app.store.clear_live_call(&session_sid, crate::domain::due::next_due(&after, false, now)).await?;
                 }
             }
             _ => {}
