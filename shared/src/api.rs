@@ -11,13 +11,13 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::budget::{API_ANSWER, Budget};
 use crate::clock;
-use crate::http as web;
 use crate::model::{Interaction, ProxyNumber};
 use crate::phone::PhoneNumber;
 use crate::pricing::Yen;
 use crate::problem::{Code, Problem};
 use crate::sessions::{self, CreateSession, SessionView};
 use crate::store::{Claim, StoreError};
+use crate::web;
 
 /// How long a completed Idempotency-Key answer is replayed.
 const IDEMPOTENCY_KEEP_SECONDS: i64 = 24 * 3600;

@@ -11,7 +11,6 @@ pub mod clock;
 pub mod config;
 pub mod expiry;
 pub mod handlers;
-pub mod http;
 pub mod ids;
 pub mod logging;
 pub mod model;
@@ -26,6 +25,7 @@ pub mod store;
 pub mod twilio;
 pub mod twiml;
 pub mod vcall;
+pub mod web;
 pub mod webhooks;
 
 pub use app::App;

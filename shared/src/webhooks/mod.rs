@@ -10,7 +10,6 @@ use lambda_http::{Body, Request, Response};
 
 use crate::app::App;
 use crate::budget::{Budget, WEBHOOK_ANSWER};
-use crate::http as web;
 use crate::ids;
 use crate::model::{CallStatus, Interaction, Session};
 use crate::phone::PhoneNumber;
@@ -19,6 +18,7 @@ use crate::sessions::MAX_CALL_SECONDS;
 use crate::signature;
 use crate::store::{Recorded, Route};
 use crate::twiml::{Conference, Dial, Gather, Method, Number, Response as TwiML, Say};
+use crate::web;
 
 mod extension;
 mod inbound;
