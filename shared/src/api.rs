@@ -338,7 +338,7 @@ where
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         ));
     }
-    let hash = hex(&Sha256::digest(web::body_bytes(req)));
+    let hash = hex::encode(Sha256::digest(web::body_bytes(req)));
     // Keys are scoped by route and resource: the same key on another session is another key.
     let record = format!("{} {}#{key}", req.method(), web::raw_path(req));
     let now = app.now();
@@ -406,8 +406,4 @@ where
         }
     }
     result
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

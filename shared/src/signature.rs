@@ -18,7 +18,6 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use percent_encoding::percent_decode;
 use sha1::Sha1;
 use subtle::{Choice, ConstantTimeEq};
 
@@ -81,22 +80,13 @@ pub fn url_variants(url: &str) -> Vec<String> {
 }
 
 /// Decodes an application/x-www-form-urlencoded body ('+' is space, %XX UTF-8) into ordered
-/// pairs; invalid UTF-8 is replaced, never panics.
+/// pairs, as [`compute`] and [`is_valid`] take them; invalid UTF-8 is replaced, never panics.
 ///
 /// Empty segments (`a=1&&b=2`, a trailing `&`) are skipped, as browsers do; a segment
 /// without `=` is a name with an empty value.
 #[must_use]
 pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    body.split(|&b| b == b'&')
-        .filter(|segment| !segment.is_empty())
-        .map(|segment| {
-            let (name, value) = match segment.iter().position(|&b| b == b'=') {
-                Some(eq) => (&segment[..eq], &segment[eq + 1..]),
-                None => (segment, &[][..]),
-            };
-            (decode_component(name), decode_component(value))
-        })
-        .collect()
+    form_urlencoded::parse(body).into_owned().collect()
 }
 
 /// Params as sorted, de-duplicated (name, value) pairs. Sorting the pairs sorts by name and
@@ -121,15 +111,6 @@ fn sign(auth_token: &str, url: &str, canonical: &[(&str, &str)]) -> String {
         mac.update(value.as_bytes());
     }
     STANDARD.encode(mac.finalize().into_bytes())
-}
-
-fn decode_component(raw: &[u8]) -> String {
-    // '+' must become a space before percent-decoding, so that "%2B" stays a literal '+'.
-    let spaced: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    percent_decode(&spaced).decode_utf8_lossy().into_owned()
 }
 
 fn default_port(scheme: &str) -> Option<&'static str> {
