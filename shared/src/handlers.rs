@@ -178,4 +178,40 @@ mod tests {
             }
         }
     }
+
+    /// README's route table says which file and function handle each route; a handler that
+    /// moves or is renamed must take the table with it.
+    #[test]
+    fn the_readme_route_table_names_handlers_that_exist() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| method and path | function | handler |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(rows.len() >= HTTP_FUNCTIONS.len(), "route table not found");
+        for row in rows {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let function = cells[1];
+            assert!(
+                HTTP_FUNCTIONS.contains(&function) || EVENT_FUNCTIONS.contains(&function),
+                "{row}: no function {function}"
+            );
+            let handler: Vec<&str> = cells[2]
+                .split('`')
+                .filter(|s| !s.trim().is_empty())
+                .collect();
+            let [file, name] = handler[..] else {
+                panic!("{row}: the handler cell should be `file` `function`");
+            };
+            let source = std::fs::read_to_string(root.join(file))
+                .unwrap_or_else(|e| panic!("{row}: {file}: {e}"));
+            assert!(
+                source.contains(&format!("async fn {name}(")),
+                "{row}: {file} has no fn {name}"
+            );
+        }
+    }
 }
