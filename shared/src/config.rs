@@ -105,7 +105,8 @@ impl Config {
     }
 
     /// Reads configuration through `lookup`, so tests and the local gateway need not touch
-    /// the process environment. Empty values count as absent (CloudFormation passes "").
+    /// the process environment. Empty values count as absent (CloudFormation passes ""),
+    /// except the `RATE_*` ones: a blank rate is an error (see `Rates::from_lookup`).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| {
             lookup(name)
@@ -192,7 +193,7 @@ impl Config {
             dial_timeout_seconds: dial_timeout as u32,
             intercept_callback_url: optional_url("INTERCEPT_CALLBACK_URL")?,
             out_of_session_callback_url: optional_url("OUT_OF_SESSION_CALLBACK_URL")?,
-            rates: Rates::from_lookup(|name| get(name))?,
+            rates: Rates::from_lookup(&lookup)?,
             prompts,
         })
     }
@@ -213,6 +214,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pricing::Yen;
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -276,5 +278,29 @@ mod tests {
         assert_eq!(c.prompts.voice, "Polly.Takumi");
         assert_eq!(c.prompts.other_busy, "ただいま通話中です。");
         assert_eq!(c.prompts.other_failed, Prompts::default().other_failed);
+    }
+
+    #[test]
+    fn a_blank_rate_is_an_error_naming_the_variable() {
+        for blank in ["", "  "] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("RATE_OUTBOUND_MOBILE_JPY_PER_MIN", blank));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err().to_string();
+            assert!(err.contains("RATE_OUTBOUND_MOBILE_JPY_PER_MIN"), "{err}");
+            assert!(err.contains("it is empty"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rates_are_read_trimmed_and_default_when_unset() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RATE_OUTBOUND_MOBILE_JPY_PER_MIN", " 17.6 "));
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.rates.outbound_mobile, Yen::parse("17.6").unwrap());
+        assert_eq!(
+            c.rates.outbound_landline,
+            Rates::default().outbound_landline
+        );
+        assert_eq!(c.rates.outbound_ip, None);
     }
 }

@@ -1,5 +1,9 @@
-//! Every function's handler by its name: the one table that `functions/*/src/main.rs`, the
-//! local gateway and the tests share, so a function is wired the same way everywhere.
+//! Every function's handler, as the Lambda runtime and the local gateway call it.
+//!
+//! Each `functions/<name>/src/main.rs` names its handler here directly
+//! (`run_http(tsunagu::handlers::create_session)`), so the compiler checks the wiring and
+//! the linker keeps only that handler. The local gateway finds the same functions by their
+//! template name through [`http_handler`] and [`event_handler`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,48 +12,71 @@ use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response, service_fn};
 
+use crate::api;
 use crate::app::App;
-use crate::{api, webhooks};
+
+/// `/v1` handlers, each run within the API's budget (`api::bounded`): unfinished at 9 s, 504.
+macro_rules! api_handlers {
+    ($($name:ident),* $(,)?) => {$(
+        #[doc = concat!("[`api::", stringify!($name), "`] within the API's time budget.")]
+        pub async fn $name(app: Arc<App>, req: Request) -> Response<Body> {
+            api::bounded(app, req, api::$name).await
+        }
+    )*};
+}
+
+api_handlers!(
+    create_session,
+    get_session,
+    close_session,
+    list_interactions,
+    numbers,
+    start_v_call,
+    extend_session,
+);
+
+/// Webhooks carry their budget themselves: `webhooks::webhook` gives each one and answers
+/// fallback TwiML when it runs out.
+pub use crate::webhooks::{
+    bridge_twiml, call_status, conference_status, conference_twiml, extension, inbound_call,
+};
+
+/// `expiry-warning`: the minute sweep, on the EventBridge schedule's event.
+pub async fn expiry_warning(
+    app: Arc<App>,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    crate::scheduled::on_schedule(&app, &event).await
+}
 
 pub type HttpFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub type HttpHandler = fn(Arc<App>, Request) -> HttpFuture;
 
-/// A webhook: `webhooks::webhook` gives it its budget and TwiML when out of time.
-macro_rules! webhook {
-    ($f:path) => {{
-        fn handler(app: Arc<App>, req: Request) -> HttpFuture {
-            Box::pin($f(app, req))
-        }
-        handler as HttpHandler
-    }};
-}
-
-/// A `/v1` handler, run within the API's budget (`api::bounded`).
-macro_rules! api {
-    ($f:path) => {{
-        fn handler(app: Arc<App>, req: Request) -> HttpFuture {
-            Box::pin(api::bounded(app, req, $f))
-        }
-        handler as HttpHandler
-    }};
-}
-
-/// Function name (the crate under `functions/` and its binary) → HTTP handler.
+/// Function name (the crate under `functions/` and its binary) → HTTP handler, for the local
+/// gateway: the same functions the mains run, boxed so they fit one table.
 pub fn http_handler(function: &str) -> Option<HttpHandler> {
+    macro_rules! boxed {
+        ($f:ident) => {{
+            fn handler(app: Arc<App>, req: Request) -> HttpFuture {
+                Box::pin($f(app, req))
+            }
+            handler as HttpHandler
+        }};
+    }
     Some(match function {
-        "create-session" => api!(api::create_session),
-        "get-session" => api!(api::get_session),
-        "close-session" => api!(api::close_session),
-        "list-interactions" => api!(api::list_interactions),
-        "numbers" => api!(api::numbers),
-        "inbound-call" => webhook!(webhooks::inbound_call),
-        "call-status" => webhook!(webhooks::call_status),
-        "start-v-call" => api!(api::start_v_call),
-        "bridge-twiml" => webhook!(webhooks::bridge_twiml),
-        "conference-twiml" => webhook!(webhooks::conference_twiml),
-        "conference-status" => webhook!(webhooks::conference_status),
-        "extension" => webhook!(webhooks::extension),
-        "extend-session" => api!(api::extend_session),
+        "create-session" => boxed!(create_session),
+        "get-session" => boxed!(get_session),
+        "close-session" => boxed!(close_session),
+        "list-interactions" => boxed!(list_interactions),
+        "numbers" => boxed!(numbers),
+        "inbound-call" => boxed!(inbound_call),
+        "call-status" => boxed!(call_status),
+        "start-v-call" => boxed!(start_v_call),
+        "bridge-twiml" => boxed!(bridge_twiml),
+        "conference-twiml" => boxed!(conference_twiml),
+        "conference-status" => boxed!(conference_status),
+        "extension" => boxed!(extension),
+        "extend-session" => boxed!(extend_session),
         _ => return None,
     })
 }
@@ -59,11 +86,11 @@ pub type EventHandler = fn(Arc<App>, serde_json::Value) -> EventFuture;
 
 /// Function name → handler, for functions triggered by events rather than HTTP.
 pub fn event_handler(function: &str) -> Option<EventHandler> {
-    fn expiry_warning(app: Arc<App>, event: serde_json::Value) -> EventFuture {
-        Box::pin(async move { crate::scheduled::on_schedule(&app, &event).await })
+    fn boxed_expiry_warning(app: Arc<App>, event: serde_json::Value) -> EventFuture {
+        Box::pin(expiry_warning(app, event))
     }
     match function {
-        "expiry-warning" => Some(expiry_warning as EventHandler),
+        "expiry-warning" => Some(boxed_expiry_warning as EventHandler),
         _ => None,
     }
 }
@@ -89,26 +116,31 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
 ];
 
 /// A Lambda function's whole `main`: build the app once (no network I/O), then serve events.
-pub async fn run_http(function: &'static str) -> Result<(), lambda_http::Error> {
+pub async fn run_http<H, Fut>(handler: H) -> Result<(), lambda_http::Error>
+where
+    H: Fn(Arc<App>, Request) -> Fut,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     crate::logging::init();
-    let handler = http_handler(function).ok_or_else(|| format!("no handler named {function}"))?;
     let app = App::from_env().await?;
     lambda_http::run(service_fn(move |req: Request| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(handler(app, req).await) }
+        let response = handler(app.clone(), req);
+        async move { Ok::<_, Infallible>(response.await) }
     }))
     .await
 }
 
 /// `main` of an event-triggered function: build the app once, then handle each event.
-pub async fn run_event(function: &'static str) -> Result<(), lambda_runtime::Error> {
+pub async fn run_event<H, Fut>(handler: H) -> Result<(), lambda_runtime::Error>
+where
+    H: Fn(Arc<App>, serde_json::Value) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+{
     crate::logging::init();
-    let handler = event_handler(function).ok_or_else(|| format!("no handler named {function}"))?;
     let app = App::from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-            let app = app.clone();
-            async move { handler(app, event.payload).await }
+            handler(app.clone(), event.payload)
         },
     ))
     .await
@@ -126,6 +158,60 @@ mod tests {
         assert!(http_handler("nope").is_none());
         for f in EVENT_FUNCTIONS {
             assert!(event_handler(f).is_some(), "{f}");
+        }
+    }
+
+    /// The gateway finds `create-session` as `handlers::create_session`; the Lambda's main
+    /// must name that same function, or AWS and the local stack would run different code.
+    #[test]
+    fn every_main_runs_the_handler_the_gateway_serves_under_its_name() {
+        let functions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions");
+        for (list, runner) in [(HTTP_FUNCTIONS, "run_http"), (EVENT_FUNCTIONS, "run_event")] {
+            for f in list {
+                let main = std::fs::read_to_string(functions.join(f).join("src/main.rs"))
+                    .unwrap_or_else(|e| panic!("functions/{f}/src/main.rs: {e}"));
+                let call = format!("{runner}(tsunagu::handlers::{})", f.replace('-', "_"));
+                assert!(
+                    main.contains(&call),
+                    "functions/{f}/src/main.rs must call {call}"
+                );
+            }
+        }
+    }
+
+    /// README's route table says which file and function handle each route; a handler that
+    /// moves or is renamed must take the table with it.
+    #[test]
+    fn the_readme_route_table_names_handlers_that_exist() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| method and path | function | handler |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(rows.len() >= HTTP_FUNCTIONS.len(), "route table not found");
+        for row in rows {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let function = cells[1];
+            assert!(
+                HTTP_FUNCTIONS.contains(&function) || EVENT_FUNCTIONS.contains(&function),
+                "{row}: no function {function}"
+            );
+            let handler: Vec<&str> = cells[2]
+                .split('`')
+                .filter(|s| !s.trim().is_empty())
+                .collect();
+            let [file, name] = handler[..] else {
+                panic!("{row}: the handler cell should be `file` `function`");
+            };
+            let source = std::fs::read_to_string(root.join(file))
+                .unwrap_or_else(|e| panic!("{row}: {file}: {e}"));
+            assert!(
+                source.contains(&format!("async fn {name}(")),
+                "{row}: {file} has no fn {name}"
+            );
         }
     }
 }

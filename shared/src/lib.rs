@@ -15,7 +15,6 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod handlers;
-pub mod http;
 pub mod ids;
 pub mod logging;
 pub mod model;
@@ -29,6 +28,7 @@ pub mod signature;
 pub mod store;
 pub mod twilio;
 pub mod twiml;
+pub mod web;
 pub mod webhooks;
 
 pub use app::App;

@@ -12,7 +12,6 @@ pub enum SessionStatus {
     Open,
     InProgress,
     Closed,
-    Failed,
 }
 
 impl SessionStatus {
@@ -21,11 +20,10 @@ impl SessionStatus {
             Self::Open => "open",
             Self::InProgress => "in-progress",
             Self::Closed => "closed",
-            Self::Failed => "failed",
         }
     }
 
-    /// Open sessions route calls; closed and failed ones never do.
+    /// Open sessions route calls; closed ones never do.
     pub fn is_open(self) -> bool {
         matches!(self, Self::Open | Self::InProgress)
     }
@@ -302,5 +300,33 @@ pub(crate) fn sample_session() -> Session {
         current_conference: None,
         decider: None,
         live_call: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_status_round_trips_and_an_unknown_one_is_refused_by_name() {
+        for status in [
+            SessionStatus::Open,
+            SessionStatus::InProgress,
+            SessionStatus::Closed,
+        ] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(
+                serde_json::from_str::<SessionStatus>(&json).unwrap(),
+                status
+            );
+        }
+        // No status outside these three was ever written; an item holding one is corrupt,
+        // and the error says which value and what was expected.
+        let err = serde_json::from_str::<SessionStatus>("\"failed\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `failed`"), "{err}");
+        assert!(err.contains("`open`, `in-progress`, `closed`"), "{err}");
     }
 }

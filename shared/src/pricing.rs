@@ -232,9 +232,10 @@ impl Rates {
     /// RATE_OUTBOUND_TOLL_FREE_JPY_PER_MIN, RATE_OUTBOUND_OTHER_JPY_PER_MIN; absent → default;
     /// malformed → RateError naming the variable and the value.
     ///
-    /// A variable set to an empty string is malformed, not absent: a rate is money, and a
-    /// blank left in a deployment template should be noticed rather than silently defaulted.
-    /// Takes a lookup rather than reading the environment so tests need not mutate it.
+    /// A variable set to an empty (or blank) string is malformed, not absent: a rate is money,
+    /// and a blank left in a deployment template should stop the function at start rather
+    /// than be silently defaulted. `Config::from_lookup` passes `RATE_*` values through
+    /// unfiltered for this. Takes a lookup so tests need not mutate the environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Rates, RateError> {
         let read = |variable: &'static str| -> Result<Option<Yen>, RateError> {
             lookup(variable)

@@ -12,21 +12,16 @@
 //! Twilio signs the URL as configured, port included, so validation also accepts the URL
 //! with the default port added or its port removed, as the official validators do.
 //!
-//! JSON bodies are signed differently: Twilio adds `bodySHA256=<hex SHA-256 of the body>`
-//! to the query string and signs the URL alone; the body is bound through that hash.
+//! Only form posts are checked: every Voice webhook and callback Tsunagu receives is one.
+//! (Twilio signs JSON bodies differently, through a `bodySHA256` query parameter.)
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use percent_encoding::percent_decode;
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 type HmacSha1 = Hmac<Sha1>;
-
-/// The query parameter Twilio adds to the URL when the request body is JSON.
-const BODY_SHA256_PARAM: &str = "bodySHA256";
 
 /// Computes the `X-Twilio-Signature` value for a request.
 ///
@@ -59,24 +54,6 @@ pub fn is_valid(auth_token: &str, url: &str, params: &[(String, String)], header
         .into()
 }
 
-/// Checks an `X-Twilio-Signature` header against a request with a JSON (or other raw) body.
-///
-/// Valid only when the URL carries a `bodySHA256` parameter equal to the body's hex SHA-256
-/// and the signature over the URL (with no body parameters) matches.
-#[must_use]
-pub fn is_valid_json(auth_token: &str, url: &str, body: &[u8], header: &str) -> bool {
-    let Some(claimed) = query_param(url, BODY_SHA256_PARAM) else {
-        return false;
-    };
-    let actual = hex_lower(&Sha256::digest(body));
-    // Hex is case-insensitive; Twilio sends lowercase, but accept either.
-    let body_matches = actual
-        .as_bytes()
-        .ct_eq(claimed.to_ascii_lowercase().as_bytes());
-    let signature_matches = is_valid(auth_token, url, &[], header);
-    signature_matches & bool::from(body_matches)
-}
-
 /// The URLs a signature is checked against: the URL as given, then either the URL with the
 /// scheme's default port added (only `http` → `:80` and `https` → `:443`, when it has no
 /// port) or the URL with its port removed (when it has one). Deduplicated.
@@ -103,22 +80,13 @@ pub fn url_variants(url: &str) -> Vec<String> {
 }
 
 /// Decodes an application/x-www-form-urlencoded body ('+' is space, %XX UTF-8) into ordered
-/// pairs; invalid UTF-8 is replaced, never panics.
+/// pairs, as [`compute`] and [`is_valid`] take them; invalid UTF-8 is replaced, never panics.
 ///
 /// Empty segments (`a=1&&b=2`, a trailing `&`) are skipped, as browsers do; a segment
 /// without `=` is a name with an empty value.
 #[must_use]
 pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    body.split(|&b| b == b'&')
-        .filter(|segment| !segment.is_empty())
-        .map(|segment| {
-            let (name, value) = match segment.iter().position(|&b| b == b'=') {
-                Some(eq) => (&segment[..eq], &segment[eq + 1..]),
-                None => (segment, &[][..]),
-            };
-            (decode_component(name), decode_component(value))
-        })
-        .collect()
+    form_urlencoded::parse(body).into_owned().collect()
 }
 
 /// Params as sorted, de-duplicated (name, value) pairs. Sorting the pairs sorts by name and
@@ -145,26 +113,6 @@ fn sign(auth_token: &str, url: &str, canonical: &[(&str, &str)]) -> String {
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
-fn decode_component(raw: &[u8]) -> String {
-    // '+' must become a space before percent-decoding, so that "%2B" stays a literal '+'.
-    let spaced: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    percent_decode(&spaced).decode_utf8_lossy().into_owned()
-}
-
-/// The first value of a query parameter, decoded; `None` when the URL has no such parameter.
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let (_, after_question_mark) = url.split_once('?')?;
-    let query = after_question_mark
-        .split_once('#')
-        .map_or(after_question_mark, |(query, _)| query);
-    parse_form(query.as_bytes())
-        .into_iter()
-        .find_map(|(key, value)| (key == name).then_some(value))
-}
-
 fn default_port(scheme: &str) -> Option<&'static str> {
     if scheme.eq_ignore_ascii_case("https") {
         Some("443")
@@ -173,16 +121,6 @@ fn default_port(scheme: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// A URL cut around its port: `head` runs up to the end of the host, `tail` from the end of
@@ -464,71 +402,6 @@ mod tests {
         // A signature an attacker could make with an empty key must not pass.
         let forged = compute("", url, &voice_params());
         assert!(!is_valid("", url, &voice_params(), &forged));
-    }
-
-    // python3 -c "import hashlib;print(hashlib.sha256(b'{\"CallSid\":\"CA1\",\"CallStatus\":\"completed\"}').hexdigest())"
-    const JSON_BODY: &[u8] = br#"{"CallSid":"CA1","CallStatus":"completed"}"#;
-    const JSON_BODY_SHA256: &str =
-        "a0a5adcb584e9811c4ee5f334feef749f008b3b108d62d5addee051f9731b526";
-    // python3 -c "...hmac.new(b'0123...cdef',
-    //   b'https://api.tsunagu.example/twilio/voice/event?bodySHA256=a0a5adcb584e9811c4ee5f334feef749f008b3b108d62d5addee051f9731b526'...)"
-    const JSON_SIGNATURE: &str = "Urs2vpmqqyXdep9eam8+e0Cgrt0=";
-
-    fn json_url() -> String {
-        format!("https://api.tsunagu.example/twilio/voice/event?bodySHA256={JSON_BODY_SHA256}")
-    }
-
-    #[test]
-    fn json_body_happy_path() {
-        assert_eq!(hex_lower(&Sha256::digest(JSON_BODY)), JSON_BODY_SHA256);
-        assert_eq!(compute(TOKEN, &json_url(), &[]), JSON_SIGNATURE);
-        assert!(is_valid_json(TOKEN, &json_url(), JSON_BODY, JSON_SIGNATURE));
-        // With the default port, as for form posts.
-        let with_port = json_url().replacen(".example/", ".example:443/", 1);
-        assert!(is_valid_json(TOKEN, &with_port, JSON_BODY, JSON_SIGNATURE));
-    }
-
-    #[test]
-    fn json_body_tampered_is_rejected() {
-        let tampered = br#"{"CallSid":"CA1","CallStatus":"busy"}"#;
-        assert!(!is_valid_json(TOKEN, &json_url(), tampered, JSON_SIGNATURE));
-        assert!(!is_valid_json(TOKEN, &json_url(), b"", JSON_SIGNATURE));
-    }
-
-    #[test]
-    fn json_url_hash_swapped_to_match_a_new_body_is_rejected() {
-        // An attacker who rewrites the body and its hash still lacks a signature for that URL.
-        let tampered = br#"{"CallSid":"CA1","CallStatus":"busy"}"#;
-        let url = format!(
-            "https://api.tsunagu.example/twilio/voice/event?bodySHA256={}",
-            hex_lower(&Sha256::digest(tampered))
-        );
-        assert!(!is_valid_json(TOKEN, &url, tampered, JSON_SIGNATURE));
-    }
-
-    #[test]
-    fn json_without_body_hash_or_with_bad_signature_is_rejected() {
-        let url = "https://api.tsunagu.example/twilio/voice/event";
-        let signature = compute(TOKEN, url, &[]);
-        assert!(is_valid(TOKEN, url, &[], &signature));
-        assert!(!is_valid_json(TOKEN, url, JSON_BODY, &signature));
-        assert!(!is_valid_json(TOKEN, &json_url(), JSON_BODY, "garbage"));
-        assert!(!is_valid_json(
-            "wrong",
-            &json_url(),
-            JSON_BODY,
-            JSON_SIGNATURE
-        ));
-    }
-
-    #[test]
-    fn json_body_hash_accepts_uppercase_hex() {
-        let url = format!(
-            "https://api.tsunagu.example/twilio/voice/event?bodySHA256={}",
-            JSON_BODY_SHA256.to_ascii_uppercase()
-        );
-        let signature = compute(TOKEN, &url, &[]);
-        assert!(is_valid_json(TOKEN, &url, JSON_BODY, &signature));
     }
 
     #[test]

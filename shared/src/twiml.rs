@@ -1,7 +1,6 @@
 //! A small typed TwiML writer, limited to the verbs Tsunagu uses.
 //!
-//! The types only let valid nesting be built: `<Say>`, `<Play>` and `<Pause>` inside
-//! `<Gather>`; exactly one `<Number>` or `<Conference>` inside `<Dial>` (a `Dial` without its
+//! The types only let valid nesting be built: `<Say>` inside `<Gather>`; exactly one `<Number>` or `<Conference>` inside `<Dial>` (a `Dial` without its
 //! noun has a different type, which [`Response::dial`] does not accept). Unset attributes are
 //! omitted, so Twilio's defaults apply.
 //!
@@ -48,7 +47,6 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verb {
     Say(Say),
-    Play(Play),
     Pause(u32),
     Dial(Dial),
     Gather(Gather),
@@ -63,10 +61,6 @@ impl Response {
 
     pub fn say(self, say: Say) -> Self {
         self.push(Verb::Say(say))
-    }
-
-    pub fn play(self, play: Play) -> Self {
-        self.push(Verb::Play(play))
     }
 
     /// `<Pause length="seconds"/>`.
@@ -119,18 +113,15 @@ impl Verb {
     fn write(&self, out: &mut String) {
         match self {
             Self::Say(say) => say.write(out),
-            Self::Play(play) => play.write(out),
-            Self::Pause(seconds) => write_pause(out, *seconds),
+            Self::Pause(seconds) => Tag::open(out, "Pause")
+                .num("length", Some(*seconds))
+                .empty(),
             Self::Dial(dial) => dial.write(out),
             Self::Gather(gather) => gather.write(out),
             Self::Redirect(url) => Tag::open(out, "Redirect").text(url),
             Self::Hangup => Tag::open(out, "Hangup").empty(),
         }
     }
-}
-
-fn write_pause(out: &mut String, seconds: u32) {
-    Tag::open(out, "Pause").num("length", Some(seconds)).empty();
 }
 
 /// `<Say>`: text spoken by a text-to-speech voice.
@@ -140,7 +131,6 @@ pub struct Say {
     text: String,
     language: Option<String>,
     voice: Option<String>,
-    loop_count: Option<u32>,
 }
 
 impl Say {
@@ -149,7 +139,6 @@ impl Say {
             text: text.into(),
             language: None,
             voice: None,
-            loop_count: None,
         }
     }
 
@@ -165,47 +154,11 @@ impl Say {
         self
     }
 
-    /// `loop`: how many times to say it; 0 repeats until the call ends.
-    pub fn loop_count(mut self, count: u32) -> Self {
-        self.loop_count = Some(count);
-        self
-    }
-
     fn write(&self, out: &mut String) {
         Tag::open(out, "Say")
             .attr("language", self.language.as_deref())
             .attr("voice", self.voice.as_deref())
-            .num("loop", self.loop_count)
             .text(&self.text);
-    }
-}
-
-/// `<Play>`: an audio file played to the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub struct Play {
-    url: String,
-    loop_count: Option<u32>,
-}
-
-impl Play {
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            loop_count: None,
-        }
-    }
-
-    /// `loop`: how many times to play it; 0 repeats until the call ends.
-    pub fn loop_count(mut self, count: u32) -> Self {
-        self.loop_count = Some(count);
-        self
-    }
-
-    fn write(&self, out: &mut String) {
-        Tag::open(out, "Play")
-            .num("loop", self.loop_count)
-            .text(&self.url);
     }
 }
 
@@ -234,7 +187,6 @@ pub struct Dial<N = DialNoun> {
     action: Option<String>,
     method: Option<Method>,
     answer_on_bridge: Option<bool>,
-    hangup_on_star: Option<bool>,
     ring_tone: Option<String>,
     noun: N,
 }
@@ -248,7 +200,6 @@ impl Dial<NoNoun> {
             action: None,
             method: None,
             answer_on_bridge: None,
-            hangup_on_star: None,
             ring_tone: None,
             noun: NoNoun,
         }
@@ -270,7 +221,6 @@ impl Dial<NoNoun> {
             action: self.action,
             method: self.method,
             answer_on_bridge: self.answer_on_bridge,
-            hangup_on_star: self.hangup_on_star,
             ring_tone: self.ring_tone,
             noun,
         }
@@ -320,12 +270,6 @@ impl<N> Dial<N> {
         self
     }
 
-    /// `hangupOnStar`: let the caller leave the dialled call by pressing `*`.
-    pub fn hangup_on_star(mut self, on: bool) -> Self {
-        self.hangup_on_star = Some(on);
-        self
-    }
-
     /// `ringTone`: the ringback tone's country, e.g. `"jp"`.
     pub fn ring_tone(mut self, country: impl Into<String>) -> Self {
         self.ring_tone = Some(country.into());
@@ -342,7 +286,6 @@ impl Dial {
             .attr("action", self.action.as_deref())
             .method("method", self.method)
             .flag("answerOnBridge", self.answer_on_bridge)
-            .flag("hangupOnStar", self.hangup_on_star)
             .attr("ringTone", self.ring_tone.as_deref())
             .children(|out| match &self.noun {
                 DialNoun::Number(number) => number.write(out),
@@ -358,9 +301,6 @@ pub struct Number {
     number: String,
     status_callback: Option<String>,
     status_callback_event: Option<String>,
-    status_callback_method: Option<Method>,
-    url: Option<String>,
-    method: Option<Method>,
 }
 
 impl Number {
@@ -369,9 +309,6 @@ impl Number {
             number: e164.into(),
             status_callback: None,
             status_callback_event: None,
-            status_callback_method: None,
-            url: None,
-            method: None,
         }
     }
 
@@ -386,30 +323,10 @@ impl Number {
         self
     }
 
-    pub fn status_callback_method(mut self, method: Method) -> Self {
-        self.status_callback_method = Some(method);
-        self
-    }
-
-    /// `url`: TwiML played to the called party before the call is connected (a whisper).
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
-        self
-    }
-
-    /// `method` for `url`.
-    pub fn method(mut self, method: Method) -> Self {
-        self.method = Some(method);
-        self
-    }
-
     fn write(&self, out: &mut String) {
         Tag::open(out, "Number")
             .attr("statusCallback", self.status_callback.as_deref())
             .attr("statusCallbackEvent", self.status_callback_event.as_deref())
-            .method("statusCallbackMethod", self.status_callback_method)
-            .attr("url", self.url.as_deref())
-            .method("method", self.method)
             .text(&self.number);
     }
 }
@@ -426,10 +343,7 @@ pub struct Conference {
     wait_method: Option<Method>,
     status_callback: Option<String>,
     status_callback_event: Option<String>,
-    status_callback_method: Option<Method>,
     participant_label: Option<String>,
-    max_participants: Option<u32>,
-    muted: Option<bool>,
 }
 
 impl Conference {
@@ -443,10 +357,7 @@ impl Conference {
             wait_method: None,
             status_callback: None,
             status_callback_event: None,
-            status_callback_method: None,
             participant_label: None,
-            max_participants: None,
-            muted: None,
         }
     }
 
@@ -492,23 +403,8 @@ impl Conference {
         self
     }
 
-    pub fn status_callback_method(mut self, method: Method) -> Self {
-        self.status_callback_method = Some(method);
-        self
-    }
-
     pub fn participant_label(mut self, label: impl Into<String>) -> Self {
         self.participant_label = Some(label.into());
-        self
-    }
-
-    pub fn max_participants(mut self, max: u32) -> Self {
-        self.max_participants = Some(max);
-        self
-    }
-
-    pub fn muted(mut self, on: bool) -> Self {
-        self.muted = Some(on);
         self
     }
 
@@ -521,15 +417,12 @@ impl Conference {
             .method("waitMethod", self.wait_method)
             .attr("statusCallback", self.status_callback.as_deref())
             .attr("statusCallbackEvent", self.status_callback_event.as_deref())
-            .method("statusCallbackMethod", self.status_callback_method)
             .attr("participantLabel", self.participant_label.as_deref())
-            .num("maxParticipants", self.max_participants)
-            .flag("muted", self.muted)
             .text(&self.name);
     }
 }
 
-/// `<Gather>`: collects digits (or speech) while optionally saying or playing a prompt.
+/// `<Gather>`: collects digits (or speech) while optionally saying a prompt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
 pub struct Gather {
@@ -539,16 +432,7 @@ pub struct Gather {
     action: Option<String>,
     method: Option<Method>,
     action_on_empty_result: Option<bool>,
-    language: Option<String>,
-    prompts: Vec<Prompt>,
-}
-
-/// What may be nested in `<Gather>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Prompt {
-    Say(Say),
-    Play(Play),
-    Pause(u32),
+    prompts: Vec<Say>,
 }
 
 impl Gather {
@@ -591,24 +475,8 @@ impl Gather {
         self
     }
 
-    /// `language` for speech recognition, e.g. `"ja-JP"`.
-    pub fn language(mut self, language: impl Into<String>) -> Self {
-        self.language = Some(language.into());
-        self
-    }
-
     pub fn say(mut self, say: Say) -> Self {
-        self.prompts.push(Prompt::Say(say));
-        self
-    }
-
-    pub fn play(mut self, play: Play) -> Self {
-        self.prompts.push(Prompt::Play(play));
-        self
-    }
-
-    pub fn pause(mut self, seconds: u32) -> Self {
-        self.prompts.push(Prompt::Pause(seconds));
+        self.prompts.push(say);
         self
     }
 
@@ -619,19 +487,14 @@ impl Gather {
             .num("timeout", self.timeout)
             .attr("action", self.action.as_deref())
             .method("method", self.method)
-            .flag("actionOnEmptyResult", self.action_on_empty_result)
-            .attr("language", self.language.as_deref());
+            .flag("actionOnEmptyResult", self.action_on_empty_result);
         if self.prompts.is_empty() {
             tag.empty();
             return;
         }
         tag.children(|out| {
-            for prompt in &self.prompts {
-                match prompt {
-                    Prompt::Say(say) => say.write(out),
-                    Prompt::Play(play) => play.write(out),
-                    Prompt::Pause(seconds) => write_pause(out, *seconds),
-                }
+            for say in &self.prompts {
+                say.write(out);
             }
         });
     }
@@ -866,7 +729,6 @@ mod tests {
             &Response::new()
                 .redirect("https://a.example/r")
                 .hangup()
-                .play(Play::new("https://a.example/a.mp3"))
                 .say(Say::new("a"))
                 .pause(2)
                 .gather(Gather::new())
@@ -877,25 +739,20 @@ mod tests {
         assert_eq!(
             root.names(),
             [
-                "Redirect", "Hangup", "Play", "Say", "Pause", "Gather", "Dial", "Say"
+                "Redirect", "Hangup", "Say", "Pause", "Gather", "Dial", "Say"
             ]
         );
         assert_eq!(root.children[0].text, "https://a.example/r");
-        assert_eq!(root.children[3].text, "a");
-        assert_eq!(root.children[4].attr("length"), Some("2"));
-        assert_eq!(root.children[7].text, "b");
+        assert_eq!(root.children[2].text, "a");
+        assert_eq!(root.children[3].attr("length"), Some("2"));
+        assert_eq!(root.children[6].text, "b");
     }
 
     #[test]
     fn say_escapes_markup_characters_and_keeps_japanese() {
         let text = r#"残り3分です & <b>"1"</b> を押して 'ください'"#;
         let xml = Response::new()
-            .say(
-                Say::new(text)
-                    .language("ja-JP")
-                    .voice("Polly.Mizuki")
-                    .loop_count(2),
-            )
+            .say(Say::new(text).language("ja-JP").voice("Polly.Mizuki"))
             .to_xml();
         // Japanese is written as UTF-8, not as character references.
         assert!(xml.contains("残り3分です"), "{xml}");
@@ -909,7 +766,6 @@ mod tests {
             [
                 ("language".to_owned(), "ja-JP".to_owned()),
                 ("voice".to_owned(), "Polly.Mizuki".to_owned()),
-                ("loop".to_owned(), "2".to_owned()),
             ]
         );
     }
@@ -921,7 +777,7 @@ mod tests {
         let root = parse(
             &Response::new()
                 .redirect(url)
-                .play(Play::new(hostile))
+                .say(Say::new(hostile))
                 .dial(
                     Dial::new()
                         .action(hostile)
@@ -974,7 +830,6 @@ mod tests {
                         .action("https://a.example/dial-done?session=KC1")
                         .method(Method::Post)
                         .answer_on_bridge(true)
-                        .hangup_on_star(false)
                         .ring_tone("jp")
                         .number(
                             Number::new("+819012345678")
@@ -984,10 +839,7 @@ mod tests {
                                     "ringing",
                                     "answered",
                                     "completed",
-                                ])
-                                .status_callback_method(Method::Post)
-                                .url("https://a.example/whisper")
-                                .method(Method::Get),
+                                ]),
                         ),
                 )
                 .to_xml(),
@@ -1003,7 +855,6 @@ mod tests {
                 ("action", "https://a.example/dial-done?session=KC1"),
                 ("method", "POST"),
                 ("answerOnBridge", "true"),
-                ("hangupOnStar", "false"),
                 ("ringTone", "jp"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -1020,9 +871,6 @@ mod tests {
                     "statusCallbackEvent",
                     "initiated ringing answered completed"
                 ),
-                ("statusCallbackMethod", "POST"),
-                ("url", "https://a.example/whisper"),
-                ("method", "GET"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
@@ -1042,10 +890,7 @@ mod tests {
                             .wait_method(Method::Get)
                             .status_callback("https://a.example/twilio/voice/conference-status")
                             .status_callback_event(&["start", "end", "join", "leave"])
-                            .status_callback_method(Method::Post)
-                            .participant_label("KP1")
-                            .max_participants(2)
-                            .muted(false),
+                            .participant_label("KP1"),
                     ),
                 )
                 .to_xml(),
@@ -1071,10 +916,7 @@ mod tests {
                     "https://a.example/twilio/voice/conference-status"
                 ),
                 ("statusCallbackEvent", "start end join leave"),
-                ("statusCallbackMethod", "POST"),
                 ("participantLabel", "KP1"),
-                ("maxParticipants", "2"),
-                ("muted", "false"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
@@ -1085,7 +927,6 @@ mod tests {
         let root = parse(
             &Response::new()
                 .say(Say::new("a"))
-                .play(Play::new("https://a.example/a.mp3"))
                 .dial(Dial::new().number(Number::new("+819012345678")))
                 .dial(Dial::new().conference(Conference::new("room")))
                 .gather(Gather::new().say(Say::new("b")))
@@ -1105,16 +946,13 @@ mod tests {
                 .dial(
                     Dial::new()
                         .answer_on_bridge(false)
-                        .hangup_on_star(true)
-                        .conference(Conference::new("r").beep(true).muted(true)),
+                        .conference(Conference::new("r").beep(true)),
                 )
                 .to_xml(),
         );
         let dial = &root.children[0];
         assert_eq!(dial.attr("answerOnBridge"), Some("false"));
-        assert_eq!(dial.attr("hangupOnStar"), Some("true"));
         assert_eq!(dial.children[0].attr("beep"), Some("true"));
-        assert_eq!(dial.children[0].attr("muted"), Some("true"));
     }
 
     #[test]
@@ -1148,10 +986,8 @@ mod tests {
                         .action("https://a.example/twilio/voice/extension/answer?session=KC1&leg=a")
                         .method(Method::Post)
                         .action_on_empty_result(true)
-                        .language("ja-JP")
                         .say(Say::new(prompt).language("ja-JP").voice("Polly.Mizuki"))
-                        .pause(1)
-                        .play(Play::new("https://a.example/beep.mp3").loop_count(1)),
+                        .say(Say::new("お願いします。")),
                 )
                 .say(Say::new("延長しませんでした。").language("ja-JP"))
                 .to_xml(),
@@ -1170,16 +1006,13 @@ mod tests {
                 ),
                 ("method", "POST"),
                 ("actionOnEmptyResult", "true"),
-                ("language", "ja-JP"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
-        assert_eq!(gather.names(), ["Say", "Pause", "Play"]);
+        assert_eq!(gather.names(), ["Say", "Say"]);
         assert_eq!(gather.children[0].text, prompt);
         assert_eq!(gather.children[0].attr("voice"), Some("Polly.Mizuki"));
-        assert_eq!(gather.children[1].attr("length"), Some("1"));
-        assert_eq!(gather.children[2].attr("loop"), Some("1"));
-        assert_eq!(gather.children[2].text, "https://a.example/beep.mp3");
+        assert_eq!(gather.children[1].text, "お願いします。");
     }
 
     #[test]

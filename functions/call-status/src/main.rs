@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tsunagu::handlers::run_http("call-status").await
+    tsunagu::handlers::run_http(tsunagu::handlers::call_status).await
 }

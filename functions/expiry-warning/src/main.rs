@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tsunagu::handlers::run_event("expiry-warning").await
+    tsunagu::handlers::run_event(tsunagu::handlers::expiry_warning).await
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tsunagu::handlers::run_http("get-session").await
+    tsunagu::handlers::run_http(tsunagu::handlers::get_session).await
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tsunagu::handlers::run_http("inbound-call").await
+    tsunagu::handlers::run_http(tsunagu::handlers::inbound_call).await
 }

@@ -13,14 +13,15 @@ use crate::budget::{API_ANSWER, Budget};
 use crate::clock;
 use crate::domain::vcall::{Mode, PlacedLeg, StartCall};
 use crate::domain::{sessions, vcall};
-use crate::http as web;
 use crate::model::{Interaction, ProxyNumber};
 use crate::phone::PhoneNumber;
 use crate::pricing::Yen;
 use crate::problem::{Code, Problem};
+use crate::web;
+
+use crate::store::{Claim, StoreError};
 
 pub mod session_input;
-use crate::store::{Claim, StoreError};
 use session_input::{CreateSession, SessionView};
 
 /// How long a completed Idempotency-Key answer is replayed.
@@ -372,7 +373,7 @@ where
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         ));
     }
-    let hash = hex(&Sha256::digest(web::body_bytes(req)));
+    let hash = hex::encode(Sha256::digest(web::body_bytes(req)));
     // Keys are scoped by route and resource: the same key on another session is another key.
     let record = format!("{} {}#{key}", req.method(), web::raw_path(req));
     let now = app.now();
@@ -440,8 +441,4 @@ where
         }
     }
     result
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

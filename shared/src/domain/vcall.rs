@@ -50,8 +50,7 @@ pub struct Placed {
 /// it from a participant's number or the session's unique name.
 pub fn room_name(session_sid: &str) -> String {
     let digest = Sha256::digest(format!("tsunagu-room:{session_sid}").as_bytes());
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("tsunagu-{hex}")
+    format!("tsunagu-{}", hex::encode(&digest[..12]))
 }
 
 /// Seconds a call may last: the request's limit, the session's `call_time_limit` and what is

@@ -235,7 +235,6 @@ mod tests {
             SessionStatus::Open,
             SessionStatus::InProgress,
             SessionStatus::Closed,
-            SessionStatus::Failed,
         ] {
             assert_eq!(
                 admitted.contains(&status.as_str()),

@@ -11,7 +11,6 @@ use lambda_http::{Body, Request, Response};
 use crate::app::App;
 use crate::budget::{Budget, WEBHOOK_ANSWER};
 use crate::domain::sessions::MAX_CALL_SECONDS;
-use crate::http as web;
 use crate::ids;
 use crate::model::{CallStatus, Interaction, Session};
 use crate::phone::PhoneNumber;
@@ -19,6 +18,7 @@ use crate::pricing::{self, Direction};
 use crate::signature;
 use crate::store::{Recorded, Route};
 use crate::twiml::{Conference, Dial, Gather, Method, Number, Response as TwiML, Say};
+use crate::web;
 
 mod extension;
 mod inbound;

@@ -1,5 +1,5 @@
-//! The adapter between API Gateway (through `lambda_http`) and the handlers: reading bodies
-//! and parameters, writing JSON, problem+json and TwiML responses.
+//! The edge between API Gateway (through `lambda_http`) and the handlers: reading a request's
+//! body, path, query and headers, and writing JSON, problem+json and TwiML responses.
 
 use http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
