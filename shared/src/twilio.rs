@@ -96,11 +96,24 @@ impl TwilioClient {
 
     /// Ends a live call (`Status=completed`). A call that already ended is not an error.
     pub async fn end_call(&self, secrets: &SecretCache, call_sid: &str) -> Result<(), TwilioError> {
-        let path = format!("Calls/{call_sid}.json");
-        match self.post(secrets, &path, &[("Status", "completed")]).await {
-            Ok(_) => Ok(()),
-            // 20404: no such call any more; 21220: the call is not in progress.
-            Err(TwilioError::Api {
+        self.update_call(secrets, call_sid, &[("Status", "completed")])
+            .await
+    }
+
+    /// Updates a live call. One that has ended meanwhile is not an error: there is nothing
+    /// left to change (20404: no such call any more; 21220: the call is not in progress).
+    async fn update_call(
+        &self,
+        secrets: &SecretCache,
+        call_sid: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(), TwilioError> {
+        match self
+            .post(secrets, &format!("Calls/{call_sid}.json"), form)
+            .await
+        {
+            Ok(_)
+            | Err(TwilioError::Api {
                 code: 20404 | 21220,
                 ..
             }) => Ok(()),
@@ -147,15 +160,8 @@ impl TwilioClient {
     /// Stops a call that is still queued or ringing (`Status=canceled`); Twilio leaves a
     /// call that was answered meanwhile as it is.
     pub async fn cancel(&self, secrets: &SecretCache, call_sid: &str) -> Result<(), TwilioError> {
-        let path = format!("Calls/{call_sid}.json");
-        match self.post(secrets, &path, &[("Status", "canceled")]).await {
-            Ok(_)
-            | Err(TwilioError::Api {
-                code: 20404 | 21220,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.update_call(secrets, call_sid, &[("Status", "canceled")])
+            .await
     }
 
     /// Hangs up a call in any state: `canceled` for one still queued or ringing, then
@@ -205,21 +211,8 @@ impl TwilioClient {
         call_sid: &str,
         twiml: &str,
     ) -> Result<(), TwilioError> {
-        match self
-            .post(
-                secrets,
-                &format!("Calls/{call_sid}.json"),
-                &[("Twiml", twiml)],
-            )
+        self.update_call(secrets, call_sid, &[("Twiml", twiml)])
             .await
-        {
-            Ok(_)
-            | Err(TwilioError::Api {
-                code: 20404 | 21220,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Puts a conference participant on hold (`hold_url` plays meanwhile) or takes them off.
@@ -266,21 +259,8 @@ impl TwilioClient {
         seconds: u64,
     ) -> Result<(), TwilioError> {
         let seconds = seconds.to_string();
-        match self
-            .post(
-                secrets,
-                &format!("Calls/{call_sid}.json"),
-                &[("TimeLimit", seconds.as_str())],
-            )
+        self.update_call(secrets, call_sid, &[("TimeLimit", seconds.as_str())])
             .await
-        {
-            Ok(_)
-            | Err(TwilioError::Api {
-                code: 20404 | 21220,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Ends a conference for everyone in it. One that already ended is not an error.
@@ -395,16 +375,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::secrets::{SecretSource, TwilioCredentials, parse_secret};
-
-    struct FixedSecret;
-
-    #[async_trait::async_trait]
-    impl SecretSource for FixedSecret {
-        async fn fetch(&self) -> Result<TwilioCredentials, SecretError> {
-            parse_secret("test", r#"{"account_sid":"AC1","auth_token":"token"}"#)
-        }
-    }
+    use crate::secrets::FixedSecret;
 
     #[tokio::test]
     async fn with_the_budget_spent_twilio_is_not_asked() {

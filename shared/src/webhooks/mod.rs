@@ -217,17 +217,8 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::config::Config;
-    use crate::secrets::{SecretError, SecretSource, TwilioCredentials, parse_secret};
+    use crate::secrets::FixedSecret;
     use aws_config::{BehaviorVersion, Region, SdkConfig};
-
-    struct FixedSecret;
-
-    #[async_trait::async_trait]
-    impl SecretSource for FixedSecret {
-        async fn fetch(&self) -> Result<TwilioCredentials, SecretError> {
-            parse_secret("test", r#"{"account_sid":"AC1","auth_token":"token"}"#)
-        }
-    }
 
     /// An app that makes no request unless asked to (none of these tests asks).
     fn app() -> Arc<App> {
