@@ -55,8 +55,17 @@
 //!   `announcement-end` (or `announcement-failed`, e.g. for a `<Gather>`). `beep` is
 //!   parsed and kept, never played.
 
-use super::*;
-use crate::simulator::twiml::{ConferenceEvent, ConferenceNoun, WaitAudio};
+use time::OffsetDateTime;
+
+use super::{
+    Activity, CallStatus, Callback, Fetch, FetchResult, Job, OutboundCall, State, TwimlSource,
+};
+use crate::simulator::clock::later;
+use crate::simulator::rfc2822;
+use crate::simulator::transcript::Event;
+use crate::simulator::twiml::{
+    self, ConferenceEvent, ConferenceNoun, Dial, HttpMethod, Verb, WaitAudio,
+};
 
 /// What Twilio plays without a `waitUrl`: its "default classical playlist".
 pub const DEFAULT_WAIT_MUSIC: &str = "https://s3.amazonaws.com/com.twilio.sounds.music/index.xml";
