@@ -1,9 +1,7 @@
 //! The platform API through the gateway, against the emulator: sessions, numbers,
 //! idempotency, invariant I1 under concurrency, and bad input that changes nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

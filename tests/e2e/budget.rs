@@ -3,11 +3,9 @@
 //! TwiML well within Twilio's 15 s and Lambda's 10 s; the API stays under Lambda's 10 s.
 //! These scenarios cost real seconds, so there are few of them.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tsunagu_tests::simulator::{CallerScript, Event, PhoneScript, Simulator, WebhookTiming};
 use tsunagu_tests::stack::{Options, Stack};

@@ -1,11 +1,9 @@
 //! Masked calls end to end: the simulator dials the proxy numbers, the gateway hands the
 //! signed webhooks to the real handlers, the emulator keeps the state.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tsunagu_tests::simulator::{CallerScript, PhoneScript};
 use tsunagu_tests::stack::Options;

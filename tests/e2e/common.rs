@@ -1,5 +1,4 @@
 //! Shared by the end-to-end tests: starting a stack and reading the table directly.
-#![allow(dead_code)]
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use tsunagu_tests::stack::{Options, Stack};

@@ -2,11 +2,9 @@
 //! exactly as Lambda would (`lambda_http::request::from_str`), in a story that needs each
 //! one to work: add a number, route a call, log it, close the session, free the number.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tsunagu::model::ProxyNumber;
 use tsunagu::phone::PhoneNumber;

@@ -1,12 +1,10 @@
 //! Time limits end to end: the minute sweep on the simulator's clock, the spoken warning
 //! three minutes before a call's deadline, press 1 to extend, and closing at expiry.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use common::*;
 use serde_json::{Value, json};
 use tsunagu::model::{LiveCall, ProxyNumber, Session, SessionStatus};
 use tsunagu::phone::PhoneNumber;

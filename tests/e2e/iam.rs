@@ -2,11 +2,9 @@
 //! template (tests/src/iam.rs). A permission missing from the template fails here, naming the
 //! function, the action and the resource, instead of failing on AWS with users on the line.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tsunagu_tests::iam::{Denial, dynamodb_table_arn};
 use tsunagu_tests::simulator::PhoneScript;

@@ -2,11 +2,9 @@
 //! conditional writes behind I2/I3, callbacks that arrive late or twice, idempotency
 //! records, and a rotated auth token.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tsunagu::model::{CallStatus, Interaction, ProxyNumber, Session, SessionStatus};
 use tsunagu::phone::{NumberClass, PhoneNumber};
 use tsunagu::pricing::Direction;

@@ -3,11 +3,9 @@
 //! (their `<Dial action>`), for timed masked calls (which wait in the session's room) and,
 //! as before, for V字発信.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tsunagu_tests::simulator::{CallInfo, CallerScript, PhoneScript, Simulator};
 use tsunagu_tests::stack::Stack;

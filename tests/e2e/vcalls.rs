@@ -1,11 +1,9 @@
 //! V字発信 end to end: the platform asks Tsunagu to ring both parties; the simulator plays
 //! their phones and Twilio's REST API, conferences included.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tsunagu_tests::simulator::PhoneScript;
 use tsunagu_tests::stack::{ACCOUNT_SID, Stack};
