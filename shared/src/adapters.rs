@@ -168,7 +168,7 @@ impl SessionStore for Store {
     async fn begin_live_call(
         &self,
         sid: &str,
-        mode: &str,
+        mode: Mode,
         limit: u64,
         replace: bool,
     ) -> Result<(), StoreError> {

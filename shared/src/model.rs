@@ -84,10 +84,60 @@ pub struct Session {
 }
 
 /// A call in progress under a time limit.
+/// How a call's parties are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallMode {
+    /// The answered party's call dials the other (`<Dial>`): no announcement possible.
+    Bridge,
+    /// Every answered party joins the session's room, which can carry the warning.
+    Conference,
+}
+
+impl CallMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallMode::Bridge => "bridge",
+            CallMode::Conference => "conference",
+        }
+    }
+}
+
+/// Twilio's own direction of a call leg (its `Direction` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TwilioDirection {
+    /// A caller dialled a proxy number.
+    Inbound,
+    /// Placed through the REST API (V字発信, or calling the other party into a room).
+    OutboundApi,
+    /// Dialled by another leg's `<Dial>`.
+    OutboundDial,
+}
+
+impl TwilioDirection {
+    /// Twilio's value; anything else is taken as a dialled leg, the one kind whose callback
+    /// may come without its own direction.
+    pub fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("inbound") => TwilioDirection::Inbound,
+            Some("outbound-api") => TwilioDirection::OutboundApi,
+            _ => TwilioDirection::OutboundDial,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TwilioDirection::Inbound => "inbound",
+            TwilioDirection::OutboundApi => "outbound-api",
+            TwilioDirection::OutboundDial => "outbound-dial",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveCall {
-    /// `bridge` or `conference`.
-    pub mode: String,
+    pub mode: CallMode,
     /// Seconds the call may last, from when both parties are connected.
     pub limit: u64,
     /// When the call must end; set once both are connected, moved by extensions.
@@ -241,8 +291,7 @@ pub struct Interaction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_call_sid: Option<String>,
     pub direction: Direction,
-    /// Twilio's own direction: inbound, outbound-dial or outbound-api.
-    pub twilio_direction: String,
+    pub twilio_direction: TwilioDirection,
     pub from_masked: String,
     pub to_masked: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,5 +377,31 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown variant `failed`"), "{err}");
         assert!(err.contains("`open`, `in-progress`, `closed`"), "{err}");
+    }
+
+    #[test]
+    fn call_modes_and_twilio_directions_keep_their_stored_names() {
+        for (mode, name) in [
+            (CallMode::Bridge, "bridge"),
+            (CallMode::Conference, "conference"),
+        ] {
+            assert_eq!(serde_json::to_value(mode).unwrap(), name);
+            assert_eq!(mode.as_str(), name);
+            assert_eq!(
+                serde_json::from_value::<CallMode>(name.into()).unwrap(),
+                mode
+            );
+        }
+        for (direction, name) in [
+            (TwilioDirection::Inbound, "inbound"),
+            (TwilioDirection::OutboundApi, "outbound-api"),
+            (TwilioDirection::OutboundDial, "outbound-dial"),
+        ] {
+            assert_eq!(serde_json::to_value(direction).unwrap(), name);
+            assert_eq!(direction.as_str(), name);
+            assert_eq!(TwilioDirection::parse(Some(name)), direction);
+        }
+        // A callback without its own Direction is a dialled leg's.
+        assert_eq!(TwilioDirection::parse(None), TwilioDirection::OutboundDial);
     }
 }

@@ -490,7 +490,7 @@ async fn one_sweep_handles_five_thousand_due_sessions_by_query() {
     // conditional claim (I4) and a re-filing.
     const N: usize = 5_000;
     let live = LiveCall {
-        mode: "bridge".into(),
+        mode: tsunagu::model::CallMode::Bridge,
         limit: 600,
         deadline: Some(now + 170),
         warned_for: None,

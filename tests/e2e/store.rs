@@ -43,7 +43,7 @@ fn leg(session: &Session, call_sid: &str, status: CallStatus, duration: u64) -> 
         call_sid: call_sid.into(),
         parent_call_sid: Some("CAparent".into()),
         direction: Direction::Outbound,
-        twilio_direction: "outbound-dial".into(),
+        twilio_direction: tsunagu::model::TwilioDirection::OutboundDial,
         from_masked: "+8150****4567".into(),
         to_masked: "+8180****5432".into(),
         from_participant_sid: None,

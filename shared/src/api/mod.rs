@@ -131,7 +131,7 @@ impl<'a> InteractionView<'a> {
             call_sid: &i.call_sid,
             parent_call_sid: i.parent_call_sid.as_deref(),
             direction: i.direction,
-            twilio_direction: &i.twilio_direction,
+            twilio_direction: i.twilio_direction.as_str(),
             from: &i.from_masked,
             to: &i.to_masked,
             from_participant_sid: i.from_participant_sid.as_deref(),

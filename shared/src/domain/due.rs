@@ -51,7 +51,7 @@ mod tests {
 
     fn live(deadline: i64, warned: Option<i64>) -> LiveCall {
         LiveCall {
-            mode: "conference".into(),
+            mode: crate::model::CallMode::Conference,
             limit: 600,
             deadline: Some(deadline),
             warned_for: warned,

@@ -13,7 +13,7 @@ use crate::domain::due::next_due;
 use crate::domain::error::DomainError;
 use crate::domain::ports::{Ctx, StoreError};
 use crate::domain::sessions;
-use crate::model::{LiveCall, Session};
+use crate::model::{CallMode, LiveCall, Session};
 use crate::store::DUE_SHARDS;
 
 /// At most this many sessions are handled at once, which bounds the requests in flight
@@ -165,7 +165,7 @@ async fn warn(
     live: &LiveCall,
     deadline: i64,
 ) -> Result<Outcome, StoreError> {
-    if live.mode != "conference" {
+    if live.mode != CallMode::Conference {
         if ctx
             .store
             .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_BRIDGE)
@@ -237,9 +237,9 @@ mod tests {
     const NOW: i64 = 1_795_552_200;
     const SID: &str = "KC0123456789abcdef0123456789abcdef";
 
-    fn live(mode: &str, deadline: i64) -> LiveCall {
+    fn live(mode: CallMode, deadline: i64) -> LiveCall {
         LiveCall {
-            mode: mode.into(),
+            mode,
             limit: 600,
             deadline: Some(deadline),
             warned_for: None,
@@ -271,7 +271,7 @@ mod tests {
     #[tokio::test]
     async fn the_warning_holds_the_other_and_prompts_the_decider_once() {
         let world = in_room(Session {
-            live_call: Some(live("conference", NOW + 100)),
+            live_call: Some(live(CallMode::Conference, NOW + 100)),
             ..sample_session()
         });
         let report = sweep(world.ctx(), NOW).await.unwrap();
@@ -301,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn the_named_decider_hears_the_warning() {
         let world = in_room(Session {
-            live_call: Some(live("conference", NOW + 100)),
+            live_call: Some(live(CallMode::Conference, NOW + 100)),
             decider: Some("KP2".into()),
             ..sample_session()
         });
@@ -321,7 +321,7 @@ mod tests {
     #[tokio::test]
     async fn a_bridge_call_is_recorded_as_no_warning_possible() {
         let world = in_room(Session {
-            live_call: Some(live("bridge", NOW + 100)),
+            live_call: Some(live(CallMode::Bridge, NOW + 100)),
             ..sample_session()
         });
         let report = sweep(world.ctx(), NOW).await.unwrap();
@@ -337,7 +337,7 @@ mod tests {
     async fn a_decider_not_in_the_room_cannot_be_warned() {
         let world = World::at(NOW);
         world.store.put_session(Session {
-            live_call: Some(live("conference", NOW + 100)),
+            live_call: Some(live(CallMode::Conference, NOW + 100)),
             ..sample_session()
         });
         world.store.file_due(SID, NOW);
@@ -352,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_at_its_deadline_is_ended_with_its_room() {
         let world = in_room(Session {
-            live_call: Some(live("conference", NOW)),
+            live_call: Some(live(CallMode::Conference, NOW)),
             ..sample_session()
         });
         world

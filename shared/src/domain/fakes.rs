@@ -13,7 +13,9 @@ use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateConflict, CreateError, Ctx, DueCursor,
     Recorded, Ring, SessionStore, Settings, StoreError,
 };
-use crate::model::{Interaction, LiveCall, ProxyNumber, Session, SessionStatus};
+use crate::model::{
+    CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, TwilioDirection,
+};
 use crate::phone::PhoneNumber;
 
 #[derive(Default)]
@@ -251,7 +253,7 @@ impl SessionStore for MemoryStore {
     async fn begin_live_call(
         &self,
         sid: &str,
-        mode: &str,
+        mode: CallMode,
         limit: u64,
         _replace: bool,
     ) -> Result<(), StoreError> {
@@ -263,7 +265,7 @@ impl SessionStore for MemoryStore {
             .filter(|s| s.status.is_open())
             .ok_or(StoreError::ConditionFailed)?;
         stored.live_call = Some(LiveCall {
-            mode: mode.to_owned(),
+            mode,
             limit,
             deadline: None,
             warned_for: None,
@@ -513,9 +515,9 @@ pub fn leg(
         parent_call_sid: parent.map(str::to_owned),
         direction: crate::pricing::Direction::Outbound,
         twilio_direction: if parent.is_some() {
-            "outbound-dial".into()
+            TwilioDirection::OutboundDial
         } else {
-            "inbound".into()
+            TwilioDirection::Inbound
         },
         from_masked: "+8190****5678".into(),
         to_masked: "+8180****5432".into(),

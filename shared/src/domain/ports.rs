@@ -48,7 +48,7 @@ pub trait SessionStore: Send + Sync {
     async fn begin_live_call(
         &self,
         sid: &str,
-        mode: &str,
+        mode: Mode,
         limit: u64,
         replace: bool,
     ) -> Result<(), StoreError>;
@@ -81,24 +81,8 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<(Vec<String>, Option<DueCursor>), StoreError>;
 }
 
-/// How a V-call leg is connected once answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The answered party's call dials the other (`<Dial>`): no announcement possible.
-    Bridge,
-    /// Every answered party joins the session's room, which can carry the warning.
-    Conference,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Bridge => "bridge",
-            Mode::Conference => "conference",
-        }
-    }
-}
+/// How a V-call leg is connected once answered (the live call's own mode).
+pub use crate::model::CallMode as Mode;
 
 /// One outbound leg to place.
 #[derive(Debug, Clone)]

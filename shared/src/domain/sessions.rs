@@ -432,7 +432,7 @@ mod tests {
         let world = world_with(Session {
             date_expiry: Some(NOW + 3_600),
             live_call: Some(LiveCall {
-                mode: "conference".into(),
+                mode: crate::model::CallMode::Conference,
                 limit: 600,
                 deadline: Some(NOW + 300),
                 warned_for: None,

@@ -14,7 +14,7 @@ pub use crate::domain::ports::Mode;
 use crate::domain::ports::{CallError, Ctx, Ring, StoreError};
 use crate::domain::sessions::{self, MAX_CALL_SECONDS};
 use crate::ids;
-use crate::model::{CallStatus, Interaction, Participant, Session};
+use crate::model::{CallStatus, Interaction, Participant, Session, TwilioDirection};
 use crate::phone::PhoneNumber;
 use crate::pricing::Direction;
 
@@ -155,7 +155,7 @@ pub async fn start(
     }
     let placed = match ctx
         .store
-        .begin_live_call(&session.sid, mode.as_str(), limit, true)
+        .begin_live_call(&session.sid, mode, limit, true)
         .await
     {
         Ok(()) => place(ctx, &session, mode, first, second, limit).await,
@@ -238,7 +238,7 @@ pub async fn ring(
         call_sid: call_sid.clone(),
         parent_call_sid: None,
         direction: Direction::Outbound,
-        twilio_direction: "outbound-api".into(),
+        twilio_direction: TwilioDirection::OutboundApi,
         from_masked: callee.proxy_identifier.masked().to_string(),
         to_masked: callee.identifier.masked().to_string(),
         from_participant_sid: None,
@@ -338,7 +338,7 @@ mod tests {
                     leg_limit: 630,
                 }]
             );
-            assert_eq!(session.live_call.unwrap().mode, "bridge");
+            assert_eq!(session.live_call.unwrap().mode, Mode::Bridge);
             let logged = world.store.legs();
             assert_eq!(logged.len(), 1);
             assert_eq!(

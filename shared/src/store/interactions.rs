@@ -140,7 +140,10 @@ impl Store {
             ("session_sid", s(leg.session_sid.clone())),
             ("call_sid", s(leg.call_sid.clone())),
             ("direction", to_attr(&leg.direction)?),
-            ("twilio_direction", s(leg.twilio_direction.clone())),
+            (
+                "twilio_direction",
+                s(leg.twilio_direction.as_str().to_owned()),
+            ),
             ("from_masked", s(leg.from_masked.clone())),
             ("to_masked", s(leg.to_masked.clone())),
             ("callee_class", to_attr(&leg.callee_class)?),
@@ -240,7 +243,7 @@ impl Store {
 mod tests {
     use super::super::test_support::{assert_item_binds_exactly, condition_of, offline_store};
     use super::*;
-    use crate::model::CallStatus;
+    use crate::model::{CallStatus, TwilioDirection};
     use crate::phone::NumberClass;
     use crate::pricing::Direction;
 
@@ -251,7 +254,7 @@ mod tests {
             call_sid: call_sid.into(),
             parent_call_sid: Some("CA0".into()),
             direction: Direction::Outbound,
-            twilio_direction: "outbound-dial".into(),
+            twilio_direction: TwilioDirection::OutboundDial,
             from_masked: "+8150****4567".into(),
             to_masked: "+8180****5432".into(),
             from_participant_sid: Some("KP1".into()),

@@ -7,7 +7,7 @@ use super::{
     Condition, OnlyIf, Store, StoreError, due_shard, must_write, n, s, session_key, to_attr,
     written,
 };
-use crate::model::{LiveCall, Session};
+use crate::model::{CallMode, LiveCall, Session};
 
 impl Store {
     /// Takes a short lease on the session's outgoing calls, so two V字発信 requests that
@@ -49,12 +49,12 @@ impl Store {
     pub async fn begin_live_call(
         &self,
         sid: &str,
-        mode: &str,
+        mode: CallMode,
         limit: u64,
         replace: bool,
     ) -> Result<(), StoreError> {
         let live = to_attr(&LiveCall {
-            mode: mode.to_owned(),
+            mode,
             limit,
             deadline: None,
             warned_for: None,

@@ -339,7 +339,7 @@ mod tests {
             current_conference: Some("CF1".into()),
             decider: Some("KP2".into()),
             live_call: Some(LiveCall {
-                mode: "conference".into(),
+                mode: crate::model::CallMode::Conference,
                 limit: 300,
                 deadline: Some(2_000),
                 warned_for: Some(2_000),

@@ -36,7 +36,7 @@ pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
             call_sid: call_sid.to_owned(),
             parent_call_sid: None,
             direction: Direction::Inbound,
-            twilio_direction: "inbound".into(),
+            twilio_direction: TwilioDirection::Inbound,
             from_masked: from.masked().to_string(),
             to_masked: to.masked().to_string(),
             from_participant_sid: Some(route.participant_sid.clone()),
@@ -74,7 +74,7 @@ async fn conference_the_other_party(
     let limit = time_limit(route, now);
     match app
         .store
-        .begin_live_call(&route.session_sid, "conference", limit, false)
+        .begin_live_call(&route.session_sid, CallMode::Conference, limit, false)
         .await
     {
         Ok(()) => {}

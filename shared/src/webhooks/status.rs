@@ -38,10 +38,10 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             Err(e) => return Err(e.into()),
         }
-        if leg.twilio_direction == "outbound-api" && status.is_final() && status != CallStatus::Completed {
+        if leg.twilio_direction == TwilioDirection::OutboundApi && status.is_final() && status != CallStatus::Completed {
             release_waiting_legs(&app, &session_sid, call_sid, status).await;
         }
-        if status.is_final() && leg.twilio_direction != "outbound-dial" {
+        if status.is_final() && leg.twilio_direction != TwilioDirection::OutboundDial {
             after_leg_ended(&app, &session_sid, &leg).await?;
         }
         Ok(empty())
@@ -63,8 +63,8 @@ async fn after_leg_ended(
     let bridge = session
         .live_call
         .as_ref()
-        .is_some_and(|l| l.mode == "bridge");
-    if bridge && leg.twilio_direction == "outbound-api" {
+        .is_some_and(|l| l.mode == CallMode::Bridge);
+    if bridge && leg.twilio_direction == TwilioDirection::OutboundApi {
         let after = Session {
             live_call: None,
             ..session.clone()
@@ -108,11 +108,13 @@ async fn release_waiting_legs(
         .iter()
         .filter(|l| !l.status.is_final() && l.call_sid != unreachable_call)
     {
-        let text = match other.twilio_direction.as_str() {
-            "outbound-api" => &prompts.other_unreachable,
-            "inbound" => unreachable_prompt(app, status).unwrap_or(&prompts.other_failed),
+        let text = match other.twilio_direction {
+            TwilioDirection::OutboundApi => &prompts.other_unreachable,
+            TwilioDirection::Inbound => {
+                unreachable_prompt(app, status).unwrap_or(&prompts.other_failed)
+            }
             // A dialled leg is its own caller's <Dial>, which hears how it ended.
-            _ => continue,
+            TwilioDirection::OutboundDial => continue,
         };
         let message = TwiML::new().say(say(app, text)).hangup().to_xml();
         if let Err(e) = app
@@ -133,8 +135,8 @@ fn leg_from_callback(
     status: CallStatus,
     now: i64,
 ) -> Interaction {
-    let twilio_direction = form.get("Direction").unwrap_or("outbound-dial").to_owned();
-    let direction = if twilio_direction == "inbound" {
+    let twilio_direction = TwilioDirection::parse(form.get("Direction"));
+    let direction = if twilio_direction == TwilioDirection::Inbound {
         Direction::Inbound
     } else {
         Direction::Outbound

@@ -253,7 +253,7 @@ async fn cancel_ringing_legs(app: &App, session_sid: &str, ended_call: &str) {
         }
     };
     let ringing = |l: &&Interaction| {
-        l.twilio_direction == "outbound-api"
+        l.twilio_direction == TwilioDirection::OutboundApi
             && l.call_sid != ended_call
             && matches!(
                 l.status,
