@@ -104,6 +104,20 @@ impl CallControl for App {
             .await?)
     }
 
+    async fn unhold(&self, conference_sid: &str, call_sid: &str) -> Result<(), CallError> {
+        Ok(self
+            .twilio
+            .hold(&self.secrets, conference_sid, call_sid, None)
+            .await?)
+    }
+
+    async fn set_time_limit(&self, call_sid: &str, seconds: u64) -> Result<(), CallError> {
+        Ok(self
+            .twilio
+            .set_time_limit(&self.secrets, call_sid, seconds)
+            .await?)
+    }
+
     async fn prompt_extension(
         &self,
         session_sid: &str,
@@ -174,6 +188,14 @@ impl SessionStore for Store {
     ) -> Result<(), StoreError> {
         Store::begin_live_call(self, sid, mode, limit, replace).await
     }
+    async fn connect_live_call(
+        &self,
+        sid: &str,
+        deadline: i64,
+        due: i64,
+    ) -> Result<bool, StoreError> {
+        Store::connect_live_call(self, sid, deadline, due).await
+    }
     async fn record_leg(
         &self,
         leg: &Interaction,
@@ -192,6 +214,17 @@ impl SessionStore for Store {
         outcome: &str,
     ) -> Result<bool, StoreError> {
         Store::claim_warning(self, sid, deadline, outcome).await
+    }
+    async fn extend_live_call(
+        &self,
+        session: &Session,
+        from: i64,
+        to: i64,
+        due: i64,
+        max_count: u32,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        Store::extend_live_call(self, session, from, to, due, max_count, now).await
     }
     async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
         Store::set_due(self, sid, due).await

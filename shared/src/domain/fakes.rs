@@ -274,6 +274,27 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn connect_live_call(
+        &self,
+        sid: &str,
+        deadline: i64,
+        due: i64,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.tables();
+        let Some(live) = t
+            .sessions
+            .get_mut(sid)
+            .filter(|s| s.status.is_open())
+            .and_then(|s| s.live_call.as_mut())
+            .filter(|l| l.deadline.is_none())
+        else {
+            return Ok(false);
+        };
+        live.deadline = Some(deadline);
+        t.due.insert(sid.to_owned(), due);
+        Ok(true)
+    }
+
     async fn record_leg(
         &self,
         leg: &Interaction,
@@ -318,6 +339,35 @@ impl SessionStore for MemoryStore {
             live.warning = Some(outcome.to_owned());
         }
         Ok(true)
+    }
+
+    async fn extend_live_call(
+        &self,
+        session: &Session,
+        from: i64,
+        to: i64,
+        due: i64,
+        max_count: u32,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.failure("extend_live_call")?;
+        let mut t = self.tables();
+        let stored = t
+            .sessions
+            .get_mut(&session.sid)
+            .filter(|s| {
+                s.status.is_open()
+                    && s.extension_count < max_count
+                    && s.live_call.as_ref().and_then(|l| l.deadline) == Some(from)
+            })
+            .ok_or(StoreError::ConditionFailed)?;
+        stored.extension_count += 1;
+        stored.date_updated = now;
+        if let Some(live) = stored.live_call.as_mut() {
+            live.deadline = Some(to);
+        }
+        t.due.insert(session.sid.clone(), due);
+        Ok(())
     }
 
     async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
@@ -375,6 +425,11 @@ pub enum CallRequest {
     EndCall(String),
     EndConference(String),
     Hold(String),
+    Unhold(String),
+    SetTimeLimit {
+        call_sid: String,
+        seconds: u64,
+    },
     Prompt {
         call_sid: String,
         deadline: i64,
@@ -443,6 +498,19 @@ impl CallControl for FakeCalls {
         call_sid: &str,
     ) -> Result<(), CallError> {
         self.push(CallRequest::Hold(call_sid.to_owned()));
+        Ok(())
+    }
+
+    async fn unhold(&self, _conference_sid: &str, call_sid: &str) -> Result<(), CallError> {
+        self.push(CallRequest::Unhold(call_sid.to_owned()));
+        Ok(())
+    }
+
+    async fn set_time_limit(&self, call_sid: &str, seconds: u64) -> Result<(), CallError> {
+        self.push(CallRequest::SetTimeLimit {
+            call_sid: call_sid.to_owned(),
+            seconds,
+        });
         Ok(())
     }
 

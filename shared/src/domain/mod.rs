@@ -6,12 +6,14 @@
 //! - `sessions`: allocating proxy numbers (I1), reading, closing (I3) and extending;
 //! - `vcall`: V字発信, ringing both parties, and hanging a half-placed call up again;
 //! - `due`: when a session next needs the sweep;
+//! - `extension`: the answer to the warning (press 1 to extend);
 //! - `expiry`: the sweep's decisions — warn once per deadline (I4), end calls at their
 //!   deadline, close expired sessions.
 
 pub mod due;
 pub mod error;
 pub mod expiry;
+pub mod extension;
 pub mod ports;
 pub mod sessions;
 pub mod vcall;

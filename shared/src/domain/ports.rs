@@ -52,6 +52,14 @@ pub trait SessionStore: Send + Sync {
         limit: u64,
         replace: bool,
     ) -> Result<(), StoreError>;
+    /// Starts the live call's clock: its deadline and the sweep's next instant, once (false
+    /// when it was already running or the session closed).
+    async fn connect_live_call(
+        &self,
+        sid: &str,
+        deadline: i64,
+        due: i64,
+    ) -> Result<bool, StoreError>;
     async fn record_leg(
         &self,
         leg: &Interaction,
@@ -59,6 +67,18 @@ pub trait SessionStore: Send + Sync {
         retention: i64,
     ) -> Result<Recorded, StoreError>;
     async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError>;
+    /// Moves the live call's deadline `from` → `to` and counts the extension, while the
+    /// session is open, the deadline is still `from` and fewer than `max_count` were used.
+    #[allow(clippy::too_many_arguments)]
+    async fn extend_live_call(
+        &self,
+        session: &Session,
+        from: i64,
+        to: i64,
+        due: i64,
+        max_count: u32,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Claims the warning for `deadline` once (I4): false when already claimed.
     async fn claim_warning(
         &self,
@@ -132,6 +152,10 @@ pub trait CallControl: Send + Sync {
         conference_sid: &str,
         call_sid: &str,
     ) -> Result<(), CallError>;
+    /// Takes a conference participant off hold.
+    async fn unhold(&self, conference_sid: &str, call_sid: &str) -> Result<(), CallError>;
+    /// Sets a live call's Twilio `TimeLimit`, counted from the call's creation.
+    async fn set_time_limit(&self, call_sid: &str, seconds: u64) -> Result<(), CallError>;
     /// Gives the deciding party's call the warning and the press-1 prompt for `deadline`.
     async fn prompt_extension(
         &self,

@@ -208,6 +208,36 @@ async fn place(
     })
 }
 
+/// Both parties are connected: the live call's deadline is now + its limit (never past the
+/// session's `date_expiry`), and the sweep is filed for the warning before it. Later calls
+/// change nothing. Returns the deadline when this call started the clock.
+pub async fn start_the_clock(ctx: Ctx<'_>, session_sid: &str) -> Result<Option<i64>, DomainError> {
+    let now = ctx.now();
+    let Some(session) = ctx.store.get_session(session_sid).await? else {
+        return Ok(None);
+    };
+    let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
+        return Ok(None);
+    };
+    let deadline = session
+        .date_expiry
+        .map_or(now + live.limit as i64, |e| e.min(now + live.limit as i64));
+    let due = (deadline - session.warning_lead as i64).max(now + 1);
+    if !ctx
+        .store
+        .connect_live_call(session_sid, deadline, due)
+        .await?
+    {
+        return Ok(None);
+    }
+    tracing::info!(
+        session = session_sid,
+        deadline,
+        "call connected; its clock is running"
+    );
+    Ok(Some(deadline))
+}
+
 /// Creates one outbound leg and logs it as queued, so a second request sees it as live.
 pub async fn ring(
     ctx: Ctx<'_>,
@@ -474,6 +504,69 @@ mod tests {
             ));
             assert!(world.calls.requests().is_empty());
             assert!(world.store.session(SID).unwrap().live_call.is_none());
+        }
+    }
+
+    mod the_clock {
+        use super::super::*;
+        use crate::domain::fakes::World;
+        use crate::model::{CallMode, LiveCall, SessionStatus, sample_session};
+
+        const NOW: i64 = 1_795_552_200;
+        const SID: &str = "KC0123456789abcdef0123456789abcdef";
+
+        fn ringing(date_expiry: Option<i64>) -> World {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                date_expiry,
+                live_call: Some(LiveCall {
+                    mode: CallMode::Conference,
+                    limit: 600,
+                    deadline: None,
+                    warned_for: None,
+                    warning: None,
+                }),
+                ..sample_session()
+            });
+            world
+        }
+
+        #[tokio::test]
+        async fn the_clock_starts_once_at_connection_for_the_calls_limit() {
+            let world = ringing(None);
+            assert_eq!(
+                start_the_clock(world.ctx(), SID).await.unwrap(),
+                Some(NOW + 600)
+            );
+            assert_eq!(world.store.due(SID), Some(NOW + 600 - 180), "the warning");
+            // A repeated callback changes nothing.
+            assert_eq!(start_the_clock(world.ctx(), SID).await.unwrap(), None);
+            let live = world.store.session(SID).unwrap().live_call.unwrap();
+            assert_eq!(live.deadline, Some(NOW + 600));
+        }
+
+        #[tokio::test]
+        async fn the_deadline_never_passes_the_sessions_expiry() {
+            let world = ringing(Some(NOW + 120));
+            assert_eq!(
+                start_the_clock(world.ctx(), SID).await.unwrap(),
+                Some(NOW + 120)
+            );
+            // The warning instant is already past: the sweep looks at once.
+            assert_eq!(world.store.due(SID), Some(NOW + 1));
+        }
+
+        #[tokio::test]
+        async fn no_live_call_or_a_closed_session_starts_nothing() {
+            let world = World::at(NOW);
+            world.store.put_session(sample_session());
+            assert_eq!(start_the_clock(world.ctx(), SID).await.unwrap(), None);
+            let world = ringing(None);
+            let mut closed = world.store.session(SID).unwrap();
+            closed.status = SessionStatus::Closed;
+            world.store.put_session(closed);
+            assert_eq!(start_the_clock(world.ctx(), SID).await.unwrap(), None);
+            assert_eq!(world.store.due(SID), None);
         }
     }
 }

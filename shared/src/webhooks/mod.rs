@@ -177,6 +177,9 @@ pub enum WebhookError {
     MissingParameter(&'static str),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A domain rule could not be carried out; the caller hears the apology.
+    #[error(transparent)]
+    Domain(#[from] crate::domain::DomainError),
 }
 
 pub(super) fn required<'a>(

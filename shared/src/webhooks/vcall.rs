@@ -41,7 +41,7 @@ pub async fn bridge_twiml(app: Arc<App>, req: Request) -> Response<Body> {
                 .answer_on_bridge(true)
                 .action(format!("{base}/twilio/voice/bridge?session={}&participant={participant}&stage=after-dial", session.sid)),
         );
-        start_the_clock(&app, &session.sid, now).await?;
+        crate::domain::vcall::start_the_clock(app.ctx(), &session.sid).await?;
         tracing::info!(session = %session.sid, to = %other.identifier.masked(), "bridging V-call");
         Ok(web::twiml(twiml.to_xml()))
     })
@@ -124,7 +124,7 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
         match event {
             "conference-start" => {
                 app.store.record_conference(&session_sid, conference_sid, room, None, now, retention).await?;
-                start_the_clock(&app, &session_sid, now).await?;
+                crate::domain::vcall::start_the_clock(app.ctx(), &session_sid).await?;
             }
             "participant-join" => {
                 let leg = label.zip(call_sid);
@@ -155,33 +155,6 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
         Ok(empty())
     })
     .await
-}
-
-/// Both parties are connected: the live call's deadline is now + its limit (never past the
-/// session's `date_expiry`), and the sweep is filed for the warning before it.
-async fn start_the_clock(app: &App, session_sid: &str, now: i64) -> Result<(), WebhookError> {
-    let Some(session) = app.store.get_session(session_sid).await? else {
-        return Ok(());
-    };
-    let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
-        return Ok(());
-    };
-    let deadline = session
-        .date_expiry
-        .map_or(now + live.limit as i64, |e| e.min(now + live.limit as i64));
-    let due = (deadline - session.warning_lead as i64).max(now + 1);
-    if app
-        .store
-        .connect_live_call(session_sid, deadline, due)
-        .await?
-    {
-        tracing::info!(
-            session = session_sid,
-            deadline,
-            "call connected; its clock is running"
-        );
-    }
-    Ok(())
 }
 
 /// A `participant-leave` callback.

@@ -1,0 +1,296 @@
+//! Press 1 to extend: what the deciding party's answer to the end-of-call warning does to
+//! the call, and bringing both parties back to it.
+
+use crate::domain::error::DomainError;
+use crate::domain::ports::{Ctx, StoreError};
+use crate::domain::sessions::MAX_CALL_SECONDS;
+use crate::model::Session;
+
+/// Why the call goes on as it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// No extension was offered (none left when the warning was given): nothing to answer.
+    NotOffered,
+    /// Anything but 1 was pressed, or nothing.
+    Declined,
+    /// 1 was pressed, but no extension is left, or the warning was for an older deadline.
+    NoneLeft,
+    /// The deadline moved.
+    Extended,
+    /// The session closed meanwhile: a close wins over an extension.
+    SessionClosed,
+}
+
+/// The answer and the deadline in force after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub answer: Answer,
+    pub deadline: i64,
+}
+
+/// Decides the deciding party's answer to the warning given for `warned_for`, and brings the
+/// others back from hold. An extension moves the deadline by `extension.seconds`, at most
+/// `extension.max_count` times, and the live legs' Twilio `TimeLimit` past it.
+pub async fn answer(
+    ctx: Ctx<'_>,
+    session: &Session,
+    decider_sid: &str,
+    warned_for: Option<i64>,
+    offered: bool,
+    pressed_one: bool,
+) -> Result<Outcome, DomainError> {
+    let now = ctx.now();
+    let current = session.live_call.as_ref().and_then(|l| l.deadline);
+    let deadline = current.unwrap_or(now);
+    let extension = session.extension;
+    let answer = if !offered {
+        Answer::NotOffered
+    } else if !pressed_one {
+        Answer::Declined
+    } else if session.extension_count >= extension.max_count
+        || current.is_none()
+        || warned_for != current
+    {
+        Answer::NoneLeft
+    } else {
+        let to = deadline + extension.seconds as i64;
+        let due = (to - session.warning_lead as i64).max(now + 1);
+        match ctx
+            .store
+            .extend_live_call(session, deadline, to, due, extension.max_count, now)
+            .await
+        {
+            Ok(()) => Answer::Extended,
+            // A close (or another answer) got there first: the close wins.
+            Err(StoreError::ConditionFailed) => {
+                let still_open =
+                    ctx.store.get_session(&session.sid).await?.is_some_and(|s| {
+                        s.status.is_open() && s.date_expiry.is_none_or(|t| t > now)
+                    });
+                if !still_open {
+                    return Ok(Outcome {
+                        answer: Answer::SessionClosed,
+                        deadline,
+                    });
+                }
+                Answer::NoneLeft
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let deadline = if answer == Answer::Extended {
+        tracing::info!(session = %session.sid, deadline = deadline + extension.seconds as i64, "call extended");
+        deadline + extension.seconds as i64
+    } else {
+        deadline
+    };
+    // Both at once: a slow Twilio costs the caller one wait, not several.
+    let limits = async {
+        if answer == Answer::Extended {
+            move_time_limits(ctx, session, deadline).await;
+        }
+    };
+    futures::future::join(off_hold(ctx, session, decider_sid), limits)
+        .await
+        .0?;
+    Ok(Outcome { answer, deadline })
+}
+
+/// Takes everyone but the deciding party off hold.
+async fn off_hold(ctx: Ctx<'_>, session: &Session, decider_sid: &str) -> Result<(), DomainError> {
+    let Some(conference) = &session.current_conference else {
+        return Ok(());
+    };
+    let Some(record) = ctx.store.get_conference(&session.sid, conference).await? else {
+        return Ok(());
+    };
+    let others = record
+        .legs
+        .iter()
+        .filter(|(label, _)| label.as_str() != decider_sid);
+    futures::future::join_all(others.map(|(_, call_sid)| async move {
+        if let Err(e) = ctx.calls.unhold(conference, call_sid).await {
+            tracing::error!(call = %call_sid, error = %e, "could not take the other party off hold");
+        }
+    }))
+    .await;
+    Ok(())
+}
+
+/// The live legs' Twilio `TimeLimit`, moved past the new deadline. The sweep ends the call
+/// at the deadline itself; this limit is the safety net should the sweep not run. It counts
+/// from each leg's creation, so it never cuts a call early whichever way Twilio counts.
+async fn move_time_limits(ctx: Ctx<'_>, session: &Session, deadline: i64) {
+    let Ok(legs) = ctx.store.list_interactions(&session.sid).await else {
+        return;
+    };
+    let live = legs
+        .iter()
+        .filter(|l| !l.status.is_final() && l.parent_call_sid.is_none());
+    futures::future::join_all(live.map(|leg| async move {
+        let limit = (deadline - leg.date_created).max(60) as u64 + 120;
+        if let Err(e) = ctx
+            .calls
+            .set_time_limit(&leg.call_sid, limit.min(MAX_CALL_SECONDS))
+            .await
+        {
+            tracing::warn!(call = %leg.call_sid, error = %e, "could not move the call's TimeLimit");
+        }
+    }))
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fakes::{CallRequest, World, leg};
+    use crate::domain::ports::ConferenceRecord;
+    use crate::model::{CallMode, CallStatus, LiveCall, SessionStatus, sample_session};
+
+    const NOW: i64 = 1_795_552_200;
+    const SID: &str = "KC0123456789abcdef0123456789abcdef";
+    const DEADLINE: i64 = NOW + 170;
+
+    /// A conference call warned for `DEADLINE`: A (KP1, the decider) is CA1 at the prompt,
+    /// B is CA2 on hold. Both legs started ten minutes ago.
+    fn warned() -> (World, Session) {
+        let session = Session {
+            current_conference: Some("CF1".into()),
+            live_call: Some(LiveCall {
+                mode: CallMode::Conference,
+                limit: 780,
+                deadline: Some(DEADLINE),
+                warned_for: Some(DEADLINE),
+                warning: Some("given".into()),
+            }),
+            ..sample_session()
+        };
+        let world = World::at(NOW);
+        world.store.put_session(session.clone());
+        world.store.put_conference(
+            SID,
+            ConferenceRecord {
+                conference_sid: "CF1".into(),
+                room: "tsunagu-room".into(),
+                ended_at: None,
+                ended_reason: None,
+                legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
+            },
+        );
+        for call in ["CA1", "CA2"] {
+            world
+                .store
+                .add_leg(leg(SID, call, None, CallStatus::InProgress, NOW - 600));
+        }
+        (world, session)
+    }
+
+    #[tokio::test]
+    async fn pressing_1_moves_the_deadline_and_the_twilio_limits_and_ends_the_hold() {
+        let (world, session) = warned();
+        let outcome = answer(world.ctx(), &session, "KP1", Some(DEADLINE), true, true)
+            .await
+            .unwrap();
+        assert_eq!(outcome.answer, Answer::Extended);
+        assert_eq!(outcome.deadline, DEADLINE + 300);
+        let stored = world.store.session(SID).unwrap();
+        assert_eq!(stored.extension_count, 1);
+        assert_eq!(stored.live_call.unwrap().deadline, Some(DEADLINE + 300));
+        // The sweep wakes for the next warning, 180 s before the new deadline.
+        assert_eq!(world.store.due(SID), Some(DEADLINE + 300 - 180));
+        let requests = world.calls.requests();
+        assert!(
+            requests.contains(&CallRequest::Unhold("CA2".into())),
+            "{requests:?}"
+        );
+        assert!(!requests.contains(&CallRequest::Unhold("CA1".into())));
+        // Each leg's limit counts from its creation and leaves two minutes past the deadline.
+        for call in ["CA1", "CA2"] {
+            assert!(requests.contains(&CallRequest::SetTimeLimit {
+                call_sid: call.into(),
+                seconds: 600 + 470 + 120,
+            }));
+        }
+    }
+
+    #[tokio::test]
+    async fn any_other_key_or_silence_keeps_the_deadline_but_ends_the_hold() {
+        let (world, session) = warned();
+        let outcome = answer(world.ctx(), &session, "KP1", Some(DEADLINE), true, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome {
+                answer: Answer::Declined,
+                deadline: DEADLINE
+            }
+        );
+        assert_eq!(world.store.session(SID).unwrap().extension_count, 0);
+        assert_eq!(
+            world.calls.requests(),
+            vec![CallRequest::Unhold("CA2".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_extension_is_given_past_max_count_or_for_an_older_warning() {
+        let (world, session) = warned();
+        let used_up = Session {
+            extension_count: 1,
+            ..session.clone()
+        };
+        let outcome = answer(world.ctx(), &used_up, "KP1", Some(DEADLINE), true, true)
+            .await
+            .unwrap();
+        assert_eq!(outcome.answer, Answer::NoneLeft);
+        let stale = answer(
+            world.ctx(),
+            &session,
+            "KP1",
+            Some(DEADLINE - 300),
+            true,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(stale.answer, Answer::NoneLeft);
+        let not_offered = answer(world.ctx(), &session, "KP1", Some(DEADLINE), false, true)
+            .await
+            .unwrap();
+        assert_eq!(not_offered.answer, Answer::NotOffered);
+        assert_eq!(world.store.session(SID).unwrap().extension_count, 0);
+    }
+
+    #[tokio::test]
+    async fn a_close_racing_the_answer_wins() {
+        let (world, session) = warned();
+        // The session closes between the webhook's read and the extension's write.
+        world.store.put_session(Session {
+            status: SessionStatus::Closed,
+            ..session.clone()
+        });
+        let outcome = answer(world.ctx(), &session, "KP1", Some(DEADLINE), true, true)
+            .await
+            .unwrap();
+        assert_eq!(outcome.answer, Answer::SessionClosed);
+        assert!(world.calls.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn another_answer_that_extended_first_leaves_none_for_this_one() {
+        let (world, session) = warned();
+        world
+            .store
+            .fail_next("extend_live_call", StoreError::ConditionFailed);
+        let outcome = answer(world.ctx(), &session, "KP1", Some(DEADLINE), true, true)
+            .await
+            .unwrap();
+        assert_eq!(outcome.answer, Answer::NoneLeft);
+        assert_eq!(outcome.deadline, DEADLINE);
+        assert_eq!(
+            world.calls.requests(),
+            vec![CallRequest::Unhold("CA2".into())]
+        );
+    }
+}
