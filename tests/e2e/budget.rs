@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use serde_json::{Value, json};
 use tsunagu_tests::simulator::{CallerScript, Event, PhoneScript, Simulator, WebhookTiming};
-use tsunagu_tests::stack::{Options, Stack};
+use tsunagu_tests::stack::Options;
 
 /// Longer than any REST attempt a webhook or the API may wait for.
 const SLOW_TWILIO: Duration = Duration::from_secs(6);
@@ -18,10 +18,6 @@ const WEBHOOK_WITHIN: Duration = Duration::from_secs(8);
 const LAMBDA_TIMEOUT: Duration = Duration::from_secs(10);
 /// A webhook that took at least this long really waited on the slow party.
 const WAITED: Duration = Duration::from_secs(3);
-
-fn sid(s: &Value) -> String {
-    s["sid"].as_str().unwrap().to_owned()
-}
 
 fn no_sweep() -> Options {
     Options {
@@ -57,24 +53,6 @@ fn waited<'a>(made: &'a [WebhookTiming], path: &str) -> &'a WebhookTiming {
         .unwrap_or_else(|| panic!("no webhook to {path}: {made:?}"));
     assert!(slowest.took >= WAITED, "{path} never waited: {made:?}");
     slowest
-}
-
-/// A conference V-call of A and B, placed while Twilio is still quick.
-async fn conference_call(stack: &Stack, session: Value, a: PhoneScript, b: PhoneScript) -> Value {
-    stack.add_proxy_number(P1).await;
-    let (status, s) = stack.api("POST", "/v1/sessions", Some(session)).await;
-    assert_eq!(status, 201, "{s}");
-    stack.sim().set_phone(&e164(A), a);
-    stack.sim().set_phone(&e164(B), b);
-    let (status, placed) = stack
-        .api(
-            "POST",
-            &format!("/v1/sessions/{}/calls", sid(&s)),
-            Some(json!({"mode": "conference"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{placed}");
-    s
 }
 
 /// A timed masked call: Tsunagu must call B into the room, but both the platform's
@@ -145,7 +123,7 @@ async fn the_extension_answer_and_a_close_with_two_live_legs_stay_in_time() {
         "extension": {"seconds": 300, "max_count": 1},
         "participants": [{"identifier": A}, {"identifier": B}]
     });
-    let s = conference_call(&stack, session, a, b).await;
+    let s = conference_v_call(&stack, session, a, b).await;
     let sim = stack.sim();
     // The warning at 7:00, given while Twilio is still quick.
     sim.advance(Duration::from_secs(420)).await;
@@ -211,7 +189,7 @@ async fn an_unanswered_party_is_reported_in_time() {
         hang_up_after: None,
         digits: vec![],
     };
-    conference_call(&stack, session_body(A, B), a, PhoneScript::NoAnswer).await;
+    conference_v_call(&stack, session_body(A, B), a, PhoneScript::NoAnswer).await;
     let sim = stack.sim();
     sim.set_rest_latency(SLOW_TWILIO);
     let mark = sim.webhook_timings().len();

@@ -92,3 +92,32 @@ pub fn session_fixture(now: i64, a: &str, b: &str, proxy: &str) -> tsunagu::mode
         live_call: None,
     }
 }
+
+/// A session's SID, from its JSON.
+pub fn sid(s: &serde_json::Value) -> String {
+    s["sid"].as_str().unwrap().to_owned()
+}
+
+/// Adds P1 to the pool, creates `session` and rings A and B (scripted `a`, `b`) into its
+/// room: a conference V-call. Returns the session as created.
+pub async fn conference_v_call(
+    stack: &Stack,
+    session: serde_json::Value,
+    a: tsunagu_tests::simulator::PhoneScript,
+    b: tsunagu_tests::simulator::PhoneScript,
+) -> serde_json::Value {
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack.api("POST", "/v1/sessions", Some(session)).await;
+    assert_eq!(status, 201, "{s}");
+    stack.sim().set_phone(&e164(A), a);
+    stack.sim().set_phone(&e164(B), b);
+    let (status, placed) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/calls", sid(&s)),
+            Some(serde_json::json!({"mode": "conference"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{placed}");
+    s
+}

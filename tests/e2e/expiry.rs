@@ -31,38 +31,17 @@ async fn ten_minute_conference(
     a: PhoneScript,
     b: PhoneScript,
 ) -> (Value, time::OffsetDateTime) {
-    stack.add_proxy_number(P1).await;
     let t0 = stack.clock.now();
     let expiry = (t0 + time::Duration::minutes(10))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let (status, s) = stack
-        .api(
-            "POST",
-            "/v1/sessions",
-            Some(json!({
-                "date_expiry": expiry, "call_time_limit": 600,
-                "extension": {"seconds": 300, "max_count": 1},
-                "participants": [{"identifier": A}, {"identifier": B}]
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{s}");
-    stack.sim().set_phone(&e164(A), a);
-    stack.sim().set_phone(&e164(B), b);
-    let (status, placed) = stack
-        .api(
-            "POST",
-            &format!("/v1/sessions/{}/calls", sid(&s)),
-            Some(json!({"mode": "conference"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{placed}");
+    let session = json!({
+        "date_expiry": expiry, "call_time_limit": 600,
+        "extension": {"seconds": 300, "max_count": 1},
+        "participants": [{"identifier": A}, {"identifier": B}]
+    });
+    let s = conference_v_call(stack, session, a, b).await;
     (s, t0)
-}
-
-fn sid(s: &Value) -> String {
-    s["sid"].as_str().unwrap().to_owned()
 }
 
 async fn session(stack: &Stack, s: &Value) -> Session {

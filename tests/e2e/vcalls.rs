@@ -30,10 +30,6 @@ async fn log(stack: &Stack, sid: &str) -> Vec<Value> {
     log["interactions"].as_array().unwrap().clone()
 }
 
-fn sid(s: &Value) -> String {
-    s["sid"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn bridge_mode_rings_a_then_dials_b_with_the_proxy_as_caller_id() {
     let stack = stack().await;
