@@ -33,6 +33,16 @@ struct Tables {
     create_conflicts: Vec<CreateConflict>,
 }
 
+impl Tables {
+    /// Files the session in the due index for `due`, or takes it out with `None`.
+    fn file_due(&mut self, sid: &str, due: Option<i64>) {
+        match due {
+            Some(at) => self.due.insert(sid.to_owned(), at),
+            None => self.due.remove(sid),
+        };
+    }
+}
+
 /// The session store, in memory.
 #[derive(Default)]
 pub struct MemoryStore(Mutex<Tables>);
@@ -207,10 +217,7 @@ impl SessionStore for MemoryStore {
             date_updated: now,
             ..stored.extended_by(seconds)
         };
-        match due {
-            Some(at) => t.due.insert(session.sid.clone(), at),
-            None => t.due.remove(&session.sid),
-        };
+        t.file_due(&session.sid, due);
         Ok(())
     }
 
@@ -315,10 +322,7 @@ impl SessionStore for MemoryStore {
             s.live_call = None;
             s.current_conference = None;
         }
-        match due {
-            Some(at) => t.due.insert(sid.to_owned(), at),
-            None => t.due.remove(sid),
-        };
+        t.file_due(sid, due);
         Ok(())
     }
 
@@ -372,10 +376,7 @@ impl SessionStore for MemoryStore {
 
     async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
         let mut t = self.tables();
-        match due {
-            Some(at) => t.due.insert(sid.to_owned(), at),
-            None => t.due.remove(sid),
-        };
+        t.file_due(sid, due);
         Ok(())
     }
 
