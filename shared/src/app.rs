@@ -13,6 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::secrets::{SecretCache, SecretSource, SecretsManagerSource};
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::twilio::TwilioClient;
 
 pub struct App {
@@ -23,6 +24,8 @@ pub struct App {
     /// For the platform's intercept and out-of-session callbacks.
     pub http: reqwest::Client,
     pub clock: Arc<dyn Clock>,
+    /// The function's name, its metrics sink, and its cold-start flag.
+    pub telemetry: Telemetry,
 }
 
 impl App {
@@ -73,14 +76,30 @@ impl App {
         source: Arc<dyn SecretSource>,
     ) -> App {
         let http = http_client();
+        let telemetry = Telemetry::from_env(clock.clone());
         App {
             store: Store::new(dynamo, config.table_name.clone()),
             secrets: SecretCache::new(source),
-            twilio: TwilioClient::new(http.clone(), config.twilio_api_base_url.clone()),
+            twilio: TwilioClient::new(http.clone(), config.twilio_api_base_url.clone())
+                .with_metrics(telemetry.metrics.clone()),
             http,
             clock,
             config,
+            telemetry,
         }
+    }
+
+    /// The same app reporting as `telemetry` says: the local stack names each function and
+    /// keeps its metrics where tests can read them.
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> App {
+        self.twilio = self.twilio.with_metrics(telemetry.metrics.clone());
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Where this function's metrics go.
+    pub fn metrics(&self) -> &crate::telemetry::Metrics {
+        &self.telemetry.metrics
     }
 
     /// The same app for one request: its Twilio calls (and the platform callbacks, through
@@ -93,6 +112,7 @@ impl App {
             twilio: self.twilio.within(budget),
             http: self.http.clone(),
             clock: self.clock.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 

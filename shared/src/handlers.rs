@@ -10,7 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use lambda_http::{Body, Request, Response, service_fn};
+use lambda_http::{Body, Request, RequestExt, Response, service_fn};
+use tracing::Instrument;
 
 use crate::api;
 use crate::app::App;
@@ -115,32 +116,39 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "extend-session",
 ];
 
-/// A Lambda function's whole `main`: build the app once (no network I/O), then serve events.
+/// A Lambda function's whole `main`: build the app once (no network I/O), then serve events,
+/// each in its invocation's span (request id, trace id, cold start: `telemetry`).
 pub async fn run_http<H, Fut>(handler: H) -> Result<(), lambda_http::Error>
 where
     H: Fn(Arc<App>, Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    crate::logging::init();
+    crate::telemetry::logs::init();
     let app = App::from_env().await?;
     lambda_http::run(service_fn(move |req: Request| {
-        let response = handler(app.clone(), req);
+        let span = match req.lambda_context_ref() {
+            Some(context) => app.telemetry.invocation_of(context),
+            None => app.telemetry.invocation("", None),
+        };
+        let response = handler(app.clone(), req).instrument(span);
         async move { Ok::<_, Infallible>(response.await) }
     }))
     .await
 }
 
-/// `main` of an event-triggered function: build the app once, then handle each event.
+/// `main` of an event-triggered function: build the app once, then handle each event in its
+/// invocation's span.
 pub async fn run_event<H, Fut>(handler: H) -> Result<(), lambda_runtime::Error>
 where
     H: Fn(Arc<App>, serde_json::Value) -> Fut,
     Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
 {
-    crate::logging::init();
+    crate::telemetry::logs::init();
     let app = App::from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-            handler(app.clone(), event.payload)
+            let span = app.telemetry.invocation_of(&event.context);
+            handler(app.clone(), event.payload).instrument(span)
         },
     ))
     .await

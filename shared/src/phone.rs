@@ -395,6 +395,58 @@ fn japanese_national(national: &str) -> Result<String, &'static str> {
     Ok(format!("+81{subscriber}"))
 }
 
+/// `text` with every phone number in it masked: E.164 (`+` and 8 to 15 digits) and Japanese
+/// national numbers (`090-1234-5678`, `0312345678`) standing as words of their own. The logs'
+/// safety net, for a number that reached a message or a field without going through
+/// [`PhoneNumber::masked`].
+pub fn mask_in_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let word = |i: usize| bytes.get(i).is_some_and(|b| b.is_ascii_alphanumeric());
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let starts = matches!(bytes[i], b'+' | b'0') && (i == 0 || !word(i - 1));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut end = i + 1;
+        while end < bytes.len() && (bytes[end].is_ascii_digit() || bytes[end] == b'-') {
+            end += 1;
+        }
+        while end > start + 1 && bytes[end - 1] == b'-' {
+            end -= 1;
+        }
+        let token = &text[start..end];
+        let digits = token.bytes().filter(u8::is_ascii_digit).count();
+        let masked = if word(end) {
+            None
+        } else if let Ok(n) = PhoneNumber::parse(token) {
+            Some(n.masked().to_string())
+        } else if token.starts_with('+') && (8..=15).contains(&digits) {
+            Some(Masked(token).to_string())
+        } else {
+            None
+        };
+        if let Some(m) = masked {
+            let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            o.push_str(&text[copied..start]);
+            o.push_str(&m);
+            copied = end;
+        }
+        i = end.max(start + 1);
+    }
+    match out {
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            std::borrow::Cow::Owned(o)
+        }
+        None => std::borrow::Cow::Borrowed(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +626,30 @@ mod tests {
                  Japanese mobile numbers (070/080/090) have 11 digits"
             )
         );
+    }
+
+    #[test]
+    fn numbers_in_free_text_are_masked() {
+        assert_eq!(
+            mask_in_text("from +819012345678 to 090-1234-5678, then 03-1234-5678."),
+            "from +8190****5678 to +8190****5678, then +8131***5678."
+        );
+        assert_eq!(mask_in_text("+14155550123"), "+1415***0123");
+    }
+
+    #[test]
+    fn text_without_numbers_is_left_alone() {
+        for text in [
+            "session KS0123456789abcdef0123456789abcdef",
+            "CA0901234567890 and 2026-11-24T20:30:00Z",
+            "duration 065 s, cost 32.4",
+            "",
+        ] {
+            assert!(
+                matches!(mask_in_text(text), std::borrow::Cow::Borrowed(_)),
+                "{text}"
+            );
+        }
     }
 
     #[test]

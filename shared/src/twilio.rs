@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use crate::budget::Budget;
 use crate::secrets::{SecretCache, SecretError};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::status_class;
 
 const API_VERSION: &str = "2010-04-01";
 
@@ -70,6 +72,8 @@ pub struct TwilioClient {
     http: reqwest::Client,
     base_url: String,
     budget: Budget,
+    /// Counts Twilio's error answers (`TwilioErrors`); none without it.
+    metrics: Option<Metrics>,
 }
 
 impl TwilioClient {
@@ -79,6 +83,23 @@ impl TwilioClient {
             http,
             base_url: base_url.into(),
             budget: Budget::background(),
+            metrics: None,
+        }
+    }
+
+    /// The same client, counting Twilio's error answers in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    /// One error answer, or an attempt that got none: every attempt counts, retried or not,
+    /// since a 5xx that a retry hid still says Twilio is unwell.
+    fn count_error(&self, status_class: &str, code: &str) {
+        if let Some(m) = &self.metrics {
+            m.twilio_error(status_class, code);
         }
     }
 
@@ -334,6 +355,12 @@ impl TwilioClient {
             let response = match response {
                 Ok(r) => r,
                 Err(e) => {
+                    let class = if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    };
+                    self.count_error(class, "none");
                     // A request that may have reached Twilio is not repeated blindly.
                     if e.is_connect() {
                         last = TwilioError::Transport(e.to_string());
@@ -355,9 +382,11 @@ impl TwilioClient {
                     .map_err(|e| TwilioError::Transport(format!("unreadable answer: {e}")));
             }
             let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
+            let code = parsed.as_ref().and_then(|b| b.code).unwrap_or(0);
+            self.count_error(status_class(status), &code.to_string());
             last = TwilioError::Api {
                 status,
-                code: parsed.as_ref().and_then(|b| b.code).unwrap_or(0),
+                code,
                 message: parsed
                     .and_then(|b| b.message)
                     .unwrap_or_else(|| body.chars().take(200).collect()),

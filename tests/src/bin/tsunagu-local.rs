@@ -8,7 +8,7 @@ use tsunagu_tests::stack::{Options, Stack};
 
 #[tokio::main]
 async fn main() {
-    tsunagu::logging::init();
+    tsunagu::telemetry::logs::init();
     let port = std::env::var("GATEWAY_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
