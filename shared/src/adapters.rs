@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use crate::app::App;
 use crate::domain::ports::{
-    CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, Mode, Recorded, Ring,
-    SessionStore, Settings, StoreError,
+    CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Mode,
+    Recorded, Ring, SessionStore, Settings, StoreError,
 };
 use crate::model::{Interaction, ProxyNumber, Session};
 use crate::phone::PhoneNumber;
@@ -241,7 +241,7 @@ impl SessionStore for Store {
         shard: u32,
         now: i64,
         start: Option<DueCursor>,
-    ) -> Result<(Vec<String>, Option<DueCursor>), StoreError> {
+    ) -> Result<(Vec<DueSession>, Option<DueCursor>), StoreError> {
         Store::due_page(self, shard, now, start).await
     }
 }

@@ -37,6 +37,8 @@ pub struct SweepReport {
     pub calls_ended: usize,
     pub closed: usize,
     pub failed: usize,
+    /// The `due_at` of the oldest session handled: how late the sweep ran (`SweepLag`).
+    pub oldest_due: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +56,12 @@ pub async fn sweep(ctx: Ctx<'_>, now: i64) -> Result<SweepReport, StoreError> {
     for shard in 0..DUE_SHARDS {
         let mut start = None;
         loop {
-            let (sids, next) = ctx.store.due_page(shard, now, start).await?;
+            let (page, next) = ctx.store.due_page(shard, now, start).await?;
             report.queries += 1;
-            report.due += sids.len();
-            let outcomes: Vec<Result<Outcome, DomainError>> = futures::stream::iter(sids)
-                .map(|sid| visit(ctx, sid, now))
+            report.due += page.len();
+            report.oldest_due = page.iter().map(|d| d.due_at).chain(report.oldest_due).min();
+            let outcomes: Vec<Result<Outcome, DomainError>> = futures::stream::iter(page)
+                .map(|due| visit(ctx, due.sid, now))
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
@@ -296,6 +299,27 @@ mod tests {
         let again = sweep(world.ctx(), NOW).await.unwrap();
         assert_eq!(again.warned, 0);
         assert_eq!(world.calls.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_report_names_the_oldest_due_instant_handled() {
+        let world = World::at(NOW);
+        assert_eq!(sweep(world.ctx(), NOW).await.unwrap().oldest_due, None);
+        for (i, due) in [NOW - 30, NOW - 95, NOW].into_iter().enumerate() {
+            let sid = format!("KC{i:032x}");
+            world.store.put_session(Session {
+                sid: sid.clone(),
+                ..sample_session()
+            });
+            world.store.file_due(&sid, due);
+        }
+        // Filed for later: not handled, so not counted.
+        world
+            .store
+            .file_due("KC0000000000000000000000000000000f", NOW + 500);
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.due, 3, "{report:?}");
+        assert_eq!(report.oldest_due, Some(NOW - 95));
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::clock::Clock;
 use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateConflict, CreateError, Ctx, DueCursor,
-    Recorded, Ring, SessionStore, Settings, StoreError,
+    DueSession, Recorded, Ring, SessionStore, Settings, StoreError,
 };
 use crate::model::{
     CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, TwilioDirection,
@@ -398,7 +398,7 @@ impl SessionStore for MemoryStore {
         shard: u32,
         now: i64,
         _start: Option<DueCursor>,
-    ) -> Result<(Vec<String>, Option<DueCursor>), StoreError> {
+    ) -> Result<(Vec<DueSession>, Option<DueCursor>), StoreError> {
         if shard != 0 {
             return Ok((Vec::new(), None));
         }
@@ -407,7 +407,10 @@ impl SessionStore for MemoryStore {
             .due
             .iter()
             .filter(|(_, at)| **at <= now)
-            .map(|(sid, _)| sid.clone())
+            .map(|(sid, at)| DueSession {
+                sid: sid.clone(),
+                due_at: *at,
+            })
             .collect();
         Ok((sids, None))
     }

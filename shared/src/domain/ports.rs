@@ -10,7 +10,7 @@ use crate::phone::PhoneNumber;
 
 // The store's plain value types (no SDK types inside but the due cursor's private key).
 pub use crate::store::{
-    ConferenceRecord, CreateConflict, CreateError, DueCursor, Recorded, StoreError,
+    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, StoreError,
 };
 
 /// The sessions, their call legs and the due index, as the domain reads and changes them.
@@ -92,13 +92,14 @@ pub trait SessionStore: Send + Sync {
         session_sid: &str,
         conference_sid: &str,
     ) -> Result<Option<ConferenceRecord>, StoreError>;
-    /// One page of the sessions due by `now` in one shard of the due index.
+    /// One page of the sessions due by `now` in one shard of the due index, each with the
+    /// instant it was filed for.
     async fn due_page(
         &self,
         shard: u32,
         now: i64,
         start: Option<DueCursor>,
-    ) -> Result<(Vec<String>, Option<DueCursor>), StoreError>;
+    ) -> Result<(Vec<DueSession>, Option<DueCursor>), StoreError>;
 }
 
 /// How a V-call leg is connected once answered (the live call's own mode).

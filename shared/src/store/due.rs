@@ -31,6 +31,13 @@ impl DueCursor {
     }
 }
 
+/// A session the due index returned, and the instant it was filed for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueSession {
+    pub sid: String,
+    pub due_at: i64,
+}
+
 /// The SID of a session item, as the index returns it.
 fn session_sid_of(item: &Item) -> Option<String> {
     item.get("pk")?
@@ -38,6 +45,15 @@ fn session_sid_of(item: &Item) -> Option<String> {
         .ok()?
         .strip_prefix("SESSION#")
         .map(str::to_owned)
+}
+
+/// The session and its `due_at` (the index's sort key, so in every projection).
+fn due_session_of(item: &Item) -> Option<DueSession> {
+    let due_at = item.get("due_at")?.as_n().ok()?.parse().ok()?;
+    Some(DueSession {
+        sid: session_sid_of(item)?,
+        due_at,
+    })
 }
 
 impl Store {
@@ -65,7 +81,7 @@ impl Store {
         shard: u32,
         now: i64,
         start: Option<DueCursor>,
-    ) -> Result<(Vec<String>, Option<DueCursor>), StoreError> {
+    ) -> Result<(Vec<DueSession>, Option<DueCursor>), StoreError> {
         let out = self
             .client
             .query()
@@ -82,7 +98,7 @@ impl Store {
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(session_sid_of)
+            .filter_map(due_session_of)
             .collect();
         Ok((sids, DueCursor::after(out.last_evaluated_key)))
     }
@@ -130,5 +146,17 @@ mod tests {
         );
         assert_eq!(session_sid_of(&super::super::call_ref_key("CA1")), None);
         assert_eq!(session_sid_of(&Item::new()), None);
+        let filed: Item = super::super::session_key("KC1")
+            .into_iter()
+            .chain([("due_at".to_owned(), n(100))])
+            .collect();
+        assert_eq!(
+            due_session_of(&filed),
+            Some(DueSession {
+                sid: "KC1".into(),
+                due_at: 100
+            })
+        );
+        assert_eq!(due_session_of(&super::super::session_key("KC1")), None);
     }
 }

@@ -42,7 +42,7 @@ use crate::phone::PhoneNumber;
 use condition::{Condition, OnlyIf};
 
 pub use conferences::ConferenceRecord;
-pub use due::{DUE_INDEX, DUE_SHARDS, DueCursor, due_shard};
+pub use due::{DUE_INDEX, DUE_SHARDS, DueCursor, DueSession, due_shard};
 pub use idempotency::Claim;
 pub use interactions::Recorded;
 pub use routing::Route;

@@ -90,6 +90,10 @@ async fn extension_answer(
         pressed_one,
     )
     .await?;
+    if outcome.answer == Answer::Extended {
+        app.metrics()
+            .emit(Document::new().metric(name::EXTENSIONS, Unit::Count, 1.0));
+    }
     let now = app.now();
     let prompts = &app.config.prompts;
     let text = match outcome.answer {

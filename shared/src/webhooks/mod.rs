@@ -17,6 +17,8 @@ use crate::phone::PhoneNumber;
 use crate::pricing::{self, Direction};
 use crate::signature;
 use crate::store::{Recorded, Route};
+use crate::telemetry::metrics::name;
+use crate::telemetry::{Document, Unit};
 use crate::twiml::{Conference, Dial, Gather, Method, Number, Response as TwiML, Say};
 use crate::web;
 
@@ -61,6 +63,7 @@ pub enum Rejected {
 pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
     let Some(header) = web::header(req, "x-twilio-signature") else {
         tracing::warn!(path = %web::raw_path(req), "webhook without X-Twilio-Signature");
+        app.metrics().signature_failure();
         return Err(Rejected::Forbidden);
     };
     let params = signature::parse_form(web::body_bytes(req));
@@ -82,6 +85,7 @@ pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
         }
         Ok(_) => {
             tracing::warn!(path = %web::raw_path(req), "webhook with a wrong X-Twilio-Signature");
+            app.metrics().signature_failure();
             Err(Rejected::Forbidden)
         }
         Err(e) => Err(Rejected::Unverifiable(e.to_string())),

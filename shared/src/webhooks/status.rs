@@ -27,11 +27,17 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
         let outcome = app.store.record_leg(&leg, app.now(), app.config.retention_seconds()).await;
         match outcome {
             Ok(Recorded::Stale) => tracing::debug!(call = call_sid, status = status.as_str(), "late or repeated callback"),
-            Ok(r) => tracing::info!(
-                session = %session_sid, call = call_sid, status = status.as_str(),
-                duration = leg.duration, cost_jpy = %leg.cost(), session_closed = (r == Recorded::SessionClosed),
-                "call leg recorded"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    session = %session_sid, call = call_sid, status = status.as_str(),
+                    duration = leg.duration, cost_jpy = %leg.cost(), session_closed = (r == Recorded::SessionClosed),
+                    "call leg recorded"
+                );
+                // The store lets a leg's final status through once, so each leg counts once.
+                if status.is_final() {
+                    app.metrics().emit(leg_metrics(&leg));
+                }
+            }
             // The session does not exist: nothing to attach the leg to.
             Err(crate::store::StoreError::ConditionFailed) => {
                 tracing::warn!(session = %session_sid, call = call_sid, "status callback names an unknown session");
@@ -125,6 +131,28 @@ async fn release_waiting_legs(
             tracing::error!(call = %other.call_sid, error = %e, "could not release a leg waiting for the unreachable party");
         }
     }
+}
+
+/// A leg that ended: `Legs`, its billed minutes and cost, and `Calls` by outcome when the
+/// leg is a call of its own (an inbound call, or one the platform placed) rather than the
+/// leg a caller's `<Dial>` rang.
+pub fn leg_metrics(leg: &Interaction) -> Document {
+    let doc = Document::new()
+        .metric(name::LEGS, Unit::Count, 1.0)
+        .metric(name::BILLED_MINUTES, Unit::Count, leg.billed_minutes as f64)
+        .metric(
+            name::COST_YEN,
+            Unit::None,
+            leg.cost_milli_yen as f64 / 1000.0,
+        )
+        .property("session", leg.session_sid.as_str())
+        .property("call", leg.call_sid.as_str())
+        .property("direction", leg.twilio_direction.as_str());
+    if leg.twilio_direction == TwilioDirection::OutboundDial {
+        return doc;
+    }
+    doc.metric_by(name::CALLS, Unit::Count, 1.0, &[&["outcome"]])
+        .dimension("outcome", leg.status.as_str())
 }
 
 fn leg_from_callback(
