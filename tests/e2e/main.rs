@@ -12,5 +12,6 @@ mod events;
 mod expiry;
 mod iam;
 mod store;
+mod telemetry;
 mod unreachable;
 mod vcalls;

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
+use tracing::Instrument;
 use tsunagu::App;
 use tsunagu::handlers::http_handler;
 
@@ -193,7 +194,16 @@ pub async fn run_event(
     let handler = http_handler(function).ok_or_else(|| format!("no function named {function}"))?;
     let request = lambda_http::request::from_str(&event.to_string())
         .map_err(|e| format!("event does not decode: {e}"))?;
-    Ok(handler(gw.app(function)?, request).await)
+    let app = gw.app(function)?;
+    let span = invocation(&app);
+    Ok(handler(app, request).instrument(span).await)
+}
+
+/// The span `handlers::run_http` and `run_event` give each invocation on Lambda, with a
+/// request id of Lambda's form (a UUID); there is no X-Ray locally, so no trace id.
+fn invocation(app: &App) -> tracing::Span {
+    app.telemetry
+        .invocation(&uuid::Uuid::new_v4().to_string(), None)
 }
 
 /// `POST /2015-03-31/functions/{name}/invocations`: Lambda's Invoke API, so
@@ -220,7 +230,8 @@ async fn invoke(gw: &Gateway, function: &str, body: &[u8]) -> Response {
                     .into_response();
             }
         };
-        return match handler(app, event).await {
+        let span = invocation(&app);
+        return match handler(app, event).instrument(span).await {
             Ok(result) => axum::Json(result).into_response(),
             Err(e) => (
                 StatusCode::OK,

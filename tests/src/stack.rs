@@ -18,6 +18,7 @@ use serde_json::Value;
 use tsunagu::App;
 use tsunagu::clock::Clock;
 use tsunagu::config::Config;
+use tsunagu::telemetry::{MemorySink, Telemetry};
 
 use crate::gateway::{self, Gateway};
 use crate::iam::{self, Denial, Denials};
@@ -103,6 +104,8 @@ pub struct Stack {
     pub table: String,
     pub aws: SdkConfig,
     pub http: reqwest::Client,
+    /// Every EMF document the functions wrote (on Lambda: their stdout, then CloudWatch).
+    pub metrics: MemorySink,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -245,6 +248,7 @@ impl Stack {
         let app_clock: Arc<dyn Clock> = Arc::new(SimClock(clock.clone()));
         let app = Arc::new(App::new(config.clone(), &aws, app_clock.clone()));
         let denials = Denials::default();
+        let metrics = MemorySink::default();
         let mut apps = HashMap::new();
         for function in &tpl.functions {
             let policy = Arc::new(policies.get(function).cloned().unwrap_or_default());
@@ -272,7 +276,12 @@ impl Stack {
                 aws_sdk_dynamodb::Client::from_conf(dynamo),
                 aws_sdk_secretsmanager::Client::from_conf(secrets),
                 app_clock.clone(),
-            );
+            )
+            .with_telemetry(Telemetry::new(
+                function,
+                Arc::new(metrics.clone()),
+                app_clock.clone(),
+            ));
             apps.insert(function.clone(), Arc::new(function_app));
         }
         let gateway = Gateway {
@@ -305,6 +314,7 @@ impl Stack {
             table,
             aws,
             http: tsunagu::app::http_client(),
+            metrics,
             server,
         })
     }

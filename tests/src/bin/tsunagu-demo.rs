@@ -1,5 +1,7 @@
 //! `make demo`: the whole local stack and a masked-call scenario, printed as a timeline.
 //! Calls run in the simulator's virtual time, so a minute of talk takes milliseconds.
+//! It ends by comparing the metrics the functions emitted (EMF) with its own totals; the
+//! end-to-end test `telemetry::` runs this same scenario.
 
 use std::time::Duration;
 
@@ -14,6 +16,26 @@ const STRANGER: &str = "070-1111-2222";
 struct Demo {
     stack: Stack,
     shown: usize,
+    /// Every session's call log, as `GET /v1/sessions/{sid}/interactions` showed it.
+    logs: Vec<Value>,
+}
+
+/// The demo's own figures, from the call logs and the scenario, that the metrics must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Totals {
+    pub cost_yen: f64,
+    pub billed_minutes: u64,
+    pub legs: usize,
+    /// Legs that are calls of their own: inbound calls and V字発信 legs, not dialled legs.
+    pub calls: usize,
+    pub warnings: u64,
+    pub extensions: u64,
+}
+
+/// What a run leaves: the demo's totals and every EMF document the functions wrote.
+pub struct Run {
+    pub totals: Totals,
+    pub metrics: tsunagu::telemetry::MemorySink,
 }
 
 impl Demo {
@@ -68,7 +90,8 @@ fn masked(national: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn run() -> Result<(), String> {
+/// The whole scenario, printed; an `Err` when the stack did not do what a step says.
+pub async fn run() -> Result<Run, String> {
     let stack = Stack::start(Options::default()).await?;
     println!("Tsunagu demo — masked calls on the local stack");
     println!(
@@ -84,7 +107,11 @@ async fn run() -> Result<(), String> {
         "  Twilio    {}  (Voice simulator, virtual clock)",
         stack.sim().base_url()
     );
-    let mut demo = Demo { stack, shown: 0 };
+    let mut demo = Demo {
+        stack,
+        shown: 0,
+        logs: Vec::new(),
+    };
 
     demo.step("The platform adds two proxy numbers to the pool");
     for n in ["050-3123-4567", "050-3123-4568"] {
@@ -209,6 +236,7 @@ async fn run() -> Result<(), String> {
         .await;
     demo.check(status == 200, "200 OK")?;
     print_log(&log);
+    demo.logs.push(log.clone());
     let total = log["total_cost"].as_f64().unwrap_or_default();
     // 65 s and 20 s to mobiles: 2 + 1 billed minutes at 16.2; the callers' legs at 1 JPY/min.
     demo.check(
@@ -218,7 +246,8 @@ async fn run() -> Result<(), String> {
         ),
     )?;
     v_calls(&mut demo).await?;
-    time_limit(&mut demo).await?;
+    let extensions = time_limit(&mut demo).await?;
+    let totals = metrics(&mut demo, extensions)?;
     println!(
         "\nDone: {} masked as {} and {} as {} throughout.",
         BUYER,
@@ -226,7 +255,69 @@ async fn run() -> Result<(), String> {
         SELLER,
         masked(SELLER)
     );
-    Ok(())
+    Ok(Run {
+        totals,
+        metrics: demo.stack.metrics.clone(),
+    })
+}
+
+/// What CloudWatch would extract from the functions' EMF documents, against the demo's own
+/// figures: the call logs' legs, minutes and yen, and the warnings and extension it staged.
+fn metrics(demo: &mut Demo, extensions: u64) -> Result<Totals, String> {
+    use tsunagu::telemetry::metrics::name;
+    demo.step("Operations: the EMF metrics the functions wrote (namespace Tsunagu), summed");
+    let legs: Vec<&Value> = demo
+        .logs
+        .iter()
+        .flat_map(|log| log["interactions"].as_array().into_iter().flatten())
+        .collect();
+    let totals = Totals {
+        cost_yen: demo
+            .logs
+            .iter()
+            .filter_map(|log| log["total_cost"].as_f64())
+            .sum(),
+        billed_minutes: legs
+            .iter()
+            .filter_map(|l| l["billed_minutes"].as_u64())
+            .sum(),
+        legs: legs.len(),
+        calls: legs
+            .iter()
+            .filter(|l| l["twilio_direction"] != "outbound-dial")
+            .count(),
+        // The ten-minute call: one warning at 7:00 (extended), one at 12:00 (none left).
+        warnings: 2,
+        extensions,
+    };
+    let m = &demo.stack.metrics;
+    let rows = [
+        (name::CALLS, totals.calls as f64, "calls in the logs"),
+        (name::LEGS, totals.legs as f64, "legs in the logs"),
+        (
+            name::BILLED_MINUTES,
+            totals.billed_minutes as f64,
+            "billed minutes in the logs",
+        ),
+        (name::COST_YEN, totals.cost_yen, "yen in the logs"),
+        (name::WARNINGS, totals.warnings as f64, "warnings given"),
+        (
+            name::EXTENSIONS,
+            totals.extensions as f64,
+            "extensions taken",
+        ),
+    ];
+    println!("    {:<16} {:>10} {:>10}", "metric", "EMF sum", "demo");
+    for (metric, expected, _) in rows {
+        println!("    {:<16} {:>10} {:>10}", metric, m.sum(metric), expected);
+    }
+    for (metric, expected, what) in rows {
+        demo.check(
+            (m.sum(metric) - expected).abs() < 1e-9,
+            &format!("{metric} = {expected} {what}"),
+        )?;
+    }
+    Ok(totals)
 }
 
 /// V字発信: the platform rings both parties itself, in bridge and in conference mode.
@@ -319,6 +410,7 @@ async fn v_calls(demo: &mut Demo) -> Result<(), String> {
         .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
         .await;
     print_log(&log);
+    demo.logs.push(log.clone());
     let outbound_only = log["interactions"]
         .as_array()
         .is_some_and(|l| l.len() == 4 && l.iter().all(|i| i["direction"] == "outbound"));
@@ -326,8 +418,9 @@ async fn v_calls(demo: &mut Demo) -> Result<(), String> {
     Ok(())
 }
 
-/// A ten-minute call with the spoken warning, one extension, and the session's end.
-async fn time_limit(demo: &mut Demo) -> Result<(), String> {
+/// A ten-minute call with the spoken warning, one extension, and the session's end; the
+/// number of extensions the session shows.
+async fn time_limit(demo: &mut Demo) -> Result<u64, String> {
     demo.step("Time limits: a session that ends in 10 minutes, calls limited to 10 minutes, one 5-minute extension");
     // Start on the sweep's minute, so the warning comes at 7:00 sharp.
     let into_minute = (demo.stack.clock.now() - demo.stack.started)
@@ -427,7 +520,8 @@ async fn time_limit(demo: &mut Demo) -> Result<(), String> {
         .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
         .await;
     print_log(&log);
-    Ok(())
+    demo.logs.push(log);
+    Ok(closed["extension_count"].as_u64().unwrap_or_default())
 }
 
 fn print_log(log: &Value) {
