@@ -1,7 +1,10 @@
 //! Operations: the demo's scenario (`make demo`, tests/src/bin/tsunagu-demo.rs) run as is,
 //! and the EMF documents its functions wrote compared with its own totals.
 
+use serde_json::json;
 use tsunagu::telemetry::metrics::{declares, name};
+
+use crate::common::{A, B, P1, e164, session_body, sid, stack};
 
 #[allow(dead_code)] // its `main` is the binary's, unused here
 #[path = "../src/bin/tsunagu-demo.rs"]
@@ -57,6 +60,78 @@ async fn the_demos_metrics_match_its_own_totals() {
     }
     let by = |f: &str| docs.iter().filter(|d| d["function_name"] == f).count();
     assert!(by("call-status") > 0 && by("expiry-warning") > 0 && by("extension") == 1);
+}
+
+#[tokio::test]
+async fn each_refused_webhook_counts_one_signature_failure() {
+    let stack = stack().await;
+    let url = format!("{}/twilio/voice/inbound", stack.url);
+    let form = [
+        ("CallSid", "CA99999999999999999999999999999999"),
+        ("From", "+819012345678"),
+    ];
+    let unsigned = stack.http.post(&url).form(&form).send().await.unwrap();
+    let forged = stack
+        .http
+        .post(&url)
+        .header("x-twilio-signature", "bm90IGEgc2lnbmF0dXJl")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (unsigned.status().as_u16(), forged.status().as_u16()),
+        (403, 403)
+    );
+    assert_eq!(stack.metrics.sum(name::SIGNATURE_FAILURES), 2.0);
+    let doc = &stack.metrics.documents()[0];
+    assert_valid_emf(doc);
+    assert_eq!(doc["function_name"], "inbound-call");
+}
+
+#[tokio::test]
+async fn twilios_error_answers_are_counted_by_class_and_code_retries_included() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let sim = stack.sim();
+    let calls = format!("/v1/sessions/{}/calls", sid(&s));
+    // A 503 is "not processed": retried, and the call is placed; the 503 still counts.
+    sim.fail_next_rest("POST Calls.json", 503, 20503, "Service Unavailable");
+    let (status, body) = stack
+        .api("POST", &calls, Some(json!({"mode": "bridge"})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.finish_calls().await;
+    // A refused number: one 4xx with its code.
+    sim.fail_next_call_to(
+        &e164(A),
+        400,
+        21211,
+        "The 'To' number is not a valid phone number.",
+    );
+    let (status, body) = stack
+        .api("POST", &calls, Some(json!({"mode": "bridge"})))
+        .await;
+    assert_eq!(status, 502, "{body}");
+
+    let m = &stack.metrics;
+    assert_eq!(m.sum_where(name::TWILIO_ERRORS, "status_class", "5xx"), 1.0);
+    assert_eq!(m.sum_where(name::TWILIO_ERRORS, "status_class", "4xx"), 1.0);
+    assert_eq!(m.sum_where(name::TWILIO_ERRORS, "code", "20503"), 1.0);
+    assert_eq!(m.sum_where(name::TWILIO_ERRORS, "code", "21211"), 1.0);
+    assert_eq!(m.sum(name::TWILIO_ERRORS), 2.0);
+    for doc in m
+        .documents()
+        .iter()
+        .filter(|d| declares(d, name::TWILIO_ERRORS))
+    {
+        assert_valid_emf(doc);
+        assert_eq!(doc["function_name"], "start-v-call");
+    }
 }
 
 /// What the EMF specification requires of each document (see `tsunagu::telemetry::metrics`).
