@@ -1,6 +1,8 @@
 //! `make up`: the local stack in the foreground until Ctrl-C — a table and secret in the
 //! emulator, the Twilio simulator (unless TWILIO_API_BASE_URL is set) and the gateway on
 //! 127.0.0.1:${GATEWAY_PORT:-3000}. The simulator's clock follows real time here.
+//! `PROXY_NUMBERS` (comma-separated) are added to the pool and, with the simulator, to the
+//! simulated Twilio account, as a number bought and configured in the Twilio console would be.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,15 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    for number in std::env::var("PROXY_NUMBERS")
+        .unwrap_or_default()
+        .split(',')
+    {
+        let number = number.trim();
+        if !number.is_empty() {
+            stack.add_proxy_number(number).await;
+        }
+    }
     if let Some(sim) = stack.sim.clone() {
         // Real-time pacing: advance the virtual clock by the wall-clock time that passed.
         tokio::spawn(async move {
