@@ -55,7 +55,7 @@ done
 #   cannot state (a number must be dialable, a participant free on a proxy number, a session
 #   open); those refusals are checked by the other checks to be documented problems.
 set +e
-.venv/bin/schemathesis run docs/openapi.yaml \
+.venv/bin/schemathesis --config-file scripts/schemathesis.toml run docs/openapi.yaml \
   --url "$url" \
   --checks all \
   --exclude-checks ignored_auth,unsupported_method,positive_data_acceptance \
