@@ -16,6 +16,9 @@ use tsunagu::handlers::http_handler;
 
 use crate::template::Route;
 
+/// What the gateway calls when a number joins the pool (see [`Gateway::on_number_added`]).
+pub type NumberHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Gateway {
     /// Each function's own app: its own clients, held to its own IAM policy.
@@ -23,7 +26,7 @@ pub struct Gateway {
     pub routes: Arc<Vec<Route>>,
     /// Called with the E.164 number of every `POST /v1/numbers` answered 201: `make up`
     /// buys it in the simulated Twilio account, as an operator would in the console.
-    pub on_number_added: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub on_number_added: Option<NumberHook>,
 }
 
 impl Gateway {

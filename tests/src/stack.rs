@@ -279,7 +279,7 @@ impl Stack {
             );
             apps.insert(function.clone(), Arc::new(function_app));
         }
-        let on_number_added: Option<Arc<dyn Fn(&str) + Send + Sync>> = match &sim {
+        let on_number_added: Option<gateway::NumberHook> = match &sim {
             Some(sim) if options.buy_pool_numbers => {
                 let (sim, base) = (sim.clone(), config.public_base_url.clone());
                 Some(Arc::new(move |number: &str| {
