@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test up lint fmt clippy bench clean
+.PHONY: demo test fuzz up lint fmt clippy bench clean
 
 ## make demo: the whole local stack and a full masked-call scenario, as a timeline
 demo:
@@ -16,7 +16,12 @@ test:
 	@.venv/bin/cfn-lint template.yaml
 	@python3 scripts/sign-events.py --check
 	@python3 scripts/check-links.py
+	@CARGO=$(CARGO) scripts/fuzz.sh --short
 	@scripts/with-moto.sh $(CARGO) test --workspace --tests
+
+## make fuzz: schemathesis against the local stack with docs/openapi.yaml (a few minutes)
+fuzz:
+	@CARGO=$(CARGO) scripts/fuzz.sh
 
 ## make up: emulator + simulator + gateway on 127.0.0.1:$${GATEWAY_PORT:-3000}, until Ctrl-C
 up:

@@ -765,4 +765,36 @@ mod tests {
         assert!(err.contains("\"090-1234\""), "{err}");
         assert!(serde_json::from_str::<PhoneNumber>("9012345678").is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Any string, and strings shaped like numbers (national, E.164, full-width, with
+        /// separators), so that many inputs parse.
+        fn input() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "0[0-9]{1,3}[- ]?[0-9]{2,4}[- ]?[0-9]{3,5}",
+                "\\+[0-9 ]{2,18}",
+                "(00|\\+)81[- ]?[1-9][0-9]{7,10}",
+                "[０-９－ ]{10,14}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics_and_a_parsed_number_is_e164_and_reparses_to_itself(s in input()) {
+                if let Ok(n) = PhoneNumber::parse(&s) {
+                    let e164 = n.as_str();
+                    prop_assert!(e164.starts_with('+'), "{e164}");
+                    prop_assert!(e164[1..].bytes().all(|b| b.is_ascii_digit()), "{e164}");
+                    prop_assert!((2..=16).contains(&e164.len()), "{e164}");
+                    prop_assert_eq!(PhoneNumber::parse(e164), Ok(n.clone()));
+                    // What the masked form and the class give must not panic either.
+                    let _ = (n.masked().to_string(), n.class(), n.national());
+                }
+            }
+        }
+    }
 }

@@ -56,6 +56,47 @@ pub enum Code {
     Internal = 50000,
 }
 
+/// Lists the variants once: `Code::ALL`, and a match the compiler refuses while a variant
+/// is missing from the list.
+macro_rules! every_code {
+    ($($variant:ident),* $(,)?) => {
+        impl Code {
+            /// Every code, for the contract test against docs/openapi.yaml.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+        }
+        #[allow(dead_code)]
+        fn every_variant_is_listed(code: Code) {
+            match code {
+                $(Code::$variant)|* => {}
+            }
+        }
+    };
+}
+
+every_code!(
+    MalformedBody,
+    InvalidParameter,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    NotFound,
+    IdempotencyKeyReused,
+    IdempotencyInProgress,
+    ParticipantAlreadyInSession,
+    NoProxyNumberAvailable,
+    UniqueNameTaken,
+    IdentifierConflict,
+    SessionClosed,
+    InvalidStatusChange,
+    CallInProgress,
+    ModeNotSupported,
+    NumberNotInPool,
+    NumberAlreadyInPool,
+    NumberInUse,
+    Busy,
+    Upstream,
+    Internal,
+);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{title}: {detail}")]
 pub struct Problem {

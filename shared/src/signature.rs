@@ -553,4 +553,121 @@ mod tests {
             "z+WkRdhpPXsLq2quYjGjgY5TsnY="
         ));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        fn encode(params: &[(String, String)]) -> String {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params)
+                .finish()
+        }
+
+        /// Distinct names, so that changing one value changes the signed string: with
+        /// repeated or empty names, Twilio's concatenation can make two requests sign alike.
+        fn params() -> impl Strategy<Value = Vec<(String, String)>> {
+            prop::collection::btree_map("[A-Za-z][A-Za-z0-9]{0,11}", any::<String>(), 0..8)
+                .prop_map(|m: BTreeMap<String, String>| m.into_iter().collect())
+        }
+
+        fn url() -> impl Strategy<Value = String> {
+            (
+                "(http|https)://[a-z]{1,10}\\.test(:[0-9]{2,5})?",
+                "(/[A-Za-z0-9._~-]{0,10}){1,4}",
+                "(\\?[A-Za-z0-9=&]{0,16})?",
+            )
+                .prop_map(|(base, path, query)| format!("{base}{path}{query}"))
+        }
+
+        proptest! {
+            #[test]
+            fn form_parsing_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_form(&body);
+            }
+
+            #[test]
+            fn encoded_params_parse_back_to_themselves(
+                params in prop::collection::vec((any::<String>(), any::<String>()), 0..10)
+            ) {
+                prop_assert_eq!(parse_form(encode(&params).as_bytes()), params);
+            }
+
+            #[test]
+            fn a_signature_validates_its_own_request(
+                token in "[A-Za-z0-9]{1,40}", url in url(), params in params()
+            ) {
+                let signature = compute(&token, &url, &params);
+                prop_assert!(is_valid(&token, &url, &params, &signature));
+                // Received as a form body, as a webhook is.
+                prop_assert!(is_valid(&token, &url, &parse_form(encode(&params).as_bytes()), &signature));
+            }
+
+            #[test]
+            fn any_change_of_url_or_value_invalidates_it(
+                token in "[A-Za-z0-9]{1,40}",
+                url in url(),
+                params in params(),
+                at in any::<prop::sample::Index>(),
+                extra in "[A-Za-z0-9%/.~-]",
+                value in any::<String>(),
+            ) {
+                let signature = compute(&token, &url, &params);
+                // A character more anywhere after the authority (ports aside, no variant
+                // of one URL is a variant of the other).
+                let path_start = url.find("://").unwrap() + 3;
+                let path_start = path_start + url[path_start..].find('/').unwrap();
+                let cut = path_start + at.index(url.len() - path_start + 1);
+                let cut = (cut..=url.len()).find(|i| url.is_char_boundary(*i)).unwrap();
+                let changed_url = format!("{}{extra}{}", &url[..cut], &url[cut..]);
+                prop_assert!(!is_valid(&token, &changed_url, &params, &signature));
+                if !params.is_empty() {
+                    let i = at.index(params.len());
+                    if params[i].1 != value {
+                        let mut changed = params.clone();
+                        changed[i].1 = value.clone();
+                        prop_assert!(!is_valid(&token, &url, &changed, &signature));
+                    }
+                    // A parameter dropped.
+                    let mut fewer = params.clone();
+                    fewer.remove(i);
+                    prop_assert!(!is_valid(&token, &url, &fewer, &signature));
+                }
+                let mut more = params.clone();
+                more.push(("ZZ".repeat(7), value));
+                prop_assert!(!is_valid(&token, &url, &more, &signature));
+            }
+
+            /// A body is signed through what it decodes to, as Twilio's validators do: a
+            /// changed byte invalidates the signature exactly when the decoded parameters
+            /// change (`+` and `%20` are both a space, for instance).
+            #[test]
+            fn a_changed_body_byte_invalidates_it_when_the_parameters_change(
+                token in "[A-Za-z0-9]{1,40}",
+                url in url(),
+                params in params(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let body = encode(&params).into_bytes();
+                prop_assume!(!body.is_empty());
+                let signature = compute(&token, &url, &params);
+                let mut changed = body.clone();
+                let i = at.index(body.len());
+                prop_assume!(changed[i] != byte);
+                changed[i] = byte;
+                let decoded = parse_form(&changed);
+                let mut canonical_before = params.clone();
+                canonical_before.sort();
+                let mut canonical_after = decoded.clone();
+                canonical_after.sort();
+                canonical_after.dedup();
+                prop_assert_eq!(
+                    is_valid(&token, &url, &decoded, &signature),
+                    canonical_before == canonical_after
+                );
+            }
+        }
+    }
 }

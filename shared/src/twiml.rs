@@ -1039,4 +1039,46 @@ mod tests {
     fn content_type_is_xml_in_utf8() {
         assert_eq!(CONTENT_TYPE, "text/xml; charset=utf-8");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What survives escaping: the characters XML 1.0 allows.
+        fn allowed(s: &str) -> String {
+            s.chars()
+                .filter(|c| {
+                    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+                })
+                .collect()
+        }
+
+        /// Any string, and strings dense in markup characters and controls.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[<>&\"' \t\r\n\u{0}-\u{1f}a-z\u{FFFE}\u{FFFF}]{0,40}"
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn escaped_text_and_attributes_read_back_as_written(
+                said in text(), voice in text(), url in text(), caller in text()
+            ) {
+                let xml = Response::new()
+                    .say(Say::new(said.clone()).voice(voice.clone()))
+                    .redirect(url.clone())
+                    .dial(Dial::new().caller_id(caller.clone()).number(Number::new(caller.clone())))
+                    .to_xml();
+                let root = parse(&xml);
+                prop_assert_eq!(root.names(), ["Say", "Redirect", "Dial"]);
+                prop_assert_eq!(&root.children[0].text, &allowed(&said));
+                prop_assert_eq!(root.children[0].attr("voice").map(str::to_owned), Some(allowed(&voice)));
+                prop_assert_eq!(&root.children[1].text, &allowed(&url));
+                prop_assert_eq!(root.children[2].attr("callerId").map(str::to_owned), Some(allowed(&caller)));
+                prop_assert_eq!(&root.children[2].children[0].text, &allowed(&caller));
+            }
+        }
+    }
 }

@@ -496,6 +496,35 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_eq!(other["code"], 20409);
 }
 
+/// Found by `make fuzz`: a key with bytes outside visible ASCII was skipped, and the request
+/// ran without idempotency. It is refused and changes nothing.
+#[tokio::test]
+async fn an_idempotency_key_with_non_ascii_bytes_is_refused() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    for key in [
+        http::HeaderValue::from_bytes("注文-1".as_bytes()).unwrap(),
+        http::HeaderValue::from_bytes(b"order\xff1").unwrap(),
+    ] {
+        let response = stack
+            .http
+            .post(format!("{}/v1/sessions", stack.url))
+            .header("idempotency-key", key)
+            .json(&session_body(A, B))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let p: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(p["code"], 20001, "{p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("Idempotency-Key"),
+            "{p}"
+        );
+    }
+    assert_eq!(items(&stack, "SESSION#").await.len(), 0);
+}
+
 #[tokio::test]
 async fn extend_moves_the_end_and_refuses_what_it_cannot_move() {
     let stack = stack().await;

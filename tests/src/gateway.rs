@@ -17,11 +17,17 @@ use tsunagu::handlers::http_handler;
 
 use crate::template::Route;
 
+/// What the gateway calls when a number joins the pool (see [`Gateway::on_number_added`]).
+pub type NumberHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Gateway {
     /// Each function's own app: its own clients, held to its own IAM policy.
     pub apps: Arc<HashMap<String, Arc<App>>>,
     pub routes: Arc<Vec<Route>>,
+    /// Called with the E.164 number of every `POST /v1/numbers` answered 201: `make up`
+    /// buys it in the simulated Twilio account, as an operator would in the console.
+    pub on_number_added: Option<NumberHook>,
 }
 
 impl Gateway {
@@ -73,7 +79,19 @@ async fn handle(
     };
     let event = http_api_event(route, &method, &uri, &headers, &body, &params);
     match run_event(&gw, &route.function, &event).await {
-        Ok(response) => to_axum(response),
+        Ok(response) => {
+            if let Some(hook) = &gw.on_number_added
+                && route.function == "numbers"
+                && method == Method::POST
+                && response.status() == StatusCode::CREATED
+                && let lambda_http::Body::Text(text) = response.body()
+                && let Ok(added) = serde_json::from_str::<Value>(text)
+                && let Some(number) = added["phone_number"].as_str()
+            {
+                hook(number);
+            }
+            to_axum(response)
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({"message": e})),

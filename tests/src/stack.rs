@@ -56,6 +56,9 @@ pub struct Options {
     pub sweep_every: Option<Duration>,
     /// Another template than the repository's (a test that removes a permission).
     pub template: Option<PathBuf>,
+    /// Every number added to the pool through the API is also bought in the simulated Twilio
+    /// account (`make up`, `make fuzz`); tests add numbers with [`Stack::add_proxy_number`].
+    pub buy_pool_numbers: bool,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             env: Vec::new(),
             sweep_every: Some(Duration::from_secs(60)),
             template: None,
+            buy_pool_numbers: false,
         }
     }
 }
@@ -284,9 +288,23 @@ impl Stack {
             ));
             apps.insert(function.clone(), Arc::new(function_app));
         }
+        let on_number_added: Option<gateway::NumberHook> = match &sim {
+            Some(sim) if options.buy_pool_numbers => {
+                let (sim, base) = (sim.clone(), config.public_base_url.clone());
+                Some(Arc::new(move |number: &str| {
+                    sim.add_number(
+                        number,
+                        &format!("{base}/twilio/voice/inbound"),
+                        Some(&format!("{base}/twilio/voice/status")),
+                    )
+                }))
+            }
+            _ => None,
+        };
         let gateway = Gateway {
             apps: Arc::new(apps),
             routes: Arc::new(tpl.routes),
+            on_number_added,
         };
         let server = gateway::spawn(listener, gateway.clone());
         if let (Some(sim), Some(period)) = (&sim, options.sweep_every) {

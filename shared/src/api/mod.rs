@@ -365,14 +365,23 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Response<Body>, Problem>>,
 {
-    let Some(key) = web::header(req, "idempotency-key") else {
+    // The raw bytes, not `web::header`: that skips a value that is not visible ASCII, and a
+    // key with such bytes would then run the request without idempotency instead of a 400.
+    let Some(raw) = req.headers().get("idempotency-key") else {
         return action().await;
     };
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Problem::invalid(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        ));
-    }
+    let key = match raw.to_str() {
+        Ok(key)
+            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            key
+        }
+        _ => {
+            return Err(Problem::invalid(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            ));
+        }
+    };
     let hash = hex::encode(Sha256::digest(web::body_bytes(req)));
     // Keys are scoped by route and resource: the same key on another session is another key.
     let record = format!("{} {}#{key}", req.method(), web::raw_path(req));

@@ -1,6 +1,9 @@
 //! `make up`: the local stack in the foreground until Ctrl-C — a table and secret in the
 //! emulator, the Twilio simulator (unless TWILIO_API_BASE_URL is set) and the gateway on
 //! 127.0.0.1:${GATEWAY_PORT:-3000}. The simulator's clock follows real time here.
+//! With the simulator, a number added to the pool (`POST /v1/numbers`) is also bought in the
+//! simulated Twilio account and configured as in the Twilio console, so V字発信 can call from
+//! it; `PROXY_NUMBERS` (comma-separated) are added so at start.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ async fn main() {
         twilio_api_base_url: std::env::var("TWILIO_API_BASE_URL").ok(),
         account_sid: std::env::var("TWILIO_ACCOUNT_SID").ok(),
         auth_token: std::env::var("TWILIO_AUTH_TOKEN").ok(),
+        buy_pool_numbers: true,
         ..Options::default()
     };
     let stack = match Stack::start(options).await {
@@ -28,6 +32,15 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    for number in std::env::var("PROXY_NUMBERS")
+        .unwrap_or_default()
+        .split(',')
+    {
+        let number = number.trim();
+        if !number.is_empty() {
+            stack.add_proxy_number(number).await;
+        }
+    }
     if let Some(sim) = stack.sim.clone() {
         // Real-time pacing: advance the virtual clock by the wall-clock time that passed.
         tokio::spawn(async move {
