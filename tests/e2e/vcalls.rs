@@ -171,11 +171,20 @@ async fn conference_mode_puts_both_in_the_room_and_ends_it_when_one_hangs_up() {
     );
     let legs = log(&stack, &sid(&s)).await;
     assert_eq!(legs.len(), 2);
-    assert!(
-        legs.iter()
-            .all(|l| l["status"] == "completed" && l["cost"].as_f64().unwrap() > 0.0),
-        "{legs:?}"
-    );
+    // Both legs went through the room, so each started minute costs the mobile rate plus
+    // the conference fee: A talked 120 s, B was in the room from its answer at 5 s until
+    // A left at 122 s (117 s); two minutes each × (16.2 + 0.3) = 33 yen.
+    for l in &legs {
+        assert_eq!(
+            (
+                l["status"].as_str(),
+                l["billed_minutes"].as_u64(),
+                l["cost"].as_f64()
+            ),
+            (Some("completed"), Some(2), Some(33.0)),
+            "{l}"
+        );
+    }
     let ended = stack
         .app
         .store
