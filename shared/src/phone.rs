@@ -221,6 +221,50 @@ impl<'de> Deserialize<'de> for PhoneNumber {
     }
 }
 
+/// Whether a caller ID Twilio passes as `From` means the caller withheld their number
+/// (非通知) rather than naming one. Twilio passes the alpha string (`anonymous`,
+/// `restricted`, …) since its change "Upcoming changes to withheld caller ID behavior for
+/// <Dial> calls" (changelog, 2022-11-16); before, it translated it to keypad digits
+/// (+266696687 spells ANONYMOUS). Both forms, any case, and an empty or absent `From` count.
+/// Note that some digit forms look like real numbers (+266 is Lesotho), so this is asked
+/// before parsing.
+pub fn is_withheld(from: Option<&str>) -> bool {
+    const WORDS: [&str; 7] = [
+        "anonymous",
+        "restricted",
+        "unknown",
+        "unavailable",
+        "private",
+        "blocked",
+        "withheld",
+    ];
+    let Some(from) = from.map(str::trim) else {
+        return true;
+    };
+    if from.is_empty() || WORDS.iter().any(|w| from.eq_ignore_ascii_case(w)) {
+        return true;
+    }
+    // The same words on a telephone keypad, with or without '+'.
+    let digits = from.strip_prefix('+').unwrap_or(from);
+    WORDS.iter().any(|w| keypad(w) == digits)
+}
+
+/// A word as keypad digits: ANONYMOUS → 266696687.
+fn keypad(word: &str) -> String {
+    word.bytes()
+        .map(|b| match b.to_ascii_lowercase() {
+            b'a'..=b'c' => '2',
+            b'd'..=b'f' => '3',
+            b'g'..=b'i' => '4',
+            b'j'..=b'l' => '5',
+            b'm'..=b'o' => '6',
+            b'p'..=b's' => '7',
+            b't'..=b'v' => '8',
+            _ => '9',
+        })
+        .collect()
+}
+
 /// A phone number with its middle hidden, for logs.
 #[derive(Clone, Copy)]
 pub struct Masked<'a>(&'a str);
@@ -668,6 +712,37 @@ mod tests {
         assert_eq!(rejected("030-1234-5678"), rule::UNUSED_PREFIX);
         assert_eq!(rejected("040-123-4567"), rule::UNUSED_PREFIX);
         assert_eq!(rejected("0600-123-4567"), rule::UNUSED_PREFIX);
+    }
+
+    #[test]
+    fn withheld_caller_ids_are_recognised_in_every_form() {
+        for from in [
+            "anonymous",
+            "Anonymous",
+            "ANONYMOUS",
+            "restricted",
+            "Unknown",
+            "unavailable",
+            "private",
+            "+266696687",
+            "266696687",
+            "+7378742833",
+            "+86282452253",
+            "",
+            "  ",
+        ] {
+            assert!(is_withheld(Some(from)), "{from:?}");
+        }
+        assert!(is_withheld(None));
+        for from in [
+            "+819012345678",
+            "090-1234-5678",
+            "+14155550123",
+            "+266696688",
+        ] {
+            assert!(!is_withheld(Some(from)), "{from:?}");
+        }
+        assert_eq!(keypad("anonymous"), "266696687");
     }
 
     #[test]
