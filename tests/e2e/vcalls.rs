@@ -362,14 +362,14 @@ async fn refusals_closed_live_and_unknown_sessions_and_idempotent_retries() {
     .await;
     assert_eq!((status, p["code"].as_u64()), (404, Some(20404)));
     let (status, p) = v_call(&stack, &sid(&s), json!({"mode": "sms"})).await;
-    assert_eq!((status, p["code"].as_u64()), (400, Some(20001)));
+    assert_eq!((status, p["code"].as_u64()), (400, Some(80701)));
     let (status, p) = v_call(
         &stack,
         &sid(&s),
         json!({"mode": "bridge", "first": "070-0000-0000"}),
     )
     .await;
-    assert_eq!((status, p["code"].as_u64()), (400, Some(20001)));
+    assert_eq!((status, p["code"].as_u64()), (400, Some(80701)));
 
     // An idempotent retry returns the first answer without ringing anyone again.
     let post = || {
@@ -389,7 +389,7 @@ async fn refusals_closed_live_and_unknown_sessions_and_idempotent_retries() {
 
     // While that call is live, another is refused.
     let (status, p) = v_call(&stack, &sid(&s), json!({"mode": "bridge"})).await;
-    assert_eq!((status, p["code"].as_u64()), (409, Some(80650)), "{p}");
+    assert_eq!((status, p["code"].as_u64()), (409, Some(140902)), "{p}");
 
     stack
         .api("DELETE", &format!("/v1/sessions/{}", sid(&s)), None)

@@ -298,7 +298,7 @@ pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
         (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
         (method, _) => Err(Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            Code::NotFound,
+            Code::MethodNotAllowed,
             "Method not allowed",
             format!("{method} is not served here"),
         )),
