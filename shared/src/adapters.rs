@@ -60,8 +60,13 @@ impl CallControl for App {
             Mode::Bridge => format!("{base}/twilio/voice/bridge?{query}"),
             Mode::Conference => format!("{base}/twilio/voice/conference?{query}"),
         };
+        // `room=1` tells the status callback that this leg's minutes carry the conference fee.
+        let room = match leg.mode {
+            Mode::Bridge => "",
+            Mode::Conference => "&room=1",
+        };
         let status_callback = format!(
-            "{base}/twilio/voice/status?session={}&participant={}",
+            "{base}/twilio/voice/status?session={}&participant={}{room}",
             leg.session_sid, leg.callee.sid
         );
         let call = NewCall {

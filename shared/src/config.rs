@@ -26,6 +26,8 @@ pub struct Prompts {
     pub voice: String,
     /// A caller with no open session on the number they dialled.
     pub no_session: String,
+    /// A caller whose number is withheld (非通知): no route can be found without it.
+    pub withheld_caller: String,
     /// The session exists but has closed or expired.
     pub session_closed: String,
     /// The platform's intercept callback refused the call.
@@ -60,6 +62,7 @@ impl Default for Prompts {
             language: "ja-JP".into(),
             voice: "Polly.Mizuki".into(),
             no_session: "おかけになった番号は、現在お取り扱いしておりません。".into(),
+            withheld_caller: "番号を通知しておかけ直しください。電話番号の前に186をつけておかけください。".into(),
             session_closed: "この番号でのお取り次ぎは終了しました。".into(),
             blocked: "申し訳ございません。この通話はおつなぎできません。".into(),
             apology: "申し訳ございません。ただいま通話をおつなぎできません。しばらくしてからおかけ直しください。".into(),
@@ -149,6 +152,7 @@ impl Config {
             ("TTS_LANGUAGE", &mut prompts.language),
             ("TTS_VOICE", &mut prompts.voice),
             ("PROMPT_NO_SESSION", &mut prompts.no_session),
+            ("PROMPT_WITHHELD_CALLER", &mut prompts.withheld_caller),
             ("PROMPT_SESSION_CLOSED", &mut prompts.session_closed),
             ("PROMPT_BLOCKED", &mut prompts.blocked),
             ("PROMPT_APOLOGY", &mut prompts.apology),

@@ -3,18 +3,29 @@
 //!
 //! Japanese numbering (national digits, trunk `0` included) as enforced here:
 //!
-//! | prefix          | class     | digits |
-//! |-----------------|-----------|--------|
-//! | 070 / 080 / 090 | mobile    | 11     |
-//! | 050             | IP phone  | 11     |
-//! | 0120            | toll-free | 10     |
-//! | 0800            | toll-free | 11     |
-//! | 0570 (navi dial)| other     | 10     |
-//! | 020 (M2M)       | other     | 11     |
-//! | other 0ABJ      | landline  | 10     |
+//! | prefix                     | class           | digits |
+//! |----------------------------|-----------------|--------|
+//! | 060-1…060-9, 070, 080, 090 | mobile          | 11     |
+//! | 050                        | IP phone        | 11     |
+//! | 0120                       | toll-free       | 10     |
+//! | 0800                       | toll-free       | 11     |
+//! | 0570 (navi dial)           | special service | 10     |
+//! | 0180 (teledome)            | special service | 10     |
+//! | 020 (M2M)                  | other           | 11     |
+//! | other 0ABJ                 | landline        | 10     |
+//! | `+` and another country    | foreign         | 8–15   |
 //!
-//! Rejected: `0990` (Dial Q2, discontinued), `010` (the international call prefix), and the
-//! remaining `0A0` prefixes (`030`, `040`, `060`), which are not geographic and not in use.
+//! 060 became a mobile prefix with the Ministry of Internal Affairs and Communications'
+//! numbering-plan change of 2024-12-20 (電気通信番号計画の一部変更, 総務省): 060-1… to 060-9…
+//! are assigned to mobile carriers; 0600 stays unassigned.
+//!
+//! Accepted spellings: national (`090-1234-5678`, full-width too), E.164 (`+81 90 1234 5678`),
+//! the business-card form with the trunk zero in parentheses (`+81 (0)90-1234-5678`), and
+//! Japan's international prefixes `0081…` and `010-81-…` (`010` followed by another country
+//! code is that country's number).
+//!
+//! Rejected: `0990` (Dial Q2, discontinued), `00` followed by anything but 81, and the
+//! remaining `0A0` prefixes (`030`, `040`, `0600`), which are not geographic and not in use.
 //! No landline starts with `0A0`: subscriber numbers never begin with 0.
 
 use std::fmt;
@@ -35,8 +46,14 @@ pub enum NumberClass {
     Landline,
     IpPhone,
     TollFree,
-    /// Japanese navi dial (0570), M2M (020), and every non-Japanese number.
+    /// Japanese M2M numbers (020). Before special-service numbers and foreign numbers had
+    /// classes of their own, they were `Other` too; stored legs may still say so.
     Other,
+    /// Japanese special-service numbers: navi dial (0570) and teledome (0180). Neither is a
+    /// landline: callers pay per call or by the number's own tariff, so they are priced apart.
+    SpecialService,
+    /// Every number outside Japan (`+` and a country code other than 81).
+    Foreign,
 }
 
 impl NumberClass {
@@ -48,6 +65,8 @@ impl NumberClass {
             NumberClass::IpPhone => "ip-phone",
             NumberClass::TollFree => "toll-free",
             NumberClass::Other => "other",
+            NumberClass::SpecialService => "special-service",
+            NumberClass::Foreign => "foreign",
         }
     }
 }
@@ -76,8 +95,7 @@ pub mod rule {
         "'+' must be followed by the country code and the number, e.g. +819012345678";
     pub const NO_LEADING_ZERO_OR_PLUS: &str = "Japanese numbers start with 0 (e.g. 090-1234-5678); numbers from other countries start with '+' and the country code";
     pub const INTERNATIONAL_PREFIX_00: &str = "write international numbers with '+' and the country code instead of 00 (only 0081 for Japan is accepted)";
-    pub const INTERNATIONAL_PREFIX_010: &str =
-        "010 is the international call prefix; write '+' and the country code instead";
+    pub const INTERNATIONAL_PREFIX_010: &str = "010 is the international call prefix: it must be followed by a country code and the number, e.g. 010-81-90-1234-5678 or 010-1-415-555-0123";
     pub const COUNTRY_CODE_ZERO: &str =
         "after '+' comes the country code, and country codes never start with 0";
     pub const INTERNATIONAL_LENGTH: &str = "international numbers have 8 to 15 digits after '+'";
@@ -85,15 +103,16 @@ pub mod rule {
         "drop the 0 after the country code 81: +81 90-1234-5678, not +81 090-1234-5678";
     pub const JAPANESE_LENGTH: &str =
         "Japanese numbers have 10 or 11 digits including the leading 0";
-    pub const UNUSED_PREFIX: &str = "this Japanese prefix (030, 040 or 060) is not in use; mobile numbers start 070, 080 or 090";
+    pub const UNUSED_PREFIX: &str = "this Japanese prefix (030, 040 or 0600) is not in use; mobile numbers start 060-1 to 060-9, 070, 080 or 090";
     pub const DIAL_Q2: &str = "0990 (Dial Q2) numbers are discontinued and cannot be called";
-    pub const MOBILE_LENGTH: &str = "Japanese mobile numbers (070/080/090) have 11 digits";
+    pub const MOBILE_LENGTH: &str = "Japanese mobile numbers (060/070/080/090) have 11 digits";
     pub const IP_PHONE_LENGTH: &str = "Japanese IP phone numbers (050) have 11 digits";
     pub const TOLL_FREE_0120_LENGTH: &str =
         "Japanese toll-free numbers starting 0120 have 10 digits";
     pub const TOLL_FREE_0800_LENGTH: &str =
         "Japanese toll-free numbers starting 0800 have 11 digits";
     pub const NAVI_DIAL_LENGTH: &str = "Japanese navi dial numbers (0570) have 10 digits";
+    pub const TELEDOME_LENGTH: &str = "Japanese teledome numbers (0180) have 10 digits";
     pub const M2M_LENGTH: &str = "Japanese M2M numbers (020) have 11 digits";
     pub const LANDLINE_LENGTH: &str =
         "Japanese landline numbers have 10 digits including the area code, e.g. 03-1234-5678";
@@ -101,7 +120,8 @@ pub mod rule {
 
 impl PhoneNumber {
     /// Parses Japanese national form (`090-1234-5678`, full-width `０９０－１２３４－５６７８`),
-    /// `0081…`, or E.164 (`+81 90 1234 5678`, `+14155550123`) into E.164.
+    /// `0081…`, `010-81-…`, `+81 (0)90-…`, or E.164 (`+81 90 1234 5678`, `+14155550123`)
+    /// into E.164.
     pub fn parse(input: &str) -> Result<PhoneNumber, PhoneError> {
         normalise(input)
             .and_then(|(plus, digits)| canonical(plus, &digits))
@@ -118,6 +138,9 @@ impl PhoneNumber {
     }
 
     pub fn class(&self) -> NumberClass {
+        if !self.is_japanese() {
+            return NumberClass::Foreign;
+        }
         self.japanese_kind()
             .map_or(NumberClass::Other, JapaneseKind::class)
     }
@@ -198,6 +221,50 @@ impl<'de> Deserialize<'de> for PhoneNumber {
     }
 }
 
+/// Whether a caller ID Twilio passes as `From` means the caller withheld their number
+/// (非通知) rather than naming one. Twilio passes the alpha string (`anonymous`,
+/// `restricted`, …) since its change "Upcoming changes to withheld caller ID behavior for
+/// <Dial> calls" (changelog, 2022-11-16); before, it translated it to keypad digits
+/// (+266696687 spells ANONYMOUS). Both forms, any case, and an empty or absent `From` count.
+/// Note that some digit forms look like real numbers (+266 is Lesotho), so this is asked
+/// before parsing.
+pub fn is_withheld(from: Option<&str>) -> bool {
+    const WORDS: [&str; 7] = [
+        "anonymous",
+        "restricted",
+        "unknown",
+        "unavailable",
+        "private",
+        "blocked",
+        "withheld",
+    ];
+    let Some(from) = from.map(str::trim) else {
+        return true;
+    };
+    if from.is_empty() || WORDS.iter().any(|w| from.eq_ignore_ascii_case(w)) {
+        return true;
+    }
+    // The same words on a telephone keypad, with or without '+'.
+    let digits = from.strip_prefix('+').unwrap_or(from);
+    WORDS.iter().any(|w| keypad(w) == digits)
+}
+
+/// A word as keypad digits: ANONYMOUS → 266696687.
+fn keypad(word: &str) -> String {
+    word.bytes()
+        .map(|b| match b.to_ascii_lowercase() {
+            b'a'..=b'c' => '2',
+            b'd'..=b'f' => '3',
+            b'g'..=b'i' => '4',
+            b'j'..=b'l' => '5',
+            b'm'..=b'o' => '6',
+            b'p'..=b's' => '7',
+            b't'..=b'v' => '8',
+            _ => '9',
+        })
+        .collect()
+}
+
 /// A phone number with its middle hidden, for logs.
 #[derive(Clone, Copy)]
 pub struct Masked<'a>(&'a str);
@@ -239,6 +306,7 @@ enum JapaneseKind {
     TollFree0120,
     TollFree0800,
     NaviDial,
+    Teledome,
     M2m,
     Landline,
 }
@@ -249,11 +317,16 @@ impl JapaneseKind {
     fn of(national: &str) -> Result<JapaneseKind, &'static str> {
         // Four-digit prefixes first: 0800 would otherwise read as mobile 080, 0990 as
         // Kagoshima's 099, 0120 and 0570 as landline area codes.
-        const PREFIXES: [(&str, Result<JapaneseKind, &str>); 11] = [
+        // 0180 likewise before Akita's 018: no subscriber number starts with 0, so no landline
+        // can start 0180. 0600 before 060: only 060-1… to 060-9… are mobile (MIC, 2024-12-20).
+        const PREFIXES: [(&str, Result<JapaneseKind, &str>); 14] = [
             ("0120", Ok(JapaneseKind::TollFree0120)),
             ("0800", Ok(JapaneseKind::TollFree0800)),
             ("0570", Ok(JapaneseKind::NaviDial)),
+            ("0180", Ok(JapaneseKind::Teledome)),
             ("0990", Err(rule::DIAL_Q2)),
+            ("0600", Err(rule::UNUSED_PREFIX)),
+            ("060", Ok(JapaneseKind::Mobile)),
             ("070", Ok(JapaneseKind::Mobile)),
             ("080", Ok(JapaneseKind::Mobile)),
             ("090", Ok(JapaneseKind::Mobile)),
@@ -274,7 +347,10 @@ impl JapaneseKind {
 
     fn digits(self) -> usize {
         match self {
-            JapaneseKind::TollFree0120 | JapaneseKind::NaviDial | JapaneseKind::Landline => 10,
+            JapaneseKind::TollFree0120
+            | JapaneseKind::NaviDial
+            | JapaneseKind::Teledome
+            | JapaneseKind::Landline => 10,
             JapaneseKind::Mobile
             | JapaneseKind::IpPhone
             | JapaneseKind::TollFree0800
@@ -289,6 +365,7 @@ impl JapaneseKind {
             JapaneseKind::TollFree0120 => rule::TOLL_FREE_0120_LENGTH,
             JapaneseKind::TollFree0800 => rule::TOLL_FREE_0800_LENGTH,
             JapaneseKind::NaviDial => rule::NAVI_DIAL_LENGTH,
+            JapaneseKind::Teledome => rule::TELEDOME_LENGTH,
             JapaneseKind::M2m => rule::M2M_LENGTH,
             JapaneseKind::Landline => rule::LANDLINE_LENGTH,
         }
@@ -300,7 +377,8 @@ impl JapaneseKind {
             JapaneseKind::IpPhone => NumberClass::IpPhone,
             JapaneseKind::TollFree0120 | JapaneseKind::TollFree0800 => NumberClass::TollFree,
             JapaneseKind::Landline => NumberClass::Landline,
-            JapaneseKind::NaviDial | JapaneseKind::M2m => NumberClass::Other,
+            JapaneseKind::NaviDial | JapaneseKind::Teledome => NumberClass::SpecialService,
+            JapaneseKind::M2m => NumberClass::Other,
         }
     }
 
@@ -309,7 +387,9 @@ impl JapaneseKind {
         match self {
             JapaneseKind::Mobile | JapaneseKind::IpPhone | JapaneseKind::M2m => [3, 4, 4],
             JapaneseKind::TollFree0800 => [4, 3, 4],
-            JapaneseKind::TollFree0120 | JapaneseKind::NaviDial => [4, 3, 3],
+            JapaneseKind::TollFree0120 | JapaneseKind::NaviDial | JapaneseKind::Teledome => {
+                [4, 3, 3]
+            }
             JapaneseKind::Landline if national.starts_with("03") || national.starts_with("06") => {
                 [2, 4, 4]
             }
@@ -327,6 +407,8 @@ fn normalise(input: &str) -> Result<(bool, String), &'static str> {
     }
     let mut plus = false;
     let mut digits = String::with_capacity(input.len());
+    // Where the digits stood at the last opening parenthesis, to recognise `+81 (0)…`.
+    let mut open_at: Option<usize> = None;
     for c in input.chars() {
         match c {
             '0'..='9' => digits.push(c),
@@ -339,7 +421,19 @@ fn normalise(input: &str) -> Result<(bool, String), &'static str> {
             // '-' into 'ー'), Unicode hyphens and dashes, minus.
             '-' | '－' | 'ー' | 'ｰ' | '‐' | '‑' | '‒' | '–' | '—' | '―' | '−' => {
             }
-            '(' | ')' | '（' | '）' | '.' | '．' => {}
+            '(' | '（' => open_at = Some(digits.len()),
+            // `+81 (0)90-…`, the business-card form: the parenthesised 0 is the trunk prefix
+            // dialled only from inside Japan, so it is dropped.
+            ')' | '）' => {
+                if let Some(at) = open_at.take()
+                    && plus
+                    && digits.get(..at) == Some("81")
+                    && digits.get(at..) == Some("0")
+                {
+                    digits.truncate(at);
+                }
+            }
+            '.' | '．' => {}
             c if c.is_whitespace() => {}
             _ => return Err(rule::BAD_CHARACTER),
         }
@@ -370,6 +464,14 @@ fn canonical(plus: bool, digits: &str) -> Result<String, &'static str> {
     }
     if let Some(subscriber) = digits.strip_prefix("0081") {
         return japanese_subscriber(subscriber);
+    }
+    // 010 is Japan's international call prefix: 010-81-… is a Japanese number, 010 and any
+    // other country code that country's.
+    if let Some(international) = digits.strip_prefix("010") {
+        if international.is_empty() || international.starts_with('0') {
+            return Err(rule::INTERNATIONAL_PREFIX_010);
+        }
+        return canonical(true, international);
     }
     if !digits.starts_with('0') {
         return Err(rule::NO_LEADING_ZERO_OR_PLUS);
@@ -468,46 +570,93 @@ mod tests {
         }
     }
 
+    /// The numbering plan, one row per input: what people type, the E.164 number it becomes
+    /// and the class it is priced as.
+    const PLAN: &[(&str, &str, NumberClass)] = &[
+        // Mobile: 070/080/090, and 060-1… to 060-9… since MIC's change of 2024-12-20.
+        ("090-1234-5678", "+819012345678", NumberClass::Mobile),
+        ("080-1234-5678", "+818012345678", NumberClass::Mobile),
+        ("070-1234-5678", "+817012345678", NumberClass::Mobile),
+        ("060-1234-5678", "+816012345678", NumberClass::Mobile),
+        ("060-9876-5432", "+816098765432", NumberClass::Mobile),
+        ("06012345678", "+816012345678", NumberClass::Mobile),
+        ("+81 60-1234-5678", "+816012345678", NumberClass::Mobile),
+        ("+816012345678", "+816012345678", NumberClass::Mobile),
+        // The business-card form, with the trunk zero in parentheses.
+        ("+81 (0)90-1234-5678", "+819012345678", NumberClass::Mobile),
+        ("+81(0)60-1234-5678", "+816012345678", NumberClass::Mobile),
+        ("+81 (0)3-1234-5678", "+81312345678", NumberClass::Landline),
+        (
+            "＋８１（０）９０－１２３４－５６７８",
+            "+819012345678",
+            NumberClass::Mobile,
+        ),
+        ("+81 (0) 120-123-456", "+81120123456", NumberClass::TollFree),
+        // Japan's international prefixes: 0081 and 010.
+        ("010-81-90-1234-5678", "+819012345678", NumberClass::Mobile),
+        ("010 81 3 1234 5678", "+81312345678", NumberClass::Landline),
+        ("0081-60-1234-5678", "+816012345678", NumberClass::Mobile),
+        ("010-1-415-555-0123", "+14155550123", NumberClass::Foreign),
+        // Landlines (0ABJ).
+        ("03-1234-5678", "+81312345678", NumberClass::Landline),
+        ("06-1234-5678", "+81612345678", NumberClass::Landline),
+        ("011-123-4567", "+81111234567", NumberClass::Landline),
+        ("045-123-4567", "+81451234567", NumberClass::Landline),
+        ("099-123-4567", "+81991234567", NumberClass::Landline),
+        ("018-123-4567", "+81181234567", NumberClass::Landline),
+        ("0154-12-3456", "+81154123456", NumberClass::Landline),
+        ("+81312345678", "+81312345678", NumberClass::Landline),
+        // IP phones and toll-free.
+        ("050-1234-5678", "+815012345678", NumberClass::IpPhone),
+        ("+815031234567", "+815031234567", NumberClass::IpPhone),
+        ("0120-123-456", "+81120123456", NumberClass::TollFree),
+        ("0800-123-4567", "+818001234567", NumberClass::TollFree),
+        ("+818001234567", "+818001234567", NumberClass::TollFree),
+        // Special services: navi dial and teledome, not landlines.
+        ("0570-123-456", "+81570123456", NumberClass::SpecialService),
+        ("0570-064-556", "+81570064556", NumberClass::SpecialService),
+        ("0180-123-456", "+81180123456", NumberClass::SpecialService),
+        ("+81180993456", "+81180993456", NumberClass::SpecialService),
+        ("+81570123456", "+81570123456", NumberClass::SpecialService),
+        // M2M.
+        ("020-1234-5678", "+812012345678", NumberClass::Other),
+        // Other countries.
+        ("+1 (415) 555-0123", "+14155550123", NumberClass::Foreign),
+        ("+44 20 7946 0958", "+442079460958", NumberClass::Foreign),
+        ("+82 2-1234-5678", "+82212345678", NumberClass::Foreign),
+    ];
+
     #[test]
-    fn each_class_from_national_form() {
-        let cases = [
-            ("090-1234-5678", "+819012345678", NumberClass::Mobile),
-            ("080-1234-5678", "+818012345678", NumberClass::Mobile),
-            ("070-1234-5678", "+817012345678", NumberClass::Mobile),
-            ("03-1234-5678", "+81312345678", NumberClass::Landline),
-            ("06-1234-5678", "+81612345678", NumberClass::Landline),
-            ("011-123-4567", "+81111234567", NumberClass::Landline),
-            ("099-123-4567", "+81991234567", NumberClass::Landline),
-            ("050-1234-5678", "+815012345678", NumberClass::IpPhone),
-            ("0120-123-456", "+81120123456", NumberClass::TollFree),
-            ("0800-123-4567", "+818001234567", NumberClass::TollFree),
-            ("0570-123-456", "+81570123456", NumberClass::Other),
-            ("020-1234-5678", "+812012345678", NumberClass::Other),
-        ];
-        for (input, e164, class) in cases {
+    fn numbering_plan_table() {
+        assert!(PLAN.len() >= 30, "the plan covers at least 30 inputs");
+        for (input, e164, class) in PLAN {
             let n = ok(input);
-            assert_eq!(n.as_str(), e164, "{input}");
-            assert_eq!(n.class(), class, "{input}");
-            assert!(n.is_japanese(), "{input}");
+            assert_eq!(n.as_str(), *e164, "{input:?}");
+            assert_eq!(n.class(), *class, "{input:?}");
+            assert_eq!(n.is_japanese(), *class != NumberClass::Foreign, "{input:?}");
+            // E.164 output parses back to itself, with the same class.
+            assert_eq!(ok(e164).class(), *class, "{e164}");
         }
     }
 
     #[test]
-    fn each_class_from_e164() {
-        let cases = [
-            ("+819012345678", NumberClass::Mobile),
-            ("+81312345678", NumberClass::Landline),
-            ("+815012345678", NumberClass::IpPhone),
-            ("+81120123456", NumberClass::TollFree),
-            ("+818001234567", NumberClass::TollFree),
-            ("+81570123456", NumberClass::Other),
-            ("+812012345678", NumberClass::Other),
-        ];
-        for (input, class) in cases {
-            let n = ok(input);
-            assert_eq!(n.as_str(), input);
-            assert_eq!(n.class(), class, "{input}");
+    fn only_060_1_to_060_9_are_mobile() {
+        for d in '1'..='9' {
+            let input = format!("060-{d}234-5678");
+            assert_eq!(ok(&input).class(), NumberClass::Mobile, "{input}");
         }
+        assert_eq!(rejected("060-0234-5678"), rule::UNUSED_PREFIX);
+        assert_eq!(rejected("060-1234-567"), rule::MOBILE_LENGTH);
+        assert_eq!(rejected("+81 60 0123 4567"), rule::UNUSED_PREFIX);
+    }
+
+    #[test]
+    fn parenthesised_zero_is_only_the_trunk_prefix_after_81() {
+        // Elsewhere parentheses are separators and every digit counts.
+        assert_eq!(ok("(090) 1234-5678").as_str(), "+819012345678");
+        assert_eq!(ok("+81 (90) 1234-5678").as_str(), "+819012345678");
+        assert_eq!(rejected("+81 0 90-1234-5678"), rule::TRUNK_ZERO_AFTER_81);
+        assert_eq!(rejected("+81 (0)0-1234-5678"), rule::TRUNK_ZERO_AFTER_81);
     }
 
     #[test]
@@ -538,7 +687,7 @@ mod tests {
     fn other_countries_are_kept_as_e164() {
         let n = ok("+1 (415) 555-0123");
         assert_eq!(n.as_str(), "+14155550123");
-        assert_eq!(n.class(), NumberClass::Other);
+        assert_eq!(n.class(), NumberClass::Foreign);
         assert!(!n.is_japanese());
         assert_eq!(n.national(), None);
         assert_eq!(ok("+44 20 7946 0958").as_str(), "+442079460958");
@@ -568,10 +717,10 @@ mod tests {
         assert_eq!(rejected("81+9012345678"), rule::PLUS_POSITION);
         assert_eq!(rejected("9012345678"), rule::NO_LEADING_ZERO_OR_PLUS);
         assert_eq!(rejected("0044 20 7946 0958"), rule::INTERNATIONAL_PREFIX_00);
-        assert_eq!(
-            rejected("010-1-415-555-0123"),
-            rule::INTERNATIONAL_PREFIX_010
-        );
+        assert_eq!(rejected("010"), rule::INTERNATIONAL_PREFIX_010);
+        assert_eq!(rejected("010-0-1234-5678"), rule::INTERNATIONAL_PREFIX_010);
+        assert_eq!(rejected("010-1-234"), rule::INTERNATIONAL_LENGTH);
+        assert_eq!(rejected("010-81-090-1234-5678"), rule::TRUNK_ZERO_AFTER_81);
     }
 
     #[test]
@@ -601,6 +750,7 @@ mod tests {
         assert_eq!(rejected("0120-123-4567"), rule::TOLL_FREE_0120_LENGTH);
         assert_eq!(rejected("0800-123-456"), rule::TOLL_FREE_0800_LENGTH);
         assert_eq!(rejected("0570-123-4567"), rule::NAVI_DIAL_LENGTH);
+        assert_eq!(rejected("0180-123-4567"), rule::TELEDOME_LENGTH);
         assert_eq!(rejected("020-1234-567"), rule::M2M_LENGTH);
         assert_eq!(rejected("03-1234-567"), rule::LANDLINE_LENGTH);
         assert_eq!(rejected("03-1234-56789"), rule::LANDLINE_LENGTH);
@@ -613,7 +763,38 @@ mod tests {
         assert_eq!(rejected("0990-123-456"), rule::DIAL_Q2);
         assert_eq!(rejected("030-1234-5678"), rule::UNUSED_PREFIX);
         assert_eq!(rejected("040-123-4567"), rule::UNUSED_PREFIX);
-        assert_eq!(rejected("060-1234-5678"), rule::UNUSED_PREFIX);
+        assert_eq!(rejected("0600-123-4567"), rule::UNUSED_PREFIX);
+    }
+
+    #[test]
+    fn withheld_caller_ids_are_recognised_in_every_form() {
+        for from in [
+            "anonymous",
+            "Anonymous",
+            "ANONYMOUS",
+            "restricted",
+            "Unknown",
+            "unavailable",
+            "private",
+            "+266696687",
+            "266696687",
+            "+7378742833",
+            "+86282452253",
+            "",
+            "  ",
+        ] {
+            assert!(is_withheld(Some(from)), "{from:?}");
+        }
+        assert!(is_withheld(None));
+        for from in [
+            "+819012345678",
+            "090-1234-5678",
+            "+14155550123",
+            "+266696688",
+        ] {
+            assert!(!is_withheld(Some(from)), "{from:?}");
+        }
+        assert_eq!(keypad("anonymous"), "266696687");
     }
 
     #[test]
@@ -623,7 +804,7 @@ mod tests {
             err.map(|e| e.to_string()).as_deref(),
             Some(
                 "\"090-1234\" is not a valid phone number: \
-                 Japanese mobile numbers (070/080/090) have 11 digits"
+                 Japanese mobile numbers (060/070/080/090) have 11 digits"
             )
         );
     }
@@ -689,6 +870,8 @@ mod tests {
             ("+81120123456", "0120-123-456"),
             ("+818001234567", "0800-123-4567"),
             ("+81570123456", "0570-123-456"),
+            ("+81180123456", "0180-123-456"),
+            ("+816012345678", "060-1234-5678"),
         ];
         for (e164, national) in cases {
             assert_eq!(ok(e164).national().as_deref(), Some(national), "{e164}");
@@ -727,6 +910,8 @@ mod tests {
             NumberClass::IpPhone,
             NumberClass::TollFree,
             NumberClass::Other,
+            NumberClass::SpecialService,
+            NumberClass::Foreign,
         ] {
             let json = serde_json::to_string(&class).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", class.as_str()));
@@ -735,6 +920,8 @@ mod tests {
         }
         assert_eq!(NumberClass::IpPhone.as_str(), "ip-phone");
         assert_eq!(NumberClass::TollFree.to_string(), "toll-free");
+        assert_eq!(NumberClass::SpecialService.as_str(), "special-service");
+        assert_eq!(NumberClass::Foreign.as_str(), "foreign");
     }
 
     #[test]

@@ -194,7 +194,8 @@ pub enum Direction {
     Outbound,
 }
 
-/// Per-minute rates. The optional ones fall back to `outbound_landline` when unset.
+/// Per-minute rates. The optional Japanese ones fall back to `outbound_landline` when unset;
+/// an unset `outbound_foreign` means foreign numbers are refused as participants.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rates {
     pub inbound: Yen,
@@ -202,11 +203,24 @@ pub struct Rates {
     pub outbound_landline: Yen,
     pub outbound_ip: Option<Yen>,
     pub outbound_toll_free: Option<Yen>,
+    /// Japanese M2M (020) numbers.
     pub outbound_other: Option<Yen>,
+    /// Navi dial (0570) and teledome (0180).
+    pub outbound_special_service: Option<Yen>,
+    /// Every number outside Japan; `None`: not called at all.
+    pub outbound_foreign: Option<Yen>,
+    /// Per participant and started minute in a conference, on top of the leg's own rate:
+    /// Twilio bills every participant of a conference per minute ("Conference" on
+    /// https://www.twilio.com/en-us/voice/pricing/jp), rounded up to the minute since
+    /// 2022-10-01 (Twilio changelog "Billing Changes for Conference, Voice Insights, and
+    /// BYOC Usage", 2022-09-27).
+    pub conference: Yen,
 }
 
 impl Default for Rates {
-    /// Twilio Japan: inbound 1 JPY/min, outbound 5.4 to landlines and 16.2 to mobiles.
+    /// Twilio Japan: inbound 1 JPY/min, outbound 5.4 to landlines and 16.2 to mobiles; the
+    /// conference fee is Twilio's USD 0.0018 per participant-minute at about 150 JPY/USD,
+    /// rounded up to 0.3 JPY. Check them against your account's prices (Pricing API).
     fn default() -> Rates {
         Rates {
             inbound: Yen::from_milli(1_000),
@@ -215,6 +229,9 @@ impl Default for Rates {
             outbound_ip: None,
             outbound_toll_free: None,
             outbound_other: None,
+            outbound_special_service: None,
+            outbound_foreign: None,
+            conference: Yen::from_milli(300),
         }
     }
 }
@@ -225,11 +242,16 @@ pub const RATE_OUTBOUND_LANDLINE_VAR: &str = "RATE_OUTBOUND_LANDLINE_JPY_PER_MIN
 pub const RATE_OUTBOUND_IP_VAR: &str = "RATE_OUTBOUND_IP_JPY_PER_MIN";
 pub const RATE_OUTBOUND_TOLL_FREE_VAR: &str = "RATE_OUTBOUND_TOLL_FREE_JPY_PER_MIN";
 pub const RATE_OUTBOUND_OTHER_VAR: &str = "RATE_OUTBOUND_OTHER_JPY_PER_MIN";
+pub const RATE_OUTBOUND_SPECIAL_SERVICE_VAR: &str = "RATE_OUTBOUND_SPECIAL_SERVICE_JPY_PER_MIN";
+pub const RATE_OUTBOUND_FOREIGN_VAR: &str = "RATE_OUTBOUND_FOREIGN_JPY_PER_MIN";
+pub const RATE_CONFERENCE_VAR: &str = "RATE_CONFERENCE_JPY_PER_MIN";
 
 impl Rates {
     /// Reads RATE_INBOUND_JPY_PER_MIN, RATE_OUTBOUND_MOBILE_JPY_PER_MIN,
     /// RATE_OUTBOUND_LANDLINE_JPY_PER_MIN, RATE_OUTBOUND_IP_JPY_PER_MIN,
-    /// RATE_OUTBOUND_TOLL_FREE_JPY_PER_MIN, RATE_OUTBOUND_OTHER_JPY_PER_MIN; absent → default;
+    /// RATE_OUTBOUND_TOLL_FREE_JPY_PER_MIN, RATE_OUTBOUND_OTHER_JPY_PER_MIN,
+    /// RATE_OUTBOUND_SPECIAL_SERVICE_JPY_PER_MIN, RATE_OUTBOUND_FOREIGN_JPY_PER_MIN and
+    /// RATE_CONFERENCE_JPY_PER_MIN; absent → default;
     /// malformed → RateError naming the variable and the value.
     ///
     /// A variable set to an empty (or blank) string is malformed, not absent: a rate is money,
@@ -258,22 +280,40 @@ impl Rates {
             outbound_ip: read(RATE_OUTBOUND_IP_VAR)?.or(defaults.outbound_ip),
             outbound_toll_free: read(RATE_OUTBOUND_TOLL_FREE_VAR)?.or(defaults.outbound_toll_free),
             outbound_other: read(RATE_OUTBOUND_OTHER_VAR)?.or(defaults.outbound_other),
+            outbound_special_service: read(RATE_OUTBOUND_SPECIAL_SERVICE_VAR)?
+                .or(defaults.outbound_special_service),
+            outbound_foreign: read(RATE_OUTBOUND_FOREIGN_VAR)?.or(defaults.outbound_foreign),
+            conference: read(RATE_CONFERENCE_VAR)?.unwrap_or(defaults.conference),
         })
     }
 
     /// The rate for one minute of a leg. Inbound legs are billed the same whatever the
-    /// caller, so `callee` only matters outbound.
+    /// caller, so `callee` only matters outbound. A foreign callee without a configured rate
+    /// is never called (see `calls`); a leg that reached one anyway, created before the rate
+    /// was removed, is priced at the `other` rate so its cost is not silently zero.
     pub fn per_minute(&self, direction: Direction, callee: NumberClass) -> Yen {
+        let landline = self.outbound_landline;
         match direction {
             Direction::Inbound => self.inbound,
             Direction::Outbound => match callee {
                 NumberClass::Mobile => self.outbound_mobile,
-                NumberClass::Landline => self.outbound_landline,
-                NumberClass::IpPhone => self.outbound_ip.unwrap_or(self.outbound_landline),
-                NumberClass::TollFree => self.outbound_toll_free.unwrap_or(self.outbound_landline),
-                NumberClass::Other => self.outbound_other.unwrap_or(self.outbound_landline),
+                NumberClass::Landline => landline,
+                NumberClass::IpPhone => self.outbound_ip.unwrap_or(landline),
+                NumberClass::TollFree => self.outbound_toll_free.unwrap_or(landline),
+                NumberClass::Other => self.outbound_other.unwrap_or(landline),
+                NumberClass::SpecialService => self.outbound_special_service.unwrap_or(landline),
+                NumberClass::Foreign => self
+                    .outbound_foreign
+                    .or(self.outbound_other)
+                    .unwrap_or(landline),
             },
         }
+    }
+
+    /// Whether Tsunagu may call numbers of this class: foreign numbers only when their rate
+    /// is configured, so no call is placed at a price nobody set.
+    pub fn calls(&self, callee: NumberClass) -> bool {
+        callee != NumberClass::Foreign || self.outbound_foreign.is_some()
     }
 }
 
@@ -292,6 +332,20 @@ pub fn leg_cost(
     rates
         .per_minute(direction, callee)
         .times(billed_minutes(duration_secs))
+}
+
+/// The cost of one call leg that went through a conference room: its own rate plus the
+/// conference fee for each started minute. The fee is counted on the leg's whole duration:
+/// a leg Tsunagu sends to a room joins it with its first TwiML, so the seconds before are
+/// at most a greeting, and Twilio rounds both up to the minute anyway.
+pub fn room_leg_cost(
+    rates: &Rates,
+    direction: Direction,
+    callee: NumberClass,
+    duration_secs: u64,
+) -> Yen {
+    leg_cost(rates, direction, callee, duration_secs)
+        + rates.conference.times(billed_minutes(duration_secs))
 }
 
 /// What is wrong with a yen amount.
@@ -675,6 +729,102 @@ mod tests {
             u64::MAX,
         );
         assert_eq!(cost, Yen::from_milli(u64::MAX));
+    }
+
+    #[test]
+    fn each_callee_class_has_its_rate() -> Result<(), RateError> {
+        let rates = rates_from(&[
+            (RATE_OUTBOUND_IP_VAR, "4"),
+            (RATE_OUTBOUND_TOLL_FREE_VAR, "9"),
+            (RATE_OUTBOUND_SPECIAL_SERVICE_VAR, "20.5"),
+            (RATE_OUTBOUND_FOREIGN_VAR, "40"),
+            (RATE_OUTBOUND_OTHER_VAR, "7"),
+        ])?;
+        let cases = [
+            (NumberClass::Mobile, "16.2"),
+            (NumberClass::Landline, "5.4"),
+            (NumberClass::IpPhone, "4"),
+            (NumberClass::TollFree, "9"),
+            (NumberClass::SpecialService, "20.5"),
+            (NumberClass::Foreign, "40"),
+            (NumberClass::Other, "7"),
+        ];
+        for (class, rate) in cases {
+            assert_eq!(
+                rates.per_minute(Direction::Outbound, class),
+                yen(rate),
+                "{class}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_060_mobile_is_priced_as_a_mobile() {
+        let class = crate::phone::PhoneNumber::parse("060-1234-5678")
+            .map(|n| n.class())
+            .ok();
+        assert_eq!(class, Some(NumberClass::Mobile));
+        // 61 s is two started minutes at 16.2.
+        assert_eq!(
+            leg_cost(
+                &Rates::default(),
+                Direction::Outbound,
+                NumberClass::Mobile,
+                61
+            ),
+            yen("32.4")
+        );
+    }
+
+    #[test]
+    fn foreign_numbers_are_called_only_with_a_configured_rate() -> Result<(), RateError> {
+        let unset = Rates::default();
+        assert!(!unset.calls(NumberClass::Foreign));
+        for class in [
+            NumberClass::Mobile,
+            NumberClass::Landline,
+            NumberClass::IpPhone,
+            NumberClass::TollFree,
+            NumberClass::SpecialService,
+            NumberClass::Other,
+        ] {
+            assert!(unset.calls(class), "{class}");
+        }
+        let set = rates_from(&[(RATE_OUTBOUND_FOREIGN_VAR, "45")])?;
+        assert!(set.calls(NumberClass::Foreign));
+        assert_eq!(
+            leg_cost(&set, Direction::Outbound, NumberClass::Foreign, 60),
+            yen("45")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_room_adds_the_conference_fee_per_started_minute() -> Result<(), RateError> {
+        let rates = Rates::default();
+        // Outbound to a mobile, 65 s: 2 minutes × (16.2 + 0.3) = 33.
+        assert_eq!(
+            room_leg_cost(&rates, Direction::Outbound, NumberClass::Mobile, 65),
+            yen("33")
+        );
+        // Inbound, 65 s: 2 × (1 + 0.3) = 2.6.
+        assert_eq!(
+            room_leg_cost(&rates, Direction::Inbound, NumberClass::IpPhone, 65),
+            yen("2.6")
+        );
+        assert_eq!(
+            room_leg_cost(&rates, Direction::Inbound, NumberClass::IpPhone, 0),
+            Yen::ZERO
+        );
+        let custom = rates_from(&[(RATE_CONFERENCE_VAR, "0.25")])?;
+        assert_eq!(custom.conference, yen("0.25"));
+        // 121 s to a landline: 3 × (5.4 + 0.25) = 16.95.
+        assert_eq!(
+            room_leg_cost(&custom, Direction::Outbound, NumberClass::Landline, 121),
+            yen("16.95")
+        );
+        Ok(())
     }
 
     #[test]

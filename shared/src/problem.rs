@@ -10,50 +10,108 @@ use crate::domain::ports::CallError;
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// Every code the API can answer with. Numbers never change meaning.
+///
+/// Five-digit codes are Twilio's, used only with the meaning Twilio's error catalogue
+/// (https://www.twilio.com/docs/api/errors) gives them, so a client migrating from Proxy
+/// reads them right. Tsunagu's own codes have six digits, `1SSSNN` (SSS an HTTP status, NN a
+/// sequence): Twilio's catalogue is laid out in five-digit ranges (00000 to 99999), so no
+/// six-digit code can collide with one of Twilio's. The README's error table lists them all
+/// (a test below reads it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     /// The body is not valid JSON, or a field has the wrong type.
-    MalformedBody = 20400,
-    /// A field has a value outside its rules (bad phone number, negative ttl, …).
-    InvalidParameter = 20001,
+    MalformedBody = 140000,
+    /// Proxy 80701 "Parameter Validation Failed": a field has a value outside its rules.
+    InvalidParameter = 80701,
     /// Content-Type is not application/json.
-    UnsupportedMediaType = 20415,
+    UnsupportedMediaType = 141500,
     /// The body is larger than the API accepts.
-    PayloadTooLarge = 20413,
-    /// No such session, number or route.
+    PayloadTooLarge = 141300,
+    /// Twilio 20404 "Not Found": no such session or number.
     NotFound = 20404,
     /// The Idempotency-Key was used before with a different request.
-    IdempotencyKeyReused = 20409,
-    /// A request with the same Idempotency-Key is still being processed.
-    IdempotencyInProgress = 20429,
-    /// Proxy 80103: the same participant twice in one session.
+    IdempotencyKeyReused = 142200,
+    /// A request with the same Idempotency-Key is still being processed (Twilio's 20429 is
+    /// "Too Many Requests", a rate limit: not this).
+    IdempotencyInProgress = 140900,
+    /// Proxy 80103 "Participant Already In Session": the same participant twice.
     ParticipantAlreadyInSession = 80103,
-    /// Proxy 80206: no proxy number is free for these participants.
-    NoProxyNumberAvailable = 80206,
-    /// Proxy 80603: unique_name already used by another session.
+    /// Proxy 80609 "Too Many Added Participants": a session has at most two.
+    TooManyParticipants = 80609,
+    /// Proxy 80205 "No Proxies For Service": the pool has no numbers at all.
+    NoNumbersInPool = 80205,
+    /// Proxy 80207 "No unreserved numbers in proxy pool": only reserved numbers, which are
+    /// used only when asked for by `proxy_identifier`.
+    OnlyReservedNumbers = 80207,
+    /// Proxy 80208 "No Available Unused Proxy": every unreserved number is already used by
+    /// this participant in another open session.
+    NoProxyNumberAvailable = 80208,
+    /// Proxy 80603 "Non Unique Session Name".
     UniqueNameTaken = 80603,
-    /// Proxy 80623: the identifier already has an open session on that proxy number.
-    IdentifierConflict = 80623,
-    /// Proxy 80607: the session is closed.
+    /// Proxy 80604 "Proxy Identifier In Use": the requested proxy number already routes this
+    /// participant in another open session.
+    IdentifierConflict = 80604,
+    /// Proxy 80605 "Proxy Identifier Not In Service": the requested number is not in the pool.
+    NumberNotInPool = 80605,
+    /// Proxy 80607 "Session Closed".
     SessionClosed = 80607,
-    /// Proxy 80608: the requested status change is not allowed.
-    InvalidStatusChange = 80608,
-    /// The session already has a live call; one call at a time.
-    CallInProgress = 80650,
-    /// Only voice-only sessions: Japanese numbers have no SMS.
-    ModeNotSupported = 80620,
-    /// The number is not in the pool.
-    NumberNotInPool = 80640,
+    /// Proxy 80616 "Unsupported Identifier Type For Session Mode": Japanese numbers have no
+    /// SMS, so only voice-only sessions.
+    ModeNotSupported = 80616,
+    /// Proxy 80611 "Proxy Number In Active Sessions": it cannot leave the pool yet.
+    NumberInUse = 80611,
     /// The number is already in the pool.
-    NumberAlreadyInPool = 80641,
-    /// The number is still used by open sessions.
-    NumberInUse = 80642,
-    /// Too much contention to finish now; retrying is safe.
-    Busy = 50300,
-    /// A dependency (DynamoDB, Secrets Manager, Twilio) failed.
-    Upstream = 50200,
+    NumberAlreadyInPool = 140901,
+    /// The session already has a live call; one call at a time.
+    CallInProgress = 140902,
+    /// The session changed between reading and writing (a close or another extension won).
+    InvalidStatusChange = 140903,
+    /// An extension asked of a session without an end to move.
+    NothingToExtend = 140001,
+    /// Too much contention, or storage unavailable; nothing was written, retrying is safe.
+    Busy = 150300,
+    /// A dependency (Twilio, or the table within the time budget) failed.
+    Upstream = 150200,
     /// A bug; details are in the logs.
-    Internal = 50000,
+    Internal = 150000,
+}
+
+impl Code {
+    /// The HTTP statuses a problem with this code is answered with.
+    pub fn statuses(self) -> &'static [u16] {
+        match self {
+            Code::MalformedBody
+            | Code::InvalidParameter
+            | Code::ParticipantAlreadyInSession
+            | Code::TooManyParticipants
+            | Code::NumberNotInPool
+            | Code::ModeNotSupported
+            | Code::NothingToExtend => &[400],
+            Code::NotFound => &[404],
+            Code::PayloadTooLarge => &[413],
+            Code::UnsupportedMediaType => &[415],
+            Code::IdempotencyKeyReused => &[422],
+            Code::IdempotencyInProgress
+            | Code::NoNumbersInPool
+            | Code::OnlyReservedNumbers
+            | Code::NoProxyNumberAvailable
+            | Code::UniqueNameTaken
+            | Code::IdentifierConflict
+            | Code::SessionClosed
+            | Code::NumberInUse
+            | Code::NumberAlreadyInPool
+            | Code::CallInProgress
+            | Code::InvalidStatusChange => &[409],
+            Code::Internal => &[500],
+            Code::Upstream => &[502, 504],
+            Code::Busy => &[503],
+        }
+    }
+
+    /// Whether the code is Twilio's (five digits) rather than Tsunagu's own (six).
+    pub fn is_twilios(self) -> bool {
+        (self as u32) < 100_000
+    }
 }
 
 /// Lists the variants once: `Code::ALL`, and a match the compiler refuses while a variant
@@ -61,7 +119,7 @@ pub enum Code {
 macro_rules! every_code {
     ($($variant:ident),* $(,)?) => {
         impl Code {
-            /// Every code, for the contract test against docs/openapi.yaml.
+            /// Every code, for the README check and the contract test against docs/openapi.yaml.
             pub const ALL: &'static [Code] = &[$(Code::$variant),*];
         }
         #[allow(dead_code)]
@@ -82,16 +140,20 @@ every_code!(
     IdempotencyKeyReused,
     IdempotencyInProgress,
     ParticipantAlreadyInSession,
+    TooManyParticipants,
+    NoNumbersInPool,
+    OnlyReservedNumbers,
     NoProxyNumberAvailable,
     UniqueNameTaken,
     IdentifierConflict,
-    SessionClosed,
-    InvalidStatusChange,
-    CallInProgress,
-    ModeNotSupported,
     NumberNotInPool,
-    NumberAlreadyInPool,
+    SessionClosed,
+    ModeNotSupported,
     NumberInUse,
+    NumberAlreadyInPool,
+    CallInProgress,
+    InvalidStatusChange,
+    NothingToExtend,
     Busy,
     Upstream,
     Internal,
@@ -129,6 +191,11 @@ impl Problem {
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
+        // The README's error table lists each code with its statuses; keep them true.
+        debug_assert!(
+            code.statuses().contains(&status.as_u16()),
+            "{code:?} answered with {status}"
+        );
         Self {
             status,
             code,
@@ -202,7 +269,7 @@ impl Problem {
             instance,
             twilio_code: self.twilio_code,
         })
-        .unwrap_or_else(|_| r#"{"title":"Internal error","status":500,"code":50000}"#.to_owned())
+        .unwrap_or_else(|_| r#"{"title":"Internal error","status":500,"code":150000}"#.to_owned())
     }
 }
 
@@ -220,7 +287,7 @@ impl From<DomainError> for Problem {
             }
             E::NothingToExtend(detail) => Problem::new(
                 StatusCode::BAD_REQUEST,
-                Code::InvalidStatusChange,
+                Code::NothingToExtend,
                 "Nothing to extend",
                 detail,
             ),
@@ -230,6 +297,14 @@ impl From<DomainError> for Problem {
             E::NoProxyNumber(detail) => Problem::conflict(
                 Code::NoProxyNumberAvailable,
                 "No proxy number available",
+                detail,
+            ),
+            E::NoNumbersInPool(detail) => {
+                Problem::conflict(Code::NoNumbersInPool, "No numbers in the pool", detail)
+            }
+            E::OnlyReservedNumbers(detail) => Problem::conflict(
+                Code::OnlyReservedNumbers,
+                "Only reserved numbers in the pool",
                 detail,
             ),
             E::NumberNotInPool(detail) => Problem::new(
@@ -317,5 +392,66 @@ mod tests {
         assert_eq!(v["detail"], "session KC1 is closed");
         assert_eq!(v["instance"], "/v1/sessions/KC1");
         assert_eq!(v["type"], "https://tsunagu.dev/problems/80607");
+    }
+
+    /// The README's error table: code → status cell.
+    fn readme_table() -> Vec<(u32, String)> {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("| code | status | meaning |")
+            .expect("README has the error table");
+        readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let code = cells[1].parse().unwrap_or_else(|_| panic!("bad row {l:?}"));
+                (code, cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_code_is_in_the_readme_with_its_statuses_and_no_other() {
+        let table = readme_table();
+        for &code in Code::ALL {
+            let n = code as u32;
+            let Some((_, status)) = table.iter().find(|(c, _)| *c == n) else {
+                panic!("{code:?} ({n}) is missing from the README's error table");
+            };
+            for s in code.statuses() {
+                assert!(
+                    status.contains(&s.to_string()),
+                    "{n}: README says {status:?}, code answers {s}"
+                );
+            }
+        }
+        for (n, _) in &table {
+            assert!(
+                Code::ALL.iter().any(|c| *c as u32 == *n),
+                "the README lists {n}, which the code never emits"
+            );
+        }
+    }
+
+    #[test]
+    fn own_codes_stay_out_of_twilios_five_digit_ranges() {
+        for &code in Code::ALL {
+            let n = code as u32;
+            assert!(
+                (10_000..100_000).contains(&n) || (100_000..200_000).contains(&n),
+                "{code:?} {n}"
+            );
+            if !code.is_twilios() {
+                // 1SSSNN: the middle three digits are one of the code's statuses.
+                let status = (n / 100) % 1000;
+                assert!(code.statuses().contains(&(status as u16)), "{code:?} {n}");
+            }
+        }
+        // The codes the issue found misused are gone.
+        for misused in [80623, 80640, 80620, 20429, 50200, 50300, 50000] {
+            assert!(Code::ALL.iter().all(|c| *c as u32 != misused), "{misused}");
+        }
     }
 }

@@ -105,7 +105,7 @@ async fn fifty_concurrent_creates_never_double_route_a_participant() {
     let created = answers.iter().filter(|(s, _)| *s == 201).count();
     let no_number = answers
         .iter()
-        .filter(|(s, b)| *s == 409 && b["code"] == 80206)
+        .filter(|(s, b)| *s == 409 && b["code"] == 80208)
         .count();
     assert_eq!(
         created, 2,
@@ -114,7 +114,7 @@ async fn fifty_concurrent_creates_never_double_route_a_participant() {
     assert_eq!(
         no_number,
         48,
-        "every other create is refused with 80206: {:?}",
+        "every other create is refused with 80208: {:?}",
         answers
             .iter()
             .map(|(s, b)| (s, &b["code"]))
@@ -174,7 +174,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 "{\"participants\": [".into(),
             ),
             400,
-            20400,
+            140000,
         ),
         (
             raw(
@@ -184,7 +184,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 "".into(),
             ),
             400,
-            20400,
+            140000,
         ),
         (
             raw(
@@ -194,7 +194,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 r#"{"participants": "A and B"}"#.into(),
             ),
             400,
-            20001,
+            80701,
         ),
         (
             raw(
@@ -204,7 +204,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 r#"{"ttl": -5, "participants": []}"#.into(),
             ),
             400,
-            20001,
+            80701,
         ),
         (
             raw(
@@ -214,7 +214,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 "hello".into(),
             ),
             415,
-            20415,
+            141500,
         ),
         (
             raw(
@@ -224,7 +224,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 format!("{{\"unique_name\":\"{}\"}}", "x".repeat(20_000)),
             ),
             413,
-            20413,
+            141300,
         ),
         (
             raw(
@@ -234,7 +234,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 r#"{"phone_number": 5031234567}"#.into(),
             ),
             400,
-            20001,
+            80701,
         ),
         (
             raw(
@@ -244,7 +244,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
                 r#"{"phone_number": "03-12"}"#.into(),
             ),
             400,
-            20001,
+            80701,
         ),
     ];
     for (request, status, code) in cases {
@@ -266,7 +266,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
             "/v1/sessions",
             json!({"participants": [{"identifier": "090-1234"}, {"identifier": B}]}),
             400,
-            20001,
+            80701,
             "participants[0].identifier",
         ),
         (
@@ -282,15 +282,31 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
             "/v1/sessions",
             json!({"participants": [{"identifier": A}]}),
             400,
-            20001,
+            80701,
             "exactly two",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"participants": [{"identifier": A}, {"identifier": B}, {"identifier": "070-1111-2222"}]}),
+            400,
+            80609,
+            "exactly two",
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            json!({"participants": [{"identifier": A}, {"identifier": "+1 415 555 0123"}]}),
+            400,
+            80701,
+            "RATE_OUTBOUND_FOREIGN_JPY_PER_MIN",
         ),
         (
             "POST",
             "/v1/sessions",
             json!({"mode": "voice-and-message", "participants": []}),
             400,
-            80620,
+            80616,
             "SMS",
         ),
         (
@@ -298,7 +314,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
             "/v1/sessions",
             json!({"participants": [{"identifier": A, "proxy_identifier": P2}, {"identifier": B}]}),
             400,
-            80640,
+            80605,
             "not in the number pool",
         ),
         (
@@ -306,7 +322,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
             "/v1/sessions",
             json!({"participants": [{"identifier": A}, {"identifier": B}], "colour": "red"}),
             400,
-            20001,
+            80701,
             "unknown field",
         ),
     ];
@@ -344,7 +360,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
             20404,
         ),
         ("DELETE", "/v1/numbers/%2B815099999999", 404, 20404),
-        ("DELETE", "/v1/numbers/not-a-number", 400, 20001),
+        ("DELETE", "/v1/numbers/not-a-number", 400, 80701),
     ] {
         let (got, problem) = stack.api(method, path, None).await;
         assert_eq!(
@@ -373,7 +389,7 @@ async fn the_number_pool_guards_numbers_in_use() {
             Some(json!({"phone_number": "+815031234567"})),
         )
         .await;
-    assert_eq!((status, dup["code"].as_u64()), (409, Some(80641)));
+    assert_eq!((status, dup["code"].as_u64()), (409, Some(140901)));
 
     let (_, s) = stack
         .api("POST", "/v1/sessions", Some(session_body(A, B)))
@@ -383,7 +399,7 @@ async fn the_number_pool_guards_numbers_in_use() {
         .await;
     assert_eq!(
         (status, busy["code"].as_u64()),
-        (409, Some(80642)),
+        (409, Some(80611)),
         "{busy}"
     );
 
@@ -405,7 +421,7 @@ async fn the_number_pool_guards_numbers_in_use() {
         .await;
     assert_eq!(
         (status, refused["code"].as_u64()),
-        (409, Some(80206)),
+        (409, Some(80208)),
         "{refused}"
     );
     let (status, asked) = stack
@@ -416,13 +432,13 @@ async fn the_number_pool_guards_numbers_in_use() {
         asked["participants"][0]["proxy_identifier"],
         "+815031234568"
     );
-    // Asking for a number A already uses is the identifier conflict 80623.
+    // Asking for a number A already uses is the identifier conflict 80604.
     let (status, clash) = stack
         .api("POST", "/v1/sessions", Some(json!({"participants": [{"identifier": A, "proxy_identifier": P2}, {"identifier": "080-4444-5555"}]})))
         .await;
     assert_eq!(
         (status, clash["code"].as_u64()),
-        (409, Some(80623)),
+        (409, Some(80604)),
         "{clash}"
     );
 
@@ -493,7 +509,7 @@ async fn an_idempotency_key_replays_the_first_answer() {
     let other = post(session_body(A, "080-7777-8888")).await.unwrap();
     assert_eq!(other.status(), 422);
     let other: serde_json::Value = other.json().await.unwrap();
-    assert_eq!(other["code"], 20409);
+    assert_eq!(other["code"], 142200);
 }
 
 /// Found by `make fuzz`: a key with bytes outside visible ASCII was skipped, and the request
@@ -582,19 +598,19 @@ async fn extend_moves_the_end_and_refuses_what_it_cannot_move() {
             format!("/v1/sessions/{sid}/extend"),
             json!({"seconds": 0}),
             400,
-            20001,
+            80701,
         ),
         (
             format!("/v1/sessions/{sid}/extend"),
             json!({"minutes": 5}),
             400,
-            20001,
+            80701,
         ),
         (
             format!("/v1/sessions/{other}/extend"),
             json!({"seconds": 60}),
             400,
-            80608,
+            140001,
         ),
         (
             "/v1/sessions/KC00000000000000000000000000000000/extend".to_owned(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use serde_json::json;
-use tsunagu_tests::simulator::{CallerScript, PhoneScript};
+use tsunagu_tests::simulator::{CallerScript, PhoneScript, WITHHELD};
 use tsunagu_tests::stack::Options;
 
 async fn session(
@@ -114,6 +114,44 @@ async fn a_masked_call_goes_both_ways_and_is_logged_with_its_cost() {
         .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
         .await;
     assert_eq!(log["interactions"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_withheld_caller_is_asked_to_call_again_with_the_number_shown() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    let p = proxy(&s, 0);
+    let sim = stack.sim();
+
+    // A participant who dialled 184 (or whose line withholds the number) calls the proxy.
+    sim.dial_in(WITHHELD, &p, CallerScript::default()).await;
+    stack.finish_calls().await;
+    let heard = sim.heard_by(WITHHELD);
+    assert_eq!(
+        heard,
+        vec![
+            "番号を通知しておかけ直しください。電話番号の前に186をつけておかけください。"
+                .to_owned()
+        ],
+        "not 「現在お取り扱いしておりません」"
+    );
+    assert!(
+        !sim.calls().iter().any(|c| c.direction == "outbound-dial"),
+        "nobody was dialled"
+    );
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", sid(&s)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        log["interactions"].as_array().map(Vec::len),
+        Some(0),
+        "no leg is logged on the session: {log}"
+    );
 }
 
 #[tokio::test]

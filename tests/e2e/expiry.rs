@@ -358,6 +358,34 @@ async fn a_timed_masked_call_runs_through_the_room_and_gets_the_warning() {
         1,
         "the caller pressed 1"
     );
+
+    // Both legs went through the room, the caller's own inbound leg included, so each
+    // started minute carries the conference fee: A's at 1 + 0.3 = 1.3 yen, B's (a mobile)
+    // at 16.2 + 0.3 = 16.5 yen.
+    stack.finish_calls().await;
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", sid(&s)),
+            None,
+        )
+        .await;
+    let legs = log["interactions"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "{log}");
+    for leg in legs {
+        let minutes = leg["billed_minutes"].as_u64().unwrap();
+        let per_minute_milli = match leg["twilio_direction"].as_str() {
+            Some("inbound") => 1_300,
+            Some("outbound-api") => 16_500,
+            other => panic!("unexpected leg {other:?}: {leg}"),
+        };
+        assert!(minutes > 10, "the call ran past its first deadline: {leg}");
+        assert_eq!(
+            (leg["cost"].as_f64().unwrap() * 1000.0).round() as u64,
+            minutes * per_minute_milli,
+            "{leg}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -171,11 +171,20 @@ async fn conference_mode_puts_both_in_the_room_and_ends_it_when_one_hangs_up() {
     );
     let legs = log(&stack, &sid(&s)).await;
     assert_eq!(legs.len(), 2);
-    assert!(
-        legs.iter()
-            .all(|l| l["status"] == "completed" && l["cost"].as_f64().unwrap() > 0.0),
-        "{legs:?}"
-    );
+    // Both legs went through the room, so each started minute costs the mobile rate plus
+    // the conference fee: A talked 120 s, B was in the room from its answer at 5 s until
+    // A left at 122 s (117 s); two minutes each × (16.2 + 0.3) = 33 yen.
+    for l in &legs {
+        assert_eq!(
+            (
+                l["status"].as_str(),
+                l["billed_minutes"].as_u64(),
+                l["cost"].as_f64()
+            ),
+            (Some("completed"), Some(2), Some(33.0)),
+            "{l}"
+        );
+    }
     let ended = stack
         .app
         .store
@@ -353,14 +362,14 @@ async fn refusals_closed_live_and_unknown_sessions_and_idempotent_retries() {
     .await;
     assert_eq!((status, p["code"].as_u64()), (404, Some(20404)));
     let (status, p) = v_call(&stack, &sid(&s), json!({"mode": "sms"})).await;
-    assert_eq!((status, p["code"].as_u64()), (400, Some(20001)));
+    assert_eq!((status, p["code"].as_u64()), (400, Some(80701)));
     let (status, p) = v_call(
         &stack,
         &sid(&s),
         json!({"mode": "bridge", "first": "070-0000-0000"}),
     )
     .await;
-    assert_eq!((status, p["code"].as_u64()), (400, Some(20001)));
+    assert_eq!((status, p["code"].as_u64()), (400, Some(80701)));
 
     // An idempotent retry returns the first answer without ringing anyone again.
     let post = || {
@@ -380,7 +389,7 @@ async fn refusals_closed_live_and_unknown_sessions_and_idempotent_retries() {
 
     // While that call is live, another is refused.
     let (status, p) = v_call(&stack, &sid(&s), json!({"mode": "bridge"})).await;
-    assert_eq!((status, p["code"].as_u64()), (409, Some(80650)), "{p}");
+    assert_eq!((status, p["code"].as_u64()), (409, Some(140902)), "{p}");
 
     stack
         .api("DELETE", &format!("/v1/sessions/{}", sid(&s)), None)

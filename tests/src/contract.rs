@@ -272,6 +272,8 @@ mod tests {
             DomainError::NothingToExtend("x".into()),
             DomainError::SessionChanged("x".into()),
             DomainError::NoProxyNumber("x".into()),
+            DomainError::NoNumbersInPool("x".into()),
+            DomainError::OnlyReservedNumbers("x".into()),
             DomainError::NumberNotInPool("x".into()),
             DomainError::IdentifierConflict("x".into()),
             DomainError::UniqueNameTaken("x".into()),
@@ -304,6 +306,8 @@ mod tests {
                 | DomainError::NothingToExtend(_)
                 | DomainError::SessionChanged(_)
                 | DomainError::NoProxyNumber(_)
+                | DomainError::NoNumbersInPool(_)
+                | DomainError::OnlyReservedNumbers(_)
                 | DomainError::NumberNotInPool(_)
                 | DomainError::IdentifierConflict(_)
                 | DomainError::UniqueNameTaken(_)

@@ -75,11 +75,29 @@ pub async fn create_session(app: Arc<App>, req: Request) -> Response<Body> {
     let result = idempotent(&app, &req, || async {
         let input: CreateSession = web::read_json(&req)?;
         let new = session_input::validate(input, &app.config, app.now())?;
+        refuse_unpriced_participants(&new, &app.config.rates)?;
         let session = sessions::create(app.ctx(), new).await?;
         Ok(web::json(StatusCode::CREATED, &SessionView::of(&session)))
     })
     .await;
     respond(&req, result)
+}
+
+/// Foreign numbers are called only at a configured rate (`RATE_OUTBOUND_FOREIGN_JPY_PER_MIN`):
+/// without one, a session that would call one is refused before anything is written.
+fn refuse_unpriced_participants(
+    new: &sessions::NewSession,
+    rates: &crate::pricing::Rates,
+) -> Result<(), Problem> {
+    for (i, p) in new.participants.iter().enumerate() {
+        if !rates.calls(p.identifier.class()) {
+            return Err(Problem::invalid(format!(
+                "participants[{i}].identifier {} is outside Japan, and no rate is configured for calls abroad (RATE_OUTBOUND_FOREIGN_JPY_PER_MIN)",
+                p.identifier.masked()
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub async fn get_session(app: Arc<App>, req: Request) -> Response<Body> {
@@ -278,10 +296,12 @@ pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
         (Method::POST, None) => idempotent(&app, &req, || add_number(&app, &req)).await,
         (Method::GET, None) => list_numbers(&app).await,
         (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
+        // API Gateway routes only the three above and answers 404 to any other method
+        // (HTTP APIs have no 405); the same answer here, should a route be added by mistake.
         (method, _) => Err(Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
+            StatusCode::NOT_FOUND,
             Code::NotFound,
-            "Method not allowed",
+            "Not found",
             format!("{method} is not served here"),
         )),
     };

@@ -142,6 +142,17 @@ pub fn validate(
             }
         }
     };
+    if req.participants.len() > 2 {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            Code::TooManyParticipants,
+            "Too many participants",
+            format!(
+                "a session connects exactly two participants; got {}",
+                req.participants.len()
+            ),
+        ));
+    }
     if req.participants.len() != 2 {
         return Err(Problem::invalid(format!(
             "a session connects exactly two participants; got {}",

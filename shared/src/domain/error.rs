@@ -22,8 +22,15 @@ pub enum DomainError {
     /// The session changed between reading and writing (a close or another extension won).
     #[error("{0}")]
     SessionChanged(String),
+    /// Every unreserved number is already used by this participant in another open session.
     #[error("{0}")]
     NoProxyNumber(String),
+    /// The pool has no numbers at all.
+    #[error("{0}")]
+    NoNumbersInPool(String),
+    /// The pool has only reserved numbers, and the request asked for none of them.
+    #[error("{0}")]
+    OnlyReservedNumbers(String),
     #[error("{0}")]
     NumberNotInPool(String),
     /// The requested proxy number already routes this participant in another open session.

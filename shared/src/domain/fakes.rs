@@ -74,6 +74,17 @@ impl MemoryStore {
         });
     }
 
+    /// A number used only when a participant's `proxy_identifier` names it.
+    pub fn add_reserved_number(&self, number: &str) {
+        self.tables().numbers.push(ProxyNumber {
+            phone_number: PhoneNumber::parse(number).unwrap(),
+            is_reserved: true,
+            in_use: 0,
+            date_created: 0,
+            date_updated: 0,
+        });
+    }
+
     pub fn add_leg(&self, leg: Interaction) {
         self.tables().legs.push(leg);
     }

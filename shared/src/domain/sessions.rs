@@ -42,16 +42,41 @@ pub struct NewParticipant {
     pub proxy_identifier: Option<PhoneNumber>,
 }
 
-fn shortage_error(s: Shortage, pool_empty: bool) -> DomainError {
-    match s {
-        Shortage::NoneFree { participant } => DomainError::NoProxyNumber(if pool_empty {
-            "the number pool is empty; add numbers with POST /v1/numbers".to_owned()
+/// What the pool looked like when no number could be chosen, for the right refusal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PoolState {
+    Empty,
+    OnlyReserved,
+    Unreserved,
+}
+
+impl PoolState {
+    fn of(pool: &[crate::model::ProxyNumber]) -> PoolState {
+        if pool.is_empty() {
+            PoolState::Empty
+        } else if pool.iter().all(|n| n.is_reserved) {
+            PoolState::OnlyReserved
         } else {
-            format!(
+            PoolState::Unreserved
+        }
+    }
+}
+
+fn shortage_error(s: Shortage, pool: PoolState) -> DomainError {
+    match s {
+        Shortage::NoneFree { participant } => match pool {
+            PoolState::Empty => DomainError::NoNumbersInPool(
+                "the number pool is empty; add numbers with POST /v1/numbers".to_owned(),
+            ),
+            PoolState::OnlyReserved => DomainError::OnlyReservedNumbers(format!(
+                "every number in the pool is reserved, and reserved numbers are used only when a participant's proxy_identifier names them; name one for {}, or add an unreserved number with POST /v1/numbers",
+                participant.masked()
+            )),
+            PoolState::Unreserved => DomainError::NoProxyNumber(format!(
                 "{} already has an open session on every unreserved proxy number; close one of their sessions or add numbers with POST /v1/numbers",
                 participant.masked()
-            )
-        }),
+            )),
+        },
         Shortage::NotInPool { number } => DomainError::NumberNotInPool(format!(
             "proxy_identifier {number} is not in the number pool; add it with POST /v1/numbers"
         )),
@@ -87,7 +112,7 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
             })
             .collect();
         let chosen = pool::choose(&numbers, &needs, random_index())
-            .map_err(|s| shortage_error(s, numbers.is_empty()))?;
+            .map_err(|s| shortage_error(s, PoolState::of(&numbers)))?;
 
         let now = ctx.now();
         let session = Session {
@@ -145,7 +170,7 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
                             number: proxy,
                             participant,
                         },
-                        false,
+                        PoolState::Unreserved,
                     ));
                 }
                 // Someone else took this slot a moment ago; the next read sees it.
@@ -489,9 +514,39 @@ mod tests {
         let world = World::at(NOW);
         let err = create(world.ctx(), new_session(None)).await.unwrap_err();
         match err {
-            DomainError::NoProxyNumber(detail) => assert!(detail.contains("empty"), "{detail}"),
+            DomainError::NoNumbersInPool(detail) => assert!(detail.contains("empty"), "{detail}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_pool_of_reserved_numbers_only_is_named_as_such() {
+        let world = World::at(NOW);
+        world.store.add_reserved_number("050-3123-4567");
+        let err = create(world.ctx(), new_session(None)).await.unwrap_err();
+        assert!(
+            matches!(&err, DomainError::OnlyReservedNumbers(d) if d.contains("reserved")),
+            "{err:?}"
+        );
+        // Named by proxy_identifier, the reserved number is used.
+        let mut asked = new_session(None);
+        for p in &mut asked.participants {
+            p.proxy_identifier = Some(PhoneNumber::parse("050-3123-4567").unwrap());
+        }
+        assert!(create(world.ctx(), asked).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_participant_on_every_unreserved_number_gets_no_more() {
+        let world = World::at(NOW);
+        world.store.add_number("050-3123-4567");
+        world.store.add_reserved_number("050-3123-4568");
+        create(world.ctx(), new_session(None)).await.unwrap();
+        let err = create(world.ctx(), new_session(None)).await.unwrap_err();
+        assert!(
+            matches!(&err, DomainError::NoProxyNumber(d) if d.contains("every unreserved")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

@@ -14,7 +14,12 @@ pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
     webhook(app, req, |app, form, _req| async move {
         let call_sid = required(&form, "CallSid")?;
         let to = PhoneNumber::parse(required(&form, "To")?).ok();
-        // Withheld caller IDs ("anonymous", "+266696687") parse as nothing: no route.
+        // A withheld caller ID ("anonymous", "+266696687") has no route: the caller is
+        // asked to call again with their number shown (186 first), which is all they can do.
+        if crate::phone::is_withheld(form.get("From")) {
+            tracing::info!(call = call_sid, "caller ID withheld; asked to call with the number shown");
+            return Ok(say_and_hang_up(&app, &app.config.prompts.withheld_caller));
+        }
         let from = form.get("From").and_then(|f| PhoneNumber::parse(f).ok());
         let (Some(from), Some(to)) = (from, to) else {
             return Ok(out_of_session(&app, &form).await);
@@ -252,6 +257,59 @@ mod tests {
             date_expiry: expiry,
             call_time_limit: limit,
             timed: false,
+        }
+    }
+
+    /// A correctly signed inbound-call webhook with this `From` (absent when `None`).
+    fn inbound_request(from: Option<&str>) -> Request {
+        let url = "https://voice.example.jp/twilio/voice/inbound";
+        let mut params = vec![
+            (
+                "CallSid".to_owned(),
+                "CA0123456789abcdef0123456789abcdef".to_owned(),
+            ),
+            ("To".to_owned(), "+815031234567".to_owned()),
+        ];
+        if let Some(from) = from {
+            params.push(("From".to_owned(), from.to_owned()));
+        }
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&params)
+            .finish();
+        // FixedSecret's auth token.
+        let signature = crate::signature::compute("token", url, &params);
+        http::Request::builder()
+            .method("POST")
+            .uri(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(Body::Text(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_withheld_caller_is_asked_to_call_with_the_number_shown() {
+        // The app reaches no table: the answer comes before any route is looked up.
+        for from in [
+            Some("anonymous"),
+            Some("Anonymous"),
+            Some("+266696687"),
+            Some(""),
+            None,
+        ] {
+            let app = super::super::tests::app();
+            let answer = inbound_call(app.clone(), inbound_request(from)).await;
+            assert_eq!(answer.status(), StatusCode::OK, "{from:?}");
+            let Body::Text(xml) = answer.body() else {
+                panic!("TwiML is text");
+            };
+            assert!(
+                xml.contains("番号を通知しておかけ直しください。"),
+                "{from:?}: {xml}"
+            );
+            assert!(xml.contains("186"), "{xml}");
+            assert!(!xml.contains("お取り扱いしておりません"), "{xml}");
+            assert!(xml.contains("<Hangup/>"), "{xml}");
         }
     }
 

@@ -228,7 +228,7 @@ mod tests {
     use aws_config::{BehaviorVersion, Region, SdkConfig};
 
     /// An app that makes no request unless asked to (none of these tests asks).
-    fn app() -> Arc<App> {
+    pub(crate) fn app() -> Arc<App> {
         let config = Config::from_lookup(|name| match name {
             "TABLE_NAME" => Some("tsunagu".into()),
             "TWILIO_SECRET_ID" => Some("tsunagu/twilio".into()),

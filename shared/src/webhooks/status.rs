@@ -23,7 +23,8 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
                 }
             },
         };
-        let leg = leg_from_callback(&app, &form, &session_sid, web::query_param(&req, "participant"), status, app.now());
+        let in_room = status.is_final() && went_through_room(&app, &form, &req, &session_sid).await?;
+        let leg = leg_from_callback(&app, &form, &session_sid, web::query_param(&req, "participant"), status, in_room, app.now());
         let outcome = app.store.record_leg(&leg, app.now(), app.config.retention_seconds()).await;
         match outcome {
             Ok(Recorded::Stale) => tracing::debug!(call = call_sid, status = status.as_str(), "late or repeated callback"),
@@ -53,6 +54,28 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
         Ok(empty())
     })
     .await
+}
+
+/// Whether a leg spent its life in the session's conference room, so its minutes also carry
+/// the conference fee: legs Tsunagu called into a room say so in their callback URL
+/// (`room=1`); a caller's own inbound leg went to the room when the session is timed.
+async fn went_through_room(
+    app: &App,
+    form: &TwilioForm,
+    req: &Request,
+    session_sid: &str,
+) -> Result<bool, WebhookError> {
+    if web::query_param(req, "room").as_deref() == Some("1") {
+        return Ok(true);
+    }
+    if TwilioDirection::parse(form.get("Direction")) != TwilioDirection::Inbound {
+        return Ok(false);
+    }
+    Ok(app
+        .store
+        .get_session(session_sid)
+        .await?
+        .is_some_and(|s| s.is_timed()))
 }
 
 /// After a leg's final status: a conference leg that ends — even outside the room, as
@@ -161,6 +184,7 @@ fn leg_from_callback(
     session_sid: &str,
     participant: Option<String>,
     status: CallStatus,
+    in_room: bool,
     now: i64,
 ) -> Interaction {
     let twilio_direction = TwilioDirection::parse(form.get("Direction"));
@@ -193,7 +217,11 @@ fn leg_from_callback(
     } else {
         0
     };
-    let cost = pricing::leg_cost(&app.config.rates, direction, callee_class, duration);
+    let cost = if in_room {
+        pricing::room_leg_cost(&app.config.rates, direction, callee_class, duration)
+    } else {
+        pricing::leg_cost(&app.config.rates, direction, callee_class, duration)
+    };
     Interaction {
         sid: ids::new_sid(ids::INTERACTION),
         session_sid: session_sid.to_owned(),

@@ -46,6 +46,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 pub use calls::DEFAULT_WAIT_MUSIC;
+
+/// The `From` Twilio gives a call whose caller withheld their number (非通知 in Japan, 184
+/// dialled first): the alpha string, not keypad digits, since Twilio's change "Upcoming
+/// changes to withheld caller ID behavior for <Dial> calls" (changelog, 2022-11-16).
+/// `dial_in(WITHHELD, …)` places such a call; the simulator passes `From` and `Caller`
+/// through unchanged and gives no `FromCountry`, as for any caller it cannot place.
+pub const WITHHELD: &str = "anonymous";
 pub use clock::VirtualClock;
 pub use signing::signature;
 pub use transcript::{Entry, Event, mask};
