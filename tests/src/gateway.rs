@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tsunagu::App;
 use tsunagu::handlers::http_handler;
 
+use crate::console::TwilioConsole;
 use crate::template::Route;
 
 #[derive(Clone)]
@@ -21,6 +22,9 @@ pub struct Gateway {
     /// Each function's own app: its own clients, held to its own IAM policy.
     pub apps: Arc<HashMap<String, Arc<App>>>,
     pub routes: Arc<Vec<Route>>,
+    /// With the simulator: every number `POST /v1/numbers` adds becomes the simulated
+    /// account's own, as the operator would set it up in the Twilio console.
+    pub console: Option<TwilioConsole>,
 }
 
 impl Gateway {
@@ -72,12 +76,35 @@ async fn handle(
     };
     let event = http_api_event(route, &method, &uri, &headers, &body, &params);
     match run_event(&gw, &route.function, &event).await {
-        Ok(response) => to_axum(response),
+        Ok(response) => {
+            if route.function == "numbers" && method == Method::POST {
+                provision_added_number(&gw, &response).await;
+            }
+            to_axum(response)
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({"message": e})),
         )
             .into_response(),
+    }
+}
+
+/// A number the pool just took (201) is provisioned before the API answers, so the next
+/// request can already use it as a caller ID.
+async fn provision_added_number(gw: &Gateway, response: &lambda_http::Response<lambda_http::Body>) {
+    let Some(console) = &gw.console else { return };
+    if response.status() != StatusCode::CREATED {
+        return;
+    }
+    let lambda_http::Body::Text(text) = response.body() else {
+        return;
+    };
+    let added: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    if let Some(number) = added["phone_number"].as_str()
+        && let Err(e) = console.provision(number).await
+    {
+        eprintln!("{e}");
     }
 }
 

@@ -19,6 +19,7 @@ use tsunagu::App;
 use tsunagu::clock::Clock;
 use tsunagu::config::Config;
 
+use crate::console::TwilioConsole;
 use crate::gateway::{self, Gateway};
 use crate::iam::{self, Denial, Denials};
 use crate::simulator::{SimConfig, Simulator, VirtualClock};
@@ -275,9 +276,21 @@ impl Stack {
             );
             apps.insert(function.clone(), Arc::new(function_app));
         }
+        let console = sim.as_ref().map(|sim| TwilioConsole {
+            http: tsunagu::app::http_client(),
+            api_base_url: sim.base_url(),
+            account_sid: account_sid.clone(),
+            auth_token: auth_token.clone(),
+            public_base_url: config.public_base_url.clone(),
+        });
+        if let Some(console) = &console {
+            // A table kept from an earlier run: its pool is the account's too.
+            provision_pool(&app, console).await?;
+        }
         let gateway = Gateway {
             apps: Arc::new(apps),
             routes: Arc::new(tpl.routes),
+            console,
         };
         let server = gateway::spawn(listener, gateway.clone());
         if let (Some(sim), Some(period)) = (&sim, options.sweep_every) {
@@ -338,8 +351,8 @@ impl Stack {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Adds a proxy number to the pool and gives it to the simulated Twilio account,
-    /// configured as a number would be in the Twilio console.
+    /// Adds a proxy number to the pool through the API (the gateway then gives it to the
+    /// simulated Twilio account, configured as in the Twilio console).
     pub async fn add_proxy_number(&self, number: &str) -> Value {
         let (status, body) = self
             .api(
@@ -349,16 +362,16 @@ impl Stack {
             )
             .await;
         assert_eq!(status, 201, "adding {number}: {body}");
-        let e164 = body["phone_number"].as_str().unwrap_or(number).to_owned();
-        if let Some(sim) = &self.sim {
-            let base = &self.app.config.public_base_url;
-            sim.add_number(
-                &e164,
-                &format!("{base}/twilio/voice/inbound"),
-                Some(&format!("{base}/twilio/voice/status")),
-            );
-        }
         body
+    }
+
+    /// Gives every pool number to the simulated account, e.g. numbers written into the
+    /// table directly rather than through `POST /v1/numbers`.
+    pub async fn provision_pool(&self) -> Result<(), String> {
+        match &self.gateway.console {
+            Some(console) => provision_pool(&self.app, console).await,
+            None => Ok(()),
+        }
     }
 
     /// Fires `expiry-warning` for `at` through the Invoke API, as the schedule would.
@@ -389,6 +402,18 @@ impl Stack {
             .run_until_idle(Duration::from_secs(6 * 3600))
             .await;
     }
+}
+
+async fn provision_pool(app: &App, console: &TwilioConsole) -> Result<(), String> {
+    let pool = app
+        .store
+        .list_numbers()
+        .await
+        .map_err(|e| format!("reading the pool: {e}"))?;
+    for number in pool {
+        console.provision(number.phone_number.as_str()).await?;
+    }
+    Ok(())
 }
 
 /// Creates (or updates) the secret; returns its full ARN.
