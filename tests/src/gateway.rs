@@ -15,6 +15,7 @@ use tsunagu::App;
 use tsunagu::handlers::http_handler;
 
 use crate::console::TwilioConsole;
+use crate::control::{self, CallRequest, Control};
 use crate::template::Route;
 
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct Gateway {
     /// With the simulator: every number `POST /v1/numbers` adds becomes the simulated
     /// account's own, as the operator would set it up in the Twilio console.
     pub console: Option<TwilioConsole>,
+    /// With the simulator: `POST /_local/calls` places a call as a phone would (`make call`).
+    pub control: Option<Control>,
 }
 
 impl Gateway {
@@ -57,6 +60,9 @@ async fn handle(
     if path == "/healthz" {
         return (StatusCode::OK, "ok\n").into_response();
     }
+    if path == "/_local/calls" && method == Method::POST {
+        return local_call(&gw, &body).await;
+    }
     if let Some(function) = path
         .strip_prefix("/2015-03-31/functions/")
         .and_then(|rest| rest.strip_suffix("/invocations"))
@@ -87,6 +93,28 @@ async fn handle(
             axum::Json(json!({"message": e})),
         )
             .into_response(),
+    }
+}
+
+/// `POST /_local/calls`: a phone calls a proxy number; answers with the call's report.
+async fn local_call(gw: &Gateway, body: &[u8]) -> Response {
+    let bad = |message: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"message": message})),
+        )
+            .into_response()
+    };
+    let Some(control) = &gw.control else {
+        return bad("this stack runs without the simulator: no phones to call with".into());
+    };
+    let request: CallRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => return bad(format!("invalid call request: {e}")),
+    };
+    match control::place_call(control, request).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(message) => bad(message),
     }
 }
 

@@ -3,6 +3,7 @@
 //! emulator. Used by the end-to-end tests, `make demo` and `make up`.
 
 pub mod console;
+pub mod control;
 pub mod gateway;
 pub mod iam;
 pub mod simulator;

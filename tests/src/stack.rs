@@ -20,6 +20,7 @@ use tsunagu::clock::Clock;
 use tsunagu::config::Config;
 
 use crate::console::TwilioConsole;
+use crate::control::Control;
 use crate::gateway::{self, Gateway};
 use crate::iam::{self, Denial, Denials};
 use crate::simulator::{SimConfig, Simulator, VirtualClock};
@@ -287,10 +288,19 @@ impl Stack {
             // A table kept from an earlier run: its pool is the account's too.
             provision_pool(&app, console).await?;
         }
+        let control = sim
+            .as_ref()
+            .zip(console.as_ref())
+            .map(|(sim, console)| Control {
+                sim: sim.clone(),
+                app: app.clone(),
+                console: console.clone(),
+            });
         let gateway = Gateway {
             apps: Arc::new(apps),
             routes: Arc::new(tpl.routes),
             console,
+            control,
         };
         let server = gateway::spawn(listener, gateway.clone());
         if let (Some(sim), Some(period)) = (&sim, options.sweep_every) {

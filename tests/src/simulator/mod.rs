@@ -310,6 +310,12 @@ impl Simulator {
         self.inner.run(target, false).await;
     }
 
+    /// Moves virtual time forward to `at` (nothing happens if the clock is already past it),
+    /// running everything due on the way: e.g. following the wall clock.
+    pub async fn run_to(&self, at: OffsetDateTime) {
+        self.inner.run(at, false).await;
+    }
+
     /// Runs everything due now (e.g. after a REST call created or updated a call).
     pub async fn settle(&self) {
         self.advance(Duration::ZERO).await;
