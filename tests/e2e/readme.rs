@@ -180,6 +180,10 @@ impl Up {
             .arg(self.localise(command))
             .current_dir(&root)
             .env_remove("AWS_ENDPOINT_URL")
+            // Under `make test`, a nested make would print "Entering directory" lines.
+            .env_remove("MAKELEVEL")
+            .env_remove("MAKEFLAGS")
+            .env_remove("MFLAGS")
             .envs(self.exports.iter().cloned())
             .env("GATEWAY_PORT", self.gateway_port.to_string())
             .env("TSUNAGU_CALL", env!("CARGO_BIN_EXE_tsunagu-call"))
