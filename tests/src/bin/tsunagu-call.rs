@@ -67,10 +67,10 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("unreadable answer: {e}"))?;
     if !status.is_success() {
-        return Err(format!(
-            "{}",
-            body["message"].as_str().unwrap_or("the call was refused")
-        ));
+        return Err(body["message"]
+            .as_str()
+            .unwrap_or("the call was refused")
+            .to_owned());
     }
     let text = |key: &str| body[key].as_str().unwrap_or("").to_owned();
     println!(
