@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test fuzz up lint fmt clippy bench clean
+.PHONY: demo test fuzz up call lint fmt clippy bench clean
 
 ## make demo: the whole local stack and a full masked-call scenario, as a timeline
 demo:
@@ -26,6 +26,13 @@ fuzz:
 ## make up: emulator + simulator + gateway on 127.0.0.1:$${GATEWAY_PORT:-3000}, until Ctrl-C
 up:
 	@MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-local
+
+## make call FROM=090-… TO=050-… [TALK=30] [RING=3] [ANSWER=answer|busy|no-answer|fail] [VERBOSE=1]:
+## a phone calls a proxy number on the stack `make up` runs (same GATEWAY_PORT)
+TSUNAGU_CALL ?= $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-call --
+call:
+	@$(TSUNAGU_CALL) --from '$(FROM)' --to '$(TO)' --talk '$(or $(TALK),30)' \
+	  --answer-after '$(or $(RING),3)' --callee '$(or $(ANSWER),answer)' $(if $(VERBOSE),--verbose)
 
 ## make lint: formatting, clippy, cfn-lint, and links that stay inside the repository
 lint: fmt clippy

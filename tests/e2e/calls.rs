@@ -474,3 +474,81 @@ async fn the_intercept_url_can_block_a_call() {
             .any(|c| c.direction == "outbound-dial")
     );
 }
+
+/// `make call`'s endpoint on the gateway: a phone calls a proxy number, run to its end.
+async fn local_call(
+    stack: &tsunagu_tests::stack::Stack,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = stack
+        .http
+        .post(format!("{}/_local/calls", stack.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn make_call_plays_the_other_phone_as_asked_and_reports_what_was_heard() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    let prompts = tsunagu::config::Prompts::default();
+
+    // B's phone rings out: A hears why, and the log has the call.
+    let (status, report) =
+        local_call(&stack, json!({"from": A, "to": P1, "callee": "no-answer"})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["session_sid"], s["sid"]);
+    assert_eq!(report["status"], "completed");
+    let timeline: Vec<String> = serde_json::from_value(report["timeline"].clone()).unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|l| l.contains(&prompts.other_no_answer)),
+        "{timeline:#?}"
+    );
+    assert!(
+        timeline.iter().all(|l| !l.contains("webhook")),
+        "not verbose"
+    );
+
+    // B's phone is itself again afterwards: the next call is answered, and talks 65 s.
+    let (_, report) = local_call(
+        &stack,
+        json!({"from": A, "to": P1, "talk": 65, "verbose": true}),
+    )
+    .await;
+    let b_leg = stack
+        .sim()
+        .calls()
+        .into_iter()
+        .rfind(|c| c.to == e164(B))
+        .unwrap();
+    assert_eq!(
+        (b_leg.status.as_str(), b_leg.duration_secs),
+        ("completed", 65)
+    );
+    let timeline: Vec<String> = serde_json::from_value(report["timeline"].clone()).unwrap();
+    assert!(
+        timeline.iter().any(|l| l.contains("webhook")),
+        "verbose lists webhooks"
+    );
+
+    // A stranger reaches no session and hears so.
+    let (_, report) = local_call(&stack, json!({"from": "070-1111-2222", "to": P1})).await;
+    assert_eq!(report["session_sid"], serde_json::Value::Null);
+    let timeline: Vec<String> = serde_json::from_value(report["timeline"].clone()).unwrap();
+    assert!(
+        timeline.iter().any(|l| l.contains(&prompts.no_session)),
+        "{timeline:#?}"
+    );
+
+    let (status, refused) = local_call(&stack, json!({"from": "not a phone", "to": P1})).await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, _) = local_call(&stack, json!({"from": A})).await;
+    assert_eq!(status, 400);
+}

@@ -11,6 +11,7 @@ mod calls;
 mod events;
 mod expiry;
 mod iam;
+mod readme;
 mod store;
 mod telemetry;
 mod unreachable;

@@ -557,3 +557,32 @@ async fn a_session_closed_meanwhile_is_not_bridged_or_joined() {
         assert!(!twiml.contains("<Dial"), "{path}: {twiml}");
     }
 }
+
+#[tokio::test]
+async fn a_number_added_through_the_api_is_the_accounts_own_caller_id() {
+    let stack = stack().await;
+    let sim = stack.sim();
+    assert!(sim.numbers().is_empty());
+    // Exactly what a platform sends (the README's first example), nothing else.
+    let (status, added) = stack
+        .api("POST", "/v1/numbers", Some(json!({"phone_number": P1})))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(
+        sim.numbers(),
+        vec![e164(P1)],
+        "provisioned before the API answered"
+    );
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+
+    let (status, placed) = v_call(&stack, &sid(&s), json!({"mode": "bridge"})).await;
+    assert_eq!(
+        status, 202,
+        "Twilio accepted the pool number as caller ID: {placed}"
+    );
+    let first = sim.calls().into_iter().next().expect("a call was placed");
+    assert_eq!((first.from, first.to), (e164(P1), e164(A)));
+}

@@ -15,19 +15,20 @@ use tracing::Instrument;
 use tsunagu::App;
 use tsunagu::handlers::http_handler;
 
+use crate::console::TwilioConsole;
+use crate::control::{self, CallRequest, Control};
 use crate::template::Route;
-
-/// What the gateway calls when a number joins the pool (see [`Gateway::on_number_added`]).
-pub type NumberHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Gateway {
     /// Each function's own app: its own clients, held to its own IAM policy.
     pub apps: Arc<HashMap<String, Arc<App>>>,
     pub routes: Arc<Vec<Route>>,
-    /// Called with the E.164 number of every `POST /v1/numbers` answered 201: `make up`
-    /// buys it in the simulated Twilio account, as an operator would in the console.
-    pub on_number_added: Option<NumberHook>,
+    /// With the simulator: every number `POST /v1/numbers` adds becomes the simulated
+    /// account's own, as the operator would set it up in the Twilio console.
+    pub console: Option<TwilioConsole>,
+    /// With the simulator: `POST /_local/calls` places a call as a phone would (`make call`).
+    pub control: Option<Control>,
 }
 
 impl Gateway {
@@ -60,6 +61,9 @@ async fn handle(
     if path == "/healthz" {
         return (StatusCode::OK, "ok\n").into_response();
     }
+    if path == "/_local/calls" && method == Method::POST {
+        return local_call(&gw, &body).await;
+    }
     if let Some(function) = path
         .strip_prefix("/2015-03-31/functions/")
         .and_then(|rest| rest.strip_suffix("/invocations"))
@@ -80,15 +84,8 @@ async fn handle(
     let event = http_api_event(route, &method, &uri, &headers, &body, &params);
     match run_event(&gw, &route.function, &event).await {
         Ok(response) => {
-            if let Some(hook) = &gw.on_number_added
-                && route.function == "numbers"
-                && method == Method::POST
-                && response.status() == StatusCode::CREATED
-                && let lambda_http::Body::Text(text) = response.body()
-                && let Ok(added) = serde_json::from_str::<Value>(text)
-                && let Some(number) = added["phone_number"].as_str()
-            {
-                hook(number);
+            if route.function == "numbers" && method == Method::POST {
+                provision_added_number(&gw, &response).await;
             }
             to_axum(response)
         }
@@ -97,6 +94,46 @@ async fn handle(
             axum::Json(json!({"message": e})),
         )
             .into_response(),
+    }
+}
+
+/// `POST /_local/calls`: a phone calls a proxy number; answers with the call's report.
+async fn local_call(gw: &Gateway, body: &[u8]) -> Response {
+    let bad = |message: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"message": message})),
+        )
+            .into_response()
+    };
+    let Some(control) = &gw.control else {
+        return bad("this stack runs without the simulator: no phones to call with".into());
+    };
+    let request: CallRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => return bad(format!("invalid call request: {e}")),
+    };
+    match control::place_call(control, request).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(message) => bad(message),
+    }
+}
+
+/// A number the pool just took (201) is provisioned before the API answers, so the next
+/// request can already use it as a caller ID.
+async fn provision_added_number(gw: &Gateway, response: &lambda_http::Response<lambda_http::Body>) {
+    let Some(console) = &gw.console else { return };
+    if response.status() != StatusCode::CREATED {
+        return;
+    }
+    let lambda_http::Body::Text(text) = response.body() else {
+        return;
+    };
+    let added: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    if let Some(number) = added["phone_number"].as_str()
+        && let Err(e) = console.provision(number).await
+    {
+        eprintln!("{e}");
     }
 }
 

@@ -2,7 +2,9 @@
 //! `template.yaml`'s routes to the real handlers, and the stack that wires them to the
 //! emulator. Used by the end-to-end tests, `make demo` and `make up`.
 
+pub mod console;
 pub mod contract;
+pub mod control;
 pub mod gateway;
 pub mod iam;
 pub mod simulator;

@@ -20,6 +20,8 @@ use tsunagu::clock::Clock;
 use tsunagu::config::Config;
 use tsunagu::telemetry::{MemorySink, Telemetry};
 
+use crate::console::TwilioConsole;
+use crate::control::Control;
 use crate::gateway::{self, Gateway};
 use crate::iam::{self, Denial, Denials};
 use crate::simulator::{SimConfig, Simulator, VirtualClock};
@@ -56,9 +58,6 @@ pub struct Options {
     pub sweep_every: Option<Duration>,
     /// Another template than the repository's (a test that removes a permission).
     pub template: Option<PathBuf>,
-    /// Every number added to the pool through the API is also bought in the simulated Twilio
-    /// account (`make up`, `make fuzz`); tests add numbers with [`Stack::add_proxy_number`].
-    pub buy_pool_numbers: bool,
 }
 
 impl Default for Options {
@@ -72,7 +71,6 @@ impl Default for Options {
             env: Vec::new(),
             sweep_every: Some(Duration::from_secs(60)),
             template: None,
-            buy_pool_numbers: false,
         }
     }
 }
@@ -288,23 +286,30 @@ impl Stack {
             ));
             apps.insert(function.clone(), Arc::new(function_app));
         }
-        let on_number_added: Option<gateway::NumberHook> = match &sim {
-            Some(sim) if options.buy_pool_numbers => {
-                let (sim, base) = (sim.clone(), config.public_base_url.clone());
-                Some(Arc::new(move |number: &str| {
-                    sim.add_number(
-                        number,
-                        &format!("{base}/twilio/voice/inbound"),
-                        Some(&format!("{base}/twilio/voice/status")),
-                    )
-                }))
-            }
-            _ => None,
-        };
+        let console = sim.as_ref().map(|sim| TwilioConsole {
+            http: tsunagu::app::http_client(),
+            api_base_url: sim.base_url(),
+            account_sid: account_sid.clone(),
+            auth_token: auth_token.clone(),
+            public_base_url: config.public_base_url.clone(),
+        });
+        if let Some(console) = &console {
+            // A table kept from an earlier run: its pool is the account's too.
+            provision_pool(&app, console).await?;
+        }
+        let control = sim
+            .as_ref()
+            .zip(console.as_ref())
+            .map(|(sim, console)| Control {
+                sim: sim.clone(),
+                app: app.clone(),
+                console: console.clone(),
+            });
         let gateway = Gateway {
             apps: Arc::new(apps),
             routes: Arc::new(tpl.routes),
-            on_number_added,
+            console,
+            control,
         };
         let server = gateway::spawn(listener, gateway.clone());
         if let (Some(sim), Some(period)) = (&sim, options.sweep_every) {
@@ -366,8 +371,8 @@ impl Stack {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Adds a proxy number to the pool and gives it to the simulated Twilio account,
-    /// configured as a number would be in the Twilio console.
+    /// Adds a proxy number to the pool through the API (the gateway then gives it to the
+    /// simulated Twilio account, configured as in the Twilio console).
     pub async fn add_proxy_number(&self, number: &str) -> Value {
         let (status, body) = self
             .api(
@@ -377,16 +382,16 @@ impl Stack {
             )
             .await;
         assert_eq!(status, 201, "adding {number}: {body}");
-        let e164 = body["phone_number"].as_str().unwrap_or(number).to_owned();
-        if let Some(sim) = &self.sim {
-            let base = &self.app.config.public_base_url;
-            sim.add_number(
-                &e164,
-                &format!("{base}/twilio/voice/inbound"),
-                Some(&format!("{base}/twilio/voice/status")),
-            );
-        }
         body
+    }
+
+    /// Gives every pool number to the simulated account, e.g. numbers written into the
+    /// table directly rather than through `POST /v1/numbers`.
+    pub async fn provision_pool(&self) -> Result<(), String> {
+        match &self.gateway.console {
+            Some(console) => provision_pool(&self.app, console).await,
+            None => Ok(()),
+        }
     }
 
     /// Fires `expiry-warning` for `at` through the Invoke API, as the schedule would.
@@ -417,6 +422,18 @@ impl Stack {
             .run_until_idle(Duration::from_secs(6 * 3600))
             .await;
     }
+}
+
+async fn provision_pool(app: &App, console: &TwilioConsole) -> Result<(), String> {
+    let pool = app
+        .store
+        .list_numbers()
+        .await
+        .map_err(|e| format!("reading the pool: {e}"))?;
+    for number in pool {
+        console.provision(number.phone_number.as_str()).await?;
+    }
+    Ok(())
 }
 
 /// Creates (or updates) the secret; returns its full ARN.

@@ -1,13 +1,13 @@
 //! `make up`: the local stack in the foreground until Ctrl-C — a table and secret in the
 //! emulator, the Twilio simulator (unless TWILIO_API_BASE_URL is set) and the gateway on
-//! 127.0.0.1:${GATEWAY_PORT:-3000}. The simulator's clock follows real time here.
-//! With the simulator, a number added to the pool (`POST /v1/numbers`) is also bought in the
-//! simulated Twilio account and configured as in the Twilio console, so V字発信 can call from
-//! it; `PROXY_NUMBERS` (comma-separated) are added so at start.
+//! 127.0.0.1:${GATEWAY_PORT:-3000}. The simulator's clock follows the wall clock; a call
+//! placed with `make call` runs ahead of it (virtual time), and the clock then waits for the
+//! wall clock to catch up rather than going back. `PROXY_NUMBERS` (comma-separated) are
+//! added to the pool at start, through the API as `POST /v1/numbers` would.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tsunagu_tests::stack::{Options, Stack};
+use tsunagu_tests::stack::{Options, REGION, Stack};
 
 #[tokio::main]
 async fn main() {
@@ -22,7 +22,6 @@ async fn main() {
         twilio_api_base_url: std::env::var("TWILIO_API_BASE_URL").ok(),
         account_sid: std::env::var("TWILIO_ACCOUNT_SID").ok(),
         auth_token: std::env::var("TWILIO_AUTH_TOKEN").ok(),
-        buy_pool_numbers: true,
         ..Options::default()
     };
     let stack = match Stack::start(options).await {
@@ -42,23 +41,20 @@ async fn main() {
         }
     }
     if let Some(sim) = stack.sim.clone() {
-        // Real-time pacing: advance the virtual clock by the wall-clock time that passed.
+        // Wall-clock pacing, in whole seconds as Twilio's timestamps are.
         tokio::spawn(async move {
-            let mut last = Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let now = Instant::now();
-                sim.advance(now - last).await;
-                last = now;
+                let now = time::OffsetDateTime::now_utc();
+                sim.run_to(now.replace_nanosecond(0).unwrap_or(now)).await;
             }
         });
     }
+    let emulator = tsunagu_tests::stack::emulator_url().unwrap_or_default();
     println!("gateway    {}  (GET /healthz answers 200)", stack.url);
-    println!(
-        "emulator   {}  (table {})",
-        tsunagu_tests::stack::emulator_url().unwrap_or_default(),
-        stack.table
-    );
+    println!("emulator   {emulator}");
+    println!("table      {}", stack.table);
+    println!("secret     {}", stack.app.config.twilio_secret_id);
     match &stack.sim {
         Some(sim) => println!(
             "twilio     {}  (simulator; account {})",
@@ -67,6 +63,13 @@ async fn main() {
         ),
         None => println!("twilio     {}", stack.app.config.twilio_api_base_url),
     }
+    println!("for the AWS CLI (v1 or v2), in another shell:");
+    println!("  export AWS_REGION={REGION} AWS_DEFAULT_REGION={REGION}");
+    println!("  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test");
+    println!(
+        "  export AWS_ENDPOINT_URL={emulator} AWS_ENDPOINT_URL_LAMBDA={}",
+        stack.url
+    );
     println!("ready: every route of template.yaml is served; Ctrl-C stops everything");
     let _ = tokio::signal::ctrl_c().await;
     println!("stopping");

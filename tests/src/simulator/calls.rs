@@ -81,11 +81,18 @@ impl CallStatus {
     }
 }
 
-/// A Twilio number of the account and its voice configuration.
+/// A Twilio number of the account (an IncomingPhoneNumber) and its voice configuration.
 #[derive(Clone, Debug)]
 pub struct NumberConfig {
+    /// `PN…`, as the IncomingPhoneNumbers resource names it.
+    pub sid: String,
     pub voice_url: String,
     pub status_callback: Option<String>,
+}
+
+/// A new IncomingPhoneNumber SID.
+pub fn number_sid() -> String {
+    format!("PN{}", uuid::Uuid::new_v4().simple())
 }
 
 #[derive(Clone, Debug)]

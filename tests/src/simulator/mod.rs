@@ -278,15 +278,28 @@ impl Simulator {
     /// Configures a Twilio number of the account (as IncomingPhoneNumbers does).
     pub fn add_number(&self, number: &str, voice_url: &str, status_callback: Option<&str>) {
         let config = NumberConfig {
+            sid: calls::number_sid(),
             voice_url: voice_url.to_owned(),
             status_callback: status_callback.map(str::to_owned),
         };
         self.inner.state().numbers.insert(number.to_owned(), config);
     }
 
+    /// The account's numbers (what `IncomingPhoneNumbers.json` lists), sorted.
+    pub fn numbers(&self) -> Vec<String> {
+        let mut numbers: Vec<String> = self.inner.state().numbers.keys().cloned().collect();
+        numbers.sort();
+        numbers
+    }
+
     /// How the real phone `number` behaves when rung.
     pub fn set_phone(&self, number: &str, script: PhoneScript) {
         self.inner.state().phones.insert(number.to_owned(), script);
+    }
+
+    /// Forgets `number`'s script: it behaves as an unscripted phone again. Returns the old one.
+    pub fn clear_phone(&self, number: &str) -> Option<PhoneScript> {
+        self.inner.state().phones.remove(number)
     }
 
     /// Phone `from` calls Twilio number `to`; returns the CallSid once everything due
@@ -302,6 +315,12 @@ impl Simulator {
     pub async fn advance(&self, by: Duration) {
         let target = clock::later(self.inner.clock.now(), by);
         self.inner.run(target, false).await;
+    }
+
+    /// Moves virtual time forward to `at` (nothing happens if the clock is already past it),
+    /// running everything due on the way: e.g. following the wall clock.
+    pub async fn run_to(&self, at: OffsetDateTime) {
+        self.inner.run(at, false).await;
     }
 
     /// Runs everything due now (e.g. after a REST call created or updated a call).

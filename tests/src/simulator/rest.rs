@@ -3,6 +3,7 @@
 //! `.../Conferences...`.
 
 mod conferences;
+mod numbers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +171,10 @@ fn respond(inner: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body:
     if resource.starts_with("Conferences") {
         return conferences::respond(&mut state, method.as_str(), resource, &params, path, now);
     }
+    if resource.starts_with("IncomingPhoneNumbers") {
+        let outcome = numbers::respond(&mut state, method.as_str(), resource, &params, path);
+        return (None, outcome);
+    }
     match (method.as_str(), resource, &call_sid) {
         ("POST", "Calls.json", _) => match create_call(&mut state, &params, now) {
             Ok(sid) => {
@@ -238,6 +243,9 @@ fn validate_from_to(state: &calls::State, params: &Params) -> Result<(String, St
         .ok_or_else(|| ApiError::new(400, 21201, "No 'To' number is specified"))?;
     let from = param(params, "From")
         .ok_or_else(|| ApiError::new(400, 21213, "No 'From' number is specified"))?;
+    // Twilio places a call only from a number the account owns (an IncomingPhoneNumber) or
+    // has verified; anything else is error 21210 ("'From' phone number not verified",
+    // https://www.twilio.com/docs/errors/21210).
     if !state.numbers.contains_key(from) {
         let message = format!(
             "The source phone number provided, {from}, is not yet verified for your account. You may only make calls from phone numbers that you've verified or purchased from Twilio."

@@ -194,3 +194,68 @@ async fn a_webhook_may_call_the_rest_api_while_twilio_waits() {
         |e| matches!(e, Event::Rest { status: 200, path, .. } if path.contains(&sid))
     ));
 }
+
+#[tokio::test]
+async fn a_call_is_placed_only_from_a_number_the_account_owns() {
+    let (sim, toy) = setup().await;
+    const Q: &str = "+815098765432";
+    let calls = format!("{ACCOUNT}/Calls.json");
+    let url = toy.url("/bridge");
+    let form = [("To", A), ("From", Q), ("Url", url.as_str())];
+    let (status, body) = rest(&sim, reqwest::Method::POST, &calls, KEY, &form).await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(21210)),
+        "{body}"
+    );
+
+    // Provisioned as IncomingPhoneNumbers does, Q is the account's: caller ID and calls in.
+    let numbers = format!("{ACCOUNT}/IncomingPhoneNumbers.json");
+    let voice = toy.url("/voice-q");
+    let provision = [("PhoneNumber", Q), ("VoiceUrl", voice.as_str())];
+    let (status, number) = rest(&sim, reqwest::Method::POST, &numbers, KEY, &provision).await;
+    assert_eq!(status, 201, "{number}");
+    assert_eq!(
+        (
+            number["phone_number"].as_str(),
+            number["voice_url"].as_str()
+        ),
+        (Some(Q), Some(voice.as_str()))
+    );
+    let pn = number["sid"].as_str().unwrap().to_owned();
+    assert!(pn.starts_with("PN") && pn.len() == 34);
+    let (status, again) = rest(&sim, reqwest::Method::POST, &numbers, KEY, &provision).await;
+    assert_eq!(
+        (status, again["code"].as_u64()),
+        (400, Some(21422)),
+        "owned already"
+    );
+    let (status, body) = rest(&sim, reqwest::Method::POST, &calls, KEY, &form).await;
+    assert_eq!(status, 201, "{body}");
+    let listed = format!("{ACCOUNT}/IncomingPhoneNumbers.json?PhoneNumber=%2B815098765432");
+    let (_, list) = rest(&sim, reqwest::Method::GET, &listed, KEY, &[]).await;
+    assert_eq!(
+        list["incoming_phone_numbers"][0]["sid"].as_str(),
+        Some(pn.as_str())
+    );
+    assert_eq!(sim.numbers(), vec![P.to_owned(), Q.to_owned()]);
+
+    // Released, it is no longer the account's.
+    let release = format!(
+        "{}/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers/{pn}.json",
+        sim.base_url()
+    );
+    let response = reqwest::Client::new()
+        .delete(release)
+        .basic_auth(KEY.0, Some(KEY.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    let (status, body) = rest(&sim, reqwest::Method::POST, &calls, KEY, &form).await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(21210)),
+        "{body}"
+    );
+}
