@@ -34,9 +34,12 @@ fn interaction_item(leg: &Interaction, now: i64, retention: i64) -> Result<Item,
 
 /// Oldest first; a caller's leg before the leg it dialled.
 fn oldest_first(legs: &mut [Interaction]) {
+    // Legs of one call often start in the same second: the caller's inbound leg first, then
+    // the legs it led to, so the order is stable across reads.
     legs.sort_by_key(|l| {
         (
             l.date_created,
+            l.twilio_direction != crate::model::TwilioDirection::Inbound,
             l.parent_call_sid.is_some(),
             l.call_sid.clone(),
         )
