@@ -16,7 +16,8 @@ use crate::store::Store;
 use crate::twilio::TwilioClient;
 
 pub struct App {
-    pub config: Config,
+    /// Shared, not copied, by the request-scoped apps [`App::within`] makes.
+    pub config: Arc<Config>,
     pub store: Store,
     pub secrets: SecretCache,
     pub twilio: TwilioClient,
@@ -79,7 +80,7 @@ impl App {
             twilio: TwilioClient::new(http.clone(), config.twilio_api_base_url.clone()),
             http,
             clock,
-            config,
+            config: Arc::new(config),
         }
     }
 
@@ -87,7 +88,7 @@ impl App {
     /// [`App::budget`]) share `budget`.
     pub fn within(&self, budget: Budget) -> App {
         App {
-            config: self.config.clone(),
+            config: Arc::clone(&self.config),
             store: self.store.clone(),
             secrets: self.secrets.clone(),
             twilio: self.twilio.within(budget),
