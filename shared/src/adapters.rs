@@ -8,7 +8,7 @@ use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, Mode, Recorded, Ring,
     SessionStore, Settings, StoreError,
 };
-use crate::model::{Interaction, ProxyNumber, Session};
+use crate::model::{Interaction, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
 use crate::store::Store;
 use crate::twilio::{NewCall, TwilioError};
@@ -211,9 +211,9 @@ impl SessionStore for Store {
         &self,
         sid: &str,
         deadline: i64,
-        outcome: &str,
+        outcome: WarningOutcome,
     ) -> Result<bool, StoreError> {
-        Store::claim_warning(self, sid, deadline, outcome).await
+        Store::claim_warning(self, sid, deadline, outcome.as_str()).await
     }
     async fn extend_live_call(
         &self,

@@ -289,8 +289,8 @@ async fn bridge_calls_are_recorded_as_no_warning_possible() {
     stack.sim().advance(Duration::from_secs(500)).await;
     let live = session(&stack, &s).await.live_call.unwrap();
     assert_eq!(
-        live.warning.as_deref(),
-        Some(tsunagu::domain::expiry::WARNING_NOT_POSSIBLE_BRIDGE)
+        live.warning,
+        Some(tsunagu::model::WarningOutcome::NotPossibleBridge)
     );
     assert_eq!(count(&stack.sim().heard_by(&e164(A)), WARNING), 0);
     stack.finish_calls().await;

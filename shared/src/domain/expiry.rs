@@ -13,18 +13,12 @@ use crate::domain::due::next_due;
 use crate::domain::error::DomainError;
 use crate::domain::ports::{Ctx, StoreError};
 use crate::domain::sessions;
-use crate::model::{CallMode, LiveCall, Session};
+use crate::model::{CallMode, LiveCall, Session, WarningOutcome};
 use crate::store::DUE_SHARDS;
 
 /// At most this many sessions are handled at once, which bounds the requests in flight
 /// towards Twilio (each session makes at most two at a time).
 pub const CONCURRENCY: usize = 8;
-
-pub const WARNING_GIVEN: &str = "given";
-pub const WARNING_NOT_POSSIBLE_BRIDGE: &str =
-    "not-possible: bridge calls cannot carry an announcement";
-pub const WARNING_NOT_POSSIBLE_ABSENT: &str =
-    "not-possible: the deciding participant is not in the room";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -168,7 +162,7 @@ async fn warn(
     if live.mode != CallMode::Conference {
         if ctx
             .store
-            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_BRIDGE)
+            .claim_warning(&session.sid, deadline, WarningOutcome::NotPossibleBridge)
             .await?
         {
             tracing::info!(session = %session.sid, deadline, "bridge call: no warning possible; <Dial timeLimit> ends it");
@@ -193,7 +187,7 @@ async fn warn(
     else {
         if ctx
             .store
-            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_ABSENT)
+            .claim_warning(&session.sid, deadline, WarningOutcome::NotPossibleAbsent)
             .await?
         {
             return Ok(Outcome::NoWarningPossible);
@@ -202,7 +196,7 @@ async fn warn(
     };
     if !ctx
         .store
-        .claim_warning(&session.sid, deadline, WARNING_GIVEN)
+        .claim_warning(&session.sid, deadline, WarningOutcome::Given)
         .await?
     {
         return Ok(Outcome::Nothing);
@@ -288,7 +282,7 @@ mod tests {
         );
         assert_eq!(
             world.store.claimed(SID),
-            Some((NOW + 100, WARNING_GIVEN.into()))
+            Some((NOW + 100, WarningOutcome::Given))
         );
         // Re-filed for the deadline itself; a second sweep warns nobody again (I4).
         assert_eq!(world.store.due(SID), Some(NOW + 100));
@@ -329,7 +323,7 @@ mod tests {
         assert!(world.calls.requests().is_empty());
         assert_eq!(
             world.store.claimed(SID),
-            Some((NOW + 100, WARNING_NOT_POSSIBLE_BRIDGE.into()))
+            Some((NOW + 100, WarningOutcome::NotPossibleBridge))
         );
     }
 
@@ -345,7 +339,7 @@ mod tests {
         assert_eq!(report.no_warning_possible, 1, "{report:?}");
         assert_eq!(
             world.store.claimed(SID).map(|c| c.1),
-            Some(WARNING_NOT_POSSIBLE_ABSENT.to_owned())
+            Some(WarningOutcome::NotPossibleAbsent)
         );
     }
 

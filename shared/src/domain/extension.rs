@@ -161,7 +161,7 @@ mod tests {
                 limit: 780,
                 deadline: Some(DEADLINE),
                 warned_for: Some(DEADLINE),
-                warning: Some("given".into()),
+                warning: Some(crate::model::WarningOutcome::Given),
             }),
             ..sample_session()
         };

@@ -15,6 +15,7 @@ use crate::domain::ports::{
 };
 use crate::model::{
     CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, TwilioDirection,
+    WarningOutcome,
 };
 use crate::phone::PhoneNumber;
 
@@ -27,7 +28,7 @@ struct Tables {
     conferences: HashMap<(String, String), ConferenceRecord>,
     due: BTreeMap<String, i64>,
     locks: HashSet<String>,
-    claimed: HashMap<String, (i64, String)>,
+    claimed: HashMap<String, (i64, WarningOutcome)>,
     /// Failures to give, by operation name, in order (one per call).
     failures: HashMap<&'static str, Vec<StoreError>>,
     create_conflicts: Vec<CreateConflict>,
@@ -105,7 +106,7 @@ impl MemoryStore {
         self.tables().locks.contains(sid)
     }
 
-    pub fn claimed(&self, sid: &str) -> Option<(i64, String)> {
+    pub fn claimed(&self, sid: &str) -> Option<(i64, WarningOutcome)> {
         self.tables().claimed.get(sid).cloned()
     }
 
@@ -330,17 +331,16 @@ impl SessionStore for MemoryStore {
         &self,
         sid: &str,
         deadline: i64,
-        outcome: &str,
+        outcome: WarningOutcome,
     ) -> Result<bool, StoreError> {
         let mut t = self.tables();
         if t.claimed.get(sid).is_some_and(|(d, _)| *d == deadline) {
             return Ok(false);
         }
-        t.claimed
-            .insert(sid.to_owned(), (deadline, outcome.to_owned()));
+        t.claimed.insert(sid.to_owned(), (deadline, outcome));
         if let Some(live) = t.sessions.get_mut(sid).and_then(|s| s.live_call.as_mut()) {
             live.warned_for = Some(deadline);
-            live.warning = Some(outcome.to_owned());
+            live.warning = Some(outcome);
         }
         Ok(true)
     }

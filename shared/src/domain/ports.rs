@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::clock::Clock;
-use crate::model::{Interaction, Participant, ProxyNumber, Session};
+use crate::model::{Interaction, Participant, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
 
 // The store's plain value types (no SDK types inside but the due cursor's private key).
@@ -84,7 +84,7 @@ pub trait SessionStore: Send + Sync {
         &self,
         sid: &str,
         deadline: i64,
-        outcome: &str,
+        outcome: WarningOutcome,
     ) -> Result<bool, StoreError>;
     async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError>;
     async fn get_conference(
