@@ -10,12 +10,12 @@ use async_trait::async_trait;
 
 use crate::clock::Clock;
 use crate::domain::ports::{
-    CallControl, CallError, ConferenceRecord, CreateConflict, CreateError, Ctx, DueCursor,
+    CallControl, CallError, ConferenceRecord, CreateConflict, CreateError, Ctx, DueCursor, Goodbye,
     Recorded, Ring, SessionStore, Settings, StoreError,
 };
 use crate::model::{
-    CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, TwilioDirection,
-    WarningOutcome,
+    CallMode, CallStatus, Interaction, LiveCall, ProxyNumber, Session, SessionStatus,
+    TwilioDirection, WarningOutcome,
 };
 use crate::phone::PhoneNumber;
 
@@ -318,6 +318,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        self.failure("clear_live_call")?;
         let mut t = self.tables();
         if let Some(s) = t.sessions.get_mut(sid) {
             s.live_call = None;
@@ -392,6 +393,40 @@ impl SessionStore for MemoryStore {
             .cloned())
     }
 
+    async fn conference_ended(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.failure("conference_ended")?;
+        let mut t = self.tables();
+        let key = (session_sid.to_owned(), conference_sid.to_owned());
+        let record = t
+            .conferences
+            .entry(key)
+            .or_insert_with(|| ConferenceRecord {
+                conference_sid: conference_sid.to_owned(),
+                room: String::new(),
+                ended_at: None,
+                ended_reason: None,
+                legs: BTreeMap::new(),
+            });
+        if record.ended_at.is_none() {
+            record.ended_at = Some(now);
+            record.ended_reason = Some(reason.to_owned());
+        }
+        if let Some(s) = t
+            .sessions
+            .get_mut(session_sid)
+            .filter(|s| s.current_conference.as_deref() == Some(conference_sid))
+        {
+            s.current_conference = None;
+        }
+        Ok(())
+    }
+
     /// One page holding every session due in shard 0 (the fake has no shards).
     async fn due_page(
         &self,
@@ -423,6 +458,7 @@ pub enum CallRequest {
         leg_limit: u64,
     },
     HangUp(String),
+    Cancel(String),
     EndCall(String),
     EndConference(String),
     Hold(String),
@@ -435,6 +471,11 @@ pub enum CallRequest {
         call_sid: String,
         deadline: i64,
     },
+    CallStatus(String),
+    Goodbye {
+        call_sid: String,
+        why: Goodbye,
+    },
 }
 
 /// Call control that records every request and answers from a script.
@@ -443,6 +484,8 @@ pub struct FakeCalls {
     requests: Mutex<Vec<CallRequest>>,
     /// Results for the next rings, in order; a ring past the script succeeds.
     ring_results: Mutex<Vec<Result<(), CallError>>>,
+    /// What Twilio says of a call when asked (unknown calls: an error).
+    statuses: Mutex<HashMap<String, CallStatus>>,
 }
 
 impl FakeCalls {
@@ -453,6 +496,14 @@ impl FakeCalls {
     /// The next rings answer with `results`, in order.
     pub fn script_rings(&self, results: Vec<Result<(), CallError>>) {
         *self.ring_results.lock().unwrap() = results;
+    }
+
+    /// Twilio knows `call_sid` to be in `status`.
+    pub fn set_status(&self, call_sid: &str, status: CallStatus) {
+        self.statuses
+            .lock()
+            .unwrap()
+            .insert(call_sid.to_owned(), status);
     }
 
     fn push(&self, request: CallRequest) {
@@ -482,8 +533,33 @@ impl CallControl for FakeCalls {
         Ok(())
     }
 
+    async fn cancel(&self, call_sid: &str) -> Result<(), CallError> {
+        self.push(CallRequest::Cancel(call_sid.to_owned()));
+        Ok(())
+    }
+
     async fn end_call(&self, call_sid: &str) -> Result<(), CallError> {
         self.push(CallRequest::EndCall(call_sid.to_owned()));
+        Ok(())
+    }
+
+    async fn call_status(&self, call_sid: &str) -> Result<Option<CallStatus>, CallError> {
+        self.push(CallRequest::CallStatus(call_sid.to_owned()));
+        match self.statuses.lock().unwrap().get(call_sid) {
+            Some(status) => Ok(Some(*status)),
+            None => Err(CallError::Refused {
+                status: 404,
+                code: 20404,
+                message: format!("no call {call_sid}"),
+            }),
+        }
+    }
+
+    async fn say_goodbye(&self, call_sid: &str, why: Goodbye) -> Result<(), CallError> {
+        self.push(CallRequest::Goodbye {
+            call_sid: call_sid.to_owned(),
+            why,
+        });
         Ok(())
     }
 
