@@ -216,6 +216,14 @@ impl SessionStore for Store {
     ) -> Result<(), StoreError> {
         Store::begin_live_call(self, sid, mode, limit, replace).await
     }
+    async fn abandon_live_call(
+        &self,
+        sid: &str,
+        mode: Mode,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        Store::abandon_live_call(self, sid, mode, limit).await
+    }
     async fn connect_live_call(
         &self,
         sid: &str,

@@ -263,7 +263,7 @@ impl SessionStore for MemoryStore {
         sid: &str,
         mode: CallMode,
         limit: u64,
-        _replace: bool,
+        replace: bool,
     ) -> Result<(), StoreError> {
         self.failure("begin_live_call")?;
         let mut t = self.tables();
@@ -272,6 +272,9 @@ impl SessionStore for MemoryStore {
             .get_mut(sid)
             .filter(|s| s.status.is_open())
             .ok_or(StoreError::ConditionFailed)?;
+        if !replace && stored.live_call.is_some() {
+            return Ok(());
+        }
         stored.live_call = Some(LiveCall {
             mode,
             limit,
@@ -280,6 +283,25 @@ impl SessionStore for MemoryStore {
             warning: None,
         });
         Ok(())
+    }
+
+    async fn abandon_live_call(
+        &self,
+        sid: &str,
+        mode: CallMode,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        self.failure("abandon_live_call")?;
+        let mut t = self.tables();
+        let Some(session) = t.sessions.get_mut(sid).filter(|s| {
+            s.live_call
+                .as_ref()
+                .is_some_and(|l| l.deadline.is_none() && l.mode == mode && l.limit == limit)
+        }) else {
+            return Ok(false);
+        };
+        session.live_call = None;
+        Ok(true)
     }
 
     async fn connect_live_call(

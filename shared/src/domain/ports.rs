@@ -52,6 +52,14 @@ pub trait SessionStore: Send + Sync {
         limit: u64,
         replace: bool,
     ) -> Result<(), StoreError>;
+    /// Forgets the live call noted with `mode` and `limit` while it is not connected (its
+    /// calls could not be placed); false when it was not there to forget.
+    async fn abandon_live_call(
+        &self,
+        sid: &str,
+        mode: Mode,
+        limit: u64,
+    ) -> Result<bool, StoreError>;
     /// Starts the live call's clock: its deadline and the sweep's next instant, once (false
     /// when it was already running or the session closed).
     async fn connect_live_call(
