@@ -225,7 +225,6 @@ mod tests {
     use super::*;
     use crate::domain::due::RECHECK_SECONDS;
     use crate::domain::fakes::{CallRequest, World, leg};
-    use crate::domain::ports::ConferenceRecord;
     use crate::model::{CallStatus, SessionStatus, sample_session};
 
     const NOW: i64 = 1_795_552_200;
@@ -248,16 +247,9 @@ mod tests {
             current_conference: Some("CF1".into()),
             ..session
         });
-        world.store.put_conference(
-            SID,
-            ConferenceRecord {
-                conference_sid: "CF1".into(),
-                room: "tsunagu-room".into(),
-                ended_at: None,
-                ended_reason: None,
-                legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
-            },
-        );
+        world
+            .store
+            .put_room(SID, "CF1", &[("KP1", "CA1"), ("KP2", "CA2")]);
         world.store.file_due(SID, NOW);
         world
     }

@@ -90,6 +90,24 @@ impl MemoryStore {
         );
     }
 
+    /// The session's room `conference_sid`, open, holding `legs` (label, CallSid).
+    pub fn put_room(&self, session_sid: &str, conference_sid: &str, legs: &[(&str, &str)]) {
+        let legs = legs
+            .iter()
+            .map(|(label, call)| (label.to_string(), call.to_string()))
+            .collect();
+        self.put_conference(
+            session_sid,
+            ConferenceRecord {
+                conference_sid: conference_sid.to_owned(),
+                room: "tsunagu-room".into(),
+                ended_at: None,
+                ended_reason: None,
+                legs,
+            },
+        );
+    }
+
     pub fn file_due(&self, sid: &str, at: i64) {
         self.tables().due.insert(sid.to_owned(), at);
     }

@@ -227,7 +227,7 @@ pub async fn room_ended(
 mod tests {
     use super::*;
     use crate::domain::fakes::{CallRequest, World, leg};
-    use crate::domain::ports::{ConferenceRecord, SessionStore};
+    use crate::domain::ports::SessionStore;
     use crate::model::{LiveCall, SessionStatus, sample_session};
 
     const NOW: i64 = 1_795_552_200;
@@ -267,20 +267,12 @@ mod tests {
             live_call: Some(live(CallMode::Conference)),
             ..sample_session()
         });
-        let mut legs = std::collections::BTreeMap::from([("KP1".into(), "CA1".into())]);
-        if both {
-            legs.insert("KP2".into(), "CA2".into());
-        }
-        world.store.put_conference(
-            SID,
-            ConferenceRecord {
-                conference_sid: "CF1".into(),
-                room: "tsunagu-room".into(),
-                ended_at: None,
-                ended_reason: None,
-                legs,
-            },
-        );
+        let legs: &[(&str, &str)] = if both {
+            &[("KP1", "CA1"), ("KP2", "CA2")]
+        } else {
+            &[("KP1", "CA1")]
+        };
+        world.store.put_room(SID, "CF1", legs);
         world
     }
 
