@@ -41,7 +41,7 @@ pub async fn leg_ended(
 }
 
 /// What a masked call's caller hears when the other party's leg ended with `status`.
-pub fn goodbye_for(status: CallStatus) -> Goodbye {
+fn goodbye_for(status: CallStatus) -> Goodbye {
     match status {
         CallStatus::Busy => Goodbye::OtherBusy,
         CallStatus::NoAnswer => Goodbye::OtherNoAnswer,
