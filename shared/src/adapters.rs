@@ -5,13 +5,14 @@ use async_trait::async_trait;
 
 use crate::app::App;
 use crate::domain::ports::{
-    CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Mode,
-    Recorded, Ring, SessionStore, Settings, StoreError,
+    CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
+    Mode, Recorded, Ring, SessionStore, Settings, StoreError,
 };
-use crate::model::{Interaction, ProxyNumber, Session};
+use crate::model::{CallStatus, Interaction, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
 use crate::store::Store;
 use crate::twilio::{NewCall, TwilioError};
+use crate::twiml::{Response as TwiML, Say};
 
 impl App {
     /// The domain's view of this app: its store, its Twilio calls (within this request's
@@ -84,8 +85,35 @@ impl CallControl for App {
         Ok(self.twilio.hang_up(&self.secrets, call_sid).await?)
     }
 
+    async fn cancel(&self, call_sid: &str) -> Result<(), CallError> {
+        Ok(self.twilio.cancel(&self.secrets, call_sid).await?)
+    }
+
     async fn end_call(&self, call_sid: &str) -> Result<(), CallError> {
         Ok(self.twilio.end_call(&self.secrets, call_sid).await?)
+    }
+
+    async fn call_status(&self, call_sid: &str) -> Result<Option<CallStatus>, CallError> {
+        let status = self.twilio.call_status(&self.secrets, call_sid).await?;
+        Ok(CallStatus::parse(&status))
+    }
+
+    async fn say_goodbye(&self, call_sid: &str, why: Goodbye) -> Result<(), CallError> {
+        let prompts = &self.config.prompts;
+        let text = match why {
+            Goodbye::OtherUnreachable => &prompts.other_unreachable,
+            Goodbye::OtherBusy => &prompts.other_busy,
+            Goodbye::OtherNoAnswer => &prompts.other_no_answer,
+            Goodbye::OtherFailed => &prompts.other_failed,
+        };
+        let say = Say::new(text)
+            .language(prompts.language.clone())
+            .voice(prompts.voice.clone());
+        let message = TwiML::new().say(say).hangup().to_xml();
+        Ok(self
+            .twilio
+            .play_and_end(&self.secrets, call_sid, &message)
+            .await?)
     }
 
     async fn end_conference(&self, conference_sid: &str) -> Result<(), CallError> {
@@ -193,6 +221,14 @@ impl SessionStore for Store {
     ) -> Result<(), StoreError> {
         Store::begin_live_call(self, sid, mode, limit, replace).await
     }
+    async fn abandon_live_call(
+        &self,
+        sid: &str,
+        mode: Mode,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        Store::abandon_live_call(self, sid, mode, limit).await
+    }
     async fn connect_live_call(
         &self,
         sid: &str,
@@ -216,9 +252,9 @@ impl SessionStore for Store {
         &self,
         sid: &str,
         deadline: i64,
-        outcome: &str,
+        outcome: WarningOutcome,
     ) -> Result<bool, StoreError> {
-        Store::claim_warning(self, sid, deadline, outcome).await
+        Store::claim_warning(self, sid, deadline, outcome.as_str()).await
     }
     async fn extend_live_call(
         &self,
@@ -240,6 +276,15 @@ impl SessionStore for Store {
         conference_sid: &str,
     ) -> Result<Option<ConferenceRecord>, StoreError> {
         Store::get_conference(self, session_sid, conference_sid).await
+    }
+    async fn conference_ended(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        Store::end_conference(self, session_sid, conference_sid, reason, now).await
     }
     async fn due_page(
         &self,

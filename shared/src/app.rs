@@ -17,7 +17,8 @@ use crate::telemetry::Telemetry;
 use crate::twilio::TwilioClient;
 
 pub struct App {
-    pub config: Config,
+    /// Shared, not copied, by the request-scoped apps [`App::within`] makes.
+    pub config: Arc<Config>,
     pub store: Store,
     pub secrets: SecretCache,
     pub twilio: TwilioClient,
@@ -84,7 +85,7 @@ impl App {
                 .with_metrics(telemetry.metrics.clone()),
             http,
             clock,
-            config,
+            config: Arc::new(config),
             telemetry,
         }
     }
@@ -106,7 +107,7 @@ impl App {
     /// [`App::budget`]) share `budget`.
     pub fn within(&self, budget: Budget) -> App {
         App {
-            config: self.config.clone(),
+            config: Arc::clone(&self.config),
             store: self.store.clone(),
             secrets: self.secrets.clone(),
             twilio: self.twilio.within(budget),

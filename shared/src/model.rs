@@ -147,7 +147,32 @@ pub struct LiveCall {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warned_for: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warning: Option<String>,
+    pub warning: Option<WarningOutcome>,
+}
+
+/// What became of the end-of-call warning for one deadline, as stored on the live call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WarningOutcome {
+    /// The other party was put on hold and the deciding party heard the prompt.
+    #[serde(rename = "given")]
+    Given,
+    /// A bridge call (`<Dial>`) cannot carry an announcement.
+    #[serde(rename = "not-possible: bridge calls cannot carry an announcement")]
+    NotPossibleBridge,
+    /// The deciding participant was not in the room to hear it.
+    #[serde(rename = "not-possible: the deciding participant is not in the room")]
+    NotPossibleAbsent,
+}
+
+impl WarningOutcome {
+    /// The stored value (the same strings as before the type existed).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Given => "given",
+            Self::NotPossibleBridge => "not-possible: bridge calls cannot carry an announcement",
+            Self::NotPossibleAbsent => "not-possible: the deciding participant is not in the room",
+        }
+    }
 }
 
 impl Session {
@@ -403,5 +428,38 @@ mod tests {
         }
         // A callback without its own Direction is a dialled leg's.
         assert_eq!(TwilioDirection::parse(None), TwilioDirection::OutboundDial);
+    }
+
+    #[test]
+    fn warning_outcomes_keep_their_stored_strings() {
+        for (outcome, stored) in [
+            (WarningOutcome::Given, "given"),
+            (
+                WarningOutcome::NotPossibleBridge,
+                "not-possible: bridge calls cannot carry an announcement",
+            ),
+            (
+                WarningOutcome::NotPossibleAbsent,
+                "not-possible: the deciding participant is not in the room",
+            ),
+        ] {
+            assert_eq!(outcome.as_str(), stored);
+            assert_eq!(serde_json::to_value(outcome).unwrap(), stored);
+            assert_eq!(
+                serde_json::from_value::<WarningOutcome>(stored.into()).unwrap(),
+                outcome
+            );
+            // And inside a live call, as the store serialises it.
+            let live = LiveCall {
+                mode: CallMode::Conference,
+                limit: 600,
+                deadline: Some(1_000),
+                warned_for: Some(1_000),
+                warning: Some(outcome),
+            };
+            let json = serde_json::to_value(&live).unwrap();
+            assert_eq!(json["warning"], stored);
+            assert_eq!(serde_json::from_value::<LiveCall>(json).unwrap(), live);
+        }
     }
 }

@@ -270,27 +270,36 @@ async fn a_close_during_the_prompt_wins_over_the_extension() {
     assert!(stack.sim().calls().iter().all(|c| c.ended_at.is_some()));
 }
 
-#[tokio::test]
-async fn bridge_calls_are_recorded_as_no_warning_possible() {
-    let stack = stack().await;
+/// A session whose calls last ten minutes; then a bridge V-call in which A answers after
+/// two seconds and B after three, placed at t0.
+async fn ten_minute_bridge(stack: &Stack) -> (Value, time::OffsetDateTime) {
     stack.add_proxy_number(P1).await;
     let (_, s) = stack
         .api("POST", "/v1/sessions", Some(json!({"call_time_limit": 600, "participants": [{"identifier": A}, {"identifier": B}]})))
         .await;
     stack.sim().set_phone(&e164(A), phone(2, None, &[]));
     stack.sim().set_phone(&e164(B), phone(3, None, &[]));
-    stack
+    let t0 = stack.clock.now();
+    let (status, placed) = stack
         .api(
             "POST",
             &format!("/v1/sessions/{}/calls", sid(&s)),
             Some(json!({"mode": "bridge"})),
         )
         .await;
+    assert_eq!(status, 202, "{placed}");
+    (s, t0)
+}
+
+#[tokio::test]
+async fn bridge_calls_are_recorded_as_no_warning_possible() {
+    let stack = stack().await;
+    let (s, _) = ten_minute_bridge(&stack).await;
     stack.sim().advance(Duration::from_secs(500)).await;
     let live = session(&stack, &s).await.live_call.unwrap();
     assert_eq!(
-        live.warning.as_deref(),
-        Some(tsunagu::domain::expiry::WARNING_NOT_POSSIBLE_BRIDGE)
+        live.warning,
+        Some(tsunagu::model::WarningOutcome::NotPossibleBridge)
     );
     assert_eq!(count(&stack.sim().heard_by(&e164(A)), WARNING), 0);
     stack.finish_calls().await;
@@ -301,6 +310,56 @@ async fn bridge_calls_are_recorded_as_no_warning_possible() {
         .find(|c| c.direction == "outbound-dial")
         .unwrap();
     assert_eq!(b_leg.duration_secs, 600, "<Dial timeLimit> ends it");
+}
+
+#[tokio::test]
+async fn an_api_extension_moves_a_live_bridges_twilio_limits_too() {
+    let stack = stack().await;
+    let (s, t0) = ten_minute_bridge(&stack).await;
+    advance_to(&stack, t0, 300).await;
+    let before = session(&stack, &s)
+        .await
+        .live_call
+        .unwrap()
+        .deadline
+        .unwrap();
+    let (status, extended) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/extend", sid(&s)),
+            Some(json!({"seconds": 300})),
+        )
+        .await;
+    assert_eq!(status, 200, "{extended}");
+    let deadline = session(&stack, &s)
+        .await
+        .live_call
+        .unwrap()
+        .deadline
+        .unwrap();
+    assert_eq!(deadline, before + 300);
+
+    // Past the old limit the two still talk: neither Twilio limit cut them.
+    advance_to(&stack, t0, 700).await;
+    assert!(
+        stack.sim().calls().iter().all(|c| c.ended_at.is_none()),
+        "{:?}",
+        stack.sim().calls()
+    );
+    stack.finish_calls().await;
+    let b_leg = stack
+        .sim()
+        .calls()
+        .into_iter()
+        .find(|c| c.direction == "outbound-dial")
+        .unwrap();
+    let ended = b_leg.ended_at.unwrap().unix_timestamp();
+    // The sweep ends the call at its first run from the new deadline (once a minute).
+    assert!(
+        (deadline..deadline + 60).contains(&ended),
+        "ended {} s after the deadline",
+        ended - deadline
+    );
 }
 
 #[tokio::test]

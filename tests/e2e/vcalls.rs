@@ -350,6 +350,56 @@ async fn twilio_errors_are_retried_when_safe_and_surfaced_otherwise() {
 }
 
 #[tokio::test]
+async fn a_v_call_twilio_refuses_leaves_no_live_call_and_the_next_one_starts() {
+    let stack = stack().await;
+    let s = session_for_calls(&stack).await;
+    let sim = stack.sim();
+    let live_call = || async {
+        let session = stack
+            .app
+            .store
+            .get_session(&sid(&s))
+            .await
+            .unwrap()
+            .unwrap();
+        session.live_call
+    };
+
+    // The first party's number is refused: no call at all.
+    sim.fail_next_call_to(&e164(A), 400, 21211, "Invalid 'To' Phone Number");
+    let (status, problem) = v_call(&stack, &sid(&s), json!({"mode": "bridge"})).await;
+    assert_eq!(status, 502, "{problem}");
+    assert_eq!(live_call().await, None, "the bridge never was");
+
+    // The second leg of a conference is refused: the first is hung up again.
+    sim.fail_next_call_to(&e164(B), 400, 21211, "Invalid 'To' Phone Number");
+    let (status, problem) = v_call(&stack, &sid(&s), json!({"mode": "conference"})).await;
+    assert_eq!(status, 502, "{problem}");
+    stack.finish_calls().await;
+    assert_eq!(live_call().await, None, "the conference never was");
+
+    // The session is as it was: a new V-call starts, and its live call is its own.
+    sim.set_phone(
+        &e164(A),
+        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(30)),
+    );
+    sim.set_phone(
+        &e164(B),
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(30)),
+    );
+    let (status, placed) = v_call(
+        &stack,
+        &sid(&s),
+        json!({"mode": "bridge", "call_time_limit": 900}),
+    )
+    .await;
+    assert_eq!(status, 202, "{placed}");
+    let live = live_call().await.expect("the new call is live");
+    assert_eq!((live.mode.as_str(), live.limit), ("bridge", 900));
+    stack.finish_calls().await;
+}
+
+#[tokio::test]
 async fn refusals_closed_live_and_unknown_sessions_and_idempotent_retries() {
     let stack = stack().await;
     let s = session_for_calls(&stack).await;

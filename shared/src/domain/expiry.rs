@@ -13,18 +13,12 @@ use crate::domain::due::next_due;
 use crate::domain::error::DomainError;
 use crate::domain::ports::{Ctx, StoreError};
 use crate::domain::sessions;
-use crate::model::{CallMode, LiveCall, Session};
+use crate::model::{CallMode, LiveCall, Session, WarningOutcome};
 use crate::store::DUE_SHARDS;
 
 /// At most this many sessions are handled at once, which bounds the requests in flight
 /// towards Twilio (each session makes at most two at a time).
 pub const CONCURRENCY: usize = 8;
-
-pub const WARNING_GIVEN: &str = "given";
-pub const WARNING_NOT_POSSIBLE_BRIDGE: &str =
-    "not-possible: bridge calls cannot carry an announcement";
-pub const WARNING_NOT_POSSIBLE_ABSENT: &str =
-    "not-possible: the deciding participant is not in the room";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -171,7 +165,7 @@ async fn warn(
     if live.mode != CallMode::Conference {
         if ctx
             .store
-            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_BRIDGE)
+            .claim_warning(&session.sid, deadline, WarningOutcome::NotPossibleBridge)
             .await?
         {
             tracing::info!(session = %session.sid, deadline, "bridge call: no warning possible; <Dial timeLimit> ends it");
@@ -196,7 +190,7 @@ async fn warn(
     else {
         if ctx
             .store
-            .claim_warning(&session.sid, deadline, WARNING_NOT_POSSIBLE_ABSENT)
+            .claim_warning(&session.sid, deadline, WarningOutcome::NotPossibleAbsent)
             .await?
         {
             return Ok(Outcome::NoWarningPossible);
@@ -205,7 +199,7 @@ async fn warn(
     };
     if !ctx
         .store
-        .claim_warning(&session.sid, deadline, WARNING_GIVEN)
+        .claim_warning(&session.sid, deadline, WarningOutcome::Given)
         .await?
     {
         return Ok(Outcome::Nothing);
@@ -234,7 +228,6 @@ mod tests {
     use super::*;
     use crate::domain::due::RECHECK_SECONDS;
     use crate::domain::fakes::{CallRequest, World, leg};
-    use crate::domain::ports::ConferenceRecord;
     use crate::model::{CallStatus, SessionStatus, sample_session};
 
     const NOW: i64 = 1_795_552_200;
@@ -257,16 +250,9 @@ mod tests {
             current_conference: Some("CF1".into()),
             ..session
         });
-        world.store.put_conference(
-            SID,
-            ConferenceRecord {
-                conference_sid: "CF1".into(),
-                room: "tsunagu-room".into(),
-                ended_at: None,
-                ended_reason: None,
-                legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
-            },
-        );
+        world
+            .store
+            .put_room(SID, "CF1", &[("KP1", "CA1"), ("KP2", "CA2")]);
         world.store.file_due(SID, NOW);
         world
     }
@@ -291,7 +277,7 @@ mod tests {
         );
         assert_eq!(
             world.store.claimed(SID),
-            Some((NOW + 100, WARNING_GIVEN.into()))
+            Some((NOW + 100, WarningOutcome::Given))
         );
         // Re-filed for the deadline itself; a second sweep warns nobody again (I4).
         assert_eq!(world.store.due(SID), Some(NOW + 100));
@@ -353,7 +339,7 @@ mod tests {
         assert!(world.calls.requests().is_empty());
         assert_eq!(
             world.store.claimed(SID),
-            Some((NOW + 100, WARNING_NOT_POSSIBLE_BRIDGE.into()))
+            Some((NOW + 100, WarningOutcome::NotPossibleBridge))
         );
     }
 
@@ -369,7 +355,7 @@ mod tests {
         assert_eq!(report.no_warning_possible, 1, "{report:?}");
         assert_eq!(
             world.store.claimed(SID).map(|c| c.1),
-            Some(WARNING_NOT_POSSIBLE_ABSENT.to_owned())
+            Some(WarningOutcome::NotPossibleAbsent)
         );
     }
 

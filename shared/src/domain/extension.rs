@@ -3,7 +3,7 @@
 
 use crate::domain::error::DomainError;
 use crate::domain::ports::{Ctx, StoreError};
-use crate::domain::sessions::MAX_CALL_SECONDS;
+use crate::domain::sessions;
 use crate::model::Session;
 
 /// Why the call goes on as it does.
@@ -87,7 +87,7 @@ pub async fn answer(
     // Both at once: a slow Twilio costs the caller one wait, not several.
     let limits = async {
         if answer == Answer::Extended {
-            move_time_limits(ctx, session, deadline).await;
+            sessions::move_time_limits(ctx, &session.sid, deadline).await;
         }
     };
     futures::future::join(off_hold(ctx, session, decider_sid), limits)
@@ -117,34 +117,10 @@ async fn off_hold(ctx: Ctx<'_>, session: &Session, decider_sid: &str) -> Result<
     Ok(())
 }
 
-/// The live legs' Twilio `TimeLimit`, moved past the new deadline. The sweep ends the call
-/// at the deadline itself; this limit is the safety net should the sweep not run. It counts
-/// from each leg's creation, so it never cuts a call early whichever way Twilio counts.
-async fn move_time_limits(ctx: Ctx<'_>, session: &Session, deadline: i64) {
-    let Ok(legs) = ctx.store.list_interactions(&session.sid).await else {
-        return;
-    };
-    let live = legs
-        .iter()
-        .filter(|l| !l.status.is_final() && l.parent_call_sid.is_none());
-    futures::future::join_all(live.map(|leg| async move {
-        let limit = (deadline - leg.date_created).max(60) as u64 + 120;
-        if let Err(e) = ctx
-            .calls
-            .set_time_limit(&leg.call_sid, limit.min(MAX_CALL_SECONDS))
-            .await
-        {
-            tracing::warn!(call = %leg.call_sid, error = %e, "could not move the call's TimeLimit");
-        }
-    }))
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::fakes::{CallRequest, World, leg};
-    use crate::domain::ports::ConferenceRecord;
     use crate::model::{CallMode, CallStatus, LiveCall, SessionStatus, sample_session};
 
     const NOW: i64 = 1_795_552_200;
@@ -161,22 +137,15 @@ mod tests {
                 limit: 780,
                 deadline: Some(DEADLINE),
                 warned_for: Some(DEADLINE),
-                warning: Some("given".into()),
+                warning: Some(crate::model::WarningOutcome::Given),
             }),
             ..sample_session()
         };
         let world = World::at(NOW);
         world.store.put_session(session.clone());
-        world.store.put_conference(
-            SID,
-            ConferenceRecord {
-                conference_sid: "CF1".into(),
-                room: "tsunagu-room".into(),
-                ended_at: None,
-                ended_reason: None,
-                legs: [("KP1".into(), "CA1".into()), ("KP2".into(), "CA2".into())].into(),
-            },
-        );
+        world
+            .store
+            .put_room(SID, "CF1", &[("KP1", "CA1"), ("KP2", "CA2")]);
         for call in ["CA1", "CA2"] {
             world
                 .store

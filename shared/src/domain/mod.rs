@@ -7,6 +7,7 @@
 //! - `vcall`: V字発信, ringing both parties, and hanging a half-placed call up again;
 //! - `due`: when a session next needs the sweep;
 //! - `extension`: the answer to the warning (press 1 to extend);
+//! - `legs`: what happens when a call leg ends or leaves the room;
 //! - `expiry`: the sweep's decisions — warn once per deadline (I4), end calls at their
 //!   deadline, close expired sessions.
 
@@ -14,6 +15,7 @@ pub mod due;
 pub mod error;
 pub mod expiry;
 pub mod extension;
+pub mod legs;
 pub mod ports;
 pub mod sessions;
 pub mod vcall;

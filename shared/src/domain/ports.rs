@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::clock::Clock;
-use crate::model::{Interaction, Participant, ProxyNumber, Session};
+use crate::model::{CallStatus, Interaction, Participant, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
 
 // The store's plain value types (no SDK types inside but the due cursor's private key).
@@ -52,6 +52,14 @@ pub trait SessionStore: Send + Sync {
         limit: u64,
         replace: bool,
     ) -> Result<(), StoreError>;
+    /// Forgets the live call noted with `mode` and `limit` while it is not connected (its
+    /// calls could not be placed); false when it was not there to forget.
+    async fn abandon_live_call(
+        &self,
+        sid: &str,
+        mode: Mode,
+        limit: u64,
+    ) -> Result<bool, StoreError>;
     /// Starts the live call's clock: its deadline and the sweep's next instant, once (false
     /// when it was already running or the session closed).
     async fn connect_live_call(
@@ -84,7 +92,7 @@ pub trait SessionStore: Send + Sync {
         &self,
         sid: &str,
         deadline: i64,
-        outcome: &str,
+        outcome: WarningOutcome,
     ) -> Result<bool, StoreError>;
     async fn set_due(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError>;
     async fn get_conference(
@@ -92,6 +100,14 @@ pub trait SessionStore: Send + Sync {
         session_sid: &str,
         conference_sid: &str,
     ) -> Result<Option<ConferenceRecord>, StoreError>;
+    /// Marks the room ended (once) and takes it off the session if it is the current one.
+    async fn conference_ended(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// One page of the sessions due by `now` in one shard of the due index, each with the
     /// instant it was filed for.
     async fn due_page(
@@ -115,6 +131,19 @@ pub struct Ring<'a> {
     pub limit: u64,
     /// Twilio's hard limit on this leg's length.
     pub leg_limit: u64,
+}
+
+/// What a party left waiting hears before their call ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// A V字発信 party: the other could not be reached.
+    OtherUnreachable,
+    /// A masked call's caller: the other party was busy.
+    OtherBusy,
+    /// … did not answer.
+    OtherNoAnswer,
+    /// … could not be called.
+    OtherFailed,
 }
 
 /// Why Twilio did not do what was asked.
@@ -143,9 +172,15 @@ pub trait CallControl: Send + Sync {
     async fn ring(&self, leg: &Ring<'_>) -> Result<String, CallError>;
     /// Ends a call in any state (cancels it while ringing).
     async fn hang_up(&self, call_sid: &str) -> Result<(), CallError>;
+    /// Stops a call still queued or ringing; one answered meanwhile goes on.
+    async fn cancel(&self, call_sid: &str) -> Result<(), CallError>;
     /// Ends a call that was answered; one already over is not an error.
     async fn end_call(&self, call_sid: &str) -> Result<(), CallError>;
     async fn end_conference(&self, conference_sid: &str) -> Result<(), CallError>;
+    /// The call's status as Twilio knows it now (`None`: one this code does not know).
+    async fn call_status(&self, call_sid: &str) -> Result<Option<CallStatus>, CallError>;
+    /// Tells a party why the call is over, then ends their call.
+    async fn say_goodbye(&self, call_sid: &str, why: Goodbye) -> Result<(), CallError>;
     /// Puts the other party on hold with the "please wait" message during the warning.
     async fn hold_for_warning(
         &self,

@@ -264,6 +264,34 @@ pub async fn end_live_calls(ctx: Ctx<'_>, session_sid: &str) {
     }
 }
 
+/// The live legs' Twilio `TimeLimit`, moved past the live call's new `deadline`. The sweep
+/// ends the call at the deadline itself; this limit is the safety net should the sweep not
+/// run, and without it Twilio would cut the call at the old one. A dialled leg has a limit
+/// of its own (its parent's `<Dial timeLimit>`), so it is moved too. The limit counts from
+/// each leg's creation, so it never cuts a call early whichever way Twilio counts (Twilio
+/// REST API, Call resource, "Update a Call": `TimeLimit`).
+pub async fn move_time_limits(ctx: Ctx<'_>, session_sid: &str, deadline: i64) {
+    let legs = match ctx.store.list_interactions(session_sid).await {
+        Ok(legs) => legs,
+        Err(e) => {
+            tracing::warn!(session = session_sid, error = %e, "could not list the calls whose TimeLimit to move");
+            return;
+        }
+    };
+    let live = legs.iter().filter(|l| !l.status.is_final());
+    futures::future::join_all(live.map(|leg| async move {
+        let limit = (deadline - leg.date_created).max(60) as u64 + 120;
+        if let Err(e) = ctx
+            .calls
+            .set_time_limit(&leg.call_sid, limit.min(MAX_CALL_SECONDS))
+            .await
+        {
+            tracing::warn!(call = %leg.call_sid, error = %e, "could not move the call's TimeLimit");
+        }
+    }))
+    .await;
+}
+
 /// Moves the session's end by `seconds`: its `date_expiry` and its live call's deadline,
 /// whichever it has (`POST /v1/sessions/{sid}/extend`).
 pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Session, DomainError> {
@@ -290,7 +318,12 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
     // The sweep must wake for the moved end (and its warning), not the old one.
     let due = crate::domain::due::next_due(&session.extended_by(seconds), false, now);
     match ctx.store.extend_session(&session, seconds, due, now).await {
-        Ok(()) => find(ctx, &session.sid).await,
+        Ok(()) => {
+            if let Some(deadline) = deadline {
+                move_time_limits(ctx, &session.sid, deadline + seconds).await;
+            }
+            find(ctx, &session.sid).await
+        }
         Err(StoreError::ConditionFailed) => Err(DomainError::SessionChanged(
             "the session closed or its end moved meanwhile; read it again and retry".into(),
         )),
@@ -470,6 +503,64 @@ mod tests {
         assert_eq!(session.live_call.unwrap().deadline, Some(NOW + 420));
         // The sweep wakes for the moved deadline's warning, 180 s before it.
         assert_eq!(world.store.due(SID), Some(NOW + 240));
+    }
+
+    #[tokio::test]
+    async fn an_extension_moves_a_live_bridges_twilio_limits_dialled_leg_included() {
+        let world = world_with(Session {
+            live_call: Some(LiveCall {
+                mode: crate::model::CallMode::Bridge,
+                limit: 600,
+                deadline: Some(NOW + 300),
+                warned_for: None,
+                warning: None,
+            }),
+            ..open_session()
+        });
+        // A (CA1) was rung 310 s ago; B (CA2) is the leg A's <Dial> placed 300 s ago.
+        world.store.add_leg(Interaction {
+            twilio_direction: crate::model::TwilioDirection::OutboundApi,
+            ..leg(SID, "CA1", None, CallStatus::InProgress, NOW - 310)
+        });
+        world.store.add_leg(leg(
+            SID,
+            "CA2",
+            Some("CA1"),
+            CallStatus::InProgress,
+            NOW - 300,
+        ));
+        world
+            .store
+            .add_leg(leg(SID, "CA0", None, CallStatus::Completed, NOW - 900));
+        let session = extend(world.ctx(), SID, 600).await.unwrap();
+        assert_eq!(session.live_call.unwrap().deadline, Some(NOW + 900));
+        // Each limit counts from the leg's creation and leaves two minutes past the deadline.
+        assert_eq!(
+            world.calls.requests(),
+            vec![
+                CallRequest::SetTimeLimit {
+                    call_sid: "CA1".into(),
+                    seconds: 310 + 900 + 120,
+                },
+                CallRequest::SetTimeLimit {
+                    call_sid: "CA2".into(),
+                    seconds: 300 + 900 + 120,
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_extension_of_a_session_without_a_running_call_moves_no_limit() {
+        let world = world_with(Session {
+            date_expiry: Some(NOW + 600),
+            ..open_session()
+        });
+        world
+            .store
+            .add_leg(leg(SID, "CA1", None, CallStatus::Ringing, NOW - 10));
+        extend(world.ctx(), SID, 60).await.unwrap();
+        assert!(world.calls.requests().is_empty());
     }
 
     #[tokio::test]

@@ -158,7 +158,14 @@ pub async fn start(
         .begin_live_call(&session.sid, mode, limit, true)
         .await
     {
-        Ok(()) => place(ctx, &session, mode, first, second, limit).await,
+        Ok(()) => {
+            let placed = place(ctx, &session, mode, first, second, limit).await;
+            // Still under the lease, so no other V-call can have noted its own meanwhile.
+            if placed.is_err() {
+                abandon_live_call(ctx, &session.sid, mode, limit).await;
+            }
+            placed
+        }
         Err(StoreError::ConditionFailed) => Err(closed(&session)),
         Err(e) => Err(e.into()),
     };
@@ -208,6 +215,59 @@ async fn place(
     })
 }
 
+/// A live call was noted but its calls could not be placed: it must not stay on the
+/// session (the next call would inherit it, and it would never get a deadline). Only that
+/// call, still unconnected, is forgotten; a failure is logged, as the call's own error is
+/// what the caller needs to hear.
+async fn abandon_live_call(ctx: Ctx<'_>, session_sid: &str, mode: Mode, limit: u64) {
+    match ctx.store.abandon_live_call(session_sid, mode, limit).await {
+        Ok(true) => tracing::info!(
+            session = session_sid,
+            "call not placed; live call forgotten"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(session = session_sid, error = %e, "call not placed, and its live call could not be forgotten");
+        }
+    }
+}
+
+/// A timed masked call came in: Twilio calls the other participant into the session's
+/// room, from the proxy number they know, while the caller joins it. The live call is
+/// noted first (kept if one is already on the line) so the room's start finds it; if the
+/// other party cannot be called, it is forgotten again.
+pub async fn call_into_room(
+    ctx: Ctx<'_>,
+    session_sid: &str,
+    other: &Participant,
+    limit: u64,
+) -> Result<String, DomainError> {
+    let mode = Mode::Conference;
+    match ctx
+        .store
+        .begin_live_call(session_sid, mode, limit, false)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Err(DomainError::SessionClosed(format!(
+                "session {session_sid} is closed and can place no calls"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match ring(ctx, session_sid, mode, other, limit).await {
+        Ok(call_sid) => Ok(call_sid),
+        Err(cause) => {
+            abandon_live_call(ctx, session_sid, mode, limit).await;
+            Err(DomainError::CallNotPlaced {
+                callee: other.identifier.masked().to_string(),
+                cause,
+            })
+        }
+    }
+}
+
 /// Both parties are connected: the live call's deadline is now + its limit (never past the
 /// session's `date_expiry`), and the sweep is filed for the warning before it. Later calls
 /// change nothing. Returns the deadline when this call started the clock.
@@ -239,7 +299,7 @@ pub async fn start_the_clock(ctx: Ctx<'_>, session_sid: &str) -> Result<Option<i
 }
 
 /// Creates one outbound leg and logs it as queued, so a second request sees it as live.
-pub async fn ring(
+async fn ring(
     ctx: Ctx<'_>,
     session_sid: &str,
     mode: Mode,
@@ -429,6 +489,130 @@ mod tests {
                 Some(&CallRequest::HangUp(first))
             );
             assert!(!world.store.is_locked(SID));
+            assert_eq!(
+                world.store.session(SID).unwrap().live_call,
+                None,
+                "the call that never was is not left on the session"
+            );
+        }
+
+        fn refused() -> CallError {
+            CallError::Refused {
+                status: 400,
+                code: 21214,
+                message: "'To' phone number cannot be reached".into(),
+            }
+        }
+
+        #[tokio::test]
+        async fn a_refused_first_leg_leaves_no_live_call_and_a_new_call_can_start() {
+            let world = world();
+            world.calls.script_rings(vec![Err(refused())]);
+            assert!(matches!(
+                start(world.ctx(), SID, request(Mode::Bridge)).await,
+                Err(DomainError::CallNotPlaced { .. })
+            ));
+            let session = world.store.session(SID).unwrap();
+            assert_eq!(session.live_call, None);
+            assert!(world.store.legs().is_empty(), "no leg was created");
+            assert!(!world.store.is_locked(SID));
+
+            let (session, placed) = start(world.ctx(), SID, request(Mode::Conference))
+                .await
+                .unwrap();
+            assert_eq!(placed.legs.len(), 2);
+            assert_eq!(session.live_call.unwrap().mode, Mode::Conference);
+        }
+
+        #[tokio::test]
+        async fn a_live_call_that_cannot_be_forgotten_still_reports_the_refusal() {
+            let world = world();
+            world.calls.script_rings(vec![Err(refused())]);
+            world
+                .store
+                .fail_next("abandon_live_call", StoreError::Backend("down".into()));
+            assert!(matches!(
+                start(world.ctx(), SID, request(Mode::Bridge)).await,
+                Err(DomainError::CallNotPlaced { .. })
+            ));
+            assert!(
+                !world.store.is_locked(SID),
+                "the lease is released all the same"
+            );
+        }
+
+        fn other() -> Participant {
+            sample_session().participants[1].clone()
+        }
+
+        #[tokio::test]
+        async fn a_timed_caller_has_the_other_party_called_into_the_room() {
+            let world = world();
+            call_into_room(world.ctx(), SID, &other(), 600)
+                .await
+                .unwrap();
+            let live = world.store.session(SID).unwrap().live_call.unwrap();
+            assert_eq!(
+                (live.mode, live.limit, live.deadline),
+                (Mode::Conference, 600, None)
+            );
+            assert_eq!(
+                world.calls.requests(),
+                vec![CallRequest::Ring {
+                    to: "+818098765432".into(),
+                    mode: "conference",
+                    limit: 600,
+                    leg_limit: 600,
+                }]
+            );
+        }
+
+        #[tokio::test]
+        async fn a_ring_that_fails_leaves_no_live_call_without_a_deadline() {
+            let world = world();
+            world.calls.script_rings(vec![Err(refused())]);
+            assert!(matches!(
+                call_into_room(world.ctx(), SID, &other(), 600).await,
+                Err(DomainError::CallNotPlaced { .. })
+            ));
+            assert_eq!(world.store.session(SID).unwrap().live_call, None);
+        }
+
+        #[tokio::test]
+        async fn a_failed_ring_leaves_a_call_already_connected_alone() {
+            let world = World::at(NOW);
+            let connected = crate::model::LiveCall {
+                mode: Mode::Conference,
+                limit: 600,
+                deadline: Some(NOW + 300),
+                warned_for: None,
+                warning: None,
+            };
+            world.store.put_session(Session {
+                live_call: Some(connected.clone()),
+                ..sample_session()
+            });
+            world.calls.script_rings(vec![Err(refused())]);
+            assert!(
+                call_into_room(world.ctx(), SID, &other(), 600)
+                    .await
+                    .is_err()
+            );
+            assert_eq!(world.store.session(SID).unwrap().live_call, Some(connected));
+        }
+
+        #[tokio::test]
+        async fn a_closed_session_calls_nobody_into_its_room() {
+            let world = World::at(NOW);
+            world.store.put_session(Session {
+                status: SessionStatus::Closed,
+                ..sample_session()
+            });
+            assert!(matches!(
+                call_into_room(world.ctx(), SID, &other(), 600).await,
+                Err(DomainError::SessionClosed(_))
+            ));
+            assert!(world.calls.requests().is_empty());
         }
 
         #[tokio::test]

@@ -110,6 +110,20 @@ impl Condition {
             .value(placeholder, n(deadline))
     }
 
+    /// The live call is the one noted with `mode` and `limit`, and not yet connected.
+    pub(super) fn live_call_unconnected(mode: crate::model::CallMode, limit: u64) -> Self {
+        Self::new(
+            "attribute_exists(#live) AND attribute_not_exists(#live.#deadline) \
+             AND #live.#mode = :mode AND #live.#limit = :limit",
+        )
+        .name("#live", "live_call")
+        .name("#deadline", "deadline")
+        .name("#mode", "mode")
+        .name("#limit", "limit")
+        .value(":mode", s(mode.as_str()))
+        .value(":limit", n(limit))
+    }
+
     /// The conference has not ended: its callbacks never bring it back.
     pub(super) fn conference_not_ended() -> Self {
         Self::new("attribute_not_exists(ended_at)")

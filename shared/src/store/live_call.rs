@@ -78,6 +78,28 @@ impl Store {
         must_write(r)
     }
 
+    /// Forgets a live call noted by [`Store::begin_live_call`] whose calls could not be
+    /// placed: only while it is still that call (`mode`, `limit`) and not connected (no
+    /// deadline), so a call that did connect, or one noted since, is left alone.
+    /// `Ok(false)` when it was not there to forget.
+    pub async fn abandon_live_call(
+        &self,
+        sid: &str,
+        mode: CallMode,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("REMOVE #live")
+            .only_if(Condition::live_call_unconnected(mode, limit))
+            .send()
+            .await;
+        written(r)
+    }
+
     /// Both parties are connected: the live call's deadline starts to count, and the sweep
     /// is woken for the warning. Repeated callbacks keep the first deadline.
     pub async fn connect_live_call(

@@ -343,7 +343,7 @@ mod tests {
                 limit: 300,
                 deadline: Some(2_000),
                 warned_for: Some(2_000),
-                warning: Some("given".into()),
+                warning: Some(crate::model::WarningOutcome::Given),
             }),
             ..sample_session()
         }

@@ -77,34 +77,21 @@ async fn conference_the_other_party(
     now: i64,
 ) -> Result<Response<Body>, WebhookError> {
     let limit = time_limit(route, now);
-    match app
-        .store
-        .begin_live_call(&route.session_sid, CallMode::Conference, limit, false)
-        .await
-    {
-        Ok(()) => {}
-        Err(crate::store::StoreError::ConditionFailed) => {
-            return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
-        }
-        Err(e) => return Err(e.into()),
-    }
     let other = crate::model::Participant {
         sid: route.other_participant_sid.clone(),
         identifier: route.other_identifier.clone(),
         proxy_identifier: route.other_proxy.clone(),
         friendly_name: None,
     };
-    if let Err(e) = crate::domain::vcall::ring(
-        app.ctx(),
-        &route.session_sid,
-        crate::domain::vcall::Mode::Conference,
-        &other,
-        limit,
-    )
-    .await
-    {
-        tracing::error!(session = %route.session_sid, error = %e, "could not call the other party into the room");
-        return Ok(apology(app));
+    match crate::domain::vcall::call_into_room(app.ctx(), &route.session_sid, &other, limit).await {
+        Ok(_) => {}
+        Err(crate::domain::DomainError::SessionClosed(_)) => {
+            return Ok(say_and_hang_up(app, &app.config.prompts.session_closed));
+        }
+        Err(e) => {
+            tracing::error!(session = %route.session_sid, error = %e, "could not call the other party into the room");
+            return Ok(apology(app));
+        }
     }
     // The caller's own leg is limited by the sweep at the deadline; Twilio's four hours
     // stay as the outer bound, since an extension may move the deadline.

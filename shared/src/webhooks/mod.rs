@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::budget::{Budget, WEBHOOK_ANSWER};
 use crate::domain::sessions::MAX_CALL_SECONDS;
 use crate::ids;
-use crate::model::{CallMode, CallStatus, Interaction, Session, TwilioDirection};
+use crate::model::{CallStatus, Interaction, Session, TwilioDirection};
 use crate::phone::PhoneNumber;
 use crate::pricing::{self, Direction};
 use crate::signature;

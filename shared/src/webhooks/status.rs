@@ -1,6 +1,7 @@
 //! `call-status`: Twilio's status callbacks for every call leg.
 
 use super::*;
+use crate::domain::legs;
 
 /// `POST /twilio/voice/status`: one status callback of one call leg. Updates the leg's
 /// interaction (status, duration, cost) and the session's activity in one request when the
@@ -45,12 +46,8 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             Err(e) => return Err(e.into()),
         }
-        if leg.twilio_direction == TwilioDirection::OutboundApi && status.is_final() && status != CallStatus::Completed {
-            release_waiting_legs(&app, &session_sid, call_sid, status).await;
-        }
-        if status.is_final() && leg.twilio_direction != TwilioDirection::OutboundDial {
-            after_leg_ended(&app, &session_sid, &leg).await?;
-        }
+        let ended = legs::EndedLeg { call_sid, twilio_direction: leg.twilio_direction, status };
+        legs::leg_ended(app.ctx(), &session_sid, ended).await?;
         Ok(empty())
     })
     .await
@@ -76,84 +73,6 @@ async fn went_through_room(
         .get_session(session_sid)
         .await?
         .is_some_and(|s| s.is_timed()))
-}
-
-/// After a leg's final status: a conference leg that ends — even outside the room, as
-/// during the warning prompt — ends the room, so the other party is never left alone on
-/// hold; and the first leg of a bridge V-call ending means that call is over.
-async fn after_leg_ended(
-    app: &App,
-    session_sid: &str,
-    leg: &Interaction,
-) -> Result<(), WebhookError> {
-    let Some(session) = app.store.get_session(session_sid).await? else {
-        return Ok(());
-    };
-    let bridge = session
-        .live_call
-        .as_ref()
-        .is_some_and(|l| l.mode == CallMode::Bridge);
-    if bridge && leg.twilio_direction == TwilioDirection::OutboundApi {
-        let after = Session {
-            live_call: None,
-            ..session.clone()
-        };
-        let due = crate::domain::due::next_due(&after, false, app.now());
-        app.store.clear_live_call(session_sid, due).await?;
-    }
-    let Some(conference) = session.current_conference else {
-        return Ok(());
-    };
-    let in_room = app
-        .store
-        .get_conference(session_sid, &conference)
-        .await?
-        .is_some_and(|c| c.legs.values().any(|l| *l == leg.call_sid));
-    if in_room && let Err(e) = app.twilio.end_conference(&app.secrets, &conference).await {
-        tracing::error!(conference = %conference, error = %e, "could not end the conference its party left");
-    }
-    Ok(())
-}
-
-/// A party Tsunagu called into a room who could not be reached (busy, no answer, failed,
-/// canceled) must not leave anyone waiting there: the other V字発信 legs the platform placed
-/// hear that the other is unreachable, the caller of a timed masked call hears why, and
-/// each call ends.
-async fn release_waiting_legs(
-    app: &App,
-    session_sid: &str,
-    unreachable_call: &str,
-    status: CallStatus,
-) {
-    let legs = match app.store.list_interactions(session_sid).await {
-        Ok(legs) => legs,
-        Err(e) => {
-            tracing::error!(session = session_sid, error = %e, "could not list the call's other legs");
-            return;
-        }
-    };
-    let prompts = &app.config.prompts;
-    for other in legs
-        .iter()
-        .filter(|l| !l.status.is_final() && l.call_sid != unreachable_call)
-    {
-        let text = match other.twilio_direction {
-            TwilioDirection::OutboundApi => &prompts.other_unreachable,
-            TwilioDirection::Inbound => {
-                unreachable_prompt(app, status).unwrap_or(&prompts.other_failed)
-            }
-            // A dialled leg is its own caller's <Dial>, which hears how it ended.
-            TwilioDirection::OutboundDial => continue,
-        };
-        let message = TwiML::new().say(say(app, text)).hangup().to_xml();
-        if let Err(e) = app
-            .twilio
-            .play_and_end(&app.secrets, &other.call_sid, &message)
-            .await
-        {
-            tracing::error!(call = %other.call_sid, error = %e, "could not release a leg waiting for the unreachable party");
-        }
-    }
 }
 
 /// A leg that ended: `Legs`, its billed minutes and cost, and `Calls` by outcome when the

@@ -1,6 +1,7 @@
 //! V字発信's webhooks: `bridge-twiml`, `conference-twiml` and `conference-status`.
 
 use super::*;
+use crate::domain::legs;
 
 fn limit_param(req: &Request, session: &Session, now: i64) -> u64 {
     let requested = web::query_param(req, "limit").and_then(|l| l.parse().ok());
@@ -132,22 +133,18 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             "participant-leave" => {
                 if let Some(call_sid) = call_sid {
-                    let leave = Leave {
+                    let leave = legs::Leave {
                         call_sid,
                         label,
                         reason: form.get("ReasonParticipantLeft"),
                         reported: reported_call_end(&form),
                     };
-                    end_if_hung_up(&app, &session_sid, conference_sid, &leave).await;
+                    legs::left_room(app.ctx(), &session_sid, conference_sid, leave).await;
                 }
             }
             "conference-end" => {
                 let reason = form.get("ReasonConferenceEnded").unwrap_or("ended");
-                app.store.end_conference(&session_sid, conference_sid, reason, now).await?;
-                if let Some(session) = app.store.get_session(&session_sid).await? {
-                    let after = Session { live_call: None, ..session };
-                    app.store.clear_live_call(&session_sid, crate::domain::due::next_due(&after, false, now)).await?;
-                }
+                legs::room_ended(app.ctx(), &session_sid, conference_sid, reason).await?;
             }
             _ => {}
         }
@@ -155,16 +152,6 @@ pub async fn conference_status(app: Arc<App>, req: Request) -> Response<Body> {
         Ok(empty())
     })
     .await
-}
-
-/// A `participant-leave` callback.
-struct Leave<'a> {
-    call_sid: &'a str,
-    label: Option<&'a str>,
-    /// `ReasonParticipantLeft`, for the log.
-    reason: Option<&'a str>,
-    /// Whether the leg's call is over, as the callback itself says; `None` if it does not.
-    reported: Option<bool>,
 }
 
 /// Whether the call that left the room is over, from the callback's own
@@ -175,70 +162,6 @@ fn reported_call_end(form: &TwilioForm) -> Option<bool> {
     form.get("ParticipantCallStatus")
         .and_then(CallStatus::parse)
         .map(CallStatus::is_final)
-}
-
-/// A leg leaves the room when its phone hangs up — and also when the warning flow gives it
-/// new TwiML (`ReasonParticipantLeft` `participant_updated_via_api`, the call
-/// `in-progress`). Only the first leaves the other alone. The callback says which; only an
-/// older one that does not is checked by reading the call from Twilio.
-async fn end_if_hung_up(app: &App, session_sid: &str, conference_sid: &str, leave: &Leave<'_>) {
-    let call_sid = leave.call_sid;
-    let over = match leave.reported {
-        Some(over) => over,
-        None => match app.twilio.call_status(&app.secrets, call_sid).await {
-            Ok(status) => CallStatus::parse(&status).is_some_and(CallStatus::is_final),
-            Err(e) => {
-                tracing::error!(call = call_sid, error = %e, "could not read the call that left the conference");
-                return;
-            }
-        },
-    };
-    if !over {
-        return;
-    }
-    tracing::info!(
-        session = session_sid,
-        call = call_sid,
-        participant = leave.label,
-        reason = leave.reason,
-        "a party hung up; ending the conference for the other"
-    );
-    if let Err(e) = app
-        .twilio
-        .end_conference(&app.secrets, conference_sid)
-        .await
-    {
-        tracing::error!(conference = conference_sid, error = %e, "could not end the conference");
-    }
-    cancel_ringing_legs(app, session_sid, call_sid).await;
-}
-
-/// Legs Tsunagu placed to call someone into the room that are still ringing (not answered,
-/// as far as their callbacks told) are canceled once a party hung up in the room: whoever
-/// they would join has gone (e.g. a timed call's caller hangs up while the other party's
-/// phone rings). Twilio ignores the cancel for a call answered meanwhile.
-async fn cancel_ringing_legs(app: &App, session_sid: &str, ended_call: &str) {
-    let legs = match app.store.list_interactions(session_sid).await {
-        Ok(legs) => legs,
-        Err(e) => {
-            tracing::error!(session = session_sid, error = %e, "could not list the session's ringing legs");
-            return;
-        }
-    };
-    let ringing = |l: &&Interaction| {
-        l.twilio_direction == TwilioDirection::OutboundApi
-            && l.call_sid != ended_call
-            && matches!(
-                l.status,
-                CallStatus::Queued | CallStatus::Initiated | CallStatus::Ringing
-            )
-    };
-    for other in legs.iter().filter(ringing) {
-        tracing::info!(session = session_sid, call = %other.call_sid, "the other party has gone; no longer calling this one");
-        if let Err(e) = app.twilio.cancel(&app.secrets, &other.call_sid).await {
-            tracing::error!(call = %other.call_sid, error = %e, "could not cancel a ringing leg");
-        }
-    }
 }
 
 #[cfg(test)]

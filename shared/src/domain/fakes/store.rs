@@ -1,20 +1,18 @@
-//! In-memory fakes of the domain's ports, for fast unit tests of its rules. They keep the
-//! conditions the rules rely on (a close only of an open session, a warning claimed once, a
-//! lease held by one) and let a test script failures; the DynamoDB and Twilio adapters are
-//! tested against the emulator and the simulator instead.
+//! The session store, in memory: it keeps the conditions the rules rely on (a close only of
+//! an open session, a warning claimed once, a lease held by one) and lets a test script
+//! failures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::clock::Clock;
 use crate::domain::ports::{
-    CallControl, CallError, ConferenceRecord, CreateConflict, CreateError, Ctx, DueCursor,
-    DueSession, Recorded, Ring, SessionStore, Settings, StoreError,
+    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, SessionStore,
+    StoreError,
 };
 use crate::model::{
-    CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, TwilioDirection,
+    CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, WarningOutcome,
 };
 use crate::phone::PhoneNumber;
 
@@ -27,7 +25,7 @@ struct Tables {
     conferences: HashMap<(String, String), ConferenceRecord>,
     due: BTreeMap<String, i64>,
     locks: HashSet<String>,
-    claimed: HashMap<String, (i64, String)>,
+    claimed: HashMap<String, (i64, WarningOutcome)>,
     /// Failures to give, by operation name, in order (one per call).
     failures: HashMap<&'static str, Vec<StoreError>>,
     create_conflicts: Vec<CreateConflict>,
@@ -100,6 +98,24 @@ impl MemoryStore {
         );
     }
 
+    /// The session's room `conference_sid`, open, holding `legs` (label, CallSid).
+    pub fn put_room(&self, session_sid: &str, conference_sid: &str, legs: &[(&str, &str)]) {
+        let legs = legs
+            .iter()
+            .map(|(label, call)| (label.to_string(), call.to_string()))
+            .collect();
+        self.put_conference(
+            session_sid,
+            ConferenceRecord {
+                conference_sid: conference_sid.to_owned(),
+                room: "tsunagu-room".into(),
+                ended_at: None,
+                ended_reason: None,
+                legs,
+            },
+        );
+    }
+
     pub fn file_due(&self, sid: &str, at: i64) {
         self.tables().due.insert(sid.to_owned(), at);
     }
@@ -116,7 +132,7 @@ impl MemoryStore {
         self.tables().locks.contains(sid)
     }
 
-    pub fn claimed(&self, sid: &str) -> Option<(i64, String)> {
+    pub fn claimed(&self, sid: &str) -> Option<(i64, WarningOutcome)> {
         self.tables().claimed.get(sid).cloned()
     }
 
@@ -273,7 +289,7 @@ impl SessionStore for MemoryStore {
         sid: &str,
         mode: CallMode,
         limit: u64,
-        _replace: bool,
+        replace: bool,
     ) -> Result<(), StoreError> {
         self.failure("begin_live_call")?;
         let mut t = self.tables();
@@ -282,6 +298,9 @@ impl SessionStore for MemoryStore {
             .get_mut(sid)
             .filter(|s| s.status.is_open())
             .ok_or(StoreError::ConditionFailed)?;
+        if !replace && stored.live_call.is_some() {
+            return Ok(());
+        }
         stored.live_call = Some(LiveCall {
             mode,
             limit,
@@ -290,6 +309,25 @@ impl SessionStore for MemoryStore {
             warning: None,
         });
         Ok(())
+    }
+
+    async fn abandon_live_call(
+        &self,
+        sid: &str,
+        mode: CallMode,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        self.failure("abandon_live_call")?;
+        let mut t = self.tables();
+        let Some(session) = t.sessions.get_mut(sid).filter(|s| {
+            s.live_call
+                .as_ref()
+                .is_some_and(|l| l.deadline.is_none() && l.mode == mode && l.limit == limit)
+        }) else {
+            return Ok(false);
+        };
+        session.live_call = None;
+        Ok(true)
     }
 
     async fn connect_live_call(
@@ -328,6 +366,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
+        self.failure("clear_live_call")?;
         let mut t = self.tables();
         if let Some(s) = t.sessions.get_mut(sid) {
             s.live_call = None;
@@ -341,17 +380,16 @@ impl SessionStore for MemoryStore {
         &self,
         sid: &str,
         deadline: i64,
-        outcome: &str,
+        outcome: WarningOutcome,
     ) -> Result<bool, StoreError> {
         let mut t = self.tables();
         if t.claimed.get(sid).is_some_and(|(d, _)| *d == deadline) {
             return Ok(false);
         }
-        t.claimed
-            .insert(sid.to_owned(), (deadline, outcome.to_owned()));
+        t.claimed.insert(sid.to_owned(), (deadline, outcome));
         if let Some(live) = t.sessions.get_mut(sid).and_then(|s| s.live_call.as_mut()) {
             live.warned_for = Some(deadline);
-            live.warning = Some(outcome.to_owned());
+            live.warning = Some(outcome);
         }
         Ok(true)
     }
@@ -403,6 +441,40 @@ impl SessionStore for MemoryStore {
             .cloned())
     }
 
+    async fn conference_ended(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.failure("conference_ended")?;
+        let mut t = self.tables();
+        let key = (session_sid.to_owned(), conference_sid.to_owned());
+        let record = t
+            .conferences
+            .entry(key)
+            .or_insert_with(|| ConferenceRecord {
+                conference_sid: conference_sid.to_owned(),
+                room: String::new(),
+                ended_at: None,
+                ended_reason: None,
+                legs: BTreeMap::new(),
+            });
+        if record.ended_at.is_none() {
+            record.ended_at = Some(now);
+            record.ended_reason = Some(reason.to_owned());
+        }
+        if let Some(s) = t
+            .sessions
+            .get_mut(session_sid)
+            .filter(|s| s.current_conference.as_deref() == Some(conference_sid))
+        {
+            s.current_conference = None;
+        }
+        Ok(())
+    }
+
     /// One page holding every session due in shard 0 (the fake has no shards).
     async fn due_page(
         &self,
@@ -424,195 +496,5 @@ impl SessionStore for MemoryStore {
             })
             .collect();
         Ok((sids, None))
-    }
-}
-
-/// What the domain asked of Twilio, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallRequest {
-    Ring {
-        to: String,
-        mode: &'static str,
-        limit: u64,
-        leg_limit: u64,
-    },
-    HangUp(String),
-    EndCall(String),
-    EndConference(String),
-    Hold(String),
-    Unhold(String),
-    SetTimeLimit {
-        call_sid: String,
-        seconds: u64,
-    },
-    Prompt {
-        call_sid: String,
-        deadline: i64,
-    },
-}
-
-/// Call control that records every request and answers from a script.
-#[derive(Default)]
-pub struct FakeCalls {
-    requests: Mutex<Vec<CallRequest>>,
-    /// Results for the next rings, in order; a ring past the script succeeds.
-    ring_results: Mutex<Vec<Result<(), CallError>>>,
-}
-
-impl FakeCalls {
-    pub fn requests(&self) -> Vec<CallRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    /// The next rings answer with `results`, in order.
-    pub fn script_rings(&self, results: Vec<Result<(), CallError>>) {
-        *self.ring_results.lock().unwrap() = results;
-    }
-
-    fn push(&self, request: CallRequest) {
-        self.requests.lock().unwrap().push(request);
-    }
-}
-
-#[async_trait]
-impl CallControl for FakeCalls {
-    async fn ring(&self, leg: &Ring<'_>) -> Result<String, CallError> {
-        let n = self.requests().len();
-        self.push(CallRequest::Ring {
-            to: leg.callee.identifier.to_string(),
-            mode: leg.mode.as_str(),
-            limit: leg.limit,
-            leg_limit: leg.leg_limit,
-        });
-        let mut script = self.ring_results.lock().unwrap();
-        if !script.is_empty() {
-            script.remove(0)?;
-        }
-        Ok(format!("CA{n:032}"))
-    }
-
-    async fn hang_up(&self, call_sid: &str) -> Result<(), CallError> {
-        self.push(CallRequest::HangUp(call_sid.to_owned()));
-        Ok(())
-    }
-
-    async fn end_call(&self, call_sid: &str) -> Result<(), CallError> {
-        self.push(CallRequest::EndCall(call_sid.to_owned()));
-        Ok(())
-    }
-
-    async fn end_conference(&self, conference_sid: &str) -> Result<(), CallError> {
-        self.push(CallRequest::EndConference(conference_sid.to_owned()));
-        Ok(())
-    }
-
-    async fn hold_for_warning(
-        &self,
-        _session_sid: &str,
-        _conference_sid: &str,
-        call_sid: &str,
-    ) -> Result<(), CallError> {
-        self.push(CallRequest::Hold(call_sid.to_owned()));
-        Ok(())
-    }
-
-    async fn unhold(&self, _conference_sid: &str, call_sid: &str) -> Result<(), CallError> {
-        self.push(CallRequest::Unhold(call_sid.to_owned()));
-        Ok(())
-    }
-
-    async fn set_time_limit(&self, call_sid: &str, seconds: u64) -> Result<(), CallError> {
-        self.push(CallRequest::SetTimeLimit {
-            call_sid: call_sid.to_owned(),
-            seconds,
-        });
-        Ok(())
-    }
-
-    async fn prompt_extension(
-        &self,
-        _session_sid: &str,
-        deadline: i64,
-        call_sid: &str,
-    ) -> Result<(), CallError> {
-        self.push(CallRequest::Prompt {
-            call_sid: call_sid.to_owned(),
-            deadline,
-        });
-        Ok(())
-    }
-}
-
-/// A clock stopped at one instant.
-pub struct FixedClock(pub i64);
-
-impl Clock for FixedClock {
-    fn now(&self) -> time::OffsetDateTime {
-        time::OffsetDateTime::from_unix_timestamp(self.0).unwrap()
-    }
-}
-
-pub const SETTINGS: Settings = Settings {
-    retention_seconds: 90 * 86_400,
-    dial_timeout_seconds: 30,
-};
-
-/// A world of fakes for one test.
-pub struct World {
-    pub store: MemoryStore,
-    pub calls: FakeCalls,
-    pub clock: FixedClock,
-}
-
-impl World {
-    pub fn at(now: i64) -> Self {
-        Self {
-            store: MemoryStore::default(),
-            calls: FakeCalls::default(),
-            clock: FixedClock(now),
-        }
-    }
-
-    pub fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            store: &self.store,
-            calls: &self.calls,
-            clock: &self.clock,
-            settings: SETTINGS,
-        }
-    }
-}
-
-/// A leg of `session_sid` in `status`, Twilio direction `twilio_direction`.
-pub fn leg(
-    session_sid: &str,
-    call_sid: &str,
-    parent: Option<&str>,
-    status: crate::model::CallStatus,
-    updated: i64,
-) -> Interaction {
-    Interaction {
-        sid: format!("KI{call_sid}"),
-        session_sid: session_sid.to_owned(),
-        call_sid: call_sid.to_owned(),
-        parent_call_sid: parent.map(str::to_owned),
-        direction: crate::pricing::Direction::Outbound,
-        twilio_direction: if parent.is_some() {
-            TwilioDirection::OutboundDial
-        } else {
-            TwilioDirection::Inbound
-        },
-        from_masked: "+8190****5678".into(),
-        to_masked: "+8180****5432".into(),
-        from_participant_sid: None,
-        to_participant_sid: None,
-        callee_class: crate::phone::NumberClass::Mobile,
-        status,
-        duration: 0,
-        billed_minutes: 0,
-        cost_milli_yen: 0,
-        date_created: updated,
-        date_updated: updated,
-        date_ended: None,
     }
 }
