@@ -395,6 +395,35 @@ async fn webhooks_refuse_unsigned_and_wrongly_signed_requests() {
 }
 
 #[tokio::test]
+async fn oversized_foreign_and_crowded_webhooks_are_refused_before_parsing() {
+    let stack = stack().await;
+    let url = format!("{}/twilio/voice/inbound", stack.url);
+    let form = "application/x-www-form-urlencoded";
+    let send = |content_type: &'static str, body: String| {
+        stack
+            .http
+            .post(&url)
+            .header("content-type", content_type)
+            .header("x-twilio-signature", "Zm9yZ2Vk")
+            .body(body)
+            .send()
+    };
+    // The review's body: 4.5 MB of `a&`, 2.25 M empty pairs.
+    let huge = send(form, "a&".repeat(2_250_000)).await.unwrap();
+    assert_eq!(huge.status(), 413);
+    let json = send("application/json", r#"{"CallSid":"CA1"}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 415);
+    let crowded = send(form, vec!["a=1"; 201].join("&")).await.unwrap();
+    assert_eq!(crowded.status(), 400);
+    // Just inside the limits, a forged request is still a plain 403.
+    let at_limit = send(form, vec!["a=1"; 200].join("&")).await.unwrap();
+    assert_eq!(at_limit.status(), 403);
+    assert_eq!(item_count(&stack).await, 0, "nothing was written");
+}
+
+#[tokio::test]
 async fn the_intercept_url_can_block_a_call() {
     // The platform's intercept endpoint refuses every call with 403, as Twilio Proxy's does.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
