@@ -55,6 +55,9 @@ pub struct Options {
     pub sweep_every: Option<Duration>,
     /// Another template than the repository's (a test that removes a permission).
     pub template: Option<PathBuf>,
+    /// Where the functions reach Secrets Manager, if not at the emulator itself (a
+    /// [`crate::relay::Relay`] a test can cut).
+    pub secrets_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             env: Vec::new(),
             sweep_every: Some(Duration::from_secs(60)),
             template: None,
+            secrets_endpoint: None,
         }
     }
 }
@@ -257,7 +261,11 @@ impl Stack {
                     denials: denials.clone(),
                 })
                 .build();
-            let secrets = aws_sdk_secretsmanager::config::Builder::from(&aws)
+            let mut secrets = aws_sdk_secretsmanager::config::Builder::from(&aws);
+            if let Some(endpoint) = &options.secrets_endpoint {
+                secrets = secrets.endpoint_url(endpoint);
+            }
+            let secrets = secrets
                 .timeout_config(emulator_timeouts())
                 .interceptor(iam::SecretsGuard {
                     function: function.clone(),

@@ -120,7 +120,9 @@ fn refusal(status: StatusCode, why: &'static str) -> Response<Body> {
 }
 
 /// Checks the request's signature over `PUBLIC_BASE_URL` + raw path + raw query and its form
-/// parameters. On a mismatch the secret is fetched once more, in case the token was rotated.
+/// parameters, with the secret's current token or, during a rotation, its previous one. On a
+/// mismatch the secret is fetched once more (at most once per interval), in case the token
+/// was rotated; while Secrets Manager is down, the tokens already cached decide.
 pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
     let Some(header) = web::header(req, "x-twilio-signature") else {
         tracing::warn!(path = %web::raw_path(req), "webhook without X-Twilio-Signature");
@@ -130,16 +132,21 @@ pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
     let url = app
         .config
         .public_url(&web::raw_path(req), web::raw_query(req));
-    let creds = app
+    let signed_by = |versions: &crate::secrets::SecretVersions| {
+        versions
+            .auth_tokens()
+            .any(|token| signature::is_valid(token, &url, &params, header))
+    };
+    let versions = app
         .secrets
-        .get()
+        .versions()
         .await
         .map_err(|e| Rejected::Unverifiable(e.to_string()))?;
-    if signature::is_valid(&creds.auth_token, &url, &params, header) {
+    if signed_by(&versions) {
         return Ok(TwilioForm(params));
     }
     match app.secrets.refresh_after_failure().await {
-        Ok(Some(fresh)) if signature::is_valid(&fresh.auth_token, &url, &params, header) => {
+        Ok(Some(fresh)) if signed_by(&fresh) => {
             tracing::info!("auth token rotated; new token accepted");
             Ok(TwilioForm(params))
         }
