@@ -48,6 +48,13 @@ pub enum Code {
     NumberAlreadyInPool = 80641,
     /// The number is still used by open sessions.
     NumberInUse = 80642,
+    /// A participant's number is in a country `ALLOWED_COUNTRIES` does not list. Tsunagu's
+    /// own codes are four digits: Twilio assigns none in 1000–9999.
+    CountryNotAllowed = 8101,
+    /// A participant's number is one of the pool's proxy numbers.
+    ParticipantIsProxyNumber = 8102,
+    /// `date_expiry`, or an extension of it, beyond the furthest end a session may have.
+    BeyondMaximumEnd = 8103,
     /// Too much contention to finish now; retrying is safe.
     Busy = 50300,
     /// A dependency (DynamoDB, Secrets Manager, Twilio) failed.
@@ -186,6 +193,18 @@ impl From<DomainError> for Problem {
             E::SessionChanged(detail) => {
                 Problem::conflict(Code::InvalidStatusChange, "Session changed", detail)
             }
+            E::ParticipantIsProxyNumber(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::ParticipantIsProxyNumber,
+                "Participant is a proxy number",
+                detail,
+            ),
+            E::BeyondMaximumEnd(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::BeyondMaximumEnd,
+                "Beyond the maximum end",
+                detail,
+            ),
             E::NoProxyNumber(detail) => Problem::conflict(
                 Code::NoProxyNumberAvailable,
                 "No proxy number available",

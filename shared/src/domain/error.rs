@@ -24,6 +24,12 @@ pub enum DomainError {
     SessionChanged(String),
     #[error("{0}")]
     NoProxyNumber(String),
+    /// A participant's number is one of the pool's own proxy numbers.
+    #[error("{0}")]
+    ParticipantIsProxyNumber(String),
+    /// The session's end would move past the furthest end a session may have.
+    #[error("{0}")]
+    BeyondMaximumEnd(String),
     #[error("{0}")]
     NumberNotInPool(String),
     /// The requested proxy number already routes this participant in another open session.
