@@ -151,7 +151,20 @@ impl Config {
             }
             Ok(value.trim_end_matches('/').to_owned())
         };
-        let optional_url = |name: &'static str| get(name).map(|v| url(name, v)).transpose();
+        // The platform's URLs get signed requests: https only, or http to loopback (local).
+        let callback_url = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            let Some(value) = get(name) else {
+                return Ok(None);
+            };
+            if crate::callback::check_url(&value).is_err() {
+                return Err(ConfigError::Invalid {
+                    name,
+                    value,
+                    why: "expected an https URL (plain http only to a loopback address)",
+                });
+            }
+            url(name, value).map(Some)
+        };
 
         let public_base_url = url("PUBLIC_BASE_URL", required("PUBLIC_BASE_URL")?)?;
         if public_base_url.contains('?') || public_base_url.contains('#') {
@@ -225,8 +238,8 @@ impl Config {
             retention_days,
             allowed_countries,
             dial_timeout_seconds: dial_timeout as u32,
-            intercept_callback_url: optional_url("INTERCEPT_CALLBACK_URL")?,
-            out_of_session_callback_url: optional_url("OUT_OF_SESSION_CALLBACK_URL")?,
+            intercept_callback_url: callback_url("INTERCEPT_CALLBACK_URL")?,
+            out_of_session_callback_url: callback_url("OUT_OF_SESSION_CALLBACK_URL")?,
             rates: Rates::from_lookup(&lookup)?,
             prompts,
         })
@@ -303,10 +316,18 @@ mod tests {
         let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
         assert!(err.to_string().contains("DEFAULT_TTL_SECONDS"), "{err}");
 
+        for bad in ["ftp://x", "http://platform.example.jp/intercept"] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("INTERCEPT_CALLBACK_URL", bad));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(err.to_string().contains("INTERCEPT_CALLBACK_URL"), "{err}");
+        }
         let mut pairs = BASE.to_vec();
-        pairs.push(("INTERCEPT_CALLBACK_URL", "ftp://x"));
-        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
-        assert!(err.to_string().contains("INTERCEPT_CALLBACK_URL"), "{err}");
+        pairs.push(("OUT_OF_SESSION_CALLBACK_URL", "http://127.0.0.1:8080/oos"));
+        assert!(
+            Config::from_lookup(lookup(&pairs)).is_ok(),
+            "loopback http is local"
+        );
     }
 
     #[test]

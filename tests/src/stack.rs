@@ -27,6 +27,8 @@ use crate::template;
 /// Documented test credentials: the simulator's account and the secret seeded locally.
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "local-auth-token-not-a-secret-00";
+/// The key that signs Tsunagu's requests to the platform's callback URLs, locally.
+pub const CALLBACK_SIGNING_KEY: &str = "local-callback-signing-key-not-a-secret";
 pub const REGION: &str = "ap-northeast-1";
 
 /// The app's clock is the simulator's: both agree on "now" in virtual time.
@@ -407,8 +409,12 @@ async fn seed_secret(
     auth_token: &str,
 ) -> Result<String, String> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
-    let value =
-        serde_json::json!({ "account_sid": account_sid, "auth_token": auth_token }).to_string();
+    let value = serde_json::json!({
+        "account_sid": account_sid,
+        "auth_token": auth_token,
+        "callback_signing_key": CALLBACK_SIGNING_KEY,
+    })
+    .to_string();
     let seeding_error = |e: String| format!("seeding secret {id}: {e}");
     if let Ok(created) = client
         .create_secret()
