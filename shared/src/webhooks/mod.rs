@@ -67,17 +67,44 @@ pub const MAX_WEBHOOK_PARAMS: usize = 200;
 /// other products (Event Streams, some Messaging and Studio hooks), none of which call us.
 pub const WEBHOOK_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
+/// Why [`guard`] refused a webhook request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over [`MAX_WEBHOOK_BODY_BYTES`]: 413.
+    TooLarge,
+    /// Not [`WEBHOOK_CONTENT_TYPE`]: 415.
+    NotAForm,
+    /// Over [`MAX_WEBHOOK_PARAMS`] parameters: 400.
+    TooManyParameters,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::TooManyParameters => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn response(self) -> Response<Body> {
+        let why = match self {
+            Refusal::TooLarge => "the body is larger than 32 KiB",
+            Refusal::NotAForm => "send application/x-www-form-urlencoded",
+            Refusal::TooManyParameters => "more than 200 form parameters",
+        };
+        web::with_type(self.status(), "text/plain; charset=utf-8", why.into())
+    }
+}
+
 /// Cheap checks on a webhook request before anything else: its size, its media type and how
 /// many parameters it has. Reads only the body's length, the `Content-Type` header and the
-/// body's bytes (counting `&`), allocates nothing on success, and answers 413, 415 or 400.
-pub fn guard(req: &Request) -> Result<(), Response<Body>> {
+/// body's bytes (counting `&`) and allocates nothing.
+pub fn guard(req: &Request) -> Result<(), Refusal> {
     let body = web::body_bytes(req);
     if body.len() > MAX_WEBHOOK_BODY_BYTES {
         tracing::warn!(path = %web::raw_path(req), bytes = body.len(), "webhook body too large");
-        return Err(refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the body is larger than 32 KiB",
-        ));
+        return Err(Refusal::TooLarge);
     }
     let media_type = req
         .headers()
@@ -87,17 +114,11 @@ pub fn guard(req: &Request) -> Result<(), Response<Body>> {
         .map(str::trim);
     if !media_type.is_some_and(|m| m.eq_ignore_ascii_case(WEBHOOK_CONTENT_TYPE)) {
         tracing::warn!(path = %web::raw_path(req), "webhook with another media type than a form");
-        return Err(refusal(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send application/x-www-form-urlencoded",
-        ));
+        return Err(Refusal::NotAForm);
     }
     if parameter_count(body) > MAX_WEBHOOK_PARAMS {
         tracing::warn!(path = %web::raw_path(req), "webhook with too many parameters");
-        return Err(refusal(
-            StatusCode::BAD_REQUEST,
-            "more than 200 form parameters",
-        ));
+        return Err(Refusal::TooManyParameters);
     }
     Ok(())
 }
@@ -113,10 +134,6 @@ fn parameter_count(body: &[u8]) -> usize {
         .filter(|&&b| b == b'&')
         .take(MAX_WEBHOOK_PARAMS)
         .count()
-}
-
-fn refusal(status: StatusCode, why: &'static str) -> Response<Body> {
-    web::with_type(status, "text/plain; charset=utf-8", why.into())
 }
 
 /// Checks the request's signature over `PUBLIC_BASE_URL` + raw path + raw query and its form
@@ -203,7 +220,7 @@ where
     Fut: std::future::Future<Output = Result<Response<Body>, WebhookError>>,
 {
     if let Err(refused) = guard(&req) {
-        return refused;
+        return refused.response();
     }
     let app = Arc::new(app.within(Budget::webhook()));
     answer_within(WEBHOOK_ANSWER, app.clone(), async move {
@@ -327,7 +344,7 @@ mod tests {
         b.body(Body::Binary(body)).unwrap()
     }
 
-    fn status_of(r: Result<(), Response<Body>>) -> Option<u16> {
+    fn status_of(r: Result<(), Refusal>) -> Option<u16> {
         r.err().map(|r| r.status().as_u16())
     }
 
