@@ -156,7 +156,9 @@ pub fn sdk_timeouts() -> TimeoutConfig {
 }
 
 /// One reqwest client per container. Short timeouts: most callers are answering Twilio,
-/// which gives up after 15 seconds; requests cut them further to their `Budget`.
+/// which gives up after 15 seconds; requests cut them further to their `Budget`. No
+/// redirects: Twilio's REST API answers without them, and a platform callback that
+/// redirects must not send Tsunagu's signed request somewhere else.
 pub fn http_client() -> reqwest::Client {
     // reqwest is built without a default crypto provider; ring is the one we ship.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -164,6 +166,7 @@ pub fn http_client() -> reqwest::Client {
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("tsunagu/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }

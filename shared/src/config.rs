@@ -4,6 +4,20 @@
 use crate::pricing::{RateError, Rates};
 
 pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
+/// Closed sessions are kept at most ten years; the table's TTL deletes them after that.
+pub const MAX_RETENTION_DAYS: u64 = 3_650;
+pub const JAPAN_CALLING_CODE: &str = "81";
+
+/// `81,1` or `+81, +44` → `["81", "1"]`; `None` unless every entry is 1 to 3 digits.
+fn parse_calling_codes(list: &str) -> Option<Vec<String>> {
+    list.split(',')
+        .map(|code| {
+            let code = code.trim().trim_start_matches('+');
+            (!code.is_empty() && code.len() <= 3 && code.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| code.to_owned())
+        })
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -94,6 +108,9 @@ pub struct Config {
     pub default_extension_seconds: u64,
     pub default_extension_max_count: u32,
     pub retention_days: u64,
+    /// Country calling codes participants' numbers may have (`ALLOWED_COUNTRIES`, e.g.
+    /// `81` for Japan, the default): anything else is refused, a guard against toll fraud.
+    pub allowed_countries: Vec<String>,
     /// How long Twilio rings the other party before giving up.
     pub dial_timeout_seconds: u32,
     pub intercept_callback_url: Option<String>,
@@ -137,7 +154,20 @@ impl Config {
             }
             Ok(value.trim_end_matches('/').to_owned())
         };
-        let optional_url = |name: &'static str| get(name).map(|v| url(name, v)).transpose();
+        // The platform's URLs get signed requests: https only, or http to loopback (local).
+        let callback_url = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            let Some(value) = get(name) else {
+                return Ok(None);
+            };
+            if crate::callback::check_url(&value).is_err() {
+                return Err(ConfigError::Invalid {
+                    name,
+                    value,
+                    why: "expected an https URL (plain http only to a loopback address)",
+                });
+            }
+            url(name, value).map(Some)
+        };
 
         let public_base_url = url("PUBLIC_BASE_URL", required("PUBLIC_BASE_URL")?)?;
         if public_base_url.contains('?') || public_base_url.contains('#') {
@@ -181,6 +211,22 @@ impl Config {
                 why: "Twilio accepts 5 to 600 seconds",
             });
         }
+        let retention_days = number("RETENTION_DAYS", 90)?;
+        if !(1..=MAX_RETENTION_DAYS).contains(&retention_days) {
+            return Err(ConfigError::Invalid {
+                name: "RETENTION_DAYS",
+                value: retention_days.to_string(),
+                why: "expected 1 to 3650 days",
+            });
+        }
+        let allowed_countries = match get("ALLOWED_COUNTRIES") {
+            None => vec![JAPAN_CALLING_CODE.to_owned()],
+            Some(list) => parse_calling_codes(&list).ok_or(ConfigError::Invalid {
+                name: "ALLOWED_COUNTRIES",
+                value: list,
+                why: "expected country calling codes separated by commas, like 81,1",
+            })?,
+        };
         Ok(Self {
             table_name: required("TABLE_NAME")?,
             twilio_secret_id: required("TWILIO_SECRET_ID")?,
@@ -193,10 +239,11 @@ impl Config {
             default_warning_lead_seconds: number("DEFAULT_WARNING_LEAD_SECONDS", 180)?,
             default_extension_seconds: number("DEFAULT_EXTENSION_SECONDS", 300)?,
             default_extension_max_count: u32::try_from(max_count).unwrap_or(u32::MAX),
-            retention_days: number("RETENTION_DAYS", 90)?,
+            retention_days,
+            allowed_countries,
             dial_timeout_seconds: dial_timeout as u32,
-            intercept_callback_url: optional_url("INTERCEPT_CALLBACK_URL")?,
-            out_of_session_callback_url: optional_url("OUT_OF_SESSION_CALLBACK_URL")?,
+            intercept_callback_url: callback_url("INTERCEPT_CALLBACK_URL")?,
+            out_of_session_callback_url: callback_url("OUT_OF_SESSION_CALLBACK_URL")?,
             rates: Rates::from_lookup(&lookup)?,
             prompts,
         })
@@ -208,6 +255,15 @@ impl Config {
             Some(q) => format!("{}{raw_path}?{q}", self.public_base_url),
             None => format!("{}{raw_path}", self.public_base_url),
         }
+    }
+
+    /// Whether a participant may have this number: its country calling code is allowed.
+    /// Calling codes are prefix-free (ITU-T E.164), so a prefix match is exact.
+    pub fn country_allowed(&self, number: &crate::phone::PhoneNumber) -> bool {
+        let digits = number.as_str().trim_start_matches('+');
+        self.allowed_countries
+            .iter()
+            .any(|code| digits.starts_with(code.as_str()))
     }
 
     pub fn retention_seconds(&self) -> i64 {
@@ -264,10 +320,58 @@ mod tests {
         let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
         assert!(err.to_string().contains("DEFAULT_TTL_SECONDS"), "{err}");
 
+        for bad in ["ftp://x", "http://platform.example.jp/intercept"] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("INTERCEPT_CALLBACK_URL", bad));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(err.to_string().contains("INTERCEPT_CALLBACK_URL"), "{err}");
+        }
         let mut pairs = BASE.to_vec();
-        pairs.push(("INTERCEPT_CALLBACK_URL", "ftp://x"));
-        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
-        assert!(err.to_string().contains("INTERCEPT_CALLBACK_URL"), "{err}");
+        pairs.push(("OUT_OF_SESSION_CALLBACK_URL", "http://127.0.0.1:8080/oos"));
+        assert!(
+            Config::from_lookup(lookup(&pairs)).is_ok(),
+            "loopback http is local"
+        );
+    }
+
+    #[test]
+    fn retention_is_bounded() {
+        for bad in ["0", "3651", "100000000000000"] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("RETENTION_DAYS", bad));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err().to_string();
+            assert!(err.contains("RETENTION_DAYS"), "{err}");
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RETENTION_DAYS", "3650"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap().retention_days,
+            3650
+        );
+    }
+
+    #[test]
+    fn only_japanese_participants_unless_allowed_countries_says_otherwise() {
+        use crate::phone::PhoneNumber;
+        let japan = PhoneNumber::parse("090-1234-5678").unwrap();
+        let us = PhoneNumber::parse("+1 415 555 0100").unwrap();
+        let c = Config::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(c.allowed_countries, ["81"]);
+        assert!(c.country_allowed(&japan));
+        assert!(!c.country_allowed(&us));
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ALLOWED_COUNTRIES", " +81, 1 "));
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.allowed_countries, ["81", "1"]);
+        assert!(c.country_allowed(&us));
+
+        for bad in ["JP", "81,,1", "8100"] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("ALLOWED_COUNTRIES", bad));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err().to_string();
+            assert!(err.contains("ALLOWED_COUNTRIES"), "{bad}: {err}");
+        }
     }
 
     #[test]

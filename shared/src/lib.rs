@@ -11,6 +11,7 @@ pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod budget;
+pub mod callback;
 pub mod clock;
 pub mod config;
 pub mod domain;

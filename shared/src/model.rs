@@ -216,9 +216,9 @@ impl Session {
     /// deadline, whichever it has.
     pub fn extended_by(&self, seconds: i64) -> Session {
         let mut moved = self.clone();
-        moved.date_expiry = self.date_expiry.map(|e| e + seconds);
+        moved.date_expiry = self.date_expiry.map(|e| e.saturating_add(seconds));
         if let Some(live) = moved.live_call.as_mut() {
-            live.deadline = live.deadline.map(|d| d + seconds);
+            live.deadline = live.deadline.map(|d| d.saturating_add(seconds));
         }
         moved
     }

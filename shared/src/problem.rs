@@ -68,6 +68,12 @@ pub enum Code {
     InvalidStatusChange = 140903,
     /// An extension asked of a session without an end to move.
     NothingToExtend = 140001,
+    /// A participant's number is in a country `ALLOWED_COUNTRIES` does not list.
+    CountryNotAllowed = 140002,
+    /// A participant's number is one of the pool's proxy numbers.
+    ParticipantIsProxyNumber = 140003,
+    /// `date_expiry`, or an extension of it, beyond the furthest end a session may have.
+    BeyondMaximumEnd = 140004,
     /// Too much contention, or storage unavailable; nothing was written, retrying is safe.
     Busy = 150300,
     /// A dependency (Twilio, or the table within the time budget) failed.
@@ -86,7 +92,10 @@ impl Code {
             | Code::TooManyParticipants
             | Code::NumberNotInPool
             | Code::ModeNotSupported
-            | Code::NothingToExtend => &[400],
+            | Code::NothingToExtend
+            | Code::CountryNotAllowed
+            | Code::ParticipantIsProxyNumber
+            | Code::BeyondMaximumEnd => &[400],
             Code::NotFound => &[404],
             Code::PayloadTooLarge => &[413],
             Code::UnsupportedMediaType => &[415],
@@ -154,6 +163,9 @@ every_code!(
     CallInProgress,
     InvalidStatusChange,
     NothingToExtend,
+    CountryNotAllowed,
+    ParticipantIsProxyNumber,
+    BeyondMaximumEnd,
     Busy,
     Upstream,
     Internal,
@@ -294,6 +306,18 @@ impl From<DomainError> for Problem {
             E::SessionChanged(detail) => {
                 Problem::conflict(Code::InvalidStatusChange, "Session changed", detail)
             }
+            E::ParticipantIsProxyNumber(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::ParticipantIsProxyNumber,
+                "Participant is a proxy number",
+                detail,
+            ),
+            E::BeyondMaximumEnd(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::BeyondMaximumEnd,
+                "Beyond the maximum end",
+                detail,
+            ),
             E::NoProxyNumber(detail) => Problem::conflict(
                 Code::NoProxyNumberAvailable,
                 "No proxy number available",

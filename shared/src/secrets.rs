@@ -1,5 +1,9 @@
 //! Twilio credentials from Secrets Manager: fetched on first use (never during init), cached
-//! per container for five minutes, and refreshed once when a signature fails (token rotation).
+//! per container for five minutes, and refreshed when a signature fails (token rotation), at
+//! most once per interval whether the refresh succeeds or not. Both the current and the
+//! previous version of the secret are kept, so that a request signed with either token of a
+//! rotation in progress is accepted; and while Secrets Manager cannot be reached, the tokens
+//! already cached keep deciding (a forged request stays a 403).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,8 +13,18 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 pub const CACHE_FOR: Duration = Duration::from_secs(300);
-/// A flood of badly signed requests must not turn into a flood of Secrets Manager calls.
+/// A flood of badly signed requests must not turn into a flood of Secrets Manager calls:
+/// after any fetch, successful or not, a signature failure asks again only this much later.
 pub const MIN_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// With nothing cached at all, a failed fetch is not retried sooner than this.
+pub const RETRY_WITHOUT_CACHE: Duration = Duration::from_secs(1);
+
+/// Secrets Manager's staging labels: `AWSCURRENT` is the version `GetSecretValue` returns by
+/// default, and `PutSecretValue` moves `AWSPREVIOUS` onto the version that was current
+/// ("What's in a Secrets Manager secret?", secret versions:
+/// https://docs.aws.amazon.com/secretsmanager/latest/userguide/whats-in-a-secret.html).
+pub const STAGE_CURRENT: &str = "AWSCURRENT";
+pub const STAGE_PREVIOUS: &str = "AWSPREVIOUS";
 
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 pub struct TwilioCredentials {
@@ -20,6 +34,10 @@ pub struct TwilioCredentials {
     pub api_key_sid: Option<String>,
     #[serde(default)]
     pub api_key_secret: Option<String>,
+    /// The key that signs Tsunagu's requests to the platform's callback URLs
+    /// (`Tsunagu-Signature`); optional: without it those requests go unsigned.
+    #[serde(default)]
+    pub callback_signing_key: Option<String>,
 }
 
 impl TwilioCredentials {
@@ -44,7 +62,26 @@ impl std::fmt::Debug for TwilioCredentials {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// The secret's current version and, during a rotation, the one before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretVersions {
+    pub current: TwilioCredentials,
+    pub previous: Option<TwilioCredentials>,
+}
+
+impl SecretVersions {
+    /// The auth tokens a genuine Twilio request may be signed with, current first.
+    pub fn auth_tokens(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.current.auth_token.as_str()).chain(
+            self.previous
+                .iter()
+                .map(|p| p.auth_token.as_str())
+                .filter(|t| *t != self.current.auth_token),
+        )
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     #[error("could not read secret {id}: {reason}")]
     Unavailable { id: String, reason: String },
@@ -54,7 +91,12 @@ pub enum SecretError {
 
 #[async_trait]
 pub trait SecretSource: Send + Sync {
+    /// The current version (`AWSCURRENT`).
     async fn fetch(&self) -> Result<TwilioCredentials, SecretError>;
+    /// The previous version (`AWSPREVIOUS`), if the secret has one.
+    async fn fetch_previous(&self) -> Result<Option<TwilioCredentials>, SecretError> {
+        Ok(None)
+    }
 }
 
 pub struct SecretsManagerSource {
@@ -65,6 +107,40 @@ pub struct SecretsManagerSource {
 impl SecretsManagerSource {
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String) -> Self {
         Self { client, secret_id }
+    }
+
+    /// The version carrying `stage`; `None` when no version carries it.
+    async fn stage(&self, stage: &str) -> Result<Option<TwilioCredentials>, SecretError> {
+        let out = match self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .version_stage(stage)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            // A secret never rotated has no AWSPREVIOUS: GetSecretValue answers
+            // ResourceNotFoundException for a stage no version carries.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception())
+                    && stage != STAGE_CURRENT =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(SecretError::Unavailable {
+                    id: self.secret_id.clone(),
+                    reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                });
+            }
+        };
+        let json = out.secret_string().ok_or_else(|| SecretError::Malformed {
+            id: self.secret_id.clone(),
+            reason: "the secret has no string value".into(),
+        })?;
+        parse_secret(&self.secret_id, json).map(Some)
     }
 }
 
@@ -87,83 +163,145 @@ pub fn parse_secret(id: &str, json: &str) -> Result<TwilioCredentials, SecretErr
 #[async_trait]
 impl SecretSource for SecretsManagerSource {
     async fn fetch(&self) -> Result<TwilioCredentials, SecretError> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-            .map_err(|e| SecretError::Unavailable {
+        self.stage(STAGE_CURRENT)
+            .await?
+            .ok_or_else(|| SecretError::Unavailable {
                 id: self.secret_id.clone(),
-                reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-            })?;
-        let json = out.secret_string().ok_or_else(|| SecretError::Malformed {
-            id: self.secret_id.clone(),
-            reason: "the secret has no string value".into(),
-        })?;
-        parse_secret(&self.secret_id, json)
+                reason: "no version is AWSCURRENT".into(),
+            })
+    }
+
+    async fn fetch_previous(&self) -> Result<Option<TwilioCredentials>, SecretError> {
+        self.stage(STAGE_PREVIOUS).await
     }
 }
 
 struct Cached {
-    creds: TwilioCredentials,
+    versions: SecretVersions,
     fetched: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    cached: Option<Cached>,
+    /// The last fetch, successful or not, and its error if it failed.
+    attempt: Option<(Instant, Option<SecretError>)>,
+}
+
+impl State {
+    fn attempted_within(&self, interval: Duration) -> bool {
+        self.attempt
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < interval)
+    }
 }
 
 /// One per container; cloning shares the cache.
 #[derive(Clone)]
 pub struct SecretCache {
     source: Arc<dyn SecretSource>,
-    cached: Arc<Mutex<Option<Cached>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl SecretCache {
     pub fn new(source: Arc<dyn SecretSource>) -> Self {
         Self {
             source,
-            cached: Arc::new(Mutex::new(None)),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 
-    /// The cached credentials, fetched when absent or older than five minutes.
+    /// The current credentials (for REST calls).
     pub async fn get(&self) -> Result<TwilioCredentials, SecretError> {
-        let mut slot = self.cached.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| c.fetched.elapsed() < CACHE_FOR) {
-            return Ok(c.creds.clone());
+        Ok(self.versions().await?.current)
+    }
+
+    /// The cached versions, fetched when absent or older than five minutes. When that fetch
+    /// fails (or failed less than [`MIN_FORCED_REFRESH_INTERVAL`] ago), the versions already
+    /// cached are used: a Secrets Manager outage must not stop verification.
+    pub async fn versions(&self) -> Result<SecretVersions, SecretError> {
+        let mut state = self.state.lock().await;
+        match &state.cached {
+            Some(c) if c.fetched.elapsed() < CACHE_FOR => return Ok(c.versions.clone()),
+            Some(c) if state.attempted_within(MIN_FORCED_REFRESH_INTERVAL) => {
+                return Ok(c.versions.clone());
+            }
+            None if state.attempted_within(RETRY_WITHOUT_CACHE) => {
+                if let Some((_, Some(e))) = &state.attempt {
+                    return Err(e.clone());
+                }
+            }
+            _ => {}
         }
-        let creds = self.source.fetch().await?;
-        *slot = Some(Cached {
-            creds: creds.clone(),
-            fetched: Instant::now(),
+        match self.load(&mut state).await {
+            Ok(v) => Ok(v),
+            Err(e) => match &state.cached {
+                Some(c) => {
+                    tracing::warn!(error = %e, "secret refresh failed; using the cached tokens");
+                    Ok(c.versions.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Fetches both versions, recording the attempt whatever its outcome.
+    async fn load(&self, state: &mut State) -> Result<SecretVersions, SecretError> {
+        let fetched = futures::try_join!(self.source.fetch(), async {
+            // Without the previous version only a rotation in progress suffers; the current
+            // one still decides.
+            Ok(self.source.fetch_previous().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the secret's previous version");
+                None
+            }))
         });
-        Ok(creds)
+        let now = Instant::now();
+        match fetched {
+            Ok((current, previous)) => {
+                let versions = SecretVersions { current, previous };
+                state.cached = Some(Cached {
+                    versions: versions.clone(),
+                    fetched: now,
+                });
+                state.attempt = Some((now, None));
+                Ok(versions)
+            }
+            Err(e) => {
+                state.attempt = Some((now, Some(e.clone())));
+                Err(e)
+            }
+        }
     }
 
     /// Fetches again after a signature failure, in case the token was rotated. Returns `None`
-    /// when nothing new can be learnt: the cache is fresh from a fetch moments ago, or the
-    /// secret is unchanged.
-    pub async fn refresh_after_failure(&self) -> Result<Option<TwilioCredentials>, SecretError> {
-        let mut slot = self.cached.lock().await;
-        if slot
-            .as_ref()
-            .is_some_and(|c| c.fetched.elapsed() < MIN_FORCED_REFRESH_INTERVAL)
-        {
+    /// when nothing new can be learnt: a fetch was attempted moments ago (successful or
+    /// not), the secret is unchanged, or Secrets Manager cannot be reached while tokens are
+    /// cached (they decide: a mismatch stays a mismatch).
+    pub async fn refresh_after_failure(&self) -> Result<Option<SecretVersions>, SecretError> {
+        let mut state = self.state.lock().await;
+        if state.attempted_within(MIN_FORCED_REFRESH_INTERVAL) {
             return Ok(None);
         }
-        let creds = self.source.fetch().await?;
-        let changed = slot.as_ref().is_none_or(|c| c.creds != creds);
-        *slot = Some(Cached {
-            creds: creds.clone(),
-            fetched: Instant::now(),
-        });
-        Ok(changed.then_some(creds))
+        let before = state.cached.as_ref().map(|c| c.versions.clone());
+        match self.load(&mut state).await {
+            Ok(fresh) => Ok((before.as_ref() != Some(&fresh)).then_some(fresh)),
+            Err(e) if before.is_some() => {
+                tracing::warn!(error = %e, "secret refresh failed; the cached tokens decide");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// For tests: forget the fetch time so the next refresh is allowed.
+    /// For tests: make the last fetch (and its attempt) `by` older.
     #[doc(hidden)]
     pub async fn age_for_test(&self, by: Duration) {
-        if let Some(c) = self.cached.lock().await.as_mut() {
+        let mut state = self.state.lock().await;
+        if let Some(c) = state.cached.as_mut() {
             c.fetched = c.fetched.checked_sub(by).unwrap_or(c.fetched);
+        }
+        if let Some((at, _)) = state.attempt.as_mut() {
+            *at = at.checked_sub(by).unwrap_or(*at);
         }
     }
 }
@@ -220,7 +358,7 @@ mod tests {
 
         cache.age_for_test(MIN_FORCED_REFRESH_INTERVAL).await;
         let rotated = cache.refresh_after_failure().await.unwrap().unwrap();
-        assert_eq!(rotated.auth_token, "token-1");
+        assert_eq!(rotated.current.auth_token, "token-1");
         assert_eq!(cache.get().await.unwrap().auth_token, "token-1");
 
         cache.age_for_test(CACHE_FOR).await;
@@ -229,6 +367,120 @@ mod tests {
             "token-2",
             "expired after 5 min"
         );
+    }
+
+    /// A secret with a current and a previous version, and a switch that takes Secrets
+    /// Manager down.
+    struct Switchable {
+        down: std::sync::atomic::AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Switchable {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                down: false.into(),
+                calls: AtomicUsize::new(0),
+            })
+        }
+        fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        fn answer(&self, token: &str) -> Result<TwilioCredentials, SecretError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(SecretError::Unavailable {
+                    id: "test".into(),
+                    reason: "connection refused".into(),
+                });
+            }
+            parse_secret(
+                "test",
+                &format!(r#"{{"account_sid":"AC1","auth_token":"{token}"}}"#),
+            )
+        }
+    }
+
+    #[async_trait]
+    impl SecretSource for Switchable {
+        async fn fetch(&self) -> Result<TwilioCredentials, SecretError> {
+            self.answer("new")
+        }
+        async fn fetch_previous(&self) -> Result<Option<TwilioCredentials>, SecretError> {
+            self.answer("old").map(Some)
+        }
+    }
+
+    #[tokio::test]
+    async fn both_the_current_and_the_previous_token_are_kept() {
+        let cache = SecretCache::new(Switchable::new());
+        let versions = cache.versions().await.unwrap();
+        assert_eq!(versions.auth_tokens().collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(
+            cache.get().await.unwrap().auth_token,
+            "new",
+            "REST uses the current one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_counts_in_the_limiter_and_the_cached_tokens_stay() {
+        let source = Switchable::new();
+        let cache = SecretCache::new(source.clone());
+        cache.versions().await.unwrap();
+        let after_first = source.calls();
+        source.set_down(true);
+
+        cache.age_for_test(MIN_FORCED_REFRESH_INTERVAL).await;
+        assert_eq!(cache.refresh_after_failure().await.unwrap(), None);
+        let after_failure = source.calls();
+        assert!(after_failure > after_first, "the refresh was tried");
+        for _ in 0..50 {
+            assert_eq!(cache.refresh_after_failure().await.unwrap(), None);
+        }
+        assert_eq!(
+            source.calls(),
+            after_failure,
+            "and not again within the interval"
+        );
+
+        // Past the cache's lifetime with Secrets Manager still down, the tokens already held
+        // go on deciding, and the failed fetch is not repeated for every request.
+        cache.age_for_test(CACHE_FOR).await;
+        assert_eq!(cache.versions().await.unwrap().current.auth_token, "new");
+        let after_expiry = source.calls();
+        assert!(
+            after_expiry > after_failure,
+            "an expired cache is refetched"
+        );
+        for _ in 0..50 {
+            let v = cache.versions().await.unwrap();
+            assert_eq!(v.current.auth_token, "new");
+        }
+        assert_eq!(source.calls(), after_expiry, "but not for every request");
+
+        source.set_down(false);
+        cache.age_for_test(MIN_FORCED_REFRESH_INTERVAL).await;
+        cache.versions().await.unwrap();
+        assert!(source.calls() > after_expiry, "back up: fetched again");
+    }
+
+    #[tokio::test]
+    async fn with_nothing_cached_a_failure_is_reported_and_not_retried_at_once() {
+        let source = Switchable::new();
+        source.set_down(true);
+        let cache = SecretCache::new(source.clone());
+        assert!(cache.versions().await.is_err());
+        let calls = source.calls();
+        assert!(cache.versions().await.is_err());
+        assert!(cache.refresh_after_failure().await.unwrap().is_none());
+        assert_eq!(source.calls(), calls);
+        source.set_down(false);
+        cache.age_for_test(RETRY_WITHOUT_CACHE).await;
+        assert_eq!(cache.get().await.unwrap().auth_token, "new");
     }
 
     #[test]

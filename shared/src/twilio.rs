@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use crate::budget::Budget;
+use crate::phone::PhoneNumber;
 use crate::secrets::{SecretCache, SecretError};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::status_class;
@@ -387,9 +388,13 @@ impl TwilioClient {
             last = TwilioError::Api {
                 status,
                 code,
-                message: parsed
-                    .and_then(|b| b.message)
-                    .unwrap_or_else(|| body.chars().take(200).collect()),
+                // Twilio's messages quote the numbers they refuse; they go into logs and
+                // 502 details, so every number in them is masked here, once.
+                message: mask_numbers(
+                    &parsed
+                        .and_then(|b| b.message)
+                        .unwrap_or_else(|| body.chars().take(200).collect::<String>()),
+                ),
             };
             if !retry.allows(status) {
                 break;
@@ -397,6 +402,55 @@ impl TwilioClient {
         }
         Err(last)
     }
+}
+
+/// `text` with every phone number in it masked: a run of at least 8 digits, optionally
+/// after `+` and split by single spaces or hyphens, that is not part of a word (a SID, a
+/// hex string). Parsed numbers are masked as in logs (`+8190****5678`); others keep only
+/// their last two digits.
+pub fn mask_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_word = i > 0 && chars[i - 1].is_alphanumeric();
+        let first_digit = if chars[i] == '+' { i + 1 } else { i };
+        if starts_word || !chars.get(first_digit).is_some_and(char::is_ascii_digit) {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The run: digits, each separator followed by a digit.
+        let mut end = first_digit;
+        let mut digits = 0;
+        while end < chars.len() {
+            if chars[end].is_ascii_digit() {
+                digits += 1;
+                end += 1;
+            } else if matches!(chars[end], ' ' | '-')
+                && chars.get(end + 1).is_some_and(char::is_ascii_digit)
+            {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        let run: String = chars[i..end].iter().collect();
+        if digits < 8 || chars.get(end).is_some_and(|c| c.is_alphanumeric()) {
+            out.push_str(&run);
+        } else {
+            match PhoneNumber::parse(&run) {
+                Ok(n) => out.push_str(&n.masked().to_string()),
+                Err(_) => {
+                    let kept: String = run.chars().filter(char::is_ascii_digit).collect();
+                    out.push_str("****");
+                    out.push_str(&kept[kept.len() - 2..]);
+                }
+            }
+        }
+        i = end;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -416,5 +470,33 @@ mod tests {
         let e = client.end_conference(&secrets, "CF1").await.unwrap_err();
         assert!(matches!(e, TwilioError::OutOfTime), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn numbers_in_twilio_messages_are_masked() {
+        let cases = [
+            (
+                "The source phone number provided, +815031234567, is not yet verified",
+                "The source phone number provided, +8150****4567, is not yet verified",
+            ),
+            (
+                "Invalid 'To' Phone Number: +81 90 1234 5678",
+                "Invalid 'To' Phone Number: +8190****5678",
+            ),
+            ("call 090-1234-5678 now", "call +8190****5678 now"),
+            ("To +1234567890123456 is odd", "To ****56 is odd"),
+            // Not numbers: SIDs, codes, short digit runs, URLs of error pages.
+            (
+                "Call CA0123456789abcdef0123456789abcdef not found (code 20404)",
+                "Call CA0123456789abcdef0123456789abcdef not found (code 20404)",
+            ),
+            (
+                "see https://www.twilio.com/docs/errors/21211",
+                "see https://www.twilio.com/docs/errors/21211",
+            ),
+        ];
+        for (text, masked) in cases {
+            assert_eq!(mask_numbers(text), masked, "{text}");
+        }
     }
 }

@@ -532,7 +532,7 @@ async fn an_idempotency_key_with_non_ascii_bytes_is_refused() {
             .unwrap();
         assert_eq!(response.status(), 400);
         let p: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(p["code"], 20001, "{p}");
+        assert_eq!(p["code"], 80701, "{p}");
         assert!(
             p["detail"].as_str().unwrap().contains("Idempotency-Key"),
             "{p}"
@@ -637,4 +637,173 @@ async fn extend_moves_the_end_and_refuses_what_it_cannot_move() {
         )
         .await;
     assert_eq!((got, p["code"].as_u64()), (409, Some(80607)));
+}
+
+/// The input rules of issue 9, each through `/v1`: each refusal has its code and writes
+/// nothing.
+#[tokio::test]
+async fn hostile_names_numbers_keys_and_dates_are_refused() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let before = item_count(&stack).await;
+    let participants = |a: &str, b: &str| json!([{"identifier": a}, {"identifier": b}]);
+    let cases = [
+        // A bidi override (U+202E) reverses what follows it; a zero-width space hides.
+        (
+            json!({"unique_name": "order\u{202e}1", "participants": participants(A, B)}),
+            80701,
+        ),
+        (
+            json!({"participants": [{"identifier": A, "friendly_name": "山\u{200b}田"}, {"identifier": B}]}),
+            80701,
+        ),
+        (
+            json!({"participants": participants(A, "+1 415 555 0100")}),
+            140002,
+        ),
+        (
+            json!({"participants": participants(A, "+44 20 7946 0000")}),
+            140002,
+        ),
+        (json!({"participants": participants(A, P1)}), 140003),
+        (
+            json!({"date_expiry": "9999-12-31T23:59:59Z", "participants": participants(A, B)}),
+            140004,
+        ),
+    ];
+    for (body, code) in cases {
+        let (status, p) = stack.api("POST", "/v1/sessions", Some(body.clone())).await;
+        assert_eq!(
+            (status, p["code"].as_u64()),
+            (400, Some(code)),
+            "{body}: {p}"
+        );
+    }
+    // A key that is not visible ASCII is refused, not taken for no key.
+    for key in ["注文-1".as_bytes(), b"order\xff"] {
+        let r = stack
+            .http
+            .post(format!("{}/v1/sessions", stack.url))
+            .header(
+                "idempotency-key",
+                reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .json(&session_body(A, B))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{key:?}");
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(p["code"], 80701, "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("Idempotency-Key"));
+    }
+    assert_eq!(item_count(&stack).await, before, "nothing was written");
+
+    // An extension may not carry the end past a year ahead either.
+    let expiry = tsunagu::clock::iso(stack.app.now() + 364 * 86_400);
+    let (status, s) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({"date_expiry": expiry, "participants": participants(A, B)})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let (status, p) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/extend", sid(&s)),
+            Some(json!({"seconds": 2 * 86_400})),
+        )
+        .await;
+    assert_eq!((status, p["code"].as_u64()), (400, Some(140004)), "{p}");
+    let (_, read) = stack
+        .api("GET", &format!("/v1/sessions/{}", sid(&s)), None)
+        .await;
+    assert_eq!(
+        read["date_expiry"], s["date_expiry"],
+        "the end did not move"
+    );
+}
+
+#[tokio::test]
+async fn allowed_countries_opens_participants_to_other_countries() {
+    let stack = stack_with(tsunagu_tests::stack::Options {
+        env: vec![("ALLOWED_COUNTRIES".into(), "81,1".into())],
+        ..Default::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(session_body(A, "+1 415 555 0100")),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let (status, p) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(session_body(B, "+44 20 7946 0000")),
+        )
+        .await;
+    assert_eq!((status, p["code"].as_u64()), (400, Some(140002)), "{p}");
+}
+
+/// A unique name is held while its session is open, and free again once it closes, by
+/// DELETE or by expiring; until it is taken again it still finds the closed session.
+#[tokio::test]
+async fn a_unique_name_is_released_when_its_session_closes_or_expires() {
+    let stack = stack_with(tsunagu_tests::stack::Options {
+        sweep_every: None,
+        ..Default::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    stack.add_proxy_number(P2).await;
+    let body = |expiry: Option<String>| {
+        let mut b = json!({"unique_name": "order-77", "participants": [{"identifier": A}, {"identifier": B}]});
+        if let Some(e) = expiry {
+            b["date_expiry"] = json!(e);
+        }
+        b
+    };
+    let (status, first) = stack.api("POST", "/v1/sessions", Some(body(None))).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, p) = stack.api("POST", "/v1/sessions", Some(body(None))).await;
+    assert_eq!(
+        (status, p["code"].as_u64()),
+        (409, Some(80603)),
+        "held while open"
+    );
+
+    let (status, _) = stack.api("DELETE", "/v1/sessions/order-77", None).await;
+    assert_eq!(status, 200);
+    let (_, read) = stack.api("GET", "/v1/sessions/order-77", None).await;
+    assert_eq!(
+        (read["sid"].clone(), read["status"].clone()),
+        (first["sid"].clone(), json!("closed"))
+    );
+
+    let expiry = tsunagu::clock::iso(stack.app.now() + 600);
+    let (status, second) = stack
+        .api("POST", "/v1/sessions", Some(body(Some(expiry))))
+        .await;
+    assert_eq!(status, 201, "free once closed: {second}");
+    let (_, read) = stack.api("GET", "/v1/sessions/order-77", None).await;
+    assert_eq!(
+        read["sid"], second["sid"],
+        "the name now finds the new session"
+    );
+
+    // The sweep closes the second one at its date_expiry: the name is free again.
+    stack
+        .sweep_at(stack.clock.now() + time::Duration::seconds(601))
+        .await;
+    let (_, read) = stack.api("GET", "/v1/sessions/order-77", None).await;
+    assert_eq!(read["closed_reason"], "expired", "{read}");
+    let (status, third) = stack.api("POST", "/v1/sessions", Some(body(None))).await;
+    assert_eq!(status, 201, "free once expired: {third}");
 }

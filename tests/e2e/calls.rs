@@ -433,6 +433,35 @@ async fn webhooks_refuse_unsigned_and_wrongly_signed_requests() {
 }
 
 #[tokio::test]
+async fn oversized_foreign_and_crowded_webhooks_are_refused_before_parsing() {
+    let stack = stack().await;
+    let url = format!("{}/twilio/voice/inbound", stack.url);
+    let form = "application/x-www-form-urlencoded";
+    let send = |content_type: &'static str, body: String| {
+        stack
+            .http
+            .post(&url)
+            .header("content-type", content_type)
+            .header("x-twilio-signature", "Zm9yZ2Vk")
+            .body(body)
+            .send()
+    };
+    // The review's body: 4.5 MB of `a&`, 2.25 M empty pairs.
+    let huge = send(form, "a&".repeat(2_250_000)).await.unwrap();
+    assert_eq!(huge.status(), 413);
+    let json = send("application/json", r#"{"CallSid":"CA1"}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 415);
+    let crowded = send(form, vec!["a=1"; 201].join("&")).await.unwrap();
+    assert_eq!(crowded.status(), 400);
+    // Just inside the limits, a forged request is still a plain 403.
+    let at_limit = send(form, vec!["a=1"; 200].join("&")).await.unwrap();
+    assert_eq!(at_limit.status(), 403);
+    assert_eq!(item_count(&stack).await, 0, "nothing was written");
+}
+
+#[tokio::test]
 async fn the_intercept_url_can_block_a_call() {
     // The platform's intercept endpoint refuses every call with 403, as Twilio Proxy's does.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -551,4 +580,152 @@ async fn make_call_plays_the_other_phone_as_asked_and_reports_what_was_heard() {
     assert_eq!(status, 400, "{refused}");
     let (status, _) = local_call(&stack, json!({"from": A})).await;
     assert_eq!(status, 400);
+}
+
+/// What a platform endpoint received: the signature header and the body, as sent.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>;
+
+/// The platform's check, as the README shows it: HMAC-SHA256 over "<t>.<body>".
+fn signed_by_tsunagu(header: &str, body: &str, key: &str) -> bool {
+    use hmac::Mac;
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = Some(v),
+            Some(("v1", v)) => v1 = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    hex::decode(v1).is_ok_and(|v| mac.verify_slice(&v).is_ok())
+}
+
+#[tokio::test]
+async fn callbacks_to_the_platform_are_signed_and_redirects_and_huge_answers_are_not_followed() {
+    // The platform: /intercept lets calls through; /oos answers by `mode`: 0 a redirect to
+    // /elsewhere (which would give TwiML), 1 a TwiML document over the size cap, 2 a small one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let received: Received = Default::default();
+    let mode = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let elsewhere = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let record = |received: Received| {
+        move |headers: axum::http::HeaderMap, body: String| {
+            let sig = headers
+                .get("tsunagu-signature")
+                .map(|v| v.to_str().unwrap().to_owned());
+            received.lock().unwrap().push((sig, body));
+        }
+    };
+    let twiml = |text: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>{text}</Say><Hangup/></Response>"#
+        )
+    };
+    let router = {
+        let (r1, r2, mode, elsewhere) = (
+            record(received.clone()),
+            record(received.clone()),
+            mode.clone(),
+            elsewhere.clone(),
+        );
+        axum::Router::new()
+            .route(
+                "/intercept",
+                axum::routing::post(move |h: axum::http::HeaderMap, b: String| async move {
+                    r1(h, b);
+                    axum::http::StatusCode::NO_CONTENT
+                }),
+            )
+            .route(
+                "/oos",
+                axum::routing::post(move |h: axum::http::HeaderMap, b: String| async move {
+                    r2(h, b);
+                    use axum::response::IntoResponse;
+                    match mode.load(std::sync::atomic::Ordering::SeqCst) {
+                        0 => (
+                            axum::http::StatusCode::TEMPORARY_REDIRECT,
+                            [("location", "/elsewhere")],
+                        )
+                            .into_response(),
+                        1 => twiml(&"長".repeat(30_000)).into_response(),
+                        _ => twiml("プラットフォームの案内です").into_response(),
+                    }
+                }),
+            )
+            .route(
+                "/elsewhere",
+                axum::routing::post(move || async move {
+                    elsewhere.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    twiml("転送先")
+                }),
+            )
+    };
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let stack = stack_with(Options {
+        env: vec![
+            ("INTERCEPT_CALLBACK_URL".into(), format!("{base}/intercept")),
+            ("OUT_OF_SESSION_CALLBACK_URL".into(), format!("{base}/oos")),
+        ],
+        ..Options::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, B)).await;
+    stack
+        .sim()
+        .dial_in(&e164(A), &proxy(&s, 0), CallerScript::default())
+        .await;
+    stack.finish_calls().await;
+    let stranger = "+817011112222";
+    for m in 0..3 {
+        mode.store(m, std::sync::atomic::Ordering::SeqCst);
+        stack
+            .sim()
+            .dial_in(stranger, &proxy(&s, 0), CallerScript::default())
+            .await;
+        stack.finish_calls().await;
+    }
+
+    let received = received.lock().unwrap().clone();
+    assert_eq!(
+        received.len(),
+        4,
+        "one intercept, three out-of-session calls"
+    );
+    for (signature, body) in &received {
+        let signature = signature.as_deref().expect("every callback is signed");
+        assert!(
+            signed_by_tsunagu(signature, body, tsunagu_tests::stack::CALLBACK_SIGNING_KEY),
+            "{signature} over {body}"
+        );
+        assert!(!signed_by_tsunagu(
+            signature,
+            &format!("{body}&x=1"),
+            tsunagu_tests::stack::CALLBACK_SIGNING_KEY
+        ));
+    }
+    assert!(received[0].1.contains("interaction_type=voice"));
+    assert_eq!(
+        elsewhere.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
+    let heard = stack.sim().heard_by(stranger);
+    let no_session = &stack.app.config.prompts.no_session;
+    assert_eq!(
+        heard.iter().filter(|t| *t == no_session).count(),
+        2,
+        "the redirect and the oversized answer fall back to the default message: {heard:?}"
+    );
+    assert!(
+        heard.iter().any(|t| t == "プラットフォームの案内です"),
+        "{heard:?}"
+    );
 }

@@ -361,12 +361,115 @@ async fn a_rotated_auth_token_is_picked_up_after_one_failed_signature() {
             .status(),
         200
     );
+    // During the rotation the previous token (AWSPREVIOUS) is still accepted: Twilio may
+    // sign with either until the operator promotes the new one there.
     assert_eq!(
         send(tsunagu_tests::stack::AUTH_TOKEN)
             .await
             .unwrap()
             .status(),
-        403,
-        "the old token no longer works"
+        200,
+        "the previous token still works"
     );
+    // A second rotation moves AWSPREVIOUS onto the first rotated token: the original one goes.
+    secrets
+        .put_secret_value()
+        .secret_id(format!("tsunagu/twilio/{}", stack.table))
+        .secret_string(r#"{"account_sid":"AC0123456789abcdef0123456789abcdef","auth_token":"rotated-token-1111111111111111111"}"#)
+        .send()
+        .await
+        .unwrap();
+    stack.gateway.apps["inbound-call"]
+        .secrets
+        .age_for_test(Duration::from_secs(301))
+        .await;
+    for (token, status) in [
+        ("rotated-token-1111111111111111111", 200),
+        ("rotated-token-0000000000000000000", 200),
+        (tsunagu_tests::stack::AUTH_TOKEN, 403),
+    ] {
+        assert_eq!(send(token).await.unwrap().status(), status, "{token}");
+    }
+}
+
+/// The review's outage: Secrets Manager stops answering one function (its endpoint is a
+/// relay the test cuts; the emulator goes on serving the other tests). A token cached
+/// before the outage goes on deciding: forged requests are refused with 403, signed ones
+/// get their TwiML, and the failed refresh is not repeated for every forged request.
+#[tokio::test]
+async fn with_secrets_manager_gone_forged_webhooks_get_403_and_signed_ones_twiml() {
+    let relay = tsunagu_tests::relay::Relay::start(&tsunagu_tests::stack::emulator_url().unwrap())
+        .await
+        .unwrap();
+    let stack = stack_with(tsunagu_tests::stack::Options {
+        secrets_endpoint: Some(relay.url.clone()),
+        ..Default::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let (status, _) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201);
+    let url = format!("{}/twilio/voice/inbound", stack.url);
+    let send = |call: &str, from: &str, signature: Option<&str>| {
+        let form = vec![
+            ("CallSid".to_string(), call.to_string()),
+            ("From".into(), e164(from)),
+            ("To".into(), e164(P1)),
+        ];
+        let signature = signature.map(str::to_owned).unwrap_or_else(|| {
+            tsunagu::signature::compute(tsunagu_tests::stack::AUTH_TOKEN, &url, &form)
+        });
+        stack
+            .http
+            .post(&url)
+            .header("x-twilio-signature", signature)
+            .form(&form)
+            .send()
+    };
+    let forged = Some("Zm9yZ2VkIHNpZ25hdHVyZQ==");
+    let twiml = |body: &str| body.starts_with("<?xml") && body.contains("<Response>");
+
+    let first = send("CA00000000000000000000000000000001", A, None)
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200, "the token is fetched and cached");
+    relay.cut();
+
+    // The refresh a mismatch may trigger is due, but Secrets Manager is gone: still 403.
+    let cache = &stack.gateway.apps["inbound-call"].secrets;
+    cache
+        .age_for_test(tsunagu::secrets::MIN_FORCED_REFRESH_INTERVAL)
+        .await;
+    let r = send("CA00000000000000000000000000000002", A, forged)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let tried = relay.refused();
+    assert!(tried > 0, "the refresh was attempted");
+    for i in 0..20 {
+        let r = send(&format!("CA1000000000000000000000000000{i:04}"), A, forged)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    assert_eq!(
+        relay.refused(),
+        tried,
+        "the failed refresh counts in the limiter"
+    );
+
+    // Even past the cache's five minutes, the cached token decides both ways.
+    cache.age_for_test(tsunagu::secrets::CACHE_FOR).await;
+    let r = send("CA00000000000000000000000000000003", B, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(twiml(&body) && body.contains("<Dial"), "{body}");
+    let r = send("CA00000000000000000000000000000004", B, forged)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }

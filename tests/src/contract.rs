@@ -274,6 +274,8 @@ mod tests {
             DomainError::NoProxyNumber("x".into()),
             DomainError::NoNumbersInPool("x".into()),
             DomainError::OnlyReservedNumbers("x".into()),
+            DomainError::ParticipantIsProxyNumber("x".into()),
+            DomainError::BeyondMaximumEnd("x".into()),
             DomainError::NumberNotInPool("x".into()),
             DomainError::IdentifierConflict("x".into()),
             DomainError::UniqueNameTaken("x".into()),
@@ -308,6 +310,8 @@ mod tests {
                 | DomainError::NoProxyNumber(_)
                 | DomainError::NoNumbersInPool(_)
                 | DomainError::OnlyReservedNumbers(_)
+                | DomainError::ParticipantIsProxyNumber(_)
+                | DomainError::BeyondMaximumEnd(_)
                 | DomainError::NumberNotInPool(_)
                 | DomainError::IdentifierConflict(_)
                 | DomainError::UniqueNameTaken(_)

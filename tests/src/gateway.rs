@@ -42,7 +42,12 @@ impl Gateway {
 
 /// Serves on `listener` until the task is aborted.
 pub fn spawn(listener: tokio::net::TcpListener, gateway: Gateway) -> tokio::task::JoinHandle<()> {
-    let router = axum::Router::new().fallback(handle).with_state(gateway);
+    // API Gateway's own limit on a request's payload (HTTP API quotas: 10 MB); axum's default
+    // (2 MB) would refuse hostile bodies that reach the functions on AWS.
+    let router = axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(10 * 1024 * 1024))
+        .with_state(gateway);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             eprintln!("gateway stopped: {e}");

@@ -7,6 +7,7 @@ pub mod contract;
 pub mod control;
 pub mod gateway;
 pub mod iam;
+pub mod relay;
 pub mod simulator;
 pub mod stack;
 pub mod template;

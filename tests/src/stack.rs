@@ -30,6 +30,8 @@ use crate::template;
 /// Documented test credentials: the simulator's account and the secret seeded locally.
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "local-auth-token-not-a-secret-00";
+/// The key that signs Tsunagu's requests to the platform's callback URLs, locally.
+pub const CALLBACK_SIGNING_KEY: &str = "local-callback-signing-key-not-a-secret";
 pub const REGION: &str = "ap-northeast-1";
 
 /// The app's clock is the simulator's: both agree on "now" in virtual time.
@@ -58,6 +60,9 @@ pub struct Options {
     pub sweep_every: Option<Duration>,
     /// Another template than the repository's (a test that removes a permission).
     pub template: Option<PathBuf>,
+    /// Where the functions reach Secrets Manager, if not at the emulator itself (a
+    /// [`crate::relay::Relay`] a test can cut).
+    pub secrets_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -71,6 +76,7 @@ impl Default for Options {
             env: Vec::new(),
             sweep_every: Some(Duration::from_secs(60)),
             template: None,
+            secrets_endpoint: None,
         }
     }
 }
@@ -263,7 +269,11 @@ impl Stack {
                     denials: denials.clone(),
                 })
                 .build();
-            let secrets = aws_sdk_secretsmanager::config::Builder::from(&aws)
+            let mut secrets = aws_sdk_secretsmanager::config::Builder::from(&aws);
+            if let Some(endpoint) = &options.secrets_endpoint {
+                secrets = secrets.endpoint_url(endpoint);
+            }
+            let secrets = secrets
                 .timeout_config(emulator_timeouts())
                 .interceptor(iam::SecretsGuard {
                     function: function.clone(),
@@ -444,8 +454,12 @@ async fn seed_secret(
     auth_token: &str,
 ) -> Result<String, String> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
-    let value =
-        serde_json::json!({ "account_sid": account_sid, "auth_token": auth_token }).to_string();
+    let value = serde_json::json!({
+        "account_sid": account_sid,
+        "auth_token": auth_token,
+        "callback_signing_key": CALLBACK_SIGNING_KEY,
+    })
+    .to_string();
     let seeding_error = |e: String| format!("seeding secret {id}: {e}");
     if let Ok(created) = client
         .create_secret()

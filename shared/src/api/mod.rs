@@ -377,6 +377,14 @@ async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> 
 
 // ---- idempotency --------------------------------------------------------------------
 
+/// The key, if it is 1 to 255 visible ASCII characters.
+fn valid_idempotency_key(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
 /// Runs `action` at most once per `Idempotency-Key`: a retry with the same key and body gets
 /// the first answer again; the same key with another body is refused. Only successful
 /// answers are kept, so a failed request can be retried with its key.
@@ -385,23 +393,14 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Response<Body>, Problem>>,
 {
-    // The raw bytes, not `web::header`: that skips a value that is not visible ASCII, and a
-    // key with such bytes would then run the request without idempotency instead of a 400.
+    // Read as raw bytes: a key that is not visible ASCII must be refused, not mistaken for
+    // no key at all (which would run the request without idempotency).
     let Some(raw) = req.headers().get("idempotency-key") else {
         return action().await;
     };
-    let key = match raw.to_str() {
-        Ok(key)
-            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            key
-        }
-        _ => {
-            return Err(Problem::invalid(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            ));
-        }
-    };
+    let key = valid_idempotency_key(raw.as_bytes()).ok_or_else(|| {
+        Problem::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    })?;
     let hash = hex::encode(Sha256::digest(web::body_bytes(req)));
     // Keys are scoped by route and resource: the same key on another session is another key.
     let record = format!("{} {}#{key}", req.method(), web::raw_path(req));
@@ -470,4 +469,25 @@ where
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_only() {
+        assert_eq!(valid_idempotency_key(b"order-1234"), Some("order-1234"));
+        assert_eq!(valid_idempotency_key(&[b'k'; 255]).map(str::len), Some(255));
+        for bad in [
+            &b""[..],
+            &[b'k'; 256][..],
+            "注文-1".as_bytes(),
+            b"order 1",
+            b"order\x7f",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(valid_idempotency_key(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock;
 use crate::domain::sessions::{
-    MAX_CALL_SECONDS, MAX_UNIQUE_NAME, MODE_VOICE_ONLY, NewParticipant, NewSession,
+    MAX_CALL_SECONDS, MAX_END_AHEAD_SECONDS, MAX_UNIQUE_NAME, MODE_VOICE_ONLY, NewParticipant,
+    NewSession,
 };
 use crate::ids;
 use crate::model::{Extension, Session};
@@ -49,6 +50,24 @@ fn field_number(name: &str, value: &str) -> Result<PhoneNumber, Problem> {
     PhoneNumber::parse(value).map_err(|e| Problem::invalid(format!("{name}: {e}")))
 }
 
+/// Unicode's format characters (general category Cf, Unicode 16): bidi overrides and
+/// isolates, zero-width spaces and joiners, the BOM, soft hyphens, tags. Invisible, they can
+/// make one name look like another or reorder what a person reads around them.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// A name a person will read: no control and no format characters.
+fn printable(name: &str) -> bool {
+    !name.chars().any(|c| c.is_control() || is_format_char(c))
+}
+
 /// Checks a create request against the API's rules; `now` is for `date_expiry`.
 pub fn validate(
     req: CreateSession,
@@ -79,9 +98,9 @@ pub fn validate(
                 "unique_name must have 1 to {MAX_UNIQUE_NAME} characters"
             )));
         }
-        if name.chars().any(char::is_control) {
+        if !printable(name) {
             return Err(Problem::invalid(
-                "unique_name must not contain control characters",
+                "unique_name must not contain control or invisible format characters (bidi controls, zero-width characters)",
             ));
         }
         if ids::is_sid(ids::SESSION, name) {
@@ -106,6 +125,16 @@ pub fn validate(
             })?;
             if t <= now {
                 return Err(Problem::invalid(format!("date_expiry {s} is in the past")));
+            }
+            if t > now.saturating_add(MAX_END_AHEAD_SECONDS) {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    Code::BeyondMaximumEnd,
+                    "Beyond the maximum end",
+                    format!(
+                        "date_expiry {s} is more than 365 days ahead; a session ends at most 365 days from now"
+                    ),
+                ));
             }
             Some(t)
         }
@@ -162,16 +191,28 @@ pub fn validate(
     let mut participants = Vec::with_capacity(2);
     for (i, p) in req.participants.into_iter().enumerate() {
         let identifier = field_number(&format!("participants[{i}].identifier"), &p.identifier)?;
+        if !defaults.country_allowed(&identifier) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::CountryNotAllowed,
+                "Country not allowed",
+                format!(
+                    "participants[{i}].identifier {} is not in an allowed country (calling codes {}; ALLOWED_COUNTRIES)",
+                    identifier.masked(),
+                    defaults.allowed_countries.join(", ")
+                ),
+            ));
+        }
         let proxy_identifier = p
             .proxy_identifier
             .as_deref()
             .map(|v| field_number(&format!("participants[{i}].proxy_identifier"), v))
             .transpose()?;
         if let Some(name) = &p.friendly_name
-            && (name.chars().count() > MAX_FRIENDLY_NAME || name.chars().any(char::is_control))
+            && (name.chars().count() > MAX_FRIENDLY_NAME || !printable(name))
         {
             return Err(Problem::invalid(format!(
-                "participants[{i}].friendly_name must have at most {MAX_FRIENDLY_NAME} printable characters"
+                "participants[{i}].friendly_name must have at most {MAX_FRIENDLY_NAME} printable characters (no control or invisible format characters)"
             )));
         }
         participants.push(NewParticipant {
@@ -378,6 +419,26 @@ mod tests {
                 r#"{"date_expiry":"2020-01-01T00:00:00Z","participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
                 Code::InvalidParameter,
                 "past",
+            ),
+            (
+                r#"{"date_expiry":"9999-12-31T23:59:59Z","participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::BeyondMaximumEnd,
+                "365 days",
+            ),
+            (
+                r#"{"unique_name":"order\u202e1","participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "format characters",
+            ),
+            (
+                r#"{"participants":[{"identifier":"090-1234-5678","friendly_name":"a\u200bb"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "participants[0].friendly_name",
+            ),
+            (
+                r#"{"participants":[{"identifier":"090-1234-5678"},{"identifier":"+14155550100"}]}"#,
+                Code::CountryNotAllowed,
+                "participants[1].identifier +1",
             ),
             (
                 r#"{"call_time_limit":5,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,

@@ -31,6 +31,12 @@ pub enum DomainError {
     /// The pool has only reserved numbers, and the request asked for none of them.
     #[error("{0}")]
     OnlyReservedNumbers(String),
+    /// A participant's number is one of the pool's own proxy numbers.
+    #[error("{0}")]
+    ParticipantIsProxyNumber(String),
+    /// The session's end would move past the furthest end a session may have.
+    #[error("{0}")]
+    BeyondMaximumEnd(String),
     #[error("{0}")]
     NumberNotInPool(String),
     /// The requested proxy number already routes this participant in another open session.

@@ -20,6 +20,9 @@ pub const MAX_UNIQUE_NAME: usize = 191;
 const MAX_CREATE_ATTEMPTS: usize = 25;
 /// How far `POST …/extend` may move a session's end at once.
 pub const MAX_EXTEND_SECONDS: u64 = 30 * 86_400;
+/// A session's end (`date_expiry`, a live call's deadline) is at most this far from now,
+/// when it is set and whenever it is extended.
+pub const MAX_END_AHEAD_SECONDS: i64 = 365 * 86_400;
 
 /// A create request that passed validation: everything but the proxy numbers is decided.
 #[derive(Debug, Clone)]
@@ -99,6 +102,17 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
             ctx.store.proxies_of(&new.participants[0].identifier),
             ctx.store.proxies_of(&new.participants[1].identifier),
         )?;
+        if let Some(p) = new
+            .participants
+            .iter()
+            .find(|p| numbers.iter().any(|n| n.phone_number == p.identifier))
+        {
+            // A proxy number as a participant would route calls back into the pool.
+            return Err(DomainError::ParticipantIsProxyNumber(format!(
+                "{} is one of the pool's proxy numbers; a participant must be a person's own number",
+                p.identifier.masked()
+            )));
+        }
         let taken: [HashSet<PhoneNumber>; 2] =
             [taken_a.into_iter().collect(), taken_b.into_iter().collect()];
         let needs: Vec<Need<'_>> = new
@@ -315,6 +329,19 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
     }
     let now = ctx.now();
     let seconds = seconds as i64;
+    let furthest = now.saturating_add(MAX_END_AHEAD_SECONDS);
+    let moved = session.extended_by(seconds);
+    let moved_end = moved
+        .date_expiry
+        .into_iter()
+        .chain(moved.live_call.as_ref().and_then(|l| l.deadline))
+        .max();
+    if moved_end.is_some_and(|end| end > furthest) {
+        return Err(DomainError::BeyondMaximumEnd(format!(
+            "extending by {seconds} s would end the session after {}; a session ends at most 365 days ahead",
+            crate::clock::iso(furthest)
+        )));
+    }
     // The sweep must wake for the moved end (and its warning), not the old one.
     let due = crate::domain::due::next_due(&session.extended_by(seconds), false, now);
     match ctx.store.extend_session(&session, seconds, due, now).await {
@@ -657,5 +684,53 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, DomainError::UniqueNameTaken(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_unique_name_is_free_again_once_its_session_has_closed() {
+        let world = world_with(open_session());
+        world.store.add_number("050-3123-4568");
+        close(world.ctx(), "order-1", "closed-by-api")
+            .await
+            .unwrap();
+        let again = create(world.ctx(), new_session(Some("order-1")))
+            .await
+            .unwrap();
+        assert_eq!(find(world.ctx(), "order-1").await.unwrap().sid, again.sid);
+    }
+
+    #[tokio::test]
+    async fn a_proxy_number_of_the_pool_is_refused_as_a_participant() {
+        let world = World::at(NOW);
+        world.store.add_number("050-3123-4567");
+        world.store.add_number("080-9876-5432");
+        let err = create(world.ctx(), new_session(None)).await.unwrap_err();
+        match err {
+            DomainError::ParticipantIsProxyNumber(detail) => {
+                assert!(detail.contains("+8180****5432"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_extension_past_a_year_ahead_is_refused_and_changes_nothing() {
+        // The review's case: a date_expiry in year 9999 came back as 1970 once extended.
+        let far = crate::clock::parse_iso("9999-12-31T00:00:00Z").unwrap();
+        for expiry in [far, NOW + MAX_END_AHEAD_SECONDS - 30] {
+            let world = world_with(Session {
+                date_expiry: Some(expiry),
+                ..open_session()
+            });
+            let err = extend(world.ctx(), SID, 60).await.unwrap_err();
+            assert!(matches!(err, DomainError::BeyondMaximumEnd(_)), "{err:?}");
+            assert_eq!(world.store.session(SID).unwrap().date_expiry, Some(expiry));
+        }
+        let world = world_with(Session {
+            date_expiry: Some(NOW + MAX_END_AHEAD_SECONDS - 60),
+            ..open_session()
+        });
+        let moved = extend(world.ctx(), SID, 60).await.unwrap();
+        assert_eq!(moved.date_expiry, Some(NOW + MAX_END_AHEAD_SECONDS));
     }
 }

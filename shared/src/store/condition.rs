@@ -84,6 +84,11 @@ impl Condition {
         Self::new("attribute_not_exists(pk)")
     }
 
+    /// A unique name no session holds: never written, or released when its session closed.
+    pub(super) fn unique_name_free() -> Self {
+        Self::new("attribute_not_exists(pk) OR attribute_exists(released_at)")
+    }
+
     /// The item exists: a write that updates, never creates.
     pub(super) fn exists() -> Self {
         Self::new("attribute_exists(pk)")

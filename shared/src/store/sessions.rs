@@ -89,7 +89,7 @@ impl Store {
 
         if let Some(name) = &session.unique_name {
             let item = session_ref(&session.sid, unique_name_key(name))?;
-            items.push(self.put(item, Condition::absent())?);
+            items.push(self.put(item, Condition::unique_name_free())?);
             meaning.push(Some(CreateConflict::UniqueName));
         }
 
@@ -141,7 +141,8 @@ impl Store {
             .map(|r| r.session_sid))
     }
 
-    /// Closes an open session and releases its routes in one transaction (I3). Fails with
+    /// Closes an open session and releases its routes and its unique name in one
+    /// transaction (I3). Fails with
     /// `ConditionFailed` when the session is no longer open (a concurrent close won).
     pub async fn close_session(
         &self,
@@ -179,6 +180,20 @@ impl Store {
             .expression_attribute_values(":expire", n(expire_at))
             .build()?;
         items.push(TransactWriteItem::builder().update(update).build());
+        if let Some(name) = &session.unique_name {
+            // The name is free for a new session from now on; until one takes it, it still
+            // finds this one (GET /v1/sessions/{unique_name}), and the table's TTL removes it
+            // with the session.
+            let release = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(unique_name_key(name)))
+                .update_expression("SET released_at = :now, expire_at = :expire")
+                .only_if(Condition::of_session(&session.sid))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":expire", n(expire_at))
+                .build()?;
+            items.push(TransactWriteItem::builder().update(release).build());
+        }
         for p in &session.participants {
             items.push(
                 self.delete_if_session(
@@ -402,8 +417,15 @@ mod tests {
             ]
         );
         assert_eq!(meaning.len(), items.len());
-        for item in &items[..6] {
-            assert_eq!(condition_of(item), "attribute_not_exists(pk)");
+        assert_eq!(
+            condition_of(&items[1]),
+            "attribute_not_exists(pk) OR attribute_exists(released_at)",
+            "a released name can be taken again"
+        );
+        for (i, item) in items[..6].iter().enumerate() {
+            if i != 1 {
+                assert_eq!(condition_of(item), "attribute_not_exists(pk)");
+            }
             assert_item_binds_exactly(item);
         }
         assert_eq!(condition_of(&items[6]), "attribute_exists(pk)");
@@ -449,6 +471,34 @@ mod tests {
         assert_eq!(
             conflict_of(&codes(&["TransactionConflict", "None", "None"]), &meaning),
             CreateConflict::Contention
+        );
+    }
+
+    #[test]
+    fn closing_releases_the_unique_name_it_holds() {
+        let store = offline_store();
+        let session = full_session();
+        let items = store.close_items(&session, "expired", 50, 90).unwrap();
+        let release = items
+            .iter()
+            .find(|i| key_of(i) == ("UNIQUE#shop-7".into(), "UNIQUE".into()))
+            .expect("the unique name is released");
+        assert_eq!(condition_of(release), "session_sid = :sid");
+        assert!(
+            release
+                .update()
+                .unwrap()
+                .update_expression()
+                .contains("released_at = :now, expire_at = :expire")
+        );
+        assert_item_binds_exactly(release);
+        let without_name = store
+            .close_items(&sample_session(), "expired", 50, 90)
+            .unwrap();
+        assert!(
+            without_name
+                .iter()
+                .all(|i| !key_of(i).0.starts_with("UNIQUE#"))
         );
     }
 

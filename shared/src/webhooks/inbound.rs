@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::budget::CALLBACK_TIMEOUT;
+use crate::callback;
 
 /// `POST /twilio/voice/inbound`: a participant called a proxy number. One read finds the
 /// route; one conditional write logs the leg while the session is still open; the answer
@@ -184,15 +185,8 @@ async fn intercepted(app: &App, route: &Route, call_sid: &str, from: &PhoneNumbe
         ("call_sid", call_sid),
         ("interaction_type", "voice"),
     ];
-    match app
-        .http
-        .post(url)
-        .timeout(app.budget().cap(CALLBACK_TIMEOUT))
-        .form(&form)
-        .send()
-        .await
-    {
-        Ok(r) if r.status() == StatusCode::FORBIDDEN => {
+    match callback::post_form(app, url, &form, app.budget().cap(CALLBACK_TIMEOUT)).await {
+        Ok(r) if r.status == StatusCode::FORBIDDEN => {
             tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), "intercept callback blocked the call");
             true
         }
@@ -208,23 +202,20 @@ async fn intercepted(app: &App, route: &Route, call_sid: &str, from: &PhoneNumbe
 /// own TwiML; otherwise a short message and the end of the call.
 async fn out_of_session(app: &App, form: &TwilioForm) -> Response<Body> {
     if let Some(url) = &app.config.out_of_session_callback_url {
-        let answer = app
-            .http
-            .post(url)
-            .timeout(app.budget().cap(CALLBACK_TIMEOUT))
-            .form(form.pairs())
-            .send()
-            .await;
-        match answer {
-            Ok(r) if r.status().is_success() => match r.text().await {
-                Ok(body) if body.contains("<Response") => return web::twiml(body),
-                _ => tracing::warn!("out-of-session callback answered without TwiML"),
-            },
-            Ok(r) => tracing::warn!(
-                status = r.status().as_u16(),
-                "out-of-session callback failed"
-            ),
-            Err(e) => tracing::warn!(error = %e, "out-of-session callback unreachable"),
+        let form: Vec<(&str, &str)> = form
+            .pairs()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match callback::post_form(app, url, &form, app.budget().cap(CALLBACK_TIMEOUT)).await {
+            Ok(r) if r.status.is_success() && r.body.contains("<Response") => {
+                return web::twiml(r.body);
+            }
+            Ok(r) if r.status.is_success() => {
+                tracing::warn!("out-of-session callback answered without TwiML")
+            }
+            Ok(r) => tracing::warn!(status = r.status.as_u16(), "out-of-session callback failed"),
+            Err(e) => tracing::warn!(error = %e, "out-of-session callback unusable"),
         }
     }
     say_and_hang_up(app, &app.config.prompts.no_session)

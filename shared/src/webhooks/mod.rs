@@ -58,8 +58,90 @@ pub enum Rejected {
     Unverifiable(String),
 }
 
+/// Twilio's voice webhooks are small forms: a real one is under 2 KiB and has about 30
+/// parameters. Anything far larger is refused before it is parsed or a secret is read.
+pub const MAX_WEBHOOK_BODY_BYTES: usize = 32 * 1024;
+/// At most this many form parameters (counted as `&`-separated pieces, before parsing).
+pub const MAX_WEBHOOK_PARAMS: usize = 200;
+/// The one media type Twilio uses for voice webhooks and status callbacks ("Twilio's request
+/// to your application", https://www.twilio.com/docs/usage/webhooks/voice-webhooks: a POST
+/// carries its parameters as `application/x-www-form-urlencoded`). Twilio sends JSON only from
+/// other products (Event Streams, some Messaging and Studio hooks), none of which call us.
+pub const WEBHOOK_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// Why [`guard`] refused a webhook request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over [`MAX_WEBHOOK_BODY_BYTES`]: 413.
+    TooLarge,
+    /// Not [`WEBHOOK_CONTENT_TYPE`]: 415.
+    NotAForm,
+    /// Over [`MAX_WEBHOOK_PARAMS`] parameters: 400.
+    TooManyParameters,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::TooManyParameters => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn response(self) -> Response<Body> {
+        let why = match self {
+            Refusal::TooLarge => "the body is larger than 32 KiB",
+            Refusal::NotAForm => "send application/x-www-form-urlencoded",
+            Refusal::TooManyParameters => "more than 200 form parameters",
+        };
+        web::with_type(self.status(), "text/plain; charset=utf-8", why.into())
+    }
+}
+
+/// Cheap checks on a webhook request before anything else: its size, its media type and how
+/// many parameters it has. Reads only the body's length, the `Content-Type` header and the
+/// body's bytes (counting `&`) and allocates nothing.
+pub fn guard(req: &Request) -> Result<(), Refusal> {
+    let body = web::body_bytes(req);
+    if body.len() > MAX_WEBHOOK_BODY_BYTES {
+        tracing::warn!(path = %web::raw_path(req), bytes = body.len(), "webhook body too large");
+        return Err(Refusal::TooLarge);
+    }
+    let media_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(str::trim);
+    if !media_type.is_some_and(|m| m.eq_ignore_ascii_case(WEBHOOK_CONTENT_TYPE)) {
+        tracing::warn!(path = %web::raw_path(req), "webhook with another media type than a form");
+        return Err(Refusal::NotAForm);
+    }
+    if parameter_count(body) > MAX_WEBHOOK_PARAMS {
+        tracing::warn!(path = %web::raw_path(req), "webhook with too many parameters");
+        return Err(Refusal::TooManyParameters);
+    }
+    Ok(())
+}
+
+/// How many `&`-separated pieces the form has, an upper bound on its parameters; stops
+/// counting past the limit.
+fn parameter_count(body: &[u8]) -> usize {
+    if body.is_empty() {
+        return 0;
+    }
+    1 + body
+        .iter()
+        .filter(|&&b| b == b'&')
+        .take(MAX_WEBHOOK_PARAMS)
+        .count()
+}
+
 /// Checks the request's signature over `PUBLIC_BASE_URL` + raw path + raw query and its form
-/// parameters. On a mismatch the secret is fetched once more, in case the token was rotated.
+/// parameters, with the secret's current token or, during a rotation, its previous one. On a
+/// mismatch the secret is fetched once more (at most once per interval), in case the token
+/// was rotated; while Secrets Manager is down, the tokens already cached decide.
 pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
     let Some(header) = web::header(req, "x-twilio-signature") else {
         tracing::warn!(path = %web::raw_path(req), "webhook without X-Twilio-Signature");
@@ -70,16 +152,21 @@ pub async fn verify(app: &App, req: &Request) -> Result<TwilioForm, Rejected> {
     let url = app
         .config
         .public_url(&web::raw_path(req), web::raw_query(req));
-    let creds = app
+    let signed_by = |versions: &crate::secrets::SecretVersions| {
+        versions
+            .auth_tokens()
+            .any(|token| signature::is_valid(token, &url, &params, header))
+    };
+    let versions = app
         .secrets
-        .get()
+        .versions()
         .await
         .map_err(|e| Rejected::Unverifiable(e.to_string()))?;
-    if signature::is_valid(&creds.auth_token, &url, &params, header) {
+    if signed_by(&versions) {
         return Ok(TwilioForm(params));
     }
     match app.secrets.refresh_after_failure().await {
-        Ok(Some(fresh)) if signature::is_valid(&fresh.auth_token, &url, &params, header) => {
+        Ok(Some(fresh)) if signed_by(&fresh) => {
             tracing::info!("auth token rotated; new token accepted");
             Ok(TwilioForm(params))
         }
@@ -127,7 +214,7 @@ pub(super) fn unreachable_prompt(app: &App, other: CallStatus) -> Option<&str> {
     }
 }
 
-/// Runs a webhook: signature first, then the handler; every failure after the signature
+/// Runs a webhook: [`guard`] and the signature first, then the handler; every failure after the signature
 /// check becomes the apology TwiML, logged. Everything it waits on shares one
 /// [`Budget::webhook`], and whatever is still unfinished at `WEBHOOK_ANSWER` is dropped for
 /// the apology, so Twilio always gets TwiML before its own timeout.
@@ -136,6 +223,9 @@ where
     F: FnOnce(Arc<App>, TwilioForm, Request) -> Fut,
     Fut: std::future::Future<Output = Result<Response<Body>, WebhookError>>,
 {
+    if let Err(refused) = guard(&req) {
+        return refused.response();
+    }
     let app = Arc::new(app.within(Budget::webhook()));
     answer_within(WEBHOOK_ANSWER, app.clone(), async move {
         let form = match verify(&app, &req).await {
@@ -246,6 +336,91 @@ mod tests {
             Arc::new(SystemClock),
             Arc::new(FixedSecret),
         ))
+    }
+
+    fn form_request(content_type: Option<&str>, body: Vec<u8>) -> Request {
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri("https://voice.example.jp/twilio/voice/inbound");
+        if let Some(ct) = content_type {
+            b = b.header("content-type", ct);
+        }
+        b.body(Body::Binary(body)).unwrap()
+    }
+
+    fn status_of(r: Result<(), Refusal>) -> Option<u16> {
+        r.err().map(|r| r.status().as_u16())
+    }
+
+    #[test]
+    fn the_guard_refuses_large_bodies_other_media_types_and_many_parameters() {
+        let form = Some("application/x-www-form-urlencoded");
+        let ok = |ct, body: &str| status_of(guard(&form_request(ct, body.into())));
+        assert_eq!(ok(form, "CallSid=CA1&From=%2B8190"), None);
+        assert_eq!(
+            ok(
+                Some("Application/X-WWW-Form-Urlencoded; charset=utf-8"),
+                "a=1"
+            ),
+            None
+        );
+        assert_eq!(ok(form, ""), None, "an empty form is still a form");
+
+        let big = "a".repeat(MAX_WEBHOOK_BODY_BYTES + 1);
+        assert_eq!(ok(form, &big), Some(413));
+        assert_eq!(ok(form, &"a".repeat(MAX_WEBHOOK_BODY_BYTES)), None);
+
+        assert_eq!(ok(Some("application/json"), "{}"), Some(415));
+        assert_eq!(ok(Some("text/plain"), "a=1"), Some(415));
+        assert_eq!(ok(None, "a=1"), Some(415));
+
+        let params = |n: usize| vec!["a=1"; n].join("&");
+        assert_eq!(ok(form, &params(MAX_WEBHOOK_PARAMS)), None);
+        assert_eq!(ok(form, &params(MAX_WEBHOOK_PARAMS + 1)), Some(400));
+        assert_eq!(ok(form, &"&".repeat(5_000)), Some(400));
+    }
+
+    #[tokio::test]
+    async fn a_refused_webhook_never_reaches_the_secret() {
+        struct NeverFetched;
+        #[async_trait::async_trait]
+        impl crate::secrets::SecretSource for NeverFetched {
+            async fn fetch(
+                &self,
+            ) -> Result<crate::secrets::TwilioCredentials, crate::secrets::SecretError>
+            {
+                panic!("a refused webhook must not read the secret")
+            }
+        }
+        let config = (*app().config).clone();
+        let aws = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("ap-northeast-1"))
+            .build();
+        let app = Arc::new(App::with_secret_source(
+            config,
+            aws_sdk_dynamodb::Client::new(&aws),
+            Arc::new(SystemClock),
+            Arc::new(NeverFetched),
+        ));
+        let signed = |ct: &str, body: String| {
+            http::Request::builder()
+                .method("POST")
+                .uri("https://voice.example.jp/twilio/voice/inbound")
+                .header("content-type", ct)
+                .header("x-twilio-signature", "c2lnbmF0dXJl")
+                .body(Body::Text(body))
+                .unwrap()
+        };
+        let form = "application/x-www-form-urlencoded";
+        for (req, status) in [
+            (signed(form, "a&".repeat(2_250_000)), 413),
+            (signed("application/json", "{}".into()), 415),
+            (signed(form, "a&".repeat(1_000)), 400),
+        ] {
+            let answer = inbound_call(app.clone(), req).await;
+            assert_eq!(answer.status().as_u16(), status);
+        }
     }
 
     #[tokio::test]

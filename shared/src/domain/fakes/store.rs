@@ -175,8 +175,11 @@ impl SessionStore for MemoryStore {
         if !t.create_conflicts.is_empty() {
             return Err(CreateError::Conflict(t.create_conflicts.remove(0)));
         }
+        // A name is free again once its session has closed (as the store releases it).
         if let Some(name) = &session.unique_name
-            && t.unique_names.contains_key(name)
+            && t.unique_names
+                .get(name)
+                .is_some_and(|sid| t.sessions.get(sid).is_none_or(|s| s.status.is_open()))
         {
             return Err(CreateError::Conflict(CreateConflict::UniqueName));
         }
