@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test up lint fmt clippy bench clean
+.PHONY: demo test up seed lint fmt clippy bench clean
 
 ## make demo: the whole local stack and a full masked-call scenario, as a timeline
 demo:
@@ -16,11 +16,16 @@ test:
 	@.venv/bin/cfn-lint template.yaml
 	@python3 scripts/sign-events.py --check
 	@python3 scripts/check-links.py
+	@$(CARGO) build --quiet --workspace --bins
 	@scripts/with-moto.sh $(CARGO) test --workspace --tests
 
 ## make up: emulator + simulator + gateway on 127.0.0.1:$${GATEWAY_PORT:-3000}, until Ctrl-C
 up:
 	@MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-local
+
+## make seed: restore, on the stack `make up` runs, the state events/*.json refer to
+seed:
+	@$(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-seed
 
 ## make lint: formatting, clippy, cfn-lint, and links that stay inside the repository
 lint: fmt clippy
