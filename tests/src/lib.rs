@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod iam;
+pub mod runtime_api;
 pub mod seed;
 pub mod simulator;
 pub mod stack;
