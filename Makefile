@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test up seed lint fmt clippy bench clean
+.PHONY: demo test up seed invoke lint fmt clippy bench clean
 
 ## make demo: the whole local stack and a full masked-call scenario, as a timeline
 demo:
@@ -26,6 +26,11 @@ up:
 ## make seed: restore, on the stack `make up` runs, the state events/*.json refer to
 seed:
 	@$(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-seed
+
+## make invoke EVENT=events/<name>.json: one event through its function's binary, local.env's environment
+invoke:
+	@$(CARGO) build --quiet --workspace --bins
+	@$(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-invoke -- $(EVENT)
 
 ## make lint: formatting, clippy, cfn-lint, and links that stay inside the repository
 lint: fmt clippy

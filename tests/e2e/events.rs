@@ -27,16 +27,11 @@ fn event(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// The function that owns an event file: its name, or the name before a `-suffix` variant.
+/// The function that owns an event file.
 fn function_of(file: &str) -> String {
-    let functions = tsunagu::handlers::HTTP_FUNCTIONS;
-    functions
-        .iter()
-        .chain(tsunagu::handlers::EVENT_FUNCTIONS)
-        .filter(|f| file == **f || file.starts_with(&format!("{f}-")))
-        .max_by_key(|f| f.len())
+    runtime_api::function_of_event(file)
         .unwrap_or_else(|| panic!("events/{file}.json belongs to no function"))
-        .to_string()
+        .to_owned()
 }
 
 #[test]

@@ -303,6 +303,17 @@ async fn init_error(State(state): State<AppState>, headers: HeaderMap, body: Byt
     accepted()
 }
 
+/// The function an event file belongs to: its name, or the name before a `-suffix`
+/// variant (`inbound-call-dial-result` → `inbound-call`).
+pub fn function_of_event(file_stem: &str) -> Option<&'static str> {
+    tsunagu::handlers::HTTP_FUNCTIONS
+        .iter()
+        .chain(tsunagu::handlers::EVENT_FUNCTIONS)
+        .filter(|f| file_stem == **f || file_stem.starts_with(&format!("{f}-")))
+        .max_by_key(|f| f.len())
+        .copied()
+}
+
 /// Where Cargo put this build's binaries: the directory above the running test's `deps/`
 /// (so `CARGO_TARGET_DIR` and the profile are followed).
 pub fn binary_dir() -> PathBuf {
@@ -330,7 +341,8 @@ pub fn function_binary(function: &str) -> Result<PathBuf, String> {
 }
 
 /// Starts `binary` as Lambda would start it: only Lambda's own variables and the
-/// function's configuration in its environment, its logs on the test's stderr.
+/// function's configuration in its environment. Its logs (stdout, on Lambda) go to our
+/// stderr, so our stdout carries only answers.
 pub fn spawn(
     binary: &Path,
     api: &RuntimeApi,
@@ -342,13 +354,33 @@ pub fn spawn(
         .envs(api.lambda_environment())
         .envs(function_env.iter().cloned())
         .stdin(std::process::Stdio::null())
+        .stdout(stderr_copy()?)
         .kill_on_drop(true);
     command.spawn()
+}
+
+fn stderr_copy() -> std::io::Result<std::process::Stdio> {
+    use std::os::fd::AsFd;
+    Ok(std::process::Stdio::from(
+        std::io::stderr().as_fd().try_clone_to_owned()?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_file_belongs_to_the_longest_function_name_it_starts_with() {
+        assert_eq!(
+            function_of_event("inbound-call-dial-result"),
+            Some("inbound-call")
+        );
+        assert_eq!(function_of_event("numbers-list"), Some("numbers"));
+        assert_eq!(function_of_event("extension-prompt"), Some("extension"));
+        assert_eq!(function_of_event("expiry-warning"), Some("expiry-warning"));
+        assert_eq!(function_of_event("nothing"), None);
+    }
 
     #[test]
     fn a_missing_binary_says_how_to_build_it() {
