@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test fuzz up call lint fmt clippy bench clean
+.PHONY: demo test fuzz up call seed invoke lint fmt clippy bench clean
 
 ## make demo: the whole local stack and a full masked-call scenario, as a timeline
 demo:
@@ -17,6 +17,7 @@ test:
 	@python3 scripts/sign-events.py --check
 	@python3 scripts/check-links.py
 	@CARGO=$(CARGO) scripts/fuzz.sh --short
+	@$(CARGO) build --quiet --workspace --bins
 	@scripts/with-moto.sh $(CARGO) test --workspace --tests
 
 ## make fuzz: schemathesis against the local stack with docs/openapi.yaml (a few minutes)
@@ -33,6 +34,15 @@ TSUNAGU_CALL ?= $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-call --
 call:
 	@$(TSUNAGU_CALL) --from '$(FROM)' --to '$(TO)' --talk '$(or $(TALK),30)' \
 	  --answer-after '$(or $(RING),3)' --callee '$(or $(ANSWER),answer)' $(if $(VERBOSE),--verbose)
+
+## make seed: restore, on the stack `make up` runs, the state events/*.json refer to
+seed:
+	@$(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-seed
+
+## make invoke EVENT=events/<name>.json: one event through its function's binary, local.env's environment
+invoke:
+	@$(CARGO) build --quiet --workspace --bins
+	@$(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-invoke -- $(EVENT)
 
 ## make lint: formatting, clippy, cfn-lint, and links that stay inside the repository
 lint: fmt clippy

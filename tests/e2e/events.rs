@@ -1,20 +1,24 @@
-//! Every file in `events/` — the events `sam local invoke` uses — fed to its real handler
-//! exactly as Lambda would (`lambda_http::request::from_str`), in a story that needs each
-//! one to work: add a number, route a call, log it, close the session, free the number.
+//! Every file in `events/` — the events `sam local invoke` and `cargo lambda invoke` use —
+//! run through its function's real binary behind a Lambda Runtime API
+//! (`tsunagu_tests::runtime_api`), each on its own on a freshly seeded stack (`make seed`'s
+//! state, `tsunagu_tests::seed`), and checked to do what its name says: the answer, the
+//! change in the table, the Twilio REST requests the simulator saw.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::common::*;
+use base64::Engine as _;
 use serde_json::Value;
-use tsunagu::model::ProxyNumber;
 use tsunagu::phone::PhoneNumber;
-use tsunagu_tests::gateway::{self, Gateway};
-use tsunagu_tests::stack::{Options, Stack};
+use tsunagu_tests::runtime_api::{self, Outcome, RuntimeApi};
+use tsunagu_tests::seed::{self, Target};
+use tsunagu_tests::stack::{Options, REGION, Stack};
 use tsunagu_tests::template;
 
 /// The base URL the Twilio events were signed for (scripts/sign-events.py).
 const EVENTS_BASE_URL: &str = "https://abc123defg.execute-api.ap-northeast-1.amazonaws.com";
-const EVENT_SESSION: &str = "KC0123456789abcdef0123456789abcdef";
 
 fn event(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,54 +27,11 @@ fn event(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// The function that owns an event file: its name, or the name before a `-suffix` variant.
+/// The function that owns an event file.
 fn function_of(file: &str) -> String {
-    let functions = tsunagu::handlers::HTTP_FUNCTIONS;
-    functions
-        .iter()
-        .chain(tsunagu::handlers::EVENT_FUNCTIONS)
-        .filter(|f| file == **f || file.starts_with(&format!("{f}-")))
-        .max_by_key(|f| f.len())
+    runtime_api::function_of_event(file)
         .unwrap_or_else(|| panic!("events/{file}.json belongs to no function"))
-        .to_string()
-}
-
-struct Invoker {
-    gateway: Gateway,
-}
-
-impl Invoker {
-    async fn invoke_scheduled(&self, name: &str) -> Value {
-        let function = function_of(name);
-        let handler = tsunagu::handlers::event_handler(&function).unwrap();
-        handler(self.gateway.apps[&function].clone(), event(name))
-            .await
-            .unwrap()
-    }
-
-    async fn invoke(&self, name: &str) -> (u16, String) {
-        let response = gateway::run_event(&self.gateway, &function_of(name), &event(name))
-            .await
-            .unwrap();
-        let json = gateway::lambda_response_json(response);
-        (
-            json["statusCode"].as_u64().unwrap() as u16,
-            json["body"].as_str().unwrap().to_owned(),
-        )
-    }
-}
-
-async fn seed_session(stack: &Stack) {
-    let now = stack.app.now();
-    let mut session = session_fixture(now, A, B, P1);
-    session.sid = EVENT_SESSION.into();
-    session.ttl = 3600;
-    session.date_expiry = Some(now + 86_400);
-    // No spoken warning: the masked call below is a plain <Dial>, not a conference.
-    session.warning_lead = 0;
-    session.participants[0].sid = "KP0123456789abcdef0123456789abcdef".into();
-    session.participants[1].sid = "KPfedcba9876543210fedcba9876543210".into();
-    stack.app.store.create_session(&session, now).await.unwrap();
+        .to_owned()
 }
 
 #[test]
@@ -109,182 +70,361 @@ fn every_function_has_an_event_on_a_route_it_owns() {
     }
 }
 
+/// What an event did: the function's answer (HTTP status and body, or the sweep's
+/// report), and the Twilio REST requests the simulator saw meanwhile.
+struct Ran {
+    status: u16,
+    body: String,
+    rest: Vec<(String, String)>,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn rest_to(&self, needle: &str) -> bool {
+        self.rest.iter().any(|(_, path)| path.contains(needle))
+    }
+}
+
+struct Events {
+    stack: Stack,
+    template: String,
+}
+
+impl Events {
+    async fn start() -> Events {
+        let stack = stack_with(Options {
+            env: vec![("PUBLIC_BASE_URL".into(), EVENTS_BASE_URL.into())],
+            sweep_every: None,
+            ..Options::default()
+        })
+        .await;
+        // The pool's numbers belong to the simulated account, as they would in Twilio.
+        for n in [seed::P1, seed::P2, seed::P3] {
+            stack.sim().add_number(
+                n,
+                &format!("{EVENTS_BASE_URL}/twilio/voice/inbound"),
+                Some(&format!("{EVENTS_BASE_URL}/twilio/voice/status")),
+            );
+        }
+        let template = std::fs::read_to_string(template::default_path()).unwrap();
+        Events { stack, template }
+    }
+
+    /// The function's environment: template.yaml's, with the local stack's table, secret,
+    /// URLs and the emulator's endpoint and test credentials.
+    fn environment(&self, function: &str) -> Vec<(String, String)> {
+        let config = &self.stack.app.config;
+        let locals = HashMap::from([
+            ("Table".to_owned(), self.stack.table.clone()),
+            (
+                "TwilioSecretArn".to_owned(),
+                config.twilio_secret_id.clone(),
+            ),
+            ("PublicBaseUrl".to_owned(), EVENTS_BASE_URL.to_owned()),
+            ("TwilioApiBaseUrl".to_owned(), self.stack.sim().base_url()),
+        ]);
+        let mut env = template::function_environment(&self.template, function, &locals).unwrap();
+        env.extend([
+            (
+                "AWS_ENDPOINT_URL".into(),
+                tsunagu_tests::stack::emulator_url().unwrap(),
+            ),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ]);
+        env
+    }
+
+    /// Seeds, then runs `name` through its function's binary.
+    async fn run(&self, name: &str) -> Ran {
+        let target = Target {
+            gateway_url: self.stack.url.clone(),
+            aws: self.stack.aws.clone(),
+            table: self.stack.table.clone(),
+        };
+        seed::seed(&target)
+            .await
+            .unwrap_or_else(|e| panic!("seed: {e}"));
+        let function = function_of(name);
+        let binary = runtime_api::function_binary(&function).unwrap_or_else(|e| panic!("{e}"));
+        let timeout = Duration::from_secs(if function == "expiry-warning" {
+            300
+        } else {
+            10
+        });
+        let api = RuntimeApi::start(&function, REGION, timeout).await.unwrap();
+        let mut process = runtime_api::spawn(&binary, &api, &self.environment(&function))
+            .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+        let rest_before = self.stack.sim().rest_requests().len();
+        let outcome = api
+            .invoke(&event(name))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = process.kill().await;
+        let rest = self.stack.sim().rest_requests()[rest_before..].to_vec();
+        let Outcome::Response(bytes) = outcome else {
+            panic!("events/{name}.json: {function} failed: {outcome:?}");
+        };
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        if function == "expiry-warning" {
+            return Ran {
+                status: 200,
+                body: answer.to_string(),
+                rest,
+            };
+        }
+        let body = answer["body"].as_str().unwrap_or_default();
+        let body = if answer["isBase64Encoded"] == true {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .unwrap(),
+            )
+            .unwrap()
+        } else {
+            body.to_owned()
+        };
+        Ran {
+            status: answer["statusCode"].as_u64().unwrap() as u16,
+            body,
+            rest,
+        }
+    }
+
+    async fn session(&self, sid: &str) -> tsunagu::model::Session {
+        self.stack
+            .app
+            .store
+            .get_session(sid)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn in_pool(&self, n: &str) -> bool {
+        let n = PhoneNumber::parse(n).unwrap();
+        self.stack.app.store.get_number(&n).await.unwrap().is_some()
+    }
+}
+
 #[tokio::test]
-async fn the_events_drive_the_real_handlers() {
-    let stack = stack_with(Options {
-        env: vec![("PUBLIC_BASE_URL".into(), EVENTS_BASE_URL.into())],
-        ..Options::default()
-    })
-    .await;
-    let lambda = Invoker {
-        gateway: stack.gateway.clone(),
-    };
+async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
+    let events = Events::start().await;
+    let live = seed::LIVE_SESSION;
+    let quiet = seed::QUIET_SESSION;
+    let room = tsunagu::domain::vcall::room_name(live);
 
-    let (status, body) = lambda.invoke("numbers").await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = lambda.invoke("numbers-list").await;
-    assert_eq!(status, 200);
-    assert!(body.contains("+815031234567"), "{body}");
-
-    seed_session(&stack).await;
-    let (status, body) = lambda.invoke("get-session").await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains(EVENT_SESSION));
-
-    // V字発信 in conference mode rings both participants through Twilio's REST API.
-    stack.sim().add_number(
-        "+815031234567",
-        &format!("{EVENTS_BASE_URL}/twilio/voice/inbound"),
-        None,
-    );
-    let (status, body) = lambda.invoke("start-v-call").await;
-    assert_eq!(status, 202, "{body}");
-    let placed: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(placed["calls"].as_array().unwrap().len(), 2, "{placed}");
-    assert_eq!(stack.sim().calls().len(), 2);
-
-    let (status, twiml) = lambda.invoke("bridge-twiml").await;
-    assert_eq!(status, 200);
-    assert!(
-        twiml.contains(r#"callerId="+815031234567""#) && twiml.contains(">+818098765432</Number>"),
-        "{twiml}"
-    );
-    let (status, twiml) = lambda.invoke("conference-twiml").await;
-    assert_eq!(status, 200);
-    assert!(
-        twiml.contains(">tsunagu-7d2ebc3f713d3f2231492b11</Conference>"),
-        "{twiml}"
-    );
-    assert!(twiml.contains(r#"endConferenceOnExit="false""#), "{twiml}");
-    let (status, _) = lambda.invoke("conference-status").await;
-    assert_eq!(status, 200);
-    let conference = stack
-        .app
-        .store
-        .get_conference(EVENT_SESSION, "CF44444444444444444444444444444444")
-        .await
-        .unwrap()
-        .unwrap();
+    let ran = events.run("numbers").await;
     assert_eq!(
-        conference
-            .legs
-            .get("KP0123456789abcdef0123456789abcdef")
-            .map(String::as_str),
-        Some("CA33333333333333333333333333333333")
+        (ran.status, ran.json()["phone_number"].as_str()),
+        (201, Some(seed::P4)),
+        "{}",
+        ran.body
     );
+    assert!(events.in_pool(seed::P4).await);
 
-    // The press-1 dialogue: the prompt gathers one digit, the answer rejoins the room, and
-    // the other party's hold message is served.
-    let (status, twiml) = lambda.invoke("extension-prompt").await;
-    assert_eq!(status, 200);
+    let ran = events.run("numbers-list").await;
+    assert_eq!(ran.status, 200);
+    for n in [seed::P1, seed::P2, seed::P3] {
+        assert!(ran.body.contains(n), "{n}: {}", ran.body);
+    }
+
+    let ran = events.run("numbers-delete").await;
+    assert_eq!(ran.status, 204, "{}", ran.body);
+    assert!(!events.in_pool(seed::P3).await);
+
+    let ran = events.run("create-session").await;
+    assert_eq!(ran.status, 201, "{}", ran.body);
+    let created = ran.json();
+    assert_eq!(created["unique_name"], seed::UNIQUE_NAME);
     assert!(
-        twiml.contains("<Gather") && twiml.contains(r#"numDigits="1""#),
-        "{twiml}"
-    );
-    let (status, twiml) = lambda.invoke("extension").await;
-    assert_eq!(status, 200);
-    assert!(
-        twiml.contains("<Conference") && twiml.contains("tsunagu-7d2ebc3f713d3f2231492b11"),
-        "{twiml}"
-    );
-    let (status, twiml) = lambda.invoke("extension-hold").await;
-    assert_eq!(status, 200);
-    assert!(twiml.contains("少々お待ちください"), "{twiml}");
-
-    let before = stack
-        .app
-        .store
-        .get_session(EVENT_SESSION)
-        .await
-        .unwrap()
-        .unwrap()
-        .date_expiry
-        .unwrap();
-    let (status, body) = lambda.invoke("extend-session").await;
-    assert_eq!(status, 200, "{body}");
-    let after = stack
-        .app
-        .store
-        .get_session(EVENT_SESSION)
-        .await
-        .unwrap()
-        .unwrap()
-        .date_expiry
-        .unwrap();
-    assert_eq!(after - before, 600);
-
-    let report = lambda.invoke_scheduled("expiry-warning").await;
-    assert_eq!(
-        report["queries"], 8,
-        "one Query per due-index shard: {report}"
+        created["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["proxy_identifier"] == seed::P3),
+        "A and B already share P1 and P2, so they get P3: {created}"
     );
 
-    // The caller's webhook (base64 form body, signed for the events' URL) is routed to B.
-    let (status, twiml) = lambda.invoke("inbound-call").await;
-    assert_eq!(status, 200);
-    assert!(twiml.contains(r#"callerId="+815031234567""#), "{twiml}");
-    assert!(twiml.contains(">+818098765432</Number>"), "{twiml}");
-    assert!(
-        twiml.contains(&format!(
-            r#"action="{EVENTS_BASE_URL}/twilio/voice/inbound/dial-result?session={EVENT_SESSION}""#
-        )),
-        "{twiml}"
-    );
-    // That <Dial>'s action: B was busy, so A hears why before the call ends.
-    let (status, twiml) = lambda.invoke("inbound-call-dial-result").await;
-    assert_eq!(status, 200);
-    assert!(
-        twiml.contains("ただいま話し中です") && twiml.ends_with("<Hangup/></Response>"),
-        "{twiml}"
-    );
+    let ran = events.run("get-session").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    assert_eq!(ran.json()["sid"], live);
+    assert_eq!(ran.json()["live_call"]["deadline"], seed::DEADLINE);
 
-    let (status, body) = lambda.invoke("call-status").await;
-    assert_eq!((status, body.contains("<Response")), (200, true), "{body}");
-    let (status, body) = lambda.invoke("list-interactions").await;
-    assert_eq!(status, 200);
-    let log: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        log["interactions"].as_array().unwrap().len(),
-        4,
-        "two V-call legs, the caller's leg, the dialled leg: {log}"
-    );
-    let dialled = log["interactions"]
+    let ran = events.run("list-interactions").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let mut legs: Vec<String> = ran.json()["interactions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["call_sid"] == "CA22222222222222222222222222222222")
-        .unwrap();
-    assert_eq!(
-        (dialled["duration"].as_u64(), dialled["cost"].as_f64()),
-        (Some(65), Some(32.4)),
-        "{log}"
+        .map(|l| l["call_sid"].as_str().unwrap().to_owned())
+        .collect();
+    legs.sort();
+    assert_eq!(legs, [seed::A_LEG, seed::B_LEG]);
+
+    let ran = events.run("extend-session").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let s = events.session(live).await;
+    assert_eq!(s.date_expiry, Some(seed::EXPIRY + 600));
+    assert_eq!(s.live_call.unwrap().deadline, Some(seed::DEADLINE + 600));
+
+    // V字発信 on the session without a call: Twilio is asked to ring A and B from P2.
+    let ran = events.run("start-v-call").await;
+    assert_eq!(ran.status, 202, "{}", ran.body);
+    let placed = ran.json();
+    assert_eq!(placed["calls"].as_array().unwrap().len(), 2, "{placed}");
+    let sim_calls = events.stack.sim().calls();
+    for who in [seed::A, seed::B] {
+        assert!(
+            sim_calls.iter().any(|c| c.to == who && c.from == seed::P2),
+            "{who} rung from P2: {sim_calls:?}"
+        );
+    }
+
+    let ran = events.run("bridge-twiml").await;
+    assert_eq!(ran.status, 200);
+    assert!(
+        ran.body.contains(&format!(r#"callerId="{}""#, seed::P2))
+            && ran.body.contains(&format!(">{}</Number>", seed::B)),
+        "{}",
+        ran.body
     );
 
-    let (status, body) = lambda.invoke("numbers-delete").await;
-    assert_eq!(status, 409, "the number is in use: {body}");
+    let ran = events.run("conference-twiml").await;
+    assert_eq!(ran.status, 200);
+    assert!(
+        ran.body.contains(&format!(">{room}</Conference>")),
+        "{}",
+        ran.body
+    );
 
-    stack
+    let ran = events.run("conference-status").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let conference = events
+        .stack
         .app
         .store
-        .add_number(&ProxyNumber {
-            phone_number: PhoneNumber::parse(P2).unwrap(),
-            is_reserved: false,
-            in_use: 0,
-            date_created: 0,
-            date_updated: 0,
-        })
+        .get_conference(live, seed::CONFERENCE)
         .await
+        .unwrap()
         .unwrap();
-    let (status, body) = lambda.invoke("create-session").await;
-    assert_eq!(status, 201, "{body}");
-    assert!(
-        body.contains("+815031234568"),
-        "A and B already share P1, so the new session gets P2: {body}"
+    assert_eq!(
+        conference.legs.get(seed::LIVE_B).map(String::as_str),
+        Some(seed::B_LEG),
+        "B's join recorded next to A's: {:?}",
+        conference.legs
     );
 
-    let (status, body) = lambda.invoke("close-session").await;
-    assert_eq!(status, 200);
-    assert!(body.contains(r#""status":"closed""#), "{body}");
-    let (status, _) = lambda.invoke("numbers-delete").await;
-    assert_eq!(status, 204, "free once the session closed");
+    // The sweep at 20:48 finds the call inside its warning window (deadline 20:50): the
+    // warning is claimed once and A's leg is sent to the extension prompt.
+    let ran = events.run("expiry-warning").await;
+    let report = ran.json();
+    assert_eq!(
+        (report["warned"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{report}"
+    );
+    assert_eq!(
+        events.session(live).await.live_call.unwrap().warned_for,
+        Some(seed::DEADLINE)
+    );
+    assert!(
+        ran.rest_to(seed::A_LEG),
+        "A's leg redirected to the prompt: {:?}",
+        ran.rest
+    );
+
+    let ran = events.run("extension-prompt").await;
+    assert_eq!(ran.status, 200);
+    assert!(
+        ran.body.contains("<Gather")
+            && ran.body.contains(r#"numDigits="1""#)
+            && ran.body.contains(&format!("deadline={}", seed::DEADLINE)),
+        "{}",
+        ran.body
+    );
+
+    // Pressing 1 for the seeded deadline really extends it, and A goes back to the room.
+    let ran = events.run("extension").await;
+    assert_eq!(ran.status, 200);
+    assert!(
+        ran.body.contains(&format!(">{room}</Conference>")),
+        "{}",
+        ran.body
+    );
+    let s = events.session(live).await;
+    assert_eq!(s.extension_count, 1);
+    assert_eq!(s.live_call.unwrap().deadline, Some(seed::DEADLINE + 300));
+    assert!(
+        ran.rest_to(seed::A_LEG),
+        "the legs' TimeLimit moved: {:?}",
+        ran.rest
+    );
+
+    let ran = events.run("extension-hold").await;
+    assert_eq!(ran.status, 200);
+    assert!(ran.body.contains("少々お待ちください"), "{}", ran.body);
+
+    // A calls P2: the masked call dials B with P2 as caller ID, and A's leg is logged.
+    let ran = events.run("inbound-call").await;
+    assert_eq!(ran.status, 200);
+    assert!(
+        ran.body.contains(&format!(r#"callerId="{}""#, seed::P2))
+            && ran.body.contains(&format!(">{}</Number>", seed::B))
+            && ran.body.contains(&format!(
+                r#"action="{EVENTS_BASE_URL}/twilio/voice/inbound/dial-result?session={quiet}""#
+            )),
+        "{}",
+        ran.body
+    );
+    let legs = events
+        .stack
+        .app
+        .store
+        .list_interactions(quiet)
+        .await
+        .unwrap();
+    assert_eq!(legs.len(), 1, "{legs:?}");
+    assert_eq!(legs[0].call_sid, "CA11111111111111111111111111111111");
+
+    let ran = events.run("inbound-call-dial-result").await;
+    assert_eq!(ran.status, 200);
+    assert!(
+        ran.body.contains("ただいま話し中です") && ran.body.ends_with("<Hangup/></Response>"),
+        "{}",
+        ran.body
+    );
+
+    // The dialled leg's final callback: 65 s to a mobile, two started minutes at 16.2 yen.
+    let ran = events.run("call-status").await;
+    assert_eq!(
+        (ran.status, ran.body.contains("<Response")),
+        (200, true),
+        "{}",
+        ran.body
+    );
+    let leg = events
+        .stack
+        .app
+        .store
+        .get_interaction(quiet, "CA22222222222222222222222222222222")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((leg.duration, leg.cost_milli_yen), (65, 32_400));
+
+    // Closing the live session ends its call through Twilio and frees its routes.
+    let ran = events.run("close-session").await;
+    assert_eq!(ran.status, 200);
+    assert_eq!(ran.json()["status"], "closed");
+    assert!(!events.session(live).await.status.is_open());
+    assert!(
+        ran.rest_to(seed::CONFERENCE) || ran.rest_to(seed::A_LEG),
+        "the live call ended through Twilio: {:?}",
+        ran.rest
+    );
 }

@@ -8,6 +8,8 @@ pub mod control;
 pub mod gateway;
 pub mod iam;
 pub mod relay;
+pub mod runtime_api;
+pub mod seed;
 pub mod simulator;
 pub mod stack;
 pub mod template;

@@ -49,6 +49,8 @@ pub struct Options {
     pub gateway_port: u16,
     /// A fixed table name (the dev stack); by default a fresh one per stack, so tests are isolated.
     pub table_name: Option<String>,
+    /// The simulator's port (0 picks a free one).
+    pub simulator_port: u16,
     /// Use this Twilio API instead of starting the simulator.
     pub twilio_api_base_url: Option<String>,
     pub account_sid: Option<String>,
@@ -69,6 +71,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             gateway_port: 0,
+            simulator_port: 0,
             table_name: None,
             twilio_api_base_url: None,
             account_sid: None,
@@ -220,6 +223,7 @@ impl Stack {
             None => {
                 let mut config = SimConfig::new(&account_sid, &auth_token);
                 config.clock = clock.clone();
+                config.port = options.simulator_port;
                 let sim = Simulator::start(config)
                     .await
                     .map_err(|e| format!("simulator: {e}"))?;

@@ -262,9 +262,79 @@ pub async fn create_table(
     Ok(())
 }
 
+/// A function's environment as `template.yaml` sets it: `Globals.Function.Environment`
+/// and then the function's own `Environment` (by its CodeUri name). A value naming a
+/// template parameter or resource (`!Ref X`; the YAML reader keeps only `X`) becomes
+/// `locals[X]` when given, else the parameter's `Default`; one with neither is an error,
+/// so a new `!Ref` cannot go unnoticed locally.
+pub fn function_environment(
+    text: &str,
+    function: &str,
+    locals: &std::collections::HashMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
+    let doc = docs.first().ok_or("template.yaml is empty")?;
+    let own = doc["Resources"]
+        .as_hash()
+        .into_iter()
+        .flatten()
+        .map(|(_, r)| r)
+        .find(|r| {
+            str_of(&r["Properties"]["CodeUri"])
+                .is_some_and(|uri| uri.trim_end_matches('/').rsplit('/').next() == Some(function))
+        })
+        .ok_or_else(|| format!("template.yaml has no function {function}"))?;
+    let mut env: Vec<(String, String)> = Vec::new();
+    for vars in [
+        &doc["Globals"]["Function"]["Environment"]["Variables"],
+        &own["Properties"]["Environment"]["Variables"],
+    ] {
+        for (name, value) in vars.as_hash().into_iter().flatten() {
+            let name = str_of(name).ok_or("an environment variable without a name")?;
+            let value = str_of(value).unwrap_or_default();
+            let parameter = &doc["Parameters"][value.as_str()];
+            let is_ref =
+                !parameter.is_badvalue() || !doc["Resources"][value.as_str()].is_badvalue();
+            let resolved = if let Some(local) = locals.get(&value) {
+                local.clone()
+            } else if is_ref {
+                str_of(&parameter["Default"]).ok_or_else(|| {
+                    format!("{name}: !Ref {value} has no default; give it a local value")
+                })?
+            } else {
+                value
+            };
+            env.retain(|(n, _)| *n != name);
+            env.push((name, resolved));
+        }
+    }
+    Ok(env)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_function_environment_resolves_refs_to_locals_or_defaults() {
+        let text = std::fs::read_to_string(default_path()).unwrap();
+        let mut locals = std::collections::HashMap::from([
+            ("Table".to_owned(), "t1".to_owned()),
+            ("TwilioSecretArn".to_owned(), "arn:secret".to_owned()),
+            ("PublicBaseUrl".to_owned(), "https://x.example".to_owned()),
+        ]);
+        let env = function_environment(&text, "inbound-call", &locals).unwrap();
+        let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("TABLE_NAME"), Some("t1"));
+        assert_eq!(get("TWILIO_SECRET_ID"), Some("arn:secret"));
+        assert_eq!(get("TWILIO_API_BASE_URL"), Some("https://api.twilio.com"));
+        assert_eq!(get("RETENTION_DAYS"), Some("90"));
+        assert_eq!(get("INTERCEPT_CALLBACK_URL"), Some(""));
+        assert_eq!(get("DEFAULT_TTL_SECONDS"), Some("0"));
+        locals.remove("TwilioSecretArn");
+        let missing = function_environment(&text, "inbound-call", &locals).unwrap_err();
+        assert!(missing.contains("TwilioSecretArn"), "{missing}");
+    }
 
     #[test]
     fn the_real_template_has_every_function_and_the_table() {

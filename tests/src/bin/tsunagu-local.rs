@@ -18,6 +18,11 @@ async fn main() {
         .unwrap_or(3000);
     let options = Options {
         gateway_port: port,
+        // Fixed, so local.env can name it for `cargo lambda watch`.
+        simulator_port: std::env::var("SIMULATOR_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(3001),
         table_name: Some(std::env::var("TABLE_NAME").unwrap_or_else(|_| "tsunagu".into())),
         twilio_api_base_url: std::env::var("TWILIO_API_BASE_URL").ok(),
         account_sid: std::env::var("TWILIO_ACCOUNT_SID").ok(),

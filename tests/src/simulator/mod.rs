@@ -69,6 +69,9 @@ pub struct SimConfig {
     /// An API key (SID "SK…", secret) also accepted for REST calls.
     pub api_key: Option<(String, String)>,
     pub clock: VirtualClock,
+    /// The REST API's port on 127.0.0.1; 0 picks a free one (`make up` fixes it, so
+    /// `local.env` can name it).
+    pub port: u16,
 }
 
 impl SimConfig {
@@ -79,6 +82,7 @@ impl SimConfig {
             auth_token: auth_token.to_owned(),
             api_key: None,
             clock: VirtualClock::default(),
+            port: 0,
         }
     }
 }
@@ -226,7 +230,7 @@ impl Drop for ServerGuard {
 }
 
 impl Simulator {
-    /// Starts the REST API on 127.0.0.1 (a free port).
+    /// Starts the REST API on 127.0.0.1 (`config.port`, or a free port).
     pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
         // reqwest is built without a crypto provider; tests may install one first.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -236,7 +240,7 @@ impl Simulator {
             .no_proxy()
             .build()
             .map_err(std::io::Error::other)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let inner = Arc::new(Inner {
             clock: config.clock.clone(),
