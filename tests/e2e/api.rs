@@ -298,8 +298,8 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
             "/v1/sessions",
             json!({"participants": [{"identifier": A}, {"identifier": "+1 415 555 0123"}]}),
             400,
-            80701,
-            "RATE_OUTBOUND_FOREIGN_JPY_PER_MIN",
+            140002,
+            "ALLOWED_COUNTRIES",
         ),
         (
             "POST",
@@ -729,7 +729,11 @@ async fn hostile_names_numbers_keys_and_dates_are_refused() {
 #[tokio::test]
 async fn allowed_countries_opens_participants_to_other_countries() {
     let stack = stack_with(tsunagu_tests::stack::Options {
-        env: vec![("ALLOWED_COUNTRIES".into(), "81,1".into())],
+        // Calls abroad also need their rate, or the session is refused for want of a price.
+        env: vec![
+            ("ALLOWED_COUNTRIES".into(), "81,1".into()),
+            ("RATE_OUTBOUND_FOREIGN_JPY_PER_MIN".into(), "30".into()),
+        ],
         ..Default::default()
     })
     .await;

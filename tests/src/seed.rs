@@ -16,6 +16,9 @@
 //!   room [`CONFERENCE`], B's leg [`B_LEG`] answered but its join not yet reported — whose
 //!   deadline is [`DEADLINE`], the `deadline` the extension events carry;
 //! - [`QUIET_SESSION`]: A and B on P2, no call yet (V字発信 and the masked inbound call);
+//! - [`EXPIRING_SESSION`]: C and D on P1, created at seeding time with a `date_expiry` a day
+//!   later, which `extend-session.json` moves (an end may not move past 365 days from now,
+//!   so this one follows the wall clock, not the events' date);
 //! - no other open session of A or B, no session named `order-1234`, and none of the events'
 //!   `Idempotency-Key`s recorded, so `create-session.json` creates and gets P3.
 //!
@@ -40,6 +43,8 @@ use tsunagu::store::Store;
 
 pub const A: &str = "+819012345678";
 pub const B: &str = "+818098765432";
+pub const C: &str = "+817011112222";
+pub const D: &str = "+817033334444";
 pub const P1: &str = "+815031234567";
 pub const P2: &str = "+815031234568";
 /// In the pool, used by no session: `create-session.json` gets it, `numbers-delete.json`
@@ -57,6 +62,10 @@ pub const QUIET_SESSION: &str = "KCfedcba9876543210fedcba9876543210";
 pub const QUIET_A: &str = "KP00112233445566778899aabbccddeeff";
 pub const QUIET_B: &str = "KPffeeddccbbaa99887766554433221100";
 pub const UNIQUE_NAME: &str = "order-1234";
+/// C and D on P1, no call, a `date_expiry` (see [`expiring_session`]).
+pub const EXPIRING_SESSION: &str = "KC00112233445566778899aabbccddeeff";
+pub const EXPIRING_C: &str = "KP0000000000000000000000000000000c";
+pub const EXPIRING_D: &str = "KP0000000000000000000000000000000d";
 
 pub const CONFERENCE: &str = "CF44444444444444444444444444444444";
 pub const A_LEG: &str = "CA33333333333333333333333333333333";
@@ -170,6 +179,19 @@ pub fn quiet_session() -> Session {
     )
 }
 
+/// The session `extend-session.json` extends: no call, ending a day after `now`.
+pub fn expiring_session(now: i64) -> Session {
+    let mut s = session(
+        EXPIRING_SESSION,
+        participant(EXPIRING_C, C, P1),
+        participant(EXPIRING_D, D, P1),
+    );
+    s.date_created = now;
+    s.date_updated = now;
+    s.date_expiry = Some(now + 86_400);
+    s
+}
+
 /// One V-call leg Twilio placed from P1 to a participant, answered and still on the line.
 fn v_call_leg(call_sid: &str, to: &Participant) -> Interaction {
     let from = number(P1);
@@ -246,7 +268,7 @@ impl Seeder<'_> {
             .api("POST", "/v1/numbers", Some(json!({ "phone_number": n })))
             .await?;
         match (status, body["code"].as_u64()) {
-            (201, _) | (409, Some(80641)) => Ok(()),
+            (201, _) | (409, Some(140901)) => Ok(()),
             _ => Err(format!("adding {n} to the pool: {status} {body}")),
         }
     }
@@ -341,7 +363,11 @@ impl Seeder<'_> {
         // Whatever is in the way: the seeded sessions as they are now, the session holding
         // the events' unique name, and every open session of A or B (I1 would refuse the
         // seeded routes, and create-session.json must find P3 free for them).
-        let mut in_the_way = BTreeSet::from([LIVE_SESSION.to_owned(), QUIET_SESSION.to_owned()]);
+        let mut in_the_way = BTreeSet::from([
+            LIVE_SESSION.to_owned(),
+            QUIET_SESSION.to_owned(),
+            EXPIRING_SESSION.to_owned(),
+        ]);
         if let Some(sid) = self
             .store
             .session_sid_by_unique_name(UNIQUE_NAME)
@@ -350,7 +376,7 @@ impl Seeder<'_> {
         {
             in_the_way.insert(sid);
         }
-        for who in [A, B] {
+        for who in [A, B, C, D] {
             let who = number(who);
             for proxy in self
                 .store
@@ -383,7 +409,7 @@ impl Seeder<'_> {
             return Err(format!("removing {P4} from the pool: {status} {body}"));
         }
 
-        for sid in [LIVE_SESSION, QUIET_SESSION] {
+        for sid in [LIVE_SESSION, QUIET_SESSION, EXPIRING_SESSION] {
             self.forget_session(sid, &mut report).await?;
         }
         self.delete(
@@ -407,6 +433,11 @@ impl Seeder<'_> {
             .create_session(&quiet, CREATED)
             .await
             .map_err(|e| format!("creating {QUIET_SESSION}: {e}"))?;
+        let now = tsunagu::clock::epoch(time::OffsetDateTime::now_utc());
+        self.store
+            .create_session(&expiring_session(now), now)
+            .await
+            .map_err(|e| format!("creating {EXPIRING_SESSION}: {e}"))?;
         let live = live_session();
         self.store
             .create_session(&live, CREATED)

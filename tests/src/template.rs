@@ -291,7 +291,15 @@ pub fn function_environment(
     ] {
         for (name, value) in vars.as_hash().into_iter().flatten() {
             let name = str_of(name).ok_or("an environment variable without a name")?;
-            let value = str_of(value).unwrap_or_default();
+            // `!If [Condition, !Ref X, !Ref AWS::NoValue]`: the variable is set only when the
+            // condition holds (an optional parameter given), as CloudFormation does.
+            let value = match value.as_vec() {
+                Some(branches) => match if_branch(doc, branches, locals)? {
+                    Some(chosen) => chosen,
+                    None => continue,
+                },
+                None => str_of(value).unwrap_or_default(),
+            };
             let parameter = &doc["Parameters"][value.as_str()];
             let is_ref =
                 !parameter.is_badvalue() || !doc["Resources"][value.as_str()].is_badvalue();
@@ -311,9 +319,70 @@ pub fn function_environment(
     Ok(env)
 }
 
+/// The branch an `!If` takes, for the one condition shape the template uses:
+/// `!Not [!Equals [!Ref Parameter, "literal"]]` (the YAML reader keeps `[[Parameter,
+/// "literal"]]`). `None` when the chosen branch is `AWS::NoValue`. Any other shape is an
+/// error rather than a guess.
+fn if_branch(
+    doc: &Yaml,
+    branches: &[Yaml],
+    locals: &std::collections::HashMap<String, String>,
+) -> Result<Option<String>, String> {
+    let [condition, then, otherwise] = branches else {
+        return Err(format!("an !If needs three items: {branches:?}"));
+    };
+    let condition = str_of(condition).ok_or("an !If without a condition name")?;
+    let shape = &doc["Conditions"][condition.as_str()];
+    let (parameter, literal) = match shape.as_vec().map(Vec::as_slice) {
+        Some([equals]) => match equals.as_vec().map(Vec::as_slice) {
+            Some([p, l]) => (str_of(p), str_of(l)),
+            _ => (None, None),
+        },
+        _ => (None, None),
+    };
+    let (Some(parameter), Some(literal)) = (parameter, literal) else {
+        return Err(format!(
+            "condition {condition}: only !Not [!Equals [!Ref P, \"…\"]] is understood here"
+        ));
+    };
+    let value = match locals.get(&parameter) {
+        Some(v) => v.clone(),
+        None => str_of(&doc["Parameters"][parameter.as_str()]["Default"]).unwrap_or_default(),
+    };
+    let chosen = if value != literal { then } else { otherwise };
+    let chosen = str_of(chosen).unwrap_or_default();
+    if chosen == "AWS::NoValue" {
+        return Ok(None);
+    }
+    Ok(Some(match locals.get(&chosen) {
+        Some(v) => v.clone(),
+        None => str_of(&doc["Parameters"][chosen.as_str()]["Default"]).unwrap_or(chosen),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_variable_is_set_only_when_its_parameter_is_given() {
+        let text = std::fs::read_to_string(default_path()).unwrap();
+        let mut locals = std::collections::HashMap::from([
+            ("Table".to_owned(), "t1".to_owned()),
+            ("TwilioSecretArn".to_owned(), "arn:secret".to_owned()),
+            ("PublicBaseUrl".to_owned(), "https://x.example".to_owned()),
+        ]);
+        let has = |env: &[(String, String)]| {
+            env.iter()
+                .find(|(n, _)| n == "RATE_OUTBOUND_IP_JPY_PER_MIN")
+                .map(|(_, v)| v.clone())
+        };
+        let env = function_environment(&text, "call-status", &locals).unwrap();
+        assert_eq!(has(&env), None, "an empty optional rate is left unset");
+        locals.insert("RateOutboundIpJpyPerMin".into(), "4.5".into());
+        let env = function_environment(&text, "call-status", &locals).unwrap();
+        assert_eq!(has(&env).as_deref(), Some("4.5"));
+    }
 
     #[test]
     fn a_function_environment_resolves_refs_to_locals_or_defaults() {
