@@ -1,12 +1,15 @@
 //! The domain's ports, implemented: the session store by the DynamoDB `Store`, call control by
-//! Twilio's REST API through the app's (request-scoped) `TwilioClient`.
+//! Twilio's REST API through the app's (request-scoped) `TwilioClient`, the intercept by a
+//! signed request to the platform's intercept URL.
 
 use async_trait::async_trait;
 
 use crate::app::App;
+use crate::budget::CALLBACK_TIMEOUT;
+use crate::callback;
 use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
-    Mode, Recorded, Ring, SessionStore, Settings, StoreError,
+    Intercept, Mode, Recorded, Ring, Route, SessionStore, Settings, StoreError,
 };
 use crate::model::{CallStatus, Interaction, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
@@ -168,6 +171,34 @@ impl CallControl for App {
     }
 }
 
+/// Asks the platform's intercept URL, as Twilio Proxy does: HTTP 403 blocks the call. The
+/// wait is cut to the request's budget.
+#[async_trait]
+impl Intercept for App {
+    async fn allows(&self, route: &Route, call_sid: &str) -> bool {
+        let Some(url) = &self.config.intercept_callback_url else {
+            return true;
+        };
+        let form = [
+            ("session_sid", route.session_sid.as_str()),
+            ("inbound_participant_sid", route.participant_sid.as_str()),
+            (
+                "outbound_participant_sid",
+                route.other_participant_sid.as_str(),
+            ),
+            ("call_sid", call_sid),
+            ("interaction_type", "voice"),
+        ];
+        match callback::post_form(self, url, &form, self.budget().cap(CALLBACK_TIMEOUT)).await {
+            Ok(r) => r.status != http::StatusCode::FORBIDDEN,
+            Err(e) => {
+                tracing::warn!(error = %e, "intercept callback failed; letting the call through");
+                true
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for Store {
     async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError> {
@@ -196,6 +227,21 @@ impl SessionStore for Store {
         now: i64,
     ) -> Result<(), StoreError> {
         Store::extend_session(self, session, seconds, due, now).await
+    }
+    async fn get_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+    ) -> Result<Option<Route>, StoreError> {
+        Store::get_route(self, proxy, caller).await
+    }
+    async fn start_inbound_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<bool, StoreError> {
+        Store::start_inbound_leg(self, leg, now, retention).await
     }
     async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError> {
         Store::list_interactions(self, session_sid).await

@@ -1,6 +1,7 @@
-//! What the domain needs from the outside, as traits: the session store and Twilio's call
-//! control. `adapters` implements them with DynamoDB and Twilio's REST API; the domain's
-//! unit tests with the in-memory fakes in `domain::fakes`.
+//! What the domain needs from the outside, as traits: the session store, Twilio's call
+//! control and the platform's intercept callback. `adapters` implements them with DynamoDB,
+//! Twilio's REST API and a signed HTTP request; the domain's unit tests with the in-memory
+//! fakes in `domain::fakes`.
 
 use async_trait::async_trait;
 
@@ -10,7 +11,8 @@ use crate::phone::PhoneNumber;
 
 // The store's plain value types (no SDK types inside but the due cursor's private key).
 pub use crate::store::{
-    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, StoreError,
+    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, Route,
+    StoreError,
 };
 
 /// The sessions, their call legs and the due index, as the domain reads and changes them.
@@ -38,6 +40,21 @@ pub trait SessionStore: Send + Sync {
         now: i64,
     ) -> Result<(), StoreError>;
     async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError>;
+    /// How `caller` reaches the other party of their open session on `proxy` (one read).
+    async fn get_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+    ) -> Result<Option<Route>, StoreError>;
+    /// Logs a masked call's inbound leg and marks its session in progress, only while the
+    /// session is open, before its `date_expiry` and not idle past its ttl. False when it is
+    /// not; true, writing nothing, when the CallSid was already logged (Twilio retried).
+    async fn start_inbound_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        retention: i64,
+    ) -> Result<bool, StoreError>;
     async fn list_numbers(&self) -> Result<Vec<ProxyNumber>, StoreError>;
     /// The proxy numbers on which `participant` has an open session.
     async fn proxies_of(&self, participant: &PhoneNumber) -> Result<Vec<PhoneNumber>, StoreError>;
@@ -199,6 +216,14 @@ pub trait CallControl: Send + Sync {
         deadline: i64,
         call_sid: &str,
     ) -> Result<(), CallError>;
+}
+
+/// The platform's say on a masked call about to be connected: its intercept URL.
+#[async_trait]
+pub trait Intercept: Send + Sync {
+    /// False when the platform refuses the call. Whatever else happens (no URL, no answer,
+    /// another answer) lets the call through: a slow platform must not silence its users.
+    async fn allows(&self, route: &Route, call_sid: &str) -> bool;
 }
 
 /// The settings the domain's rules use.

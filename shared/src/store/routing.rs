@@ -27,7 +27,7 @@ pub struct Route {
 
 impl Route {
     /// The route `participant` calls through: to `other`, shown `other`'s own proxy.
-    pub(super) fn of(session: &Session, participant: &Participant, other: &Participant) -> Self {
+    pub fn of(session: &Session, participant: &Participant, other: &Participant) -> Self {
         Self {
             session_sid: session.sid.clone(),
             participant_sid: participant.sid.clone(),

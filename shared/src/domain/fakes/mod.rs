@@ -9,8 +9,10 @@ mod store;
 pub use calls::{CallRequest, FakeCalls};
 pub use store::MemoryStore;
 
+use std::sync::Mutex;
+
 use crate::clock::Clock;
-use crate::domain::ports::{Ctx, Settings};
+use crate::domain::ports::{Ctx, Intercept, Route, Settings};
 use crate::model::{Interaction, TwilioDirection};
 
 /// A clock stopped at one instant.
@@ -19,6 +21,35 @@ pub struct FixedClock(pub i64);
 impl Clock for FixedClock {
     fn now(&self) -> time::OffsetDateTime {
         time::OffsetDateTime::from_unix_timestamp(self.0).unwrap()
+    }
+}
+
+/// The platform's intercept: lets every call through unless told to refuse them; records
+/// the CallSids it was asked about.
+#[derive(Default)]
+pub struct FakeIntercept {
+    pub refuse: bool,
+    asked: Mutex<Vec<String>>,
+}
+
+impl FakeIntercept {
+    pub fn refusing() -> Self {
+        Self {
+            refuse: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Intercept for FakeIntercept {
+    async fn allows(&self, _route: &Route, call_sid: &str) -> bool {
+        self.asked.lock().unwrap().push(call_sid.to_owned());
+        !self.refuse
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::ports::{
-    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, SessionStore,
-    StoreError,
+    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, Route,
+    SessionStore, StoreError,
 };
 use crate::model::{
     CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, WarningOutcome,
@@ -20,6 +20,8 @@ use crate::phone::PhoneNumber;
 struct Tables {
     sessions: HashMap<String, Session>,
     unique_names: HashMap<String, String>,
+    /// (proxy, caller) → route, kept while the session is open, as the store keeps them.
+    routes: HashMap<(String, String), Route>,
     numbers: Vec<ProxyNumber>,
     legs: Vec<Interaction>,
     conferences: HashMap<(String, String), ConferenceRecord>,
@@ -55,7 +57,24 @@ impl MemoryStore {
         if let Some(name) = &session.unique_name {
             t.unique_names.insert(name.clone(), session.sid.clone());
         }
+        if let ([a, b], true) = (&session.participants[..], session.status.is_open()) {
+            for (caller, other) in [(a, b), (b, a)] {
+                let key = (
+                    caller.proxy_identifier.to_string(),
+                    caller.identifier.to_string(),
+                );
+                t.routes.insert(key, Route::of(&session, caller, other));
+            }
+        }
         t.sessions.insert(session.sid.clone(), session);
+    }
+
+    /// Closes the session but leaves its routes, as a close that lands between a caller's
+    /// route being read and their leg being written.
+    pub fn close_after_routing(&self, sid: &str) {
+        if let Some(s) = self.tables().sessions.get_mut(sid) {
+            s.status = SessionStatus::Closed;
+        }
     }
 
     pub fn session(&self, sid: &str) -> Option<Session> {
@@ -221,6 +240,7 @@ impl SessionStore for MemoryStore {
         stored.date_updated = now;
         stored.live_call = None;
         t.due.remove(&session.sid);
+        t.routes.retain(|_, r| r.session_sid != session.sid);
         Ok(())
     }
 
@@ -247,6 +267,14 @@ impl SessionStore for MemoryStore {
             date_updated: now,
             ..stored.extended_by(seconds)
         };
+        let expiry = stored.date_expiry;
+        for r in t
+            .routes
+            .values_mut()
+            .filter(|r| r.session_sid == session.sid)
+        {
+            r.date_expiry = expiry;
+        }
         t.file_due(&session.sid, due);
         Ok(())
     }
@@ -260,6 +288,47 @@ impl SessionStore for MemoryStore {
             .filter(|l| l.session_sid == session_sid)
             .cloned()
             .collect())
+    }
+
+    async fn get_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+    ) -> Result<Option<Route>, StoreError> {
+        self.failure("get_route")?;
+        let key = (proxy.to_string(), caller.to_string());
+        Ok(self.tables().routes.get(&key).cloned())
+    }
+
+    async fn start_inbound_leg(
+        &self,
+        leg: &Interaction,
+        now: i64,
+        _retention: i64,
+    ) -> Result<bool, StoreError> {
+        self.failure("start_inbound_leg")?;
+        let mut guard = self.tables();
+        let t = &mut *guard;
+        // The session's condition is checked first, as in the store's transaction.
+        let Some(session) = t.sessions.get_mut(&leg.session_sid).filter(|s| {
+            s.status.is_open()
+                && s.date_expiry.is_none_or(|e| e > now)
+                && (s.ttl == 0
+                    || s.date_last_interaction
+                        .is_none_or(|l| l + s.ttl as i64 > now))
+        }) else {
+            return Ok(false);
+        };
+        // The same CallSid again (Twilio retried): already logged, and nothing is written.
+        let retried = t.legs.iter().any(|l| l.call_sid == leg.call_sid);
+        if retried {
+            return Ok(true);
+        }
+        session.status = SessionStatus::InProgress;
+        session.date_last_interaction = Some(now);
+        session.date_updated = now;
+        t.legs.push(leg.clone());
+        Ok(true)
     }
 
     async fn list_numbers(&self) -> Result<Vec<ProxyNumber>, StoreError> {
