@@ -3,6 +3,8 @@
 //! (`api`, `webhooks`) parses requests and maps `DomainError` to answers; `adapters` wires
 //! the ports to DynamoDB and Twilio's REST API.
 //!
+//! - `admission`: a masked call comes in — dial the other party, call them into a timed
+//!   call's room, or tell the caller why not;
 //! - `sessions`: allocating proxy numbers (I1), reading, closing (I3) and extending;
 //! - `vcall`: V字発信, ringing both parties, and hanging a half-placed call up again;
 //! - `due`: when a session next needs the sweep;
@@ -11,6 +13,7 @@
 //! - `expiry`: the sweep's decisions — warn once per deadline (I4), end calls at their
 //!   deadline, close expired sessions.
 
+pub mod admission;
 pub mod due;
 pub mod error;
 pub mod expiry;

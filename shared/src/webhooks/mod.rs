@@ -28,7 +28,7 @@ mod status;
 mod vcall;
 
 pub use extension::{extension, safety_limit};
-pub use inbound::{inbound_call, time_limit};
+pub use inbound::inbound_call;
 pub use status::call_status;
 pub use vcall::{bridge_twiml, conference_status, conference_twiml, join_room, room_dial};
 
