@@ -1,7 +1,7 @@
-//! The domain: what Tsunagu does with sessions and calls, as rules over two ports — the
-//! session store and Twilio's call control (`ports`). No HTTP, Lambda or SDK types: the edge
-//! (`api`, `webhooks`) parses requests and maps `DomainError` to answers; `adapters` wires
-//! the ports to DynamoDB and Twilio's REST API.
+//! The domain: what Tsunagu does with sessions and calls, as rules over its ports — the
+//! session store, Twilio's call control and the platform's intercept (`ports`). No HTTP,
+//! Lambda or SDK types: the edge (`api`, `webhooks`) parses requests and maps `DomainError` to
+//! answers; `adapters` wires the ports to DynamoDB, Twilio's REST API and the intercept URL.
 //!
 //! - `admission`: a masked call comes in — dial the other party, call them into a timed
 //!   call's room, or tell the caller why not;
