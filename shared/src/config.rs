@@ -66,6 +66,11 @@ pub struct Prompts {
     pub extended: String,
     pub not_extended: String,
     pub no_more_extensions: String,
+    /// What the other party hears at the warning while the deciding party is asked;
+    /// `{minutes}` is the time left.
+    pub warning_other: String,
+    /// The outcome when the call is not extended, heard by both parties.
+    pub ending: String,
     /// What the other party hears while the deciding party answers the warning.
     pub hold: String,
 }
@@ -88,8 +93,11 @@ impl Default for Prompts {
             warning: "通話終了まで残り{minutes}分です。延長する場合は1を押してください。".into(),
             warning_final: "通話終了まで残り{minutes}分です。".into(),
             extended: "通話を{extension}分延長しました。残りは{minutes}分です。".into(),
-            not_extended: "延長はせず、予定どおり通話を終了します。".into(),
-            no_more_extensions: "これ以上の延長はできません。予定どおり通話を終了します。".into(),
+            not_extended: "延長はしませんでした。".into(),
+            no_more_extensions: "これ以上の延長はできません。".into(),
+            warning_other:
+                "通話終了まで残り{minutes}分です。お相手の方に延長を確認しています。".into(),
+            ending: "まもなく通話を終了します。".into(),
             hold: "少々お待ちください。".into(),
         }
     }
@@ -196,6 +204,8 @@ impl Config {
             ("PROMPT_EXTENDED", &mut prompts.extended),
             ("PROMPT_NOT_EXTENDED", &mut prompts.not_extended),
             ("PROMPT_NO_MORE_EXTENSIONS", &mut prompts.no_more_extensions),
+            ("PROMPT_WARNING_OTHER", &mut prompts.warning_other),
+            ("PROMPT_ENDING", &mut prompts.ending),
             ("PROMPT_HOLD", &mut prompts.hold),
         ] {
             if let Some(v) = get(name) {
