@@ -391,7 +391,11 @@ mod tests {
         pairs.push(("TTS_VOICE", "Polly.Takumi"));
         pairs.push(("PROMPT_OTHER_BUSY", "ただいま通話中です。"));
         pairs.push(("PROMPT_OTHER_FAILED", ""));
+        pairs.push(("PROMPT_WARNING_OTHER", "残り{minutes}分です。"));
+        pairs.push(("PROMPT_ENDING", "終了します。"));
         let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.prompts.warning_other, "残り{minutes}分です。");
+        assert_eq!(c.prompts.ending, "終了します。");
         assert_eq!(c.intercept_callback_url, None);
         assert_eq!(c.prompts.voice, "Polly.Takumi");
         assert_eq!(c.prompts.other_busy, "ただいま通話中です。");
