@@ -9,7 +9,7 @@ use crate::budget::CALLBACK_TIMEOUT;
 use crate::callback;
 use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
-    Intercept, Mode, Recorded, Ring, Route, SessionStore, Settings, StoreError,
+    Intercept, Mode, Recorded, Ring, Route, SessionStore, Settings, StoreError, Told,
 };
 use crate::model::{CallStatus, Interaction, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
@@ -129,21 +129,71 @@ impl CallControl for App {
     async fn hold_for_warning(
         &self,
         session_sid: &str,
+        deadline: i64,
+        asking: bool,
         conference_sid: &str,
         call_sid: &str,
     ) -> Result<(), CallError> {
         let base = &self.config.public_base_url;
-        let hold_url = format!("{base}/twilio/voice/extension/hold?session={session_sid}");
+        let offer = if asking { "" } else { "&offer=none" };
+        let hold_url = format!(
+            "{base}/twilio/voice/extension/hold?session={session_sid}&deadline={deadline}{offer}"
+        );
         Ok(self
             .twilio
-            .hold(&self.secrets, conference_sid, call_sid, Some(&hold_url))
+            .hold(
+                &self.secrets,
+                conference_sid,
+                call_sid,
+                Some(&hold_url),
+                None,
+            )
             .await?)
     }
 
-    async fn unhold(&self, conference_sid: &str, call_sid: &str) -> Result<(), CallError> {
+    async fn unhold(
+        &self,
+        session_sid: &str,
+        conference_sid: &str,
+        call_sid: &str,
+        told: Option<Told>,
+    ) -> Result<(), CallError> {
+        let base = &self.config.public_base_url;
+        // The outcome plays to this participant alone, as they come off hold.
+        let announce = told.map(|told| {
+            let what = match told {
+                Told::Extended { minutes, deadline } => {
+                    format!("told=extended&by={minutes}&deadline={deadline}")
+                }
+                Told::Ending => "told=ending".to_owned(),
+            };
+            format!("{base}/twilio/voice/extension/hold?session={session_sid}&{what}")
+        });
         Ok(self
             .twilio
-            .hold(&self.secrets, conference_sid, call_sid, None)
+            .hold(
+                &self.secrets,
+                conference_sid,
+                call_sid,
+                None,
+                announce.as_deref(),
+            )
+            .await?)
+    }
+
+    async fn announce_time_left(
+        &self,
+        session_sid: &str,
+        deadline: i64,
+        conference_sid: &str,
+    ) -> Result<(), CallError> {
+        let base = &self.config.public_base_url;
+        let url = format!(
+            "{base}/twilio/voice/extension/hold?session={session_sid}&told=time-left&deadline={deadline}"
+        );
+        Ok(self
+            .twilio
+            .announce_to_conference(&self.secrets, conference_sid, &url)
             .await?)
     }
 

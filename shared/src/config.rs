@@ -66,6 +66,11 @@ pub struct Prompts {
     pub extended: String,
     pub not_extended: String,
     pub no_more_extensions: String,
+    /// What the other party hears at the warning while the deciding party is asked;
+    /// `{minutes}` is the time left.
+    pub warning_other: String,
+    /// The outcome when the call is not extended, heard by both parties.
+    pub ending: String,
     /// What the other party hears while the deciding party answers the warning.
     pub hold: String,
 }
@@ -88,8 +93,11 @@ impl Default for Prompts {
             warning: "通話終了まで残り{minutes}分です。延長する場合は1を押してください。".into(),
             warning_final: "通話終了まで残り{minutes}分です。".into(),
             extended: "通話を{extension}分延長しました。残りは{minutes}分です。".into(),
-            not_extended: "延長はせず、予定どおり通話を終了します。".into(),
-            no_more_extensions: "これ以上の延長はできません。予定どおり通話を終了します。".into(),
+            not_extended: "延長はしませんでした。".into(),
+            no_more_extensions: "これ以上の延長はできません。".into(),
+            warning_other:
+                "通話終了まで残り{minutes}分です。お相手の方に延長を確認しています。".into(),
+            ending: "まもなく通話を終了します。".into(),
             hold: "少々お待ちください。".into(),
         }
     }
@@ -196,6 +204,8 @@ impl Config {
             ("PROMPT_EXTENDED", &mut prompts.extended),
             ("PROMPT_NOT_EXTENDED", &mut prompts.not_extended),
             ("PROMPT_NO_MORE_EXTENSIONS", &mut prompts.no_more_extensions),
+            ("PROMPT_WARNING_OTHER", &mut prompts.warning_other),
+            ("PROMPT_ENDING", &mut prompts.ending),
             ("PROMPT_HOLD", &mut prompts.hold),
         ] {
             if let Some(v) = get(name) {
@@ -381,7 +391,11 @@ mod tests {
         pairs.push(("TTS_VOICE", "Polly.Takumi"));
         pairs.push(("PROMPT_OTHER_BUSY", "ただいま通話中です。"));
         pairs.push(("PROMPT_OTHER_FAILED", ""));
+        pairs.push(("PROMPT_WARNING_OTHER", "残り{minutes}分です。"));
+        pairs.push(("PROMPT_ENDING", "終了します。"));
         let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.prompts.warning_other, "残り{minutes}分です。");
+        assert_eq!(c.prompts.ending, "終了します。");
         assert_eq!(c.intercept_callback_url, None);
         assert_eq!(c.prompts.voice, "Polly.Takumi");
         assert_eq!(c.prompts.other_busy, "ただいま通話中です。");

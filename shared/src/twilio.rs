@@ -237,21 +237,54 @@ impl TwilioClient {
             .await
     }
 
-    /// Puts a conference participant on hold (`hold_url` plays meanwhile) or takes them off.
+    /// Puts a conference participant on hold (`hold_url` plays meanwhile) or takes them off,
+    /// and with `announce_url` plays that TwiML to this participant alone. Twilio's
+    /// Conference Participant resource, update: `Hold`, `HoldUrl`, `AnnounceUrl` ("The URL
+    /// we call using the announce_method for an announcement to the participant"),
+    /// <https://www.twilio.com/docs/voice/api/conference-participant-resource>.
     pub async fn hold(
         &self,
         secrets: &SecretCache,
         conference_sid: &str,
         call_sid: &str,
         hold_url: Option<&str>,
+        announce_url: Option<&str>,
     ) -> Result<(), TwilioError> {
         let mut form = vec![("Hold", if hold_url.is_some() { "true" } else { "false" })];
         if let Some(url) = hold_url {
             form.push(("HoldUrl", url));
             form.push(("HoldMethod", "POST"));
         }
+        if let Some(url) = announce_url {
+            form.push(("AnnounceUrl", url));
+            form.push(("AnnounceMethod", "POST"));
+        }
         let path = format!("Conferences/{conference_sid}/Participants/{call_sid}.json");
         match self.post(secrets, &path, &form).await {
+            Ok(_) | Err(TwilioError::Api { code: 20404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Plays the TwiML at `url` to everyone in the room. Twilio's Conference resource,
+    /// update: `AnnounceUrl` ("The URL we should call to announce something into the
+    /// conference"), <https://www.twilio.com/docs/voice/api/conference-resource>. A room
+    /// that already ended is not an error: there is nobody left to tell.
+    pub async fn announce_to_conference(
+        &self,
+        secrets: &SecretCache,
+        conference_sid: &str,
+        url: &str,
+    ) -> Result<(), TwilioError> {
+        let form = [("AnnounceUrl", url), ("AnnounceMethod", "POST")];
+        match self
+            .post(
+                secrets,
+                &format!("Conferences/{conference_sid}.json"),
+                &form,
+            )
+            .await
+        {
             Ok(_) | Err(TwilioError::Api { code: 20404, .. }) => Ok(()),
             Err(e) => Err(e),
         }

@@ -85,8 +85,8 @@ async fn warned_at_seven_minutes_extended_by_one_then_ended_at_the_deadline() {
             .sim()
             .heard_by(&b)
             .iter()
-            .any(|t| t.contains("少々お待ちください")),
-        "the other party is on hold meanwhile"
+            .any(|t| t.contains("お相手の方に延長を確認しています")),
+        "the other party hears that the deciding party is being asked"
     );
 
     advance_to(&stack, t0, 450).await;
@@ -191,7 +191,7 @@ async fn pressing_another_key_or_nothing_ends_the_call_as_planned() {
         advance_to(&stack, t0, 440).await;
         let heard = stack.sim().heard_by(&e164(A));
         assert!(
-            heard.iter().any(|t| t.contains("予定どおり")),
+            heard.iter().any(|t| t.contains("まもなく通話を終了します")),
             "{digits:?}: {heard:?}"
         );
         assert_eq!(session(&stack, &s).await.extension_count, 0);
@@ -679,4 +679,126 @@ async fn the_sweep_bounds_its_concurrency_towards_twilio() {
         tsunagu::domain::expiry::CONCURRENCY
     );
     assert!(peak >= 2, "the sweep does work in parallel: {peak}");
+}
+
+// Both parties told: what each phone heard, in order, from the warning to the outcome.
+
+/// What `phone` heard from `t0 + from` seconds on, in order.
+fn heard_since(stack: &Stack, phone: &str, t0: time::OffsetDateTime, from: i64) -> Vec<String> {
+    let since = t0 + time::Duration::seconds(from);
+    stack
+        .sim()
+        .transcript()
+        .into_iter()
+        .filter(|entry| entry.at >= since)
+        .filter_map(|entry| match entry.event {
+            tsunagu_tests::simulator::Event::Said { to, text, .. } if to == phone => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn both_parties_hear_the_warning_and_the_extension() {
+    let stack = stack().await;
+    let (_, t0) =
+        ten_minute_conference(&stack, phone(2, None, &[(2, '1')]), phone(5, None, &[])).await;
+    let (a, b) = (e164(A), e164(B));
+    advance_to(&stack, t0, 460).await;
+    assert_eq!(
+        heard_since(&stack, &a, t0, 400),
+        [
+            "通話終了まで残り3分です。延長する場合は1を押してください。",
+            "通話を5分延長しました。残りは8分です。",
+        ]
+    );
+    assert_eq!(
+        heard_since(&stack, &b, t0, 400),
+        [
+            // A answered within seconds: B is told before the hold message comes round.
+            "通話終了まで残り3分です。お相手の方に延長を確認しています。",
+            "通話を5分延長しました。残りは8分です。",
+        ]
+    );
+    let room = stack.sim().conferences().pop().unwrap();
+    assert_eq!(room.participants.len(), 2, "both in the room: {room:?}");
+    assert!(room.participants.iter().all(|p| !p.hold), "{room:?}");
+}
+
+#[tokio::test]
+async fn both_parties_hear_that_the_call_ends_when_nobody_presses_1() {
+    let stack = stack().await;
+    let (_, t0) = ten_minute_conference(&stack, phone(2, None, &[]), phone(5, None, &[])).await;
+    let (a, b) = (e164(A), e164(B));
+    advance_to(&stack, t0, 460).await;
+    assert_eq!(
+        heard_since(&stack, &a, t0, 400),
+        [
+            "通話終了まで残り3分です。延長する場合は1を押してください。",
+            "延長はしませんでした。まもなく通話を終了します。",
+        ]
+    );
+    assert_eq!(
+        heard_since(&stack, &b, t0, 400),
+        [
+            "通話終了まで残り3分です。お相手の方に延長を確認しています。",
+            "少々お待ちください。",
+            "まもなく通話を終了します。",
+        ]
+    );
+    stack.finish_calls().await;
+    assert!(
+        stack
+            .sim()
+            .calls()
+            .iter()
+            .all(|c| (c.ended_at.unwrap() - t0).whole_seconds() == 600),
+        "ended at 10:00 as before"
+    );
+}
+
+#[tokio::test]
+async fn with_the_decider_not_in_the_room_the_room_hears_the_time_left() {
+    let stack = stack().await;
+    let (s, t0) = ten_minute_conference(&stack, phone(2, None, &[]), phone(5, None, &[])).await;
+    let (a, b) = (e164(A), e164(B));
+    advance_to(&stack, t0, 60).await;
+    // The deciding party's participant-join callback was lost: the record does not
+    // know A's leg, so A cannot be asked.
+    let decider = session(&stack, &s).await.decider().unwrap().sid.clone();
+    let conference = session(&stack, &s).await.current_conference.unwrap();
+    aws_sdk_dynamodb::Client::new(&stack.aws)
+        .update_item()
+        .table_name(&stack.table)
+        .key("pk", AttributeValue::S(format!("SESSION#{}", sid(&s))))
+        .key("sk", AttributeValue::S(format!("CONF#{conference}")))
+        .update_expression("REMOVE #leg")
+        .expression_attribute_names("#leg", format!("leg_{decider}"))
+        .send()
+        .await
+        .unwrap();
+    advance_to(&stack, t0, 460).await;
+    // Nobody is asked or held: both, in the room, hear the time left from the room.
+    assert_eq!(
+        heard_since(&stack, &a, t0, 400),
+        ["通話終了まで残り3分です。"]
+    );
+    assert_eq!(
+        heard_since(&stack, &b, t0, 400),
+        ["通話終了まで残り3分です。"]
+    );
+    let live = session(&stack, &s).await.live_call.unwrap();
+    assert_eq!(
+        live.warning,
+        Some(tsunagu::model::WarningOutcome::NotPossibleAbsent)
+    );
+    stack.finish_calls().await;
+    assert!(
+        stack
+            .sim()
+            .calls()
+            .iter()
+            .all(|c| (c.ended_at.unwrap() - t0).whole_seconds() == 600),
+        "ended at 10:00"
+    );
 }

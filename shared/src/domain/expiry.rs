@@ -154,8 +154,11 @@ async fn end_live_call(ctx: Ctx<'_>, session: &Session) {
     sessions::end_live_calls(ctx, &session.sid).await;
 }
 
-/// The three-minute warning: the other party is put on hold (with a "please wait"), the
-/// deciding party's call is given the extension prompt. Claimed first, so it happens once.
+/// The three-minute warning, claimed first so that it happens once. Both parties hear the
+/// time left: the deciding party's call is given the extension prompt, and the other is put
+/// on hold hearing that the deciding party is being asked (or, with no extension left, just
+/// the time left). A deciding party not in the room cannot be asked: whoever is in it hears
+/// the time left through a room announcement.
 async fn warn(
     ctx: Ctx<'_>,
     session: &Session,
@@ -186,13 +189,23 @@ async fn warn(
         .as_ref()
         .zip(decider)
         .and_then(|((_, legs), d)| legs.get(&d.sid).cloned());
-    let (Some((conference, legs)), Some(decider), Some(decider_leg)) = (legs, decider, decider_leg)
+    let (Some((conference, legs)), Some(decider), Some(decider_leg)) =
+        (legs.clone(), decider, decider_leg)
     else {
         if ctx
             .store
             .claim_warning(&session.sid, deadline, WarningOutcome::NotPossibleAbsent)
             .await?
         {
+            if let Some((conference, legs)) = legs
+                && !legs.is_empty()
+                && let Err(e) = ctx
+                    .calls
+                    .announce_time_left(&session.sid, deadline, &conference)
+                    .await
+            {
+                tracing::error!(conference = %conference, error = %e, "could not tell the room the time left");
+            }
             return Ok(Outcome::NoWarningPossible);
         }
         return Ok(Outcome::Nothing);
@@ -204,10 +217,11 @@ async fn warn(
     {
         return Ok(Outcome::Nothing);
     }
+    let asking = session.extension_count < session.extension.max_count;
     if let Some(other_leg) = session.other(&decider.sid).and_then(|o| legs.get(&o.sid))
         && let Err(e) = ctx
             .calls
-            .hold_for_warning(&session.sid, &conference, other_leg)
+            .hold_for_warning(&session.sid, deadline, asking, &conference, other_leg)
             .await
     {
         tracing::error!(call = %other_leg, error = %e, "could not hold the other party for the warning");
@@ -268,7 +282,11 @@ mod tests {
         assert_eq!(
             world.calls.requests(),
             vec![
-                CallRequest::Hold("CA2".into()),
+                CallRequest::Hold {
+                    call_sid: "CA2".into(),
+                    deadline: NOW + 100,
+                    asking: true
+                },
                 CallRequest::Prompt {
                     call_sid: "CA1".into(),
                     deadline: NOW + 100
@@ -319,7 +337,11 @@ mod tests {
         assert_eq!(
             world.calls.requests(),
             vec![
-                CallRequest::Hold("CA1".into()),
+                CallRequest::Hold {
+                    call_sid: "CA1".into(),
+                    deadline: NOW + 100,
+                    asking: true
+                },
                 CallRequest::Prompt {
                     call_sid: "CA2".into(),
                     deadline: NOW + 100
@@ -344,6 +366,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_no_extension_left_the_other_hears_only_the_time_left() {
+        let world = in_room(Session {
+            live_call: Some(live(CallMode::Conference, NOW + 100)),
+            extension_count: 1,
+            ..sample_session()
+        });
+        sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(
+            world.calls.requests()[0],
+            CallRequest::Hold {
+                call_sid: "CA2".into(),
+                deadline: NOW + 100,
+                asking: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_decider_not_in_the_room_cannot_be_asked_but_the_room_hears_the_time_left() {
+        // Only B (KP2) is recorded in the room.
+        let world = World::at(NOW);
+        world.store.put_session(Session {
+            current_conference: Some("CF1".into()),
+            live_call: Some(live(CallMode::Conference, NOW + 100)),
+            ..sample_session()
+        });
+        world.store.put_room(SID, "CF1", &[("KP2", "CA2")]);
+        world.store.file_due(SID, NOW);
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(report.no_warning_possible, 1, "{report:?}");
+        assert_eq!(
+            world.calls.requests(),
+            vec![CallRequest::AnnounceTimeLeft {
+                conference_sid: "CF1".into(),
+                deadline: NOW + 100
+            }]
+        );
+        // Once per deadline (I4).
+        world.store.file_due(SID, NOW);
+        sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!(world.calls.requests().len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_decider_not_in_the_room_cannot_be_warned() {
         let world = World::at(NOW);
         world.store.put_session(Session {
@@ -357,6 +423,7 @@ mod tests {
             world.store.claimed(SID).map(|c| c.1),
             Some(WarningOutcome::NotPossibleAbsent)
         );
+        assert!(world.calls.requests().is_empty(), "no room, nobody to tell");
     }
 
     #[tokio::test]

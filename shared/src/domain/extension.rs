@@ -2,7 +2,7 @@
 //! the call, and bringing both parties back to it.
 
 use crate::domain::error::DomainError;
-use crate::domain::ports::{Ctx, StoreError};
+use crate::domain::ports::{Ctx, StoreError, Told};
 use crate::domain::sessions;
 use crate::model::Session;
 
@@ -90,14 +90,29 @@ pub async fn answer(
             sessions::move_time_limits(ctx, &session.sid, deadline).await;
         }
     };
-    futures::future::join(off_hold(ctx, session, decider_sid), limits)
+    // The other party hears the outcome as they come off hold; nothing was asked when no
+    // extension was offered, and they have heard the time left already.
+    let told = match answer {
+        Answer::NotOffered | Answer::SessionClosed => None,
+        Answer::Extended => Some(Told::Extended {
+            minutes: extension.seconds / 60,
+            deadline,
+        }),
+        Answer::Declined | Answer::NoneLeft => Some(Told::Ending),
+    };
+    futures::future::join(off_hold(ctx, session, decider_sid, told), limits)
         .await
         .0?;
     Ok(Outcome { answer, deadline })
 }
 
-/// Takes everyone but the deciding party off hold.
-async fn off_hold(ctx: Ctx<'_>, session: &Session, decider_sid: &str) -> Result<(), DomainError> {
+/// Takes everyone but the deciding party off hold, telling them the outcome.
+async fn off_hold(
+    ctx: Ctx<'_>,
+    session: &Session,
+    decider_sid: &str,
+    told: Option<Told>,
+) -> Result<(), DomainError> {
     let Some(conference) = &session.current_conference else {
         return Ok(());
     };
@@ -109,7 +124,11 @@ async fn off_hold(ctx: Ctx<'_>, session: &Session, decider_sid: &str) -> Result<
         .iter()
         .filter(|(label, _)| label.as_str() != decider_sid);
     futures::future::join_all(others.map(|(_, call_sid)| async move {
-        if let Err(e) = ctx.calls.unhold(conference, call_sid).await {
+        if let Err(e) = ctx
+            .calls
+            .unhold(&session.sid, conference, call_sid, told)
+            .await
+        {
             tracing::error!(call = %call_sid, error = %e, "could not take the other party off hold");
         }
     }))
@@ -168,11 +187,22 @@ mod tests {
         // The sweep wakes for the next warning, 180 s before the new deadline.
         assert_eq!(world.store.due(SID), Some(DEADLINE + 300 - 180));
         let requests = world.calls.requests();
+        // The other party comes back hearing the extension; the decider heard it already.
         assert!(
-            requests.contains(&CallRequest::Unhold("CA2".into())),
+            requests.contains(&CallRequest::Unhold {
+                call_sid: "CA2".into(),
+                told: Some(Told::Extended {
+                    minutes: 5,
+                    deadline: DEADLINE + 300
+                })
+            }),
             "{requests:?}"
         );
-        assert!(!requests.contains(&CallRequest::Unhold("CA1".into())));
+        assert!(
+            !requests
+                .iter()
+                .any(|r| matches!(r, CallRequest::Unhold { call_sid, .. } if call_sid == "CA1"))
+        );
         // Each leg's limit counts from its creation and leaves two minutes past the deadline.
         for call in ["CA1", "CA2"] {
             assert!(requests.contains(&CallRequest::SetTimeLimit {
@@ -198,7 +228,10 @@ mod tests {
         assert_eq!(world.store.session(SID).unwrap().extension_count, 0);
         assert_eq!(
             world.calls.requests(),
-            vec![CallRequest::Unhold("CA2".into())]
+            vec![CallRequest::Unhold {
+                call_sid: "CA2".into(),
+                told: Some(Told::Ending)
+            }]
         );
     }
 
@@ -229,6 +262,17 @@ mod tests {
             .unwrap();
         assert_eq!(not_offered.answer, Answer::NotOffered);
         assert_eq!(world.store.session(SID).unwrap().extension_count, 0);
+        // Told the end is coming twice (none left, stale), and nothing when nothing was asked.
+        let told: Vec<_> = world
+            .calls
+            .requests()
+            .into_iter()
+            .filter_map(|r| match r {
+                CallRequest::Unhold { told, .. } => Some(told),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, vec![Some(Told::Ending), Some(Told::Ending), None]);
     }
 
     #[tokio::test]
@@ -259,7 +303,10 @@ mod tests {
         assert_eq!(outcome.deadline, DEADLINE);
         assert_eq!(
             world.calls.requests(),
-            vec![CallRequest::Unhold("CA2".into())]
+            vec![CallRequest::Unhold {
+                call_sid: "CA2".into(),
+                told: Some(Told::Ending)
+            }]
         );
     }
 }

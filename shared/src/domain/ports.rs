@@ -163,6 +163,15 @@ pub enum Goodbye {
     OtherFailed,
 }
 
+/// The outcome of the warning, as the party who did not answer it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    /// The call was extended by `minutes`; it now ends at `deadline`.
+    Extended { minutes: u64, deadline: i64 },
+    /// The call ends at its deadline.
+    Ending,
+}
+
 /// Why Twilio did not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -198,15 +207,31 @@ pub trait CallControl: Send + Sync {
     async fn call_status(&self, call_sid: &str) -> Result<Option<CallStatus>, CallError>;
     /// Tells a party why the call is over, then ends their call.
     async fn say_goodbye(&self, call_sid: &str, why: Goodbye) -> Result<(), CallError>;
-    /// Puts the other party on hold with the "please wait" message during the warning.
+    /// Puts the other party on hold during the warning for `deadline`: they hear the time
+    /// left and, when `asking`, that the deciding party is being asked, then "please wait".
     async fn hold_for_warning(
+        &self,
+        session_sid: &str,
+        deadline: i64,
+        asking: bool,
+        conference_sid: &str,
+        call_sid: &str,
+    ) -> Result<(), CallError>;
+    /// Takes a conference participant off hold and, with `told`, tells them the outcome.
+    async fn unhold(
         &self,
         session_sid: &str,
         conference_sid: &str,
         call_sid: &str,
+        told: Option<Told>,
     ) -> Result<(), CallError>;
-    /// Takes a conference participant off hold.
-    async fn unhold(&self, conference_sid: &str, call_sid: &str) -> Result<(), CallError>;
+    /// Tells everyone in the room the time left before `deadline` (no one can extend it).
+    async fn announce_time_left(
+        &self,
+        session_sid: &str,
+        deadline: i64,
+        conference_sid: &str,
+    ) -> Result<(), CallError>;
     /// Sets a live call's Twilio `TimeLimit`, counted from the call's creation.
     async fn set_time_limit(&self, call_sid: &str, seconds: u64) -> Result<(), CallError>;
     /// Gives the deciding party's call the warning and the press-1 prompt for `deadline`.

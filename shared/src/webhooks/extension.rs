@@ -1,4 +1,6 @@
-//! `extension`: the press-1-to-extend dialogue (`/twilio/voice/extension/{prompt,answer,hold}`).
+//! `extension`: the press-1-to-extend dialogue (`/twilio/voice/extension/{prompt,answer,hold}`),
+//! and what the other party hears meanwhile: `hold` serves their hold music and the
+//! announcements of the time left and of the outcome.
 
 use super::*;
 use crate::domain::extension::{self, Answer};
@@ -8,24 +10,74 @@ fn minutes_left(seconds: i64) -> i64 {
 }
 
 /// `POST /twilio/voice/extension/{prompt,answer,hold}`: the deciding party's warning and
-/// answer, and the other party's hold message.
+/// answer, and the other party's hold message and announcements.
 pub async fn extension(app: Arc<App>, req: Request) -> Response<Body> {
     let path = web::raw_path(&req);
     let step = path.rsplit('/').next().unwrap_or_default().to_owned();
     webhook(app, req, |app, form, req| async move {
         match step.as_str() {
-            "hold" => Ok(web::twiml(
-                TwiML::new()
-                    .say(say(&app, &app.config.prompts.hold))
-                    .pause(20)
-                    .to_xml(),
-            )),
+            "hold" => Ok(other_party(&app, &req)),
             "prompt" => extension_prompt(&app, &req).await,
             "answer" => extension_answer(&app, &form, &req).await,
             _ => Err(WebhookError::MissingParameter("extension step")),
         }
     })
     .await
+}
+
+/// What the party who is not asked hears, from the (signed) URL's parameters alone:
+/// - `deadline` (and `offer=none`), as hold music: the time left and that the other party
+///   is being asked (or just the time left), then the plain hold message;
+/// - `told=extended&by=N&deadline=D`, `told=ending`, as an announcement: the outcome;
+/// - `told=time-left&deadline=D`, as an announcement to the room: the time left;
+/// - nothing: the plain hold message, a pause, and (Twilio loops hold music) again.
+///
+/// Hold music and announcements may only Say, Play, Pause or Redirect (Twilio's Conference
+/// Participant resource, `HoldUrl` and `AnnounceUrl`).
+fn other_party(app: &App, req: &Request) -> Response<Body> {
+    let prompts = &app.config.prompts;
+    let session = web::query_param(req, "session").unwrap_or_default();
+    let number = |name: &str| web::query_param(req, name).and_then(|v| v.parse::<i64>().ok());
+    let minutes = || {
+        number("deadline")
+            .map(|d| minutes_left(d - app.now()).to_string())
+            .unwrap_or_default()
+    };
+    let told = web::query_param(req, "told");
+    let text = match told.as_deref() {
+        Some("extended") => Some(
+            prompts
+                .extended
+                .replace("{extension}", &number("by").unwrap_or(0).to_string())
+                .replace("{minutes}", &minutes()),
+        ),
+        Some("ending") => Some(prompts.ending.clone()),
+        Some("time-left") => Some(prompts.warning_final.replace("{minutes}", &minutes())),
+        _ => None,
+    };
+    if let Some(text) = text {
+        return web::twiml(TwiML::new().say(say(app, &text)).to_xml());
+    }
+    if number("deadline").is_some() {
+        let asked = web::query_param(req, "offer").as_deref() != Some("none");
+        let text = if asked {
+            &prompts.warning_other
+        } else {
+            &prompts.warning_final
+        };
+        // Said once; the plain hold message is what loops.
+        let hold = format!(
+            "{}/twilio/voice/extension/hold?session={session}",
+            app.config.public_base_url
+        );
+        return web::twiml(
+            TwiML::new()
+                .say(say(app, &text.replace("{minutes}", &minutes())))
+                .redirect(hold)
+                .to_xml(),
+        );
+    }
+    web::twiml(TwiML::new().say(say(app, &prompts.hold)).pause(20).to_xml())
 }
 
 async fn extension_prompt(app: &App, req: &Request) -> Result<Response<Body>, WebhookError> {
@@ -96,11 +148,12 @@ async fn extension_answer(
     }
     let now = app.now();
     let prompts = &app.config.prompts;
+    // The same outcome the other party is told as they come off hold.
     let text = match outcome.answer {
         Answer::SessionClosed => return Ok(say_and_hang_up(app, &prompts.session_closed)),
         Answer::NotOffered => String::new(),
-        Answer::Declined => prompts.not_extended.clone(),
-        Answer::NoneLeft => prompts.no_more_extensions.clone(),
+        Answer::Declined => format!("{}{}", prompts.not_extended, prompts.ending),
+        Answer::NoneLeft => format!("{}{}", prompts.no_more_extensions, prompts.ending),
         Answer::Extended => prompts
             .extended
             .replace("{extension}", &(session.extension.seconds / 60).to_string())

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::domain::ports::{CallControl, CallError, Goodbye, Ring};
+use crate::domain::ports::{CallControl, CallError, Goodbye, Ring, Told};
 use crate::model::CallStatus;
 
 /// What the domain asked of Twilio, in order.
@@ -21,8 +21,21 @@ pub enum CallRequest {
     Cancel(String),
     EndCall(String),
     EndConference(String),
-    Hold(String),
-    Unhold(String),
+    /// The other party held for the warning; `asking`: told the decider is being asked.
+    Hold {
+        call_sid: String,
+        deadline: i64,
+        asking: bool,
+    },
+    Unhold {
+        call_sid: String,
+        told: Option<Told>,
+    },
+    /// The whole room told the time left.
+    AnnounceTimeLeft {
+        conference_sid: String,
+        deadline: i64,
+    },
     SetTimeLimit {
         call_sid: String,
         seconds: u64,
@@ -131,15 +144,43 @@ impl CallControl for FakeCalls {
     async fn hold_for_warning(
         &self,
         _session_sid: &str,
+        deadline: i64,
+        asking: bool,
         _conference_sid: &str,
         call_sid: &str,
     ) -> Result<(), CallError> {
-        self.push(CallRequest::Hold(call_sid.to_owned()));
+        self.push(CallRequest::Hold {
+            call_sid: call_sid.to_owned(),
+            deadline,
+            asking,
+        });
         Ok(())
     }
 
-    async fn unhold(&self, _conference_sid: &str, call_sid: &str) -> Result<(), CallError> {
-        self.push(CallRequest::Unhold(call_sid.to_owned()));
+    async fn unhold(
+        &self,
+        _session_sid: &str,
+        _conference_sid: &str,
+        call_sid: &str,
+        told: Option<Told>,
+    ) -> Result<(), CallError> {
+        self.push(CallRequest::Unhold {
+            call_sid: call_sid.to_owned(),
+            told,
+        });
+        Ok(())
+    }
+
+    async fn announce_time_left(
+        &self,
+        _session_sid: &str,
+        deadline: i64,
+        conference_sid: &str,
+    ) -> Result<(), CallError> {
+        self.push(CallRequest::AnnounceTimeLeft {
+            conference_sid: conference_sid.to_owned(),
+            deadline,
+        });
         Ok(())
     }
 

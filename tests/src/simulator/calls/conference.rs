@@ -50,6 +50,16 @@
 //!   `moderator_ended_conference`; a REST participant that never joined is
 //!   `participant_add_failed`. A conference whose only REST participant never joined
 //!   ends as `last-participant-left`.
+//! - Announcements, from Twilio's REST docs: a Participant update's `AnnounceUrl` is
+//!   "an announcement to the participant" — that participant alone — and a Conference
+//!   update's `AnnounceUrl` is "to announce something into the conference" — everyone in
+//!   it (<https://www.twilio.com/docs/voice/api/conference-participant-resource>,
+//!   <https://www.twilio.com/docs/voice/api/conference-resource>); `AnnounceMethod`
+//!   defaults to POST, `HoldMethod` to GET. Their TwiML, like `waitUrl`'s and `holdUrl`'s,
+//!   "can only contain Say, Play, Pause, and Redirect verbs" (error 13238,
+//!   <https://www.twilio.com/docs/api/errors/13238>). A participant update is applied in
+//!   the order Hold, then the announcement, so `Hold=false` with an `AnnounceUrl` plays it
+//!   to the participant coming back.
 //! - Wait and hold music play once (real hold music loops); without `HoldUrl` nothing
 //!   is recorded. Announcements are heard by everyone not on hold, and post
 //!   `announcement-end` (or `announcement-failed`, e.g. for a `<Gather>`). `beep` is

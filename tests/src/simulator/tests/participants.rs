@@ -167,6 +167,60 @@ async fn hold_plays_the_hold_twiml_to_that_phone_and_unhold_resumes() {
     assert_eq!((status, body["code"].as_u64()), (400, Some(20001)));
 }
 
+/// Twilio's Participant update: `AnnounceUrl` is "an announcement to the participant",
+/// requested with POST unless `AnnounceMethod` says otherwise; with `Hold=false` in the
+/// same update it plays to the participant coming off hold.
+#[tokio::test]
+async fn a_participant_announcement_plays_to_that_participant_alone_as_they_come_off_hold() {
+    let (sim, toy) = setup().await;
+    toy.route(
+        "/conf-a",
+        200,
+        &conference_twiml("", r#"participantLabel="a""#, ""),
+    );
+    toy.route(
+        "/conf-b",
+        200,
+        &conference_twiml("", r#"participantLabel="b""#, ""),
+    );
+    toy.route(
+        "/hold",
+        200,
+        r#"<Response><Say language="ja-JP">少々お待ちください</Say></Response>"#,
+    );
+    toy.route(
+        "/outcome",
+        200,
+        r#"<Response><Say language="ja-JP">通話を5分延長しました</Say></Response>"#,
+    );
+    call_out(&sim, &toy, A, "/conf-a").await;
+    call_out(&sim, &toy, B, "/conf-b").await;
+    sim.advance(secs(10)).await;
+    let conference = sim.conference(ROOM).unwrap().sid;
+    let b_path = format!("{ACCOUNT}/Conferences/{conference}/Participants/b.json");
+    let hold_url = toy.url("/hold");
+    let form = [("Hold", "true"), ("HoldUrl", hold_url.as_str())];
+    rest(&sim, reqwest::Method::POST, &b_path, KEY, &form).await;
+    sim.advance(secs(5)).await;
+
+    let outcome = toy.url("/outcome");
+    let form = [("Hold", "false"), ("AnnounceUrl", outcome.as_str())];
+    let (status, body) = rest(&sim, reqwest::Method::POST, &b_path, KEY, &form).await;
+    assert_eq!((status, body["hold"].as_bool()), (200, Some(false)));
+    sim.advance(secs(5)).await;
+    assert_eq!(
+        sim.heard_by(B),
+        ["少々お待ちください", "通話を5分延長しました"]
+    );
+    assert!(sim.heard_by(A).is_empty(), "{:?}", sim.heard_by(A));
+    let fetched = &toy.seen("/outcome")[0];
+    assert!(
+        !fetched.target.contains('?'),
+        "POST by default: {}",
+        fetched.target
+    );
+}
+
 #[tokio::test]
 async fn participants_are_found_by_call_sid_or_label_and_removed() {
     let (sim, toy) = setup().await;
