@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test fuzz up call seed invoke lint fmt clippy bench clean
+.PHONY: demo test fuzz up call seed invoke lint fmt clippy bench bench-lambda clean
 
 ## make demo: the whole local stack and a full masked-call scenario, as a timeline
 demo:
@@ -58,6 +58,14 @@ clippy:
 ## make bench: criterion benchmarks of the per-webhook CPU work (see docs/PERFORMANCE.md)
 bench:
 	$(CARGO) bench -p tsunagu
+
+## make bench-lambda: every function's release binary and a lambda_http floor, behind the
+## Runtime API stand-in on a seeded local stack: init, first invoke, warm p50/p99, peak RSS
+BENCH_WARM ?= 200
+bench-lambda:
+	@$(CARGO) build --quiet --release $(foreach f,$(notdir $(wildcard functions/*)),-p $(f)) -p lambda-floor
+	@scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-bench-lambda -- \
+	  $${CARGO_TARGET_DIR:-target}/release $(BENCH_WARM)
 
 clean:
 	rm -rf .stack
