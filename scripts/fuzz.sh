@@ -27,10 +27,11 @@ bin="${CARGO_TARGET_DIR:-target}/debug/tsunagu-local"
 
 mkdir -p .stack
 log=$(mktemp .stack/fuzz-stack-XXXXXX.log)
-# GATEWAY_PORT=0: the gateway binds a free port itself and prints it (no race for a port).
+# GATEWAY_PORT=0, SIMULATOR_PORT=0: each binds a free port itself (no race for a port, and
+# no clash with a `make up` on the default ports).
 # Two proxy numbers, in the pool and in the simulated Twilio account, so that the examples
 # reach sessions and V-calls, not only errors.
-GATEWAY_PORT=0 TABLE_NAME="fuzz-$$" PROXY_NUMBERS=050-3123-4567,050-3123-4568 "$bin" >"$log" 2>&1 &
+GATEWAY_PORT=0 SIMULATOR_PORT=0 TABLE_NAME="fuzz-$$" PROXY_NUMBERS=050-3123-4567,050-3123-4568 "$bin" >"$log" 2>&1 &
 stack_pid=$!
 stop() { kill "$stack_pid" 2>/dev/null || true; wait "$stack_pid" 2>/dev/null || true; }
 trap stop EXIT

@@ -100,6 +100,8 @@ async fn make_up() -> Up {
         .current_dir(&root)
         .env("GATEWAY_PORT", gateway_port.to_string())
         .env("MOTO_PORT", moto_port.to_string())
+        // A free port: a `make up` on the default one must not make the walk fail.
+        .env("SIMULATOR_PORT", "0")
         .env_remove("AWS_ENDPOINT_URL")
         .stdout(Stdio::piped())
         .stderr(log)
