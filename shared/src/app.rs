@@ -1,13 +1,12 @@
 //! What a function needs, built once per container: configuration, the store, the secret
 //! cache and HTTP clients. Building does no network I/O, so the first poll is not delayed.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls;
-use rustls::pki_types::CertificateDer;
 
 use crate::budget::Budget;
 use crate::clock::{Clock, SystemClock};
@@ -137,56 +136,13 @@ pub async fn load_aws_config() -> SdkConfig {
         .await
 }
 
-/// The SDK's HTTP client on rustls with ring, trusting [`native_roots`].
+/// The SDK's HTTP client on rustls with ring.
 pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    let mut trust = tls::TrustStore::empty();
-    for cert in native_roots() {
-        trust.add_pem_certificate(pem(cert));
-    }
-    let context = tls::TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .expect("a TLS context with a trust store builds");
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
-        .tls_context(context)
         .build_https()
-}
-
-/// The system's root certificates, read and parsed once per process and shared by both HTTP
-/// stacks. Left to themselves, the SDK (`rustls-native-certs`) and reqwest
-/// (`rustls-platform-verifier`) each read them at init — the bundle and every file of the
-/// certificate directory — which was most of the init time above the floor
-/// (docs/PERFORMANCE.md, "Init above the floor").
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        if !loaded.errors.is_empty() {
-            tracing::warn!(errors = ?loaded.errors, "some root certificates could not be read");
-        }
-        // Only those rustls accepts as trust anchors: the SDK panics on one it cannot use.
-        loaded
-            .certs
-            .into_iter()
-            .filter(|cert| rustls::RootCertStore::empty().add(cert.clone()).is_ok())
-            .collect()
-    })
-}
-
-/// [`native_roots`] as PEM, the form the SDK's trust store takes.
-fn pem(cert: &CertificateDer<'_>) -> Vec<u8> {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out.into_bytes()
 }
 
 /// DynamoDB and Secrets Manager answer in milliseconds. These bound one slow request, its
@@ -206,50 +162,11 @@ pub fn sdk_timeouts() -> TimeoutConfig {
 pub fn http_client() -> reqwest::Client {
     // reqwest is built without a default crypto provider; ring is the one we ship.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(native_roots().iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     reqwest::Client::builder()
-        // The same roots as the SDK's, not a second read by rustls-platform-verifier.
-        .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("tsunagu/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls::pki_types::pem::PemObject;
-
-    /// The SDK gets the roots as PEM; each must decode back to the same certificate, or the
-    /// SDK would trust something else than reqwest (or panic on it).
-    #[test]
-    fn the_roots_given_to_the_sdk_as_pem_are_the_roots_read() {
-        let roots = native_roots();
-        assert!(
-            !roots.is_empty(),
-            "this machine has system root certificates"
-        );
-        for cert in roots {
-            let back = CertificateDer::from_pem_slice(&pem(cert)).unwrap();
-            assert_eq!(back.as_ref(), cert.as_ref());
-        }
-    }
-
-    /// Both HTTP stacks build from the one set of roots (no panic in the SDK's trust store).
-    #[test]
-    fn both_http_clients_build_on_the_shared_roots() {
-        let _ = aws_http_client();
-        let _ = http_client();
-    }
 }
