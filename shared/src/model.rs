@@ -36,7 +36,36 @@ pub struct Participant {
     pub proxy_identifier: PhoneNumber,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub friendly_name: Option<String>,
+    /// Text spoken to this participant when they answer a call placed to them, before the
+    /// call connects (at most 200 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcement: Option<String>,
+    /// Audio (https) played instead of `announcement`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcement_url: Option<String>,
 }
+
+/// What a participant hears first when they answer a call placed to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement<'a> {
+    Say(&'a str),
+    Play(&'a str),
+}
+
+impl Participant {
+    pub fn announcement(&self) -> Option<Announcement<'_>> {
+        match (&self.announcement, &self.announcement_url) {
+            (_, Some(url)) => Some(Announcement::Play(url)),
+            (Some(text), None) => Some(Announcement::Say(text)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The notice both parties of a recorded call hear before they are connected, unless the
+/// session names its own.
+pub const DEFAULT_RECORDING_ANNOUNCEMENT: &str =
+    "この通話は、サービス品質の向上のために録音させていただきます。";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extension {
@@ -81,6 +110,12 @@ pub struct Session {
     /// The live call: its mode, its length limit and the instant it must end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_call: Option<LiveCall>,
+    /// Every call of the session is recorded (and both parties told first).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record: bool,
+    /// The recording notice of a recorded session (the default text when none was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_announcement: Option<String>,
 }
 
 /// A call in progress under a time limit.
@@ -176,6 +211,15 @@ impl WarningOutcome {
 }
 
 impl Session {
+    /// What both parties hear before a recorded call connects; `None` when not recorded.
+    pub fn recording_notice(&self) -> Option<&str> {
+        self.record.then(|| {
+            self.recording_announcement
+                .as_deref()
+                .unwrap_or(DEFAULT_RECORDING_ANNOUNCEMENT)
+        })
+    }
+
     /// Calls of this session end at a limit and get a spoken warning first, so they run
     /// through a conference (an announcement needs one).
     pub fn is_timed(&self) -> bool {
@@ -350,6 +394,8 @@ pub(crate) fn sample_session() -> Session {
         identifier: PhoneNumber::parse(n).unwrap(),
         proxy_identifier: PhoneNumber::parse("050-3123-4567").unwrap(),
         friendly_name: None,
+        announcement: None,
+        announcement_url: None,
     };
     Session {
         sid: "KC0123456789abcdef0123456789abcdef".into(),
@@ -374,6 +420,8 @@ pub(crate) fn sample_session() -> Session {
         current_conference: None,
         decider: None,
         live_call: None,
+        record: false,
+        recording_announcement: None,
     }
 }
 

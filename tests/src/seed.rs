@@ -118,6 +118,8 @@ fn participant(sid: &str, identifier: &str, proxy: &str) -> Participant {
         identifier: number(identifier),
         proxy_identifier: number(proxy),
         friendly_name: None,
+        announcement: None,
+        announcement_url: None,
     }
 }
 
@@ -145,6 +147,8 @@ fn session(sid: &str, a: Participant, b: Participant) -> Session {
         current_conference: None,
         decider: None,
         live_call: None,
+        record: false,
+        recording_announcement: None,
     }
 }
 

@@ -30,6 +30,10 @@ pub struct CreateSession {
     /// The participant (identifier) who hears the end-of-call warning and may extend.
     pub decider: Option<String>,
     pub participants: Vec<ParticipantInput>,
+    /// Record every call of the session (both parties are told first).
+    pub record: Option<bool>,
+    /// The notice both parties hear before a recorded call connects.
+    pub recording_announcement: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +49,98 @@ pub struct ParticipantInput {
     pub identifier: String,
     pub friendly_name: Option<String>,
     pub proxy_identifier: Option<String>,
+    /// Spoken to this participant when they answer a call placed to them.
+    pub announcement: Option<String>,
+    /// Audio played instead (https only).
+    pub announcement_url: Option<String>,
 }
+
+/// The longest `announcement` or `recording_announcement`, in characters.
+pub const MAX_ANNOUNCEMENT: usize = 200;
+/// The longest `announcement_url`.
+const MAX_ANNOUNCEMENT_URL: usize = 1024;
+
+/// Text spoken to a caller: 1 to 200 printable characters.
+fn spoken_text(field: &str, text: &str) -> Result<(), Problem> {
+    if text.trim().is_empty() || text.chars().count() > MAX_ANNOUNCEMENT || !printable(text) {
+        return Err(Problem::invalid(format!(
+            "{field} must have 1 to {MAX_ANNOUNCEMENT} printable characters (no control or invisible format characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// One participant of a request (`POST /v1/sessions`' `participants[i]`, or a participant
+/// added on its own), checked against the API's rules. `field` names it in errors.
+pub fn participant(
+    field: &str,
+    p: ParticipantInput,
+    defaults: &crate::config::Config,
+) -> Result<NewParticipant, Problem> {
+    let identifier = field_number(&format!("{field}.identifier"), &p.identifier)?;
+    if !defaults.country_allowed(&identifier) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            Code::CountryNotAllowed,
+            "Country not allowed",
+            format!(
+                "{field}.identifier {} is not in an allowed country (calling codes {}; ALLOWED_COUNTRIES)",
+                identifier.masked(),
+                defaults.allowed_countries.join(", ")
+            ),
+        ));
+    }
+    let proxy_identifier = p
+        .proxy_identifier
+        .as_deref()
+        .map(|v| field_number(&format!("{field}.proxy_identifier"), v))
+        .transpose()?;
+    if let Some(name) = &p.friendly_name
+        && (name.chars().count() > MAX_FRIENDLY_NAME || !printable(name))
+    {
+        return Err(Problem::invalid(format!(
+            "{field}.friendly_name must have at most {MAX_FRIENDLY_NAME} printable characters (no control or invisible format characters)"
+        )));
+    }
+    if p.announcement.is_some() && p.announcement_url.is_some() {
+        return Err(Problem::invalid(format!(
+            "{field}: give announcement (text) or announcement_url (audio), not both"
+        )));
+    }
+    if let Some(text) = &p.announcement {
+        spoken_text(&format!("{field}.announcement"), text)?;
+    }
+    if let Some(url) = &p.announcement_url {
+        audio_url(&format!("{field}.announcement_url"), url)?;
+    }
+    Ok(NewParticipant {
+        identifier,
+        friendly_name: p.friendly_name,
+        proxy_identifier,
+        announcement: p.announcement,
+        announcement_url: p.announcement_url,
+    })
+}
+
+/// An audio URL Twilio will `<Play>`: https, with a host, no credentials, no spaces.
+fn audio_url(field: &str, url: &str) -> Result<(), Problem> {
+    let bad = || {
+        Problem::invalid(format!(
+            "{field} must be an https URL of at most {MAX_ANNOUNCEMENT_URL} characters"
+        ))
+    };
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if url.len() > MAX_ANNOUNCEMENT_URL
+        || host.is_empty()
+        || host.contains('@')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 fn field_number(name: &str, value: &str) -> Result<PhoneNumber, Problem> {
     PhoneNumber::parse(value).map_err(|e| Problem::invalid(format!("{name}: {e}")))
 }
@@ -190,36 +285,7 @@ pub fn validate(
     }
     let mut participants = Vec::with_capacity(2);
     for (i, p) in req.participants.into_iter().enumerate() {
-        let identifier = field_number(&format!("participants[{i}].identifier"), &p.identifier)?;
-        if !defaults.country_allowed(&identifier) {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                Code::CountryNotAllowed,
-                "Country not allowed",
-                format!(
-                    "participants[{i}].identifier {} is not in an allowed country (calling codes {}; ALLOWED_COUNTRIES)",
-                    identifier.masked(),
-                    defaults.allowed_countries.join(", ")
-                ),
-            ));
-        }
-        let proxy_identifier = p
-            .proxy_identifier
-            .as_deref()
-            .map(|v| field_number(&format!("participants[{i}].proxy_identifier"), v))
-            .transpose()?;
-        if let Some(name) = &p.friendly_name
-            && (name.chars().count() > MAX_FRIENDLY_NAME || !printable(name))
-        {
-            return Err(Problem::invalid(format!(
-                "participants[{i}].friendly_name must have at most {MAX_FRIENDLY_NAME} printable characters (no control or invisible format characters)"
-            )));
-        }
-        participants.push(NewParticipant {
-            identifier,
-            friendly_name: p.friendly_name,
-            proxy_identifier,
-        });
+        participants.push(participant(&format!("participants[{i}]"), p, defaults)?);
     }
     if participants[0].identifier == participants[1].identifier {
         return Err(Problem::new(
@@ -253,7 +319,22 @@ pub fn validate(
                 })?
         }
     };
+    let record = req.record.unwrap_or(false);
+    if let Some(text) = &req.recording_announcement {
+        if !record {
+            return Err(Problem::invalid(
+                "recording_announcement needs \"record\": true",
+            ));
+        }
+        spoken_text("recording_announcement", text)?;
+    }
+    let recording_announcement = record.then(|| {
+        req.recording_announcement
+            .unwrap_or_else(|| crate::model::DEFAULT_RECORDING_ANNOUNCEMENT.to_owned())
+    });
     Ok(NewSession {
+        record,
+        recording_announcement,
         decider,
         unique_name: req.unique_name,
         ttl,
@@ -286,6 +367,12 @@ pub struct SessionView<'a> {
     pub decider: Option<&'a str>,
     /// The call in progress under a time limit, if any.
     pub live_call: Option<&'a crate::model::LiveCall>,
+    /// Shown only when true (absent means not recorded), with the notice.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub record: bool,
+    /// The notice both parties hear before a recorded call connects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_announcement: Option<&'a str>,
     pub participants: Vec<ParticipantView<'a>>,
     /// Every logged leg's cost so far.
     pub total_cost: crate::pricing::Yen,
@@ -299,6 +386,24 @@ pub struct ParticipantView<'a> {
     pub identifier: &'a str,
     pub proxy_identifier: &'a str,
     pub friendly_name: Option<&'a str>,
+    /// Shown only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announcement: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announcement_url: Option<&'a str>,
+}
+
+impl<'a> ParticipantView<'a> {
+    pub fn of(p: &'a crate::model::Participant) -> Self {
+        ParticipantView {
+            sid: &p.sid,
+            identifier: p.identifier.as_str(),
+            proxy_identifier: p.proxy_identifier.as_str(),
+            friendly_name: p.friendly_name.as_deref(),
+            announcement: p.announcement.as_deref(),
+            announcement_url: p.announcement_url.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -325,16 +430,9 @@ impl<'a> SessionView<'a> {
             extension_count: s.extension_count,
             decider: s.decider().map(|p| p.sid.as_str()),
             live_call: s.live_call.as_ref(),
-            participants: s
-                .participants
-                .iter()
-                .map(|p| ParticipantView {
-                    sid: &p.sid,
-                    identifier: p.identifier.as_str(),
-                    proxy_identifier: p.proxy_identifier.as_str(),
-                    friendly_name: p.friendly_name.as_deref(),
-                })
-                .collect(),
+            record: s.record,
+            recording_announcement: s.recording_notice(),
+            participants: s.participants.iter().map(ParticipantView::of).collect(),
             total_cost: s.total_cost(),
             cost_unit: "JPY",
             links: Links {
@@ -456,6 +554,66 @@ mod tests {
             assert_eq!(p.code, code, "{json}: {p}");
             assert!(p.detail.contains(needle), "{json}: {}", p.detail);
         }
+    }
+
+    #[test]
+    fn announcements_and_recording_are_checked() {
+        let two = |a: &str| {
+            format!(
+                r#"{{"record":true,"participants":[{{"identifier":"090-1234-5678"{a}}},{{"identifier":"080-9876-5432"}}]}}"#
+            )
+        };
+        let s = validate(
+            request(&two(
+                r#","announcement":"〇〇アプリのお取引についてのお電話です。""#,
+            )),
+            &config(),
+            NOW,
+        )
+        .unwrap();
+        assert!(s.record);
+        assert_eq!(
+            s.recording_announcement.as_deref(),
+            Some(crate::model::DEFAULT_RECORDING_ANNOUNCEMENT)
+        );
+        assert_eq!(
+            s.participants[0].announcement.as_deref(),
+            Some("〇〇アプリのお取引についてのお電話です。")
+        );
+        let url = validate(
+            request(&two(
+                r#","announcement_url":"https://cdn.example.jp/a.mp3""#,
+            )),
+            &config(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            url.participants[0].announcement_url.as_deref(),
+            Some("https://cdn.example.jp/a.mp3")
+        );
+        let long = "あ".repeat(MAX_ANNOUNCEMENT + 1);
+        let cases = [
+            (two(&format!(r#","announcement":"{long}""#)), "1 to 200"),
+            (two(r#","announcement":"a","announcement_url":"https://x.jp/a.mp3""#), "not both"),
+            (two(r#","announcement_url":"http://x.jp/a.mp3""#), "https"),
+            (two(r#","announcement_url":"https://u:p@x.jp/a.mp3""#), "https"),
+            (two(r#","announcement":"""#), "1 to 200"),
+            (
+                r#"{"recording_announcement":"録音します","participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#.to_owned(),
+                "record",
+            ),
+        ];
+        for (json, needle) in cases {
+            let p = validate(request(&json), &config(), NOW).unwrap_err();
+            assert_eq!(p.code, Code::InvalidParameter, "{json}: {p}");
+            assert!(p.detail.contains(needle), "{json}: {}", p.detail);
+        }
+        let limit = two(&format!(
+            r#","announcement":"{}""#,
+            "あ".repeat(MAX_ANNOUNCEMENT)
+        ));
+        assert!(validate(request(&limit), &config(), NOW).is_ok());
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub async fn admit(
         identifier: route.other_identifier.clone(),
         proxy_identifier: route.other_proxy.clone(),
         friendly_name: None,
+        announcement: None,
+        announcement_url: None,
     };
     match vcall::call_into_room(ctx, &route.session_sid, &other, limit).await {
         Ok(_) => Ok(Admission::Room { route }),

@@ -36,6 +36,9 @@ pub struct NewSession {
     /// Index into `participants` of the deciding participant.
     pub decider: usize,
     pub participants: Vec<NewParticipant>,
+    /// Record every call; `recording_announcement` is the notice both parties hear.
+    pub record: bool,
+    pub recording_announcement: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +46,8 @@ pub struct NewParticipant {
     pub identifier: PhoneNumber,
     pub friendly_name: Option<String>,
     pub proxy_identifier: Option<PhoneNumber>,
+    pub announcement: Option<String>,
+    pub announcement_url: Option<String>,
 }
 
 /// What the pool looked like when no number could be chosen, for the right refusal.
@@ -148,6 +153,8 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
             current_conference: None,
             decider: None,
             live_call: None,
+            record: new.record,
+            recording_announcement: new.recording_announcement.clone(),
             participants: new
                 .participants
                 .iter()
@@ -157,6 +164,8 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
                     identifier: p.identifier.clone(),
                     proxy_identifier: proxy,
                     friendly_name: p.friendly_name.clone(),
+                    announcement: p.announcement.clone(),
+                    announcement_url: p.announcement_url.clone(),
                 })
                 .collect(),
         };
@@ -386,6 +395,8 @@ mod tests {
             identifier: PhoneNumber::parse(n).unwrap(),
             friendly_name: None,
             proxy_identifier: None,
+            announcement: None,
+            announcement_url: None,
         };
         NewSession {
             unique_name: unique_name.map(str::to_owned),
@@ -399,6 +410,8 @@ mod tests {
             },
             decider: 1,
             participants: vec![p("090-1234-5678"), p("080-9876-5432")],
+            record: false,
+            recording_announcement: None,
         }
     }
 
