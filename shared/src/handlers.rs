@@ -40,6 +40,7 @@ api_handlers!(
 /// fallback TwiML when it runs out.
 pub use crate::webhooks::{
     bridge_twiml, call_status, conference_status, conference_twiml, extension, inbound_call,
+    recording_status,
 };
 
 /// `expiry-warning`: the minute sweep, on the EventBridge schedule's event.
@@ -78,6 +79,7 @@ pub fn http_handler(function: &str) -> Option<HttpHandler> {
         "conference-status" => boxed!(conference_status),
         "extension" => boxed!(extension),
         "extend-session" => boxed!(extend_session),
+        "recording-status" => boxed!(recording_status),
         _ => return None,
     })
 }
@@ -114,6 +116,7 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "conference-status",
     "extension",
     "extend-session",
+    "recording-status",
 ];
 
 /// A Lambda function's whole `main`: build the app once (no network I/O), then serve events,

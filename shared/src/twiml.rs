@@ -47,6 +47,7 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verb {
     Say(Say),
+    Play(String),
     Pause(u32),
     Dial(Dial),
     Gather(Gather),
@@ -61,6 +62,11 @@ impl Response {
 
     pub fn say(self, say: Say) -> Self {
         self.push(Verb::Say(say))
+    }
+
+    /// `<Play>url</Play>`: audio Twilio fetches and plays.
+    pub fn play(self, url: impl Into<String>) -> Self {
+        self.push(Verb::Play(url.into()))
     }
 
     /// `<Pause length="seconds"/>`.
@@ -83,6 +89,12 @@ impl Response {
 
     pub fn hangup(self) -> Self {
         self.push(Verb::Hangup)
+    }
+
+    /// This document's verbs followed by `next`'s.
+    pub fn then(mut self, next: Response) -> Self {
+        self.verbs.extend(next.verbs);
+        self
     }
 
     /// The document, XML declaration included.
@@ -113,6 +125,7 @@ impl Verb {
     fn write(&self, out: &mut String) {
         match self {
             Self::Say(say) => say.write(out),
+            Self::Play(url) => Tag::open(out, "Play").text(url),
             Self::Pause(seconds) => Tag::open(out, "Pause")
                 .num("length", Some(*seconds))
                 .empty(),
@@ -174,6 +187,31 @@ pub enum DialNoun {
     Conference(Conference),
 }
 
+/// Recording settings of a `<Dial>` or a `<Conference>`: `record`, `recordingStatusCallback`
+/// (posted with POST, Twilio's default) and `recordingStatusCallbackEvent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    /// `record-from-answer-dual` on a Dial, `record-from-start` on a Conference.
+    pub mode: &'static str,
+    pub status_callback: String,
+    /// e.g. `"completed"`.
+    pub status_callback_event: &'static str,
+}
+
+impl Recording {
+    fn write<'a>(this: Option<&Self>, tag: Tag<'a>) -> Tag<'a> {
+        tag.attr("record", this.map(|r| r.mode))
+            .attr(
+                "recordingStatusCallback",
+                this.map(|r| r.status_callback.as_str()),
+            )
+            .attr(
+                "recordingStatusCallbackEvent",
+                this.map(|r| r.status_callback_event),
+            )
+    }
+}
+
 /// `<Dial>`: connects the caller to one number or one conference.
 ///
 /// `Dial::new()` has type `Dial<NoNoun>`; choosing the noun gives a `Dial` (that is,
@@ -188,6 +226,7 @@ pub struct Dial<N = DialNoun> {
     method: Option<Method>,
     answer_on_bridge: Option<bool>,
     ring_tone: Option<String>,
+    record: Option<Recording>,
     noun: N,
 }
 
@@ -201,6 +240,7 @@ impl Dial<NoNoun> {
             method: None,
             answer_on_bridge: None,
             ring_tone: None,
+            record: None,
             noun: NoNoun,
         }
     }
@@ -222,6 +262,7 @@ impl Dial<NoNoun> {
             method: self.method,
             answer_on_bridge: self.answer_on_bridge,
             ring_tone: self.ring_tone,
+            record: self.record,
             noun,
         }
     }
@@ -275,12 +316,18 @@ impl<N> Dial<N> {
         self.ring_tone = Some(country.into());
         self
     }
+
+    /// `record`, `recordingStatusCallback`, `recordingStatusCallbackEvent`.
+    pub fn record(mut self, recording: Option<Recording>) -> Self {
+        self.record = recording;
+        self
+    }
 }
 
 impl Dial {
     fn write(&self, out: &mut String) {
-        Tag::open(out, "Dial")
-            .attr("callerId", self.caller_id.as_deref())
+        let tag = Tag::open(out, "Dial").attr("callerId", self.caller_id.as_deref());
+        Recording::write(self.record.as_ref(), tag)
             .num("timeLimit", self.time_limit)
             .num("timeout", self.timeout)
             .attr("action", self.action.as_deref())
@@ -299,6 +346,7 @@ impl Dial {
 #[must_use]
 pub struct Number {
     number: String,
+    url: Option<String>,
     status_callback: Option<String>,
     status_callback_event: Option<String>,
 }
@@ -307,6 +355,7 @@ impl Number {
     pub fn new(e164: impl Into<String>) -> Self {
         Self {
             number: e164.into(),
+            url: None,
             status_callback: None,
             status_callback_event: None,
         }
@@ -314,6 +363,13 @@ impl Number {
 
     pub fn status_callback(mut self, url: impl Into<String>) -> Self {
         self.status_callback = Some(url.into());
+        self
+    }
+
+    /// `url`: TwiML run on the called party's end once they answer, before the two are
+    /// connected (requested with POST, the default).
+    pub fn url(mut self, url: Option<String>) -> Self {
+        self.url = url;
         self
     }
 
@@ -325,6 +381,7 @@ impl Number {
 
     fn write(&self, out: &mut String) {
         Tag::open(out, "Number")
+            .attr("url", self.url.as_deref())
             .attr("statusCallback", self.status_callback.as_deref())
             .attr("statusCallbackEvent", self.status_callback_event.as_deref())
             .text(&self.number);
@@ -344,6 +401,7 @@ pub struct Conference {
     status_callback: Option<String>,
     status_callback_event: Option<String>,
     participant_label: Option<String>,
+    record: Option<Recording>,
 }
 
 impl Conference {
@@ -358,7 +416,14 @@ impl Conference {
             status_callback: None,
             status_callback_event: None,
             participant_label: None,
+            record: None,
         }
+    }
+
+    /// `record`, `recordingStatusCallback`, `recordingStatusCallbackEvent`.
+    pub fn record(mut self, recording: Option<Recording>) -> Self {
+        self.record = recording;
+        self
     }
 
     pub fn beep(mut self, on: bool) -> Self {
@@ -409,7 +474,7 @@ impl Conference {
     }
 
     fn write(&self, out: &mut String) {
-        Tag::open(out, "Conference")
+        let tag = Tag::open(out, "Conference")
             .flag("beep", self.beep)
             .flag("startConferenceOnEnter", self.start_conference_on_enter)
             .flag("endConferenceOnExit", self.end_conference_on_exit)
@@ -417,8 +482,8 @@ impl Conference {
             .method("waitMethod", self.wait_method)
             .attr("statusCallback", self.status_callback.as_deref())
             .attr("statusCallbackEvent", self.status_callback_event.as_deref())
-            .attr("participantLabel", self.participant_label.as_deref())
-            .text(&self.name);
+            .attr("participantLabel", self.participant_label.as_deref());
+        Recording::write(self.record.as_ref(), tag).text(&self.name);
     }
 }
 

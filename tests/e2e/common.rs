@@ -66,6 +66,8 @@ pub fn session_fixture(now: i64, a: &str, b: &str, proxy: &str) -> tsunagu::mode
         identifier: PhoneNumber::parse(identifier).unwrap(),
         proxy_identifier: PhoneNumber::parse(proxy).unwrap(),
         friendly_name: None,
+        announcement: None,
+        announcement_url: None,
     };
     Session {
         sid: tsunagu::ids::new_sid(tsunagu::ids::SESSION),
@@ -90,6 +92,8 @@ pub fn session_fixture(now: i64, a: &str, b: &str, proxy: &str) -> tsunagu::mode
         current_conference: None,
         decider: None,
         live_call: None,
+        record: false,
+        recording_announcement: None,
     }
 }
 

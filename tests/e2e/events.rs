@@ -302,6 +302,33 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
         ran.body
     );
 
+    // The room's recording is ready: Twilio names the conference (a conference recording
+    // has no CallSid), and the recording goes on the first participant's leg in the room.
+    let ran = events.run("recording-status").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    assert!(ran.body.contains("<Response"), "{}", ran.body);
+    let recording = events
+        .stack
+        .app
+        .store
+        .get_recording(live, seed::A_LEG)
+        .await
+        .unwrap()
+        .expect("the recording stored on A's leg");
+    assert_eq!(
+        (
+            recording.sid.as_str(),
+            recording.duration,
+            recording.channels
+        ),
+        ("RE55555555555555555555555555555555", 95, 1)
+    );
+    assert!(
+        recording
+            .url
+            .ends_with("/Recordings/RE55555555555555555555555555555555")
+    );
+
     let ran = events.run("conference-status").await;
     assert_eq!(ran.status, 200, "{}", ran.body);
     let conference = events

@@ -387,6 +387,8 @@ mod tests {
             date_expiry: expiry,
             call_time_limit: limit,
             timed: false,
+            recording_notice: None,
+            other_announced: false,
         }
     }
 

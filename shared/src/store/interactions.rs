@@ -6,9 +6,23 @@ use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
 use super::{
     Condition, Item, OnlyIf, SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item,
-    interaction_key, n, s, session_ref, to_attr, to_item, with_key,
+    interaction_key, n, s, session_ref, to_attr, to_item, with_key, written,
 };
 use crate::model::Interaction;
+
+/// A finished recording, as its status callback describes it (Tsunagu keeps these, never
+/// the media: the audio stays in the Twilio account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingInfo {
+    /// `RE…`.
+    pub sid: String,
+    /// Seconds.
+    pub duration: u64,
+    /// 2 for a dual-channel Dial recording, 1 for a conference's.
+    pub channels: u32,
+    /// The recording's media URL in the Twilio account.
+    pub url: String,
+}
 
 /// How a call leg's callback changed the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +244,59 @@ impl Store {
             .collect::<Result<_, _>>()?;
         oldest_first(&mut legs);
         Ok(legs)
+    }
+
+    /// Stores a finished recording on its call's interaction, once: the first callback for
+    /// the leg writes it, a repeated one (Twilio retrying) finds it there and changes
+    /// nothing. `Ok(false)`: already stored, or no such interaction.
+    pub async fn store_recording(
+        &self,
+        session_sid: &str,
+        call_sid: &str,
+        recording: &RecordingInfo,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(interaction_key(session_sid, call_sid)))
+            .update_expression(
+                "SET recording_sid = :sid, recording_duration = :duration, \
+                 recording_channels = :channels, recording_url = :url",
+            )
+            .only_if(Condition::new(
+                "attribute_exists(pk) AND attribute_not_exists(recording_sid)",
+            ))
+            .expression_attribute_values(":sid", s(recording.sid.clone()))
+            .expression_attribute_values(":duration", n(recording.duration))
+            .expression_attribute_values(":channels", n(recording.channels))
+            .expression_attribute_values(":url", s(recording.url.clone()))
+            .send()
+            .await;
+        written(result)
+    }
+
+    /// The recording stored on a call's interaction, if any.
+    pub async fn get_recording(
+        &self,
+        session_sid: &str,
+        call_sid: &str,
+    ) -> Result<Option<RecordingInfo>, StoreError> {
+        let Some(item) = self.get(interaction_key(session_sid, call_sid)).await? else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Ok(text("recording_sid").map(|sid| RecordingInfo {
+            sid,
+            duration: number("recording_duration").unwrap_or(0),
+            channels: number("recording_channels").unwrap_or(1) as u32,
+            url: text("recording_url").unwrap_or_default(),
+        }))
     }
 
     pub async fn session_of_call(&self, call_sid: &str) -> Result<Option<String>, StoreError> {

@@ -44,7 +44,7 @@ use condition::{Condition, OnlyIf};
 pub use conferences::ConferenceRecord;
 pub use due::{DUE_INDEX, DUE_SHARDS, DueCursor, DueSession, due_shard};
 pub use idempotency::Claim;
-pub use interactions::Recorded;
+pub use interactions::{Recorded, RecordingInfo};
 pub use routing::Route;
 pub use sessions::{CreateConflict, CreateError};
 

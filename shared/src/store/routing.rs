@@ -23,6 +23,13 @@ pub struct Route {
     /// Calls run through a conference so the end-of-call warning can be spoken.
     #[serde(default)]
     pub timed: bool,
+    /// The session records its calls: the notice the caller hears before the other is
+    /// dialled (the other hears it on answering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_notice: Option<String>,
+    /// The other participant hears an announcement on answering.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub other_announced: bool,
 }
 
 impl Route {
@@ -37,6 +44,8 @@ impl Route {
             date_expiry: session.date_expiry,
             call_time_limit: session.call_time_limit,
             timed: session.is_timed(),
+            recording_notice: session.recording_notice().map(str::to_owned),
+            other_announced: other.announcement().is_some(),
         }
     }
 }

@@ -14,6 +14,9 @@ pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
     if web::raw_path(&req).ends_with(DIAL_RESULT_PATH) {
         return dial_result(app, req).await;
     }
+    if web::raw_path(&req).ends_with(WHISPER_PATH) {
+        return whisper(app, req).await;
+    }
     webhook(app, req, |app, form, _req| async move {
         let call = InboundCall {
             call_sid: required(&form, "CallSid")?,
@@ -31,14 +34,18 @@ pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
             }
             // The caller's own leg is limited by the sweep at the deadline; Twilio's four
             // hours stay as the outer bound, since an extension may move the deadline.
+            // A recorded session's caller hears the notice before joining; the other party
+            // hears it (after their announcement) when they answer (`conference_twiml`).
             Admission::Room { route } => web::twiml(
-                join_room(
-                    &app,
-                    &route.session_sid,
-                    &route.participant_sid,
-                    MAX_CALL_SECONDS,
-                )
-                .to_xml(),
+                recording_notice(&app, TwiML::new(), route.recording_notice.as_deref())
+                    .then(join_room(
+                        &app,
+                        &route.session_sid,
+                        &route.participant_sid,
+                        MAX_CALL_SECONDS,
+                        room_recording(&app, &route.session_sid, route.recording_notice.is_some()),
+                    ))
+                    .to_xml(),
             ),
         })
     })
@@ -47,6 +54,31 @@ pub async fn inbound_call(app: Arc<App>, req: Request) -> Response<Body> {
 
 /// The masked call's `<Dial action>`, served by this function too.
 const DIAL_RESULT_PATH: &str = "/twilio/voice/inbound/dial-result";
+/// The `<Number url>` a dialled participant's end runs on answering, served here too.
+const WHISPER_PATH: &str = "/twilio/voice/inbound/whisper";
+
+/// `POST /twilio/voice/inbound/whisper?session=…&participant=…`: the dialled participant
+/// answered (a masked call's callee, or the other party of a bridge V-call). Twilio runs this
+/// TwiML on their end only, while the caller still hears ringing, and connects the two when
+/// it ends (TwiML `<Number>`, "url": https://www.twilio.com/docs/voice/twiml/number#url):
+/// their announcement, then the recording notice. A session closed meanwhile connects
+/// nobody: `<Hangup>` here ends the dialled leg before the bridge.
+async fn whisper(app: Arc<App>, req: Request) -> Response<Body> {
+    webhook(app, req, |app, _form, req| async move {
+        let Some(session) = open_session(&app, &req).await? else {
+            return Ok(web::twiml(TwiML::new().hangup().to_xml()));
+        };
+        let participant = web::query_param(&req, "participant").unwrap_or_default();
+        let Some(p) = session
+            .participant(&participant)
+            .filter(|p| p.sid == participant)
+        else {
+            return Err(WebhookError::MissingParameter("participant"));
+        };
+        Ok(web::twiml(on_answer(&app, &session, p).to_xml()))
+    })
+    .await
+}
 
 /// `POST /twilio/voice/inbound/dial-result`: Twilio's request when the masked call's
 /// `<Dial>` ends (its `action`; without one Twilio would just hang up on the caller). A
@@ -77,9 +109,16 @@ fn dial_other_party(app: &App, route: &Route, limit: u64) -> TwiML {
             &route.session_sid,
             &route.other_participant_sid,
         ))
-        .status_callback_event(&["initiated", "ringing", "answered", "completed"]);
-    TwiML::new().dial(
+        .status_callback_event(&["initiated", "ringing", "answered", "completed"])
+        .url(
+            (route.recording_notice.is_some() || route.other_announced)
+                .then(|| whisper_url(app, &route.session_sid, &route.other_participant_sid)),
+        );
+    let record = route.recording_notice.is_some();
+    // The caller hears the recording notice before the other party is dialled.
+    recording_notice(app, TwiML::new(), route.recording_notice.as_deref()).dial(
         Dial::new()
+            .record(dial_recording(app, &route.session_sid, record))
             .number(number)
             .caller_id(route.other_proxy.as_str())
             .time_limit(limit as u32)

@@ -19,16 +19,18 @@ use crate::signature;
 use crate::store::{Recorded, Route};
 use crate::telemetry::metrics::name;
 use crate::telemetry::{Document, Unit};
-use crate::twiml::{Conference, Dial, Gather, Method, Number, Response as TwiML, Say};
+use crate::twiml::{Conference, Dial, Gather, Method, Number, Recording, Response as TwiML, Say};
 use crate::web;
 
 mod extension;
 mod inbound;
+mod recording;
 mod status;
 mod vcall;
 
 pub use extension::{extension, safety_limit};
 pub use inbound::inbound_call;
+pub use recording::recording_status;
 pub use status::call_status;
 pub use vcall::{bridge_twiml, conference_status, conference_twiml, join_room, room_dial};
 
@@ -300,6 +302,70 @@ pub(super) async fn open_session(
         .get_session(&sid)
         .await?
         .filter(|s| s.status.is_open() && s.date_expiry.is_none_or(|t| t > now)))
+}
+
+/// Where Twilio posts a recording's status (`recordingStatusCallback`); the session is in
+/// the URL, which Twilio signs with the rest.
+pub(super) fn recording_status_url(app: &App, session_sid: &str) -> String {
+    format!(
+        "{}/twilio/voice/recording-status?session={session_sid}",
+        app.config.public_base_url
+    )
+}
+
+/// A recorded session's `<Dial>`: both parties, one per channel, from the answer
+/// (TwiML `<Dial>`, "record": `record-from-answer-dual`,
+/// https://www.twilio.com/docs/voice/twiml/dial#record), and a callback once the
+/// recording is ready ("recordingStatusCallbackEvent": `completed`).
+pub(super) fn dial_recording(app: &App, session_sid: &str, record: bool) -> Option<Recording> {
+    record.then(|| Recording {
+        mode: "record-from-answer-dual",
+        status_callback: recording_status_url(app, session_sid),
+        status_callback_event: "completed",
+    })
+}
+
+/// A recorded session's room: the conference from its start (TwiML `<Conference>`,
+/// "record": `record-from-start`, https://www.twilio.com/docs/voice/twiml/conference#record;
+/// a conference recording has one mixed channel).
+pub(super) fn room_recording(app: &App, session_sid: &str, record: bool) -> Option<Recording> {
+    record.then(|| Recording {
+        mode: "record-from-start",
+        status_callback: recording_status_url(app, session_sid),
+        status_callback_event: "completed",
+    })
+}
+
+/// What a participant hears first when they answer a call placed to them: their
+/// announcement (spoken, or played), then the recording notice of a recorded session.
+pub(super) fn on_answer(
+    app: &App,
+    session: &Session,
+    participant: &crate::model::Participant,
+) -> TwiML {
+    let twiml = match participant.announcement() {
+        Some(crate::model::Announcement::Say(text)) => TwiML::new().say(say(app, text)),
+        Some(crate::model::Announcement::Play(url)) => TwiML::new().play(url),
+        None => TwiML::new(),
+    };
+    recording_notice(app, twiml, session.recording_notice())
+}
+
+/// `twiml`, then the recording notice if there is one.
+pub(super) fn recording_notice(app: &App, twiml: TwiML, notice: Option<&str>) -> TwiML {
+    match notice {
+        Some(text) => twiml.say(say(app, text)),
+        None => twiml,
+    }
+}
+
+/// The `<Number url>` the dialled participant's end runs on answering, before the bridge,
+/// when they have something to hear (their announcement, the recording notice).
+pub(super) fn whisper_url(app: &App, session_sid: &str, participant_sid: &str) -> String {
+    format!(
+        "{}/twilio/voice/inbound/whisper?session={session_sid}&participant={participant_sid}",
+        app.config.public_base_url
+    )
 }
 
 pub(super) fn status_callback_url(app: &App, session_sid: &str, participant_sid: &str) -> String {

@@ -30,11 +30,19 @@ pub async fn bridge_twiml(app: Arc<App>, req: Request) -> Response<Body> {
         };
         let now = app.now();
         let base = &app.config.public_base_url;
+        let Some(me) = session.participant(&participant) else {
+            return Err(WebhookError::MissingParameter("participant"));
+        };
+        let whisper = session.record || other.announcement().is_some();
         let number = Number::new(other.identifier.as_str())
             .status_callback(status_callback_url(&app, &session.sid, &other.sid))
-            .status_callback_event(&["initiated", "ringing", "answered", "completed"]);
-        let twiml = TwiML::new().dial(
+            .status_callback_event(&["initiated", "ringing", "answered", "completed"])
+            .url(whisper.then(|| whisper_url(&app, &session.sid, &other.sid)));
+        // The first party hears their announcement and the recording notice before the
+        // other is dialled; the other hears theirs on answering (the `<Number url>`).
+        let twiml = on_answer(&app, &session, me).dial(
             Dial::new()
+                .record(dial_recording(&app, &session.sid, session.record))
                 .number(number)
                 .caller_id(other.proxy_identifier.as_str())
                 .time_limit(limit_param(&req, &session, now) as u32)
@@ -65,18 +73,24 @@ pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
             return Ok(say_and_hang_up(&app, &app.config.prompts.session_closed));
         };
         let participant = web::query_param(&req, "participant").unwrap_or_default();
-        if session.participant(&participant).is_none() {
+        let Some(me) = session
+            .participant(&participant)
+            .filter(|p| p.sid == participant)
+        else {
             return Err(WebhookError::MissingParameter("participant"));
-        }
+        };
         let limit = limit_param(&req, &session, app.now());
+        // Their announcement and the recording notice first, then the room.
         Ok(web::twiml(
-            join_room(
-                &app,
-                &session.sid,
-                &participant,
-                safety_limit(&session, limit),
-            )
-            .to_xml(),
+            on_answer(&app, &session, me)
+                .then(join_room(
+                    &app,
+                    &session.sid,
+                    &participant,
+                    safety_limit(&session, limit),
+                    room_recording(&app, &session.sid, session.record),
+                ))
+                .to_xml(),
         ))
     })
     .await
@@ -84,11 +98,35 @@ pub async fn conference_twiml(app: Arc<App>, req: Request) -> Response<Body> {
 
 /// `<Dial><Conference>` into the session's room. No leg ends the room when it leaves
 /// (`endConferenceOnExit="false"`): the warning flow takes legs out and back in.
-pub fn join_room(app: &App, session_sid: &str, participant_sid: &str, limit: u64) -> TwiML {
-    TwiML::new().dial(room_dial(app, session_sid, participant_sid, limit))
+pub fn join_room(
+    app: &App,
+    session_sid: &str,
+    participant_sid: &str,
+    limit: u64,
+    recording: Option<Recording>,
+) -> TwiML {
+    TwiML::new().dial(room_dial_recorded(
+        app,
+        session_sid,
+        participant_sid,
+        limit,
+        recording,
+    ))
 }
 
 pub fn room_dial(app: &App, session_sid: &str, participant_sid: &str, limit: u64) -> Dial {
+    room_dial_recorded(app, session_sid, participant_sid, limit, None)
+}
+
+/// [`room_dial`], recording the room from its start when `recording` says so (a leg
+/// rejoining a room already recorded needs nothing more: the recording is the room's).
+fn room_dial_recorded(
+    app: &App,
+    session_sid: &str,
+    participant_sid: &str,
+    limit: u64,
+    recording: Option<Recording>,
+) -> Dial {
     let base = &app.config.public_base_url;
     let conference = Conference::new(crate::domain::vcall::room_name(session_sid))
         .beep(false)
@@ -102,7 +140,8 @@ pub fn room_dial(app: &App, session_sid: &str, participant_sid: &str, limit: u64
             "{base}/twilio/voice/conference-status?session={session_sid}"
         ))
         .status_callback_event(&["start", "end", "join", "leave", "hold", "announcement"])
-        .participant_label(participant_sid);
+        .participant_label(participant_sid)
+        .record(recording);
     Dial::new().conference(conference).time_limit(limit as u32)
 }
 
