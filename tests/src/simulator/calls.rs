@@ -20,6 +20,7 @@ mod conference;
 mod dial;
 mod lifecycle;
 mod queue;
+mod recording;
 mod verbs;
 
 pub use conference::{
@@ -183,6 +184,21 @@ pub struct Call {
     /// Set when the call is ended through REST (`Status=completed`), for the conference's
     /// `ReasonParticipantLeft`.
     ended_via_api: bool,
+    /// A dialled leg whose `<Number url>` TwiML runs on its end before the bridge.
+    whisper: Whisper,
+    /// When a dialled leg was bridged to its parent (what a Dial's recording counts from).
+    bridged_at: Option<OffsetDateTime>,
+}
+
+/// Where a dialled leg is with its `<Number url>` TwiML.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Whisper {
+    #[default]
+    None,
+    /// Fetched on answer and running; its end bridges the leg.
+    Running,
+    /// Ran to its end; the leg is bridged.
+    Done,
 }
 
 impl Call {
@@ -230,6 +246,20 @@ pub struct Callback {
     pub call_status: String,
     /// Set for a conference status callback: the event's long name.
     pub conference_event: Option<String>,
+    /// Set for a recording status callback: the RecordingSid.
+    pub recording: Option<String>,
+}
+
+/// A finished recording (the simulator keeps no audio, only what Twilio reports).
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub sid: String,
+    /// The call that ran the recorded `<Dial>`, or `None` for a conference's.
+    pub call_sid: Option<String>,
+    pub conference_sid: Option<String>,
+    pub duration_secs: u64,
+    pub channels: u32,
+    pub url: String,
 }
 
 /// The answer to a [`Fetch`]: HTTP status and body, or why there was none.
@@ -247,6 +277,10 @@ pub struct State {
     /// `ReasonParticipantLeft`, as Twilio's API has since 2023-10-25 (false plays an
     /// older API, for code that must cope without them).
     pub participant_leave_details: bool,
+    /// Every recording made, in order.
+    pub recordings: Vec<Recording>,
+    /// The REST API's base, under which recordings' media URLs are given.
+    pub api_base: String,
     sides: HashMap<u64, SideProgram>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
@@ -263,6 +297,8 @@ impl State {
             outbox: VecDeque::new(),
             conferences: Vec::new(),
             participant_leave_details: true,
+            recordings: Vec::new(),
+            api_base: "https://api.twilio.com".to_owned(),
             sides: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,

@@ -45,7 +45,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-pub use calls::DEFAULT_WAIT_MUSIC;
+pub use calls::{DEFAULT_WAIT_MUSIC, Recording};
 
 /// The `From` Twilio gives a call whose caller withheld their number (非通知 in Japan, 184
 /// dialled first): the alpha string, not keypad digits, since Twilio's change "Upcoming
@@ -242,9 +242,12 @@ impl Simulator {
             .map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
+        let mut state = State::new(config.account_sid.clone());
+        // Recordings' media URLs point under this simulator, as Twilio's under its API.
+        state.api_base = base_url.clone();
         let inner = Arc::new(Inner {
             clock: config.clock.clone(),
-            state: Mutex::new(State::new(config.account_sid.clone())),
+            state: Mutex::new(state),
             config,
             base_url,
             http,
@@ -451,6 +454,11 @@ impl Simulator {
             .cloned()
     }
 
+    /// Every recording made so far, in order.
+    pub fn recordings(&self) -> Vec<Recording> {
+        self.inner.state().recordings.clone()
+    }
+
     /// What was `<Say>`-ed to `phone`, in order.
     pub fn heard_by(&self, phone: &str) -> Vec<String> {
         self.inner
@@ -623,6 +631,7 @@ impl Inner {
                 params,
                 call_status,
                 conference_event,
+                recording,
             } = callback;
             let status = match self.send(&url, method, &params).await {
                 Ok((status, _)) => status,
@@ -632,9 +641,14 @@ impl Inner {
                 }
             };
             let now = self.clock.now();
-            let event = match conference_event {
-                Some(event) => Event::ConferenceCallback { url, event, status },
-                None => Event::StatusCallback {
+            let event = match (conference_event, recording) {
+                (_, Some(recording_sid)) => Event::RecordingCallback {
+                    url,
+                    recording_sid,
+                    status,
+                },
+                (Some(event), None) => Event::ConferenceCallback { url, event, status },
+                (None, None) => Event::StatusCallback {
                     url,
                     call_status,
                     status,

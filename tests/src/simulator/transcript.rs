@@ -125,6 +125,18 @@ pub enum Event {
         who: String,
         on: bool,
     },
+    /// A recording ended: `recording_sid`, its length and channels (2 for a dual Dial).
+    Recorded {
+        recording_sid: String,
+        duration_secs: u64,
+        channels: u32,
+    },
+    /// A recording status callback and the receiver's HTTP status.
+    RecordingCallback {
+        url: String,
+        recording_sid: String,
+        status: u16,
+    },
 }
 
 /// `+819012345678` → `+8190****5678`; anything that is not an E.164 number is kept.
@@ -232,6 +244,24 @@ impl fmt::Display for Entry {
                 let what = if *on { "muted" } else { "unmuted" };
                 write!(f, "{} {what}", mask(who))
             }
+            Event::Recorded {
+                recording_sid,
+                duration_secs,
+                channels,
+            } => write!(
+                f,
+                "recording {} completed: {duration_secs} s, {channels} channel(s)",
+                short_sid(recording_sid)
+            ),
+            Event::RecordingCallback {
+                url,
+                recording_sid,
+                status,
+            } => write!(
+                f,
+                "recording callback {} {url} -> {status}",
+                short_sid(recording_sid)
+            ),
         }
     }
 }

@@ -100,7 +100,66 @@ pub struct Dial {
     pub action: Option<String>,
     pub method: HttpMethod,
     pub answer_on_bridge: bool,
+    /// `record` (and its status callback), if the Dial records.
+    pub record: Option<RecordingConfig>,
     pub targets: Vec<DialTarget>,
+}
+
+/// `record`, `recordingStatusCallback`, `recordingStatusCallbackMethod` and
+/// `recordingStatusCallbackEvent` of a `<Dial>` or a `<Conference>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordingConfig {
+    /// Two channels, one per party (`…-dual`); a conference's recording is mono.
+    pub dual: bool,
+    pub status_callback: Option<String>,
+    pub method: HttpMethod,
+    /// `in-progress`, `completed`, `absent`; Twilio's default is `completed`.
+    pub events: Vec<String>,
+}
+
+impl RecordingConfig {
+    /// Whether Twilio posts the `completed` callback.
+    pub fn posts_completed(&self) -> bool {
+        self.status_callback.is_some() && self.events.iter().any(|e| e == "completed")
+    }
+
+    /// TwiML `<Dial>` "record" (https://www.twilio.com/docs/voice/twiml/dial#record):
+    /// `do-not-record` (default), `record-from-answer`, `record-from-ringing`, and their
+    /// `-dual` forms; `<Conference>` "record"
+    /// (https://www.twilio.com/docs/voice/twiml/conference#record): `do-not-record` or
+    /// `record-from-start`. Anything else is refused, as Twilio does.
+    fn parse(el: &Element, allowed: &[&str]) -> Result<Option<Self>, String> {
+        let Some(mode) = el.attr("record").map(str::trim) else {
+            return Ok(None);
+        };
+        if mode == "do-not-record" {
+            return Ok(None);
+        }
+        if !allowed.contains(&mode) {
+            return Err(format!(
+                "<{}> record={mode:?} is not one of {allowed:?}",
+                el.name
+            ));
+        }
+        let events = match el.attr("recordingStatusCallbackEvent") {
+            None => vec!["completed".to_owned()],
+            Some(v) => v.split_whitespace().map(str::to_owned).collect(),
+        };
+        for e in &events {
+            if !["in-progress", "completed", "absent"].contains(&e.as_str()) {
+                return Err(format!(
+                    "<{}> recordingStatusCallbackEvent {e:?} is unknown",
+                    el.name
+                ));
+            }
+        }
+        Ok(Some(Self {
+            dual: mode.ends_with("-dual"),
+            status_callback: el.non_empty_attr("recordingStatusCallback"),
+            method: el.method("recordingStatusCallbackMethod")?,
+            events,
+        }))
+    }
 }
 
 /// What a `<Dial>` connects to.
@@ -113,6 +172,9 @@ pub enum DialTarget {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NumberNoun {
     pub number: String,
+    /// TwiML run on the called party's end once they answer, before the bridge.
+    pub url: Option<String>,
+    pub url_method: HttpMethod,
     pub status_callback: Option<String>,
     pub status_callback_events: Vec<ProgressEvent>,
     pub status_callback_method: HttpMethod,
@@ -135,6 +197,7 @@ pub struct ConferenceNoun {
     pub participant_label: Option<String>,
     pub max_participants: u32,
     pub muted: bool,
+    pub record: Option<RecordingConfig>,
 }
 
 /// `<Conference waitUrl>`: what a participant hears while the conference has not started.
@@ -354,6 +417,8 @@ fn dial(el: &Element) -> Result<Dial, String> {
                 let events = child.attr("statusCallbackEvent").unwrap_or_default();
                 targets.push(DialTarget::Number(NumberNoun {
                     number: child.text().to_owned(),
+                    url: child.non_empty_attr("url"),
+                    url_method: child.method("method")?,
                     status_callback: child.non_empty_attr("statusCallback"),
                     status_callback_events: ProgressEvent::parse_list(&[events])?,
                     status_callback_method: child.method("statusCallbackMethod")?,
@@ -374,6 +439,8 @@ fn dial(el: &Element) -> Result<Dial, String> {
     if targets.is_empty() && !el.text().is_empty() {
         targets.push(DialTarget::Number(NumberNoun {
             number: el.text().to_owned(),
+            url: None,
+            url_method: HttpMethod::Post,
             status_callback: None,
             status_callback_events: Vec::new(),
             status_callback_method: HttpMethod::Post,
@@ -390,6 +457,15 @@ fn dial(el: &Element) -> Result<Dial, String> {
         action: el.non_empty_attr("action"),
         method: el.method("method")?,
         answer_on_bridge: el.flag("answerOnBridge")?,
+        record: RecordingConfig::parse(
+            el,
+            &[
+                "record-from-answer",
+                "record-from-ringing",
+                "record-from-answer-dual",
+                "record-from-ringing-dual",
+            ],
+        )?,
         targets,
     })
 }
@@ -430,6 +506,7 @@ fn conference(el: &Element) -> Result<ConferenceNoun, String> {
         participant_label: el.non_empty_attr("participantLabel"),
         max_participants,
         muted: el.flag("muted")?,
+        record: RecordingConfig::parse(el, &["record-from-start"])?,
     })
 }
 

@@ -123,6 +123,9 @@ pub struct Conference {
     /// Twilio's `ReasonConferenceEnded`.
     pub ended_reason: Option<String>,
     pub call_sid_ending: Option<String>,
+    /// The first `record`ing participant's settings: the room is recorded from its start.
+    pub recording: Option<crate::simulator::twiml::RecordingConfig>,
+    pub started_at: Option<OffsetDateTime>,
     sequence: u32,
 }
 
@@ -349,6 +352,7 @@ impl State {
             params,
             call_status: String::new(),
             conference_event: Some(event.to_owned()),
+            recording: None,
         };
         self.outbox.push_back(callback);
         if let Some(conference) = self.conference_mut(conference_sid) {

@@ -3,7 +3,9 @@
 
 use time::OffsetDateTime;
 
-use super::{Activity, CallStatus, Direction, Fetch, Job, State, StatusCallbackConfig};
+use super::{
+    Activity, CallStatus, Direction, Fetch, Job, State, StatusCallbackConfig, TwimlSource, Whisper,
+};
 use crate::simulator::clock::later;
 use crate::simulator::transcript::Event;
 use crate::simulator::twiml::{self, Dial, DialTarget};
@@ -49,8 +51,20 @@ impl State {
             // Twilio passes the caller's own number through by default.
             None => parent_from,
         };
+        let whisper = number.url.as_ref().map(|url| {
+            let document = self.call(parent_sid).map(|p| p.program.url.clone());
+            let url = twiml::resolve_url(&document.unwrap_or_default(), url);
+            TwimlSource::Url(url, number.url_method)
+        });
         let child = self.new_call(now, Direction::OutboundDial, &caller_id, &number.number);
         child.parent_sid = Some(parent_sid.to_owned());
+        // TwiML `<Number>`, "url" (https://www.twilio.com/docs/voice/twiml/number#url): a
+        // document run on the called party's end once they answer, before the two are
+        // connected, while the caller still hears ringing.
+        if let Some(source) = whisper {
+            child.twiml = Some(source);
+            child.whisper = Whisper::Running;
+        }
         child.ring_timeout = dial.timeout;
         child.time_limit = dial.time_limit;
         child.status_callback = number.status_callback.map(|url| StatusCallbackConfig {
@@ -77,6 +91,9 @@ impl State {
         let Some(parent_sid) = child.parent_sid.clone() else {
             return;
         };
+        if let Some(child) = self.call_mut(child_sid) {
+            child.bridged_at = Some(now);
+        }
         let Some(parent) = self.call_mut(&parent_sid) else {
             return;
         };
@@ -124,7 +141,10 @@ impl State {
             CallStatus::InProgress | CallStatus::Completed => "completed",
             other => other.as_str(),
         };
-        let bridged = child.answered_at.is_some();
+        let bridged = child.bridged_at.is_some();
+        let recorded = child
+            .bridged_at
+            .map(|at| (at, child.ended_at.unwrap_or(now)));
         let mut params = vec![
             ("DialCallStatus".to_owned(), dial_status.to_owned()),
             ("DialCallSid".to_owned(), child_sid.to_owned()),
@@ -145,6 +165,11 @@ impl State {
             }
         };
         let generation = parent.generation;
+        // A recorded Dial's recording covers the bridge and ends with it; its callback
+        // names the call that dialled (`CallSid`).
+        if let (Some(config), Some((from, to))) = (dial.record.clone(), recorded) {
+            self.finish_recording(Some(&parent_sid), None, &config, from, to, now);
+        }
         self.schedule(
             now,
             Job::DialEnded {

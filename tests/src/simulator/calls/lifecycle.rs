@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{
     Activity, Call, CallStatus, Callback, DEFAULT_TIME_LIMIT, Device, Direction, Fetch, Job, Leave,
-    OutboundCall, Program, Purpose, State, StatusCallbackConfig, TwimlSource,
+    OutboundCall, Program, Purpose, State, StatusCallbackConfig, TwimlSource, Whisper,
 };
 use crate::simulator::clock::later;
 use crate::simulator::transcript::Event;
@@ -45,6 +45,8 @@ impl State {
             activity: Activity::Idle,
             hang_up_scheduled: false,
             ended_via_api: false,
+            whisper: Whisper::None,
+            bridged_at: None,
         });
         let last = self.calls.len() - 1;
         &mut self.calls[last]
@@ -137,6 +139,7 @@ impl State {
             params,
             call_status: call_status.to_owned(),
             conference_event: None,
+            recording: None,
         };
         self.outbox.push_back(callback);
         if let Some(call) = self.call_mut(sid) {
@@ -263,10 +266,11 @@ impl State {
         self.start_timers(sid, now);
 
         let call = self.call(sid)?;
-        if call.direction == Direction::OutboundDial {
+        if call.direction == Direction::OutboundDial && call.whisper != Whisper::Running {
             self.bridge(sid, now);
             return None;
         }
+        // An outbound-api leg's TwiML, or a dialled leg's `<Number url>` document.
         match call.twiml.clone()? {
             TwimlSource::Url(url, method) => Some(self.fetch(call, url, method, Vec::new())),
             TwimlSource::Inline(twiml) => {

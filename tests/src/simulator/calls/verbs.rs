@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::{
     Activity, CallStatus, Fetch, FetchResult, Job, Leave, Program, Purpose, State, TwimlSource,
+    Whisper,
 };
 use crate::simulator::clock::later;
 use crate::simulator::transcript::Event;
@@ -142,10 +143,27 @@ impl State {
                 return None;
             }
             let Some(verb) = call.program.verbs.get(call.program.pc).cloned() else {
-                // Falling off the end of the document hangs up.
-                self.end_call(sid, CallStatus::Completed, now);
+                match call.whisper {
+                    // A `<Number url>` document that ends connects the called party to the
+                    // caller (TwiML `<Number>`, "url").
+                    Whisper::Running => {
+                        call.whisper = Whisper::Done;
+                        self.bridge(sid, now);
+                    }
+                    Whisper::Done => {}
+                    // Falling off the end of the document hangs up.
+                    Whisper::None => self.end_call(sid, CallStatus::Completed, now),
+                }
                 return None;
             };
+            if call.whisper == Whisper::Running && matches!(verb, Verb::Dial(_)) {
+                // "TwiML documents executed in this manner are not allowed to contain the
+                // <Dial> verb" (TwiML `<Number>`, "url").
+                let url = call.program.url.clone();
+                let detail = "<Dial> in a <Number url> document".to_owned();
+                self.application_error(sid, url, 200, detail, now);
+                return None;
+            }
             call.program.pc += 1;
             let unanswered = call.answered_at.is_none();
             match &verb {

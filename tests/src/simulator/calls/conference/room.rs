@@ -38,6 +38,8 @@ impl State {
             invited: Vec::new(),
             ended_reason: None,
             call_sid_ending: None,
+            recording: None,
+            started_at: None,
             sequence: 1,
         });
         sid
@@ -102,6 +104,11 @@ impl State {
         };
         conference.participants.push(participant.clone());
         conference.updated_at = now;
+        // `<Conference record="record-from-start">` records the whole conference from its
+        // start (TwiML `<Conference>`, "record"); the first participant asking sets it.
+        if conference.recording.is_none() {
+            conference.recording = noun.record.clone();
+        }
         // Twilio: "Conferences will not start until at least two participants join", and
         // it starts when a participant with startConferenceOnEnter is among them.
         let starts = conference.status == ConferenceStatus::Init
@@ -148,6 +155,7 @@ impl State {
         if starts {
             if let Some(conference) = self.conference_mut(&conference_sid) {
                 conference.status = ConferenceStatus::InProgress;
+                conference.started_at = Some(now);
             }
             self.record(
                 now,
@@ -298,6 +306,13 @@ impl State {
             }
         }
         self.conference_callback(conference_sid, "conference-end", None, extra, now);
+        let recorded = self.conference(conference_sid).and_then(|c| {
+            let config = c.recording.clone()?;
+            Some((config, c.started_at?))
+        });
+        if let Some((config, started)) = recorded {
+            self.finish_recording(None, Some(conference_sid), &config, started, now, now);
+        }
     }
 
     /// A conference leg's `<Dial timeLimit>` elapsed: it leaves the room.
