@@ -331,3 +331,94 @@ async fn answer_on_bridge_answers_the_caller_only_when_bridged() {
         Some("0")
     );
 }
+
+#[tokio::test]
+async fn a_number_url_runs_on_the_callee_before_the_bridge_and_a_dual_recording_follows() {
+    let (sim, toy) = setup().await;
+    let recording_url = toy.url("/recording");
+    toy.route(
+        "/voice",
+        200,
+        &dial_twiml(
+            &format!(
+                r#"action="/dial-done" record="record-from-answer-dual" recordingStatusCallback="{recording_url}""#
+            ),
+            r#"url="/whisper""#,
+            B,
+        ),
+    );
+    toy.route(
+        "/whisper",
+        200,
+        r#"<Response><Say language="ja-JP">お知らせです。</Say></Response>"#,
+    );
+    toy.route("/dial-done", 200, "<Response><Hangup/></Response>");
+    toy.route("/recording", 200, "");
+    sim.set_phone(B, PhoneScript::talks(secs(3), secs(30)));
+
+    let parent = sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(3600)).await;
+
+    // Only B heard the whisper, and before the bridge; the request was the child's.
+    assert_eq!(sim.heard_by(B), ["お知らせです。"]);
+    assert!(sim.heard_by(A).is_empty());
+    let child = child_of(&sim, &parent);
+    let whisper = &toy.seen("/whisper")[0];
+    assert_eq!(whisper.get("CallSid"), Some(child.sid.as_str()));
+    let transcript = sim.transcript();
+    let said = transcript
+        .iter()
+        .position(|e| matches!(&e.event, Event::Said { to, .. } if to == B));
+    let bridged = transcript
+        .iter()
+        .position(|e| matches!(&e.event, Event::Bridged { .. }));
+    assert!(said.is_some() && said < bridged, "{transcript:?}");
+
+    // The recording covers the bridge, in two channels, and names the dialling call.
+    let recordings = sim.recordings();
+    assert_eq!(recordings.len(), 1);
+    let callback = &toy.seen("/recording")[0];
+    assert_eq!(callback.get("CallSid"), Some(parent.as_str()));
+    assert_eq!(
+        callback.get("RecordingSid"),
+        Some(recordings[0].sid.as_str())
+    );
+    assert_eq!(callback.get("RecordingChannels"), Some("2"));
+    assert_eq!(callback.get("RecordingStatus"), Some("completed"));
+    assert_eq!(callback.get("RecordingSource"), Some("DialVerb"));
+    let duration: u64 = callback.get("RecordingDuration").unwrap().parse().unwrap();
+    assert!(duration > 0 && duration < 30, "from the bridge: {duration}");
+    assert!(
+        callback
+            .get("RecordingUrl")
+            .unwrap()
+            .starts_with(&format!("{}/2010-04-01/Accounts/", sim.base_url()))
+    );
+}
+
+#[tokio::test]
+async fn a_number_url_that_hangs_up_connects_nobody_and_records_nothing() {
+    let (sim, toy) = setup().await;
+    let recording_url = toy.url("/recording");
+    toy.route(
+        "/voice",
+        200,
+        &dial_twiml(
+            &format!(
+                r#"action="/dial-done" record="record-from-answer" recordingStatusCallback="{recording_url}""#
+            ),
+            r#"url="/whisper""#,
+            B,
+        ),
+    );
+    toy.route("/whisper", 200, "<Response><Hangup/></Response>");
+    toy.route("/dial-done", 200, "<Response><Hangup/></Response>");
+    sim.set_phone(B, PhoneScript::talks(secs(3), secs(30)));
+
+    sim.dial_in(A, P, CallerScript::default()).await;
+    sim.run_until_idle(secs(3600)).await;
+
+    assert!(!has_event(&sim, |e| matches!(e, Event::Bridged { .. })));
+    assert_eq!(toy.seen("/dial-done")[0].get("DialBridged"), Some("false"));
+    assert!(sim.recordings().is_empty() && toy.seen("/recording").is_empty());
+}
