@@ -120,7 +120,7 @@ pub async fn run() -> Result<Run, String> {
     }
 
     demo.step(&format!(
-        "It creates a session between a buyer ({BUYER}) and a seller ({SELLER})"
+        "It creates a recorded session between a buyer ({BUYER}) and a seller ({SELLER}), who hears why the 050 number calls"
     ));
     let (status, session) = demo
         .stack
@@ -130,9 +130,11 @@ pub async fn run() -> Result<Run, String> {
             Some(json!({
                 "unique_name": "order-1234",
                 "ttl": 3600,
+                "record": true,
                 "participants": [
                     {"identifier": BUYER, "friendly_name": "購入者"},
-                    {"identifier": SELLER, "friendly_name": "出品者"}
+                    {"identifier": SELLER, "friendly_name": "出品者",
+                     "announcement": "〇〇アプリのお取引についてのお電話です。"}
                 ]
             })),
         )
@@ -172,6 +174,33 @@ pub async fn run() -> Result<Run, String> {
     demo.check(
         bridged,
         &format!("the seller saw {seller_proxy}, never the buyer's number"),
+    )?;
+    let seller_heard = sim.heard_by(&e164(SELLER));
+    demo.check(
+        seller_heard.first().map(String::as_str)
+            == Some("〇〇アプリのお取引についてのお電話です。")
+            && seller_heard.len() == 2,
+        "the seller heard the announcement, then the recording notice, before being connected",
+    )?;
+    let recording = sim.recordings().into_iter().next();
+    let stored = match &recording {
+        Some(r) => demo
+            .stack
+            .app
+            .store
+            .get_recording(&sid, r.call_sid.as_deref().unwrap_or_default())
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    demo.check(
+        stored.as_ref().is_some_and(|s| s.channels == 2),
+        &format!(
+            "the recording ({} s, two channels) is stored on the call's interaction: {}",
+            stored.as_ref().map_or(0, |s| s.duration),
+            stored.as_ref().map_or("", |s| s.sid.as_str())
+        ),
     )?;
 
     demo.step(
