@@ -49,7 +49,7 @@ enum Verb {
     Say(Say),
     Play(String),
     Pause(u32),
-    Dial(Dial),
+    Dial(Box<Dial>),
     Gather(Gather),
     Redirect(String),
     Hangup,
@@ -75,7 +75,7 @@ impl Response {
     }
 
     pub fn dial(self, dial: Dial) -> Self {
-        self.push(Verb::Dial(dial))
+        self.push(Verb::Dial(Box::new(dial)))
     }
 
     pub fn gather(self, gather: Gather) -> Self {
@@ -659,6 +659,54 @@ mod tests {
     use quick_xml::Reader;
     use quick_xml::escape::resolve_predefined_entity;
     use quick_xml::events::{BytesStart, Event};
+
+    #[test]
+    fn recording_whisper_and_play_are_written_where_twilio_reads_them() {
+        let recording = |mode| Recording {
+            mode,
+            status_callback: "https://a.example/twilio/voice/recording-status?session=KC1&x=1"
+                .into(),
+            status_callback_event: "completed",
+        };
+        let xml = Response::new()
+            .play("https://a.example/a.mp3")
+            .dial(
+                Dial::new()
+                    .record(Some(recording("record-from-answer-dual")))
+                    .number(Number::new("+818098765432").url(Some("https://a.example/w".into()))),
+            )
+            .to_xml();
+        assert!(
+            xml.contains("<Play>https://a.example/a.mp3</Play>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<Dial record="record-from-answer-dual" recordingStatusCallback="https://a.example/twilio/voice/recording-status?session=KC1&amp;x=1" recordingStatusCallbackEvent="completed">"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<Number url="https://a.example/w">+818098765432</Number>"#),
+            "{xml}"
+        );
+        let room =
+            Response::new()
+                .dial(Dial::new().conference(
+                    Conference::new("room").record(Some(recording("record-from-start"))),
+                ))
+                .to_xml();
+        assert!(room.contains(r#"record="record-from-start""#), "{room}");
+        let plain = Response::new()
+            .dial(
+                Dial::new()
+                    .record(None)
+                    .number(Number::new("+818098765432").url(None)),
+            )
+            .to_xml();
+        assert!(
+            !plain.contains("record") && !plain.contains("url="),
+            "{plain}"
+        );
+    }
 
     /// An element as read back by quick-xml, with attributes and text unescaped.
     #[derive(Debug, Default, PartialEq)]

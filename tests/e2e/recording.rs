@@ -273,3 +273,50 @@ async fn bad_announcements_are_refused_and_change_nothing() {
     }
     assert_eq!(item_count(&stack).await, before, "nothing was written");
 }
+
+#[tokio::test]
+async fn a_bridge_v_call_announces_to_the_first_before_dialling_and_to_the_other_on_answering() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = create(
+        &stack,
+        json!({"participants": [
+            {"identifier": A, "announcement": "〇〇アプリからお電話をおつなぎします。"},
+            {"identifier": B, "announcement": ANNOUNCEMENT}]}),
+    )
+    .await;
+    let sid = s["sid"].as_str().unwrap().to_owned();
+    assert!(
+        s.get("record").is_none(),
+        "a session that does not record shows no record: {s}"
+    );
+    let (a, b) = (e164(A), e164(B));
+    let sim = stack.sim();
+    sim.set_phone(
+        &a,
+        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(60)),
+    );
+    sim.set_phone(
+        &b,
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(30)),
+    );
+    let (status, placed) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{sid}/calls"),
+            Some(json!({"mode": "bridge"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{placed}");
+    stack.finish_calls().await;
+
+    // No recording notice without `record`, only each party's own announcement.
+    assert_eq!(sim.heard_by(&a), ["〇〇アプリからお電話をおつなぎします。"]);
+    assert_eq!(sim.heard_by(&b), [ANNOUNCEMENT]);
+    let told_a = position(&stack, |e| matches!(e, Event::Said { to, .. } if *to == a));
+    let b_rings = position(&stack, |e| matches!(e, Event::Ringing { to } if *to == b));
+    let told_b = position(&stack, |e| matches!(e, Event::Said { to, .. } if *to == b));
+    let bridged = position(&stack, |e| matches!(e, Event::Bridged { .. }));
+    assert!(told_a < b_rings && told_b.is_some() && told_b < bridged);
+    assert!(sim.recordings().is_empty(), "nothing recorded");
+}
