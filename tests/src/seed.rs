@@ -14,7 +14,8 @@
 //! - the pool: P1, P2, P3; and not P4, which `numbers.json` adds;
 //! - [`LIVE_SESSION`]: A and B on P1, with a live conference V-call — A's leg [`A_LEG`] in the
 //!   room [`CONFERENCE`], B's leg [`B_LEG`] answered but its join not yet reported — whose
-//!   deadline is [`DEADLINE`], the `deadline` the extension events carry;
+//!   deadline is [`DEADLINE`], the `deadline` the extension events carry; the room's
+//!   recording, which `recording-status.json` reports, is kept on A's leg;
 //! - [`QUIET_SESSION`]: A and B on P2, no call yet (V字発信 and the masked inbound call);
 //! - [`EXPIRING_SESSION`]: C and D on P1, created at seeding time with a `date_expiry` a day
 //!   later, which `extend-session.json` moves (an end may not move past 365 days from now,
