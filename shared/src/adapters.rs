@@ -28,6 +28,7 @@ impl App {
             settings: Settings {
                 retention_seconds: self.config.retention_seconds(),
                 dial_timeout_seconds: self.config.dial_timeout_seconds,
+                rates: self.config.rates,
             },
         }
     }

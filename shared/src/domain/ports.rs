@@ -258,6 +258,8 @@ pub struct Settings {
     pub retention_seconds: i64,
     /// How long a callee's phone rings.
     pub dial_timeout_seconds: u32,
+    /// What each minute costs, for a live call's cost cap (`max_cost`).
+    pub rates: crate::pricing::Rates,
 }
 
 /// Everything a domain operation works with.

@@ -351,6 +351,7 @@ mod tests {
             call_time_limit: Some(300),
             extension_count: 1,
             total_cost_milli_yen: 12_345,
+            max_cost_milli_yen: None,
             current_conference: Some("CF1".into()),
             decider: Some("KP2".into()),
             live_call: Some(LiveCall {
