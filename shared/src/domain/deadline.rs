@@ -11,7 +11,7 @@
 
 use crate::domain::ports::{Ctx, StoreError};
 use crate::model::{CallMode, Session};
-use crate::pricing::{Rates, Yen};
+use crate::pricing::{Direction, Rates, Yen};
 
 /// The call ends this long before the minute that would pass `max_cost` starts: ending a
 /// call takes a Twilio request or two, and a leg that outlives its minute by one second is
@@ -94,23 +94,47 @@ pub fn effective_deadline(
 }
 
 /// The live call's legs as billed: every leg of the session not yet ended, at its rate, and
-/// with the conference fee when the live call runs through the room.
+/// with the conference fee when the live call runs through the room. A participant with no
+/// live leg yet (a bridge's second party, dialled as the clock starts) is counted as an
+/// outbound leg to them from `now`, so the cap holds for the legs still to come.
 pub fn billed_legs(
     session: &Session,
     legs: &[crate::model::Interaction],
     rates: &Rates,
+    now: i64,
 ) -> Vec<BilledLeg> {
     let in_room = session
         .live_call
         .as_ref()
         .is_some_and(|l| l.mode == CallMode::Conference);
-    legs.iter()
+    let fee = if in_room { rates.conference } else { Yen::ZERO };
+    let live: Vec<_> = legs
+        .iter()
         .filter(|l| l.session_sid == session.sid && !l.status.is_final())
+        .collect();
+    // Whose phone a leg is: the caller of an inbound leg, the callee of an outbound one.
+    let party = |l: &crate::model::Interaction| match l.direction {
+        Direction::Inbound => l.from_participant_sid.clone(),
+        Direction::Outbound => l.to_participant_sid.clone(),
+    };
+    let to_come = session
+        .participants
+        .iter()
+        .filter(|p| {
+            !live
+                .iter()
+                .any(|l| party(l).as_deref() == Some(p.sid.as_str()))
+        })
+        .map(|p| BilledLeg {
+            billed_from: now,
+            per_minute: rates.per_minute(Direction::Outbound, p.identifier.class()) + fee,
+        });
+    live.iter()
         .map(|l| BilledLeg {
             billed_from: l.date_created,
-            per_minute: rates.per_minute(l.direction, l.callee_class)
-                + if in_room { rates.conference } else { Yen::ZERO },
+            per_minute: rates.per_minute(l.direction, l.callee_class) + fee,
         })
+        .chain(to_come)
         .collect()
 }
 
@@ -125,7 +149,7 @@ pub async fn cost_deadline_of(
         return Ok(None);
     };
     let legs = ctx.store.list_interactions(&session.sid).await?;
-    let legs = billed_legs(session, &legs, &ctx.settings.rates);
+    let legs = billed_legs(session, &legs, &ctx.settings.rates, now);
     Ok(cost_deadline(&legs, max_cost, now))
 }
 

@@ -176,10 +176,10 @@ mod tests {
         world
             .store
             .put_room(SID, "CF1", &[("KP1", "CA1"), ("KP2", "CA2")]);
-        for call in ["CA1", "CA2"] {
-            world
-                .store
-                .add_leg(leg(SID, call, None, CallStatus::InProgress, NOW - 600));
+        for (call, party) in [("CA1", "KP1"), ("CA2", "KP2")] {
+            let mut l = leg(SID, call, None, CallStatus::InProgress, NOW - 600);
+            l.to_participant_sid = Some(party.into());
+            world.store.add_leg(l);
         }
         (world, session)
     }

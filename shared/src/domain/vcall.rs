@@ -753,12 +753,11 @@ mod tests {
             // 82.5 at NOW + 110, 99 at NOW + 120, 115.5 at NOW + 170.
             session.max_cost_milli_yen = Some(100_000);
             world.store.put_session(session);
-            world
-                .store
-                .add_leg(leg(SID, "CA1", None, CallStatus::InProgress, NOW - 10));
-            world
-                .store
-                .add_leg(leg(SID, "CA2", None, CallStatus::InProgress, NOW));
+            for (call, party, created) in [("CA1", "KP1", NOW - 10), ("CA2", "KP2", NOW)] {
+                let mut l = leg(SID, call, None, CallStatus::InProgress, created);
+                l.to_participant_sid = Some(party.into());
+                world.store.add_leg(l);
+            }
             // An ended leg of an earlier call is not part of this call's cost.
             world
                 .store
@@ -776,6 +775,27 @@ mod tests {
             );
             let live = world.store.session(SID).unwrap().live_call.unwrap();
             assert_eq!(live.deadline, Some(expected));
+        }
+
+        #[tokio::test]
+        async fn a_party_not_yet_dialled_counts_from_the_start_of_the_clock() {
+            use crate::domain::fakes::leg;
+            use crate::model::CallStatus;
+            // A bridge: the first party (KP1) answered 10 s ago; the second is dialled now.
+            let world = ringing(None);
+            let mut session = world.store.session(SID).unwrap();
+            session.max_cost_milli_yen = Some(40_000);
+            session.live_call.as_mut().unwrap().mode = CallMode::Bridge;
+            world.store.put_session(session);
+            let mut first = leg(SID, "CA1", None, CallStatus::InProgress, NOW - 10);
+            first.to_participant_sid = Some("KP1".into());
+            world.store.add_leg(first);
+            // 16.2 a minute each: 16.2 at NOW - 10, 32.4 at NOW, 48.6 at NOW + 50.
+            assert_eq!(
+                start_the_clock(world.ctx(), SID).await.unwrap(),
+                Some(NOW + 50 - crate::domain::deadline::END_MARGIN_SECONDS),
+                "the second party's leg is counted before it is logged"
+            );
         }
 
         #[tokio::test]
