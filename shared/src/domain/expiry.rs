@@ -20,6 +20,12 @@ use crate::store::DUE_SHARDS;
 /// towards Twilio (each session makes at most two at a time).
 pub const CONCURRENCY: usize = 8;
 
+/// A run starts no session after this much wall-clock time. `expiry-warning`'s `Timeout` in
+/// template.yaml is 300 s; the visits in flight and the report fit in the rest. A session
+/// not visited stays filed in the due index, which is the next run's cursor: it is handled
+/// a minute later, and nothing is lost or done twice (I4).
+pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
+
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     /// Sessions the index returned as due.
@@ -33,6 +39,16 @@ pub struct SweepReport {
     pub failed: usize,
     /// The `due_at` of the oldest session handled: how late the sweep ran (`SweepLag`).
     pub oldest_due: Option<i64>,
+    /// Sessions returned as due but left for the next run: the time budget was spent.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deferred: usize,
+    /// The time budget ran out: some shards' pages were not read, and what they hold stays due.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,22 +60,46 @@ enum Outcome {
     Closed,
 }
 
-/// One run of the sweep at `now`.
+/// One run of the sweep at `now`, within `TIME_BUDGET` of wall-clock time.
 pub async fn sweep(ctx: Ctx<'_>, now: i64) -> Result<SweepReport, StoreError> {
+    sweep_until(ctx, now, std::time::Instant::now() + TIME_BUDGET).await
+}
+
+/// One run of the sweep at `now` that starts no session at or after `stop_at` (wall clock,
+/// not `ctx.clock`: it is the invocation's own time that runs out).
+pub async fn sweep_until(
+    ctx: Ctx<'_>,
+    now: i64,
+    stop_at: std::time::Instant,
+) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
-    for shard in 0..DUE_SHARDS {
+    'shards: for shard in 0..DUE_SHARDS {
         let mut start = None;
         loop {
+            if std::time::Instant::now() >= stop_at {
+                report.stopped_early = true;
+                break 'shards;
+            }
             let (page, next) = ctx.store.due_page(shard, now, start).await?;
             report.queries += 1;
             report.due += page.len();
-            report.oldest_due = page.iter().map(|d| d.due_at).chain(report.oldest_due).min();
-            let outcomes: Vec<Result<Outcome, DomainError>> = futures::stream::iter(page)
-                .map(|due| visit(ctx, due.sid, now))
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
+            let outcomes: Vec<Option<(i64, Result<Outcome, DomainError>)>> =
+                futures::stream::iter(page)
+                    .map(|due| async move {
+                        if std::time::Instant::now() >= stop_at {
+                            return None;
+                        }
+                        Some((due.due_at, visit(ctx, due.sid, now).await))
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
             for outcome in outcomes {
+                let Some((due_at, outcome)) = outcome else {
+                    report.deferred += 1;
+                    continue;
+                };
+                report.oldest_due = Some(report.oldest_due.map_or(due_at, |o| o.min(due_at)));
                 match outcome {
                     Ok(Outcome::Warned) => report.warned += 1,
                     Ok(Outcome::NoWarningPossible) => report.no_warning_possible += 1,
@@ -490,6 +530,29 @@ mod tests {
         assert_eq!(report.closed, 0, "{report:?}");
         assert!(world.store.session(SID).unwrap().status.is_open());
         assert_eq!(world.store.due(SID), Some(NOW + RECHECK_SECONDS));
+    }
+
+    #[tokio::test]
+    async fn a_run_out_of_time_starts_nothing_and_leaves_every_session_due() {
+        let world = in_room(Session {
+            date_expiry: Some(NOW - 1),
+            ..sample_session()
+        });
+        let report = sweep_until(world.ctx(), NOW, std::time::Instant::now())
+            .await
+            .unwrap();
+        assert!(report.stopped_early, "{report:?}");
+        assert_eq!((report.due, report.closed), (0, 0), "{report:?}");
+        assert!(world.store.session(SID).unwrap().status.is_open());
+        assert!(world.store.due(SID).is_some(), "still due for the next run");
+        // The next run, with time, handles it.
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!((report.closed, report.stopped_early), (1, false));
+        let shown = serde_json::to_value(&report).unwrap();
+        assert!(
+            shown.get("deferred").is_none() && shown.get("stopped_early").is_none(),
+            "a run that fit shows the report as before: {shown}"
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,132 @@
+//! A TCP proxy in front of the emulator that holds every request back for a fixed delay and
+//! counts requests per operation: the emulator answers on the same machine in well under a
+//! millisecond of network time, where DynamoDB is a few milliseconds away. For benches only;
+//! tests stay on the emulator itself.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Requests seen, by operation (the `X-Amz-Target` after its last dot: `Query`, `GetItem`).
+pub type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+pub struct LatencyProxy {
+    /// `http://127.0.0.1:<port>`: point the SDK here instead of at the emulator.
+    pub url: String,
+    counts: Counts,
+    task: JoinHandle<()>,
+}
+
+impl Drop for LatencyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LatencyProxy {
+    /// Proxies `listener`'s connections to `target` (`http://host:port`), each request
+    /// forwarded `delay` after it arrived. The listener is bound by the caller, so its
+    /// address can be known (and put in the environment) before any runtime starts.
+    pub fn start(listener: std::net::TcpListener, target: &str, delay: Duration) -> LatencyProxy {
+        let upstream = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let url = format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("a bound listener").port()
+        );
+        listener.set_nonblocking(true).expect("non-blocking");
+        let listener = TcpListener::from_std(listener).expect("a tokio listener");
+        let counts = Counts::default();
+        let task = {
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let (upstream, counts) = (upstream.clone(), counts.clone());
+                    tokio::spawn(async move {
+                        if let Ok(outbound) = TcpStream::connect(&upstream).await {
+                            relay(inbound, outbound, delay, counts).await;
+                        }
+                    });
+                }
+            })
+        };
+        LatencyProxy { url, counts, task }
+    }
+
+    /// The requests counted so far, and zero from now on.
+    pub fn take_counts(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.counts.lock().unwrap())
+    }
+}
+
+async fn relay(inbound: TcpStream, outbound: TcpStream, delay: Duration, counts: Counts) {
+    let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut server_read, mut server_write) = outbound.into_split();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // One X-Amz-Target per request: the SDK writes a request's head in one write.
+            let ops = operations(&buf[..n]);
+            if !ops.is_empty() {
+                {
+                    let mut counts = counts.lock().unwrap();
+                    for op in ops {
+                        *counts.entry(op).or_default() += 1;
+                    }
+                }
+                tokio::time::sleep(delay).await;
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    futures::future::join(up, down).await;
+}
+
+/// The operations named by the `X-Amz-Target` headers in `chunk`.
+fn operations(chunk: &[u8]) -> Vec<String> {
+    const HEADER: &[u8] = b"x-amz-target:";
+    let lower = chunk.to_ascii_lowercase();
+    let mut ops = Vec::new();
+    let mut at = 0;
+    while let Some(i) = lower[at..].windows(HEADER.len()).position(|w| w == HEADER) {
+        let start = at + i + HEADER.len();
+        let end = chunk[start..]
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .map_or(chunk.len(), |e| start + e);
+        let value = String::from_utf8_lossy(&chunk[start..end]);
+        let op = value.trim().rsplit('.').next().unwrap_or("").to_owned();
+        ops.push(op);
+        at = end;
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn operations_are_read_from_the_target_header() {
+        let chunk = b"POST / HTTP/1.1\r\nx-amz-target: DynamoDB_20120810.Query\r\n\r\n{}\
+                      POST / HTTP/1.1\r\nX-Amz-Target: DynamoDB_20120810.GetItem\r\n\r\n";
+        assert_eq!(super::operations(chunk), ["Query", "GetItem"]);
+        assert!(super::operations(b"HTTP/1.1 200 OK\r\n\r\n").is_empty());
+    }
+}
