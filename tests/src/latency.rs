@@ -130,3 +130,24 @@ mod tests {
         assert!(super::operations(b"HTTP/1.1 200 OK\r\n\r\n").is_empty());
     }
 }
+
+#[cfg(test)]
+mod budget {
+    use yaml_rust2::YamlLoader;
+
+    /// The sweep's time budget leaves a minute of `expiry-warning`'s timeout for the visits
+    /// in flight and the report: a budget raised past it, or a timeout lowered, fails here.
+    #[test]
+    fn the_sweeps_budget_fits_the_functions_timeout_with_a_minute_to_spare() {
+        let text = std::fs::read_to_string(crate::template::default_path()).unwrap();
+        let doc = &YamlLoader::load_from_str(&text).unwrap()[0];
+        let timeout = doc["Resources"]["ExpiryWarningFunction"]["Properties"]["Timeout"]
+            .as_i64()
+            .expect("expiry-warning has its own Timeout");
+        let budget = tsunagu::domain::expiry::TIME_BUDGET.as_secs() as i64;
+        assert!(
+            budget + 60 <= timeout,
+            "budget {budget} s, timeout {timeout} s"
+        );
+    }
+}
