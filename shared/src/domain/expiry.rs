@@ -83,13 +83,23 @@ pub async fn sweep_until(
             let (page, next) = ctx.store.due_page(shard, now, start).await?;
             report.queries += 1;
             report.due += page.len();
+            // The page's sessions in a few batch reads rather than one read each; a session
+            // the batch left out (or a failed batch) is read on its own by its visit.
+            let sids: Vec<String> = page.iter().map(|d| d.sid.clone()).collect();
+            let mut read = ctx.store.get_sessions(&sids).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "batch read of due sessions failed; reading them one by one");
+                Default::default()
+            });
             let outcomes: Vec<Option<(i64, Result<Outcome, DomainError>)>> =
                 futures::stream::iter(page)
-                    .map(|due| async move {
-                        if std::time::Instant::now() >= stop_at {
-                            return None;
+                    .map(|due| {
+                        let session = read.remove(&due.sid);
+                        async move {
+                            if std::time::Instant::now() >= stop_at {
+                                return None;
+                            }
+                            Some((due.due_at, visit(ctx, due.sid, session, now).await))
                         }
-                        Some((due.due_at, visit(ctx, due.sid, now).await))
                     })
                     .buffer_unordered(CONCURRENCY)
                     .collect()
@@ -122,8 +132,18 @@ pub async fn sweep_until(
     Ok(report)
 }
 
-async fn visit(ctx: Ctx<'_>, sid: String, now: i64) -> Result<Outcome, DomainError> {
-    let Some(session) = ctx.store.get_session(&sid).await? else {
+/// `read`: the session as the page's batch read found it, if it did.
+async fn visit(
+    ctx: Ctx<'_>,
+    sid: String,
+    read: Option<Session>,
+    now: i64,
+) -> Result<Outcome, DomainError> {
+    let session = match read {
+        Some(session) => Some(session),
+        None => ctx.store.get_session(&sid).await?,
+    };
+    let Some(session) = session else {
         return Ok(Outcome::Nothing);
     };
     if !session.status.is_open() {
@@ -561,6 +581,10 @@ mod tests {
             date_expiry: Some(NOW - 1),
             ..sample_session()
         });
+        // The page's batch read fails, and so does the session's own read.
+        world
+            .store
+            .fail_next("get_sessions", StoreError::Backend("down".into()));
         world
             .store
             .fail_next("get_session", StoreError::Backend("down".into()));
