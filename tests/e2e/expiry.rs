@@ -567,14 +567,32 @@ async fn one_sweep_handles_five_thousand_due_sessions_by_query() {
         .collect();
     seed_due(&stack, &sessions, now - 10).await;
 
-    let report = stack
-        .sweep_at(time::OffsetDateTime::from_unix_timestamp(now).unwrap())
-        .await;
-    assert_eq!(report["due"], N, "{report}");
-    assert_eq!(report["no_warning_possible"], N, "{report}");
-    assert_eq!(report["failed"], 0, "{report}");
-    // Eight shards of the due index, a page or two each: queried, never scanned.
-    assert!(report["queries"].as_u64().unwrap() <= 24, "{report}");
+    // One run handles them all unless its time budget (domain::expiry::TIME_BUDGET) runs
+    // out first, which this one-request-at-a-time emulator on a loaded machine can make
+    // happen; then the rest stays due and the next run takes it up. Either way each
+    // session is handled exactly once (I4).
+    let mut handled = 0;
+    for run in 1.. {
+        let report = stack
+            .sweep_at(time::OffsetDateTime::from_unix_timestamp(now).unwrap())
+            .await;
+        assert_eq!(report["failed"], 0, "{report}");
+        // Eight shards of the due index, a page or two each: queried, never scanned.
+        assert!(report["queries"].as_u64().unwrap() <= 24, "{report}");
+        let done = report["no_warning_possible"].as_u64().unwrap() as usize;
+        let deferred = report["deferred"].as_u64().unwrap_or(0) as usize;
+        assert_eq!(
+            report["due"].as_u64().unwrap() as usize,
+            done + deferred,
+            "{report}"
+        );
+        handled += done;
+        if report.get("stopped_early").is_none() && deferred == 0 {
+            break;
+        }
+        assert!(run < 10 && done > 0, "each run makes progress: {report}");
+    }
+    assert_eq!(handled, N, "every session handled once");
     let again = stack
         .sweep_at(time::OffsetDateTime::from_unix_timestamp(now + 1).unwrap())
         .await;

@@ -4,6 +4,7 @@
 //! tests stay on the emulator itself.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ pub struct LatencyProxy {
     /// `http://127.0.0.1:<port>`: point the SDK here instead of at the emulator.
     pub url: String,
     counts: Counts,
+    /// Microseconds the emulator took, summed over requests: from a request's forwarding to
+    /// the first byte of its answer (one request at a time per connection: HTTP/1.1).
+    served_micros: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -43,29 +47,49 @@ impl LatencyProxy {
         listener.set_nonblocking(true).expect("non-blocking");
         let listener = TcpListener::from_std(listener).expect("a tokio listener");
         let counts = Counts::default();
+        let served_micros = Arc::new(AtomicU64::new(0));
         let task = {
-            let counts = counts.clone();
+            let (counts, served) = (counts.clone(), served_micros.clone());
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
-                    let (upstream, counts) = (upstream.clone(), counts.clone());
+                    let (upstream, counts, served) =
+                        (upstream.clone(), counts.clone(), served.clone());
                     tokio::spawn(async move {
                         if let Ok(outbound) = TcpStream::connect(&upstream).await {
-                            relay(inbound, outbound, delay, counts).await;
+                            relay(inbound, outbound, delay, counts, served).await;
                         }
                     });
                 }
             })
         };
-        LatencyProxy { url, counts, task }
+        LatencyProxy {
+            url,
+            counts,
+            served_micros,
+            task,
+        }
     }
 
     /// The requests counted so far, and zero from now on.
     pub fn take_counts(&self) -> BTreeMap<String, u64> {
         std::mem::take(&mut *self.counts.lock().unwrap())
     }
+
+    /// The emulator's time so far (see `served_micros`), and zero from now on.
+    pub fn take_served(&self) -> Duration {
+        Duration::from_micros(self.served_micros.swap(0, Ordering::SeqCst))
+    }
 }
 
-async fn relay(inbound: TcpStream, outbound: TcpStream, delay: Duration, counts: Counts) {
+async fn relay(
+    inbound: TcpStream,
+    outbound: TcpStream,
+    delay: Duration,
+    counts: Counts,
+    served: Arc<AtomicU64>,
+) {
+    let sent_at: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
+    let answered = sent_at.clone();
     let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
     let (mut client_read, mut client_write) = inbound.into_split();
     let (mut server_read, mut server_write) = outbound.into_split();
@@ -90,11 +114,27 @@ async fn relay(inbound: TcpStream, outbound: TcpStream, delay: Duration, counts:
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;
             }
+            let mut sent = sent_at.lock().unwrap();
+            if sent.is_none() {
+                *sent = Some(std::time::Instant::now());
+            }
         }
         let _ = server_write.shutdown().await;
     };
     let down = async move {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(sent) = answered.lock().unwrap().take() {
+                served.fetch_add(sent.elapsed().as_micros() as u64, Ordering::SeqCst);
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = client_write.shutdown().await;
     };
     futures::future::join(up, down).await;

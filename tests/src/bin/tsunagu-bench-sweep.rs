@@ -52,6 +52,7 @@ fn main() {
             seeding.elapsed().as_secs_f64()
         );
         proxy.take_counts();
+        proxy.take_served();
 
         let invoke = format!(
             "{}/2015-03-31/functions/expiry-warning/invocations",
@@ -68,6 +69,7 @@ fn main() {
             .await;
         let wall = started.elapsed();
         let counts = proxy.take_counts();
+        let served = proxy.take_served();
         let report: serde_json::Value = match answer {
             Ok(response) => response.json().await.unwrap_or_default(),
             Err(e) => serde_json::json!({"error": e.to_string()}),
@@ -88,6 +90,10 @@ fn main() {
             }
         );
         println!("DynamoDB requests: {total}");
+        println!(
+            "mean wait for the emulator's answer per request (its queue included: it serves one request at a time): {:.1} ms",
+            served.as_secs_f64() * 1e3 / total.max(1) as f64
+        );
         for (op, count) in &counts {
             println!("  {op:<20} {count}");
         }
