@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test fuzz up call seed invoke lint fmt clippy bench bench-lambda clean
+.PHONY: demo test fuzz up call seed invoke lint fmt clippy bench bench-lambda bench-sweep clean
 
 ## make demo: the whole local stack and a full masked-call scenario, as a timeline
 demo:
@@ -66,6 +66,14 @@ bench-lambda:
 	@$(CARGO) build --quiet --release $(foreach f,$(notdir $(wildcard functions/*)),-p $(f)) -p lambda-floor
 	@scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-bench-lambda -- \
 	  $${CARGO_TARGET_DIR:-target}/release $(BENCH_WARM)
+
+## make bench-sweep: one expiry-warning invocation over 10,000 due sessions, DynamoDB 5 ms
+## away (a delaying proxy in front of the emulator): wall time, requests per operation
+BENCH_SWEEP_SESSIONS ?= 10000
+BENCH_SWEEP_DELAY_MS ?= 5
+bench-sweep:
+	@scripts/with-moto.sh $(CARGO) run --quiet --release -p tsunagu-tests --bin tsunagu-bench-sweep -- \
+	  $(BENCH_SWEEP_SESSIONS) $(BENCH_SWEEP_DELAY_MS)
 
 clean:
 	rm -rf .stack

@@ -28,6 +28,7 @@ impl App {
             settings: Settings {
                 retention_seconds: self.config.retention_seconds(),
                 dial_timeout_seconds: self.config.dial_timeout_seconds,
+                rates: self.config.rates,
             },
         }
     }
@@ -253,6 +254,12 @@ impl Intercept for App {
 impl SessionStore for Store {
     async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError> {
         Store::get_session(self, sid).await
+    }
+    async fn get_sessions(
+        &self,
+        sids: &[String],
+    ) -> Result<std::collections::HashMap<String, Session>, StoreError> {
+        Store::get_sessions(self, sids).await
     }
     async fn session_sid_by_unique_name(&self, name: &str) -> Result<Option<String>, StoreError> {
         Store::session_sid_by_unique_name(self, name).await

@@ -66,6 +66,8 @@ pub struct Prompts {
     pub extended: String,
     pub not_extended: String,
     pub no_more_extensions: String,
+    /// 1 was pressed, but extending would pass the session's `max_cost`.
+    pub cost_limit: String,
     /// What the other party hears at the warning while the deciding party is asked;
     /// `{minutes}` is the time left.
     pub warning_other: String,
@@ -95,6 +97,7 @@ impl Default for Prompts {
             extended: "通話を{extension}分延長しました。残りは{minutes}分です。".into(),
             not_extended: "延長はしませんでした。".into(),
             no_more_extensions: "これ以上の延長はできません。".into(),
+            cost_limit: "ご利用上限額に達するため、延長はできません。".into(),
             warning_other:
                 "通話終了まで残り{minutes}分です。お相手の方に延長を確認しています。".into(),
             ending: "まもなく通話を終了します。".into(),
@@ -204,6 +207,7 @@ impl Config {
             ("PROMPT_EXTENDED", &mut prompts.extended),
             ("PROMPT_NOT_EXTENDED", &mut prompts.not_extended),
             ("PROMPT_NO_MORE_EXTENSIONS", &mut prompts.no_more_extensions),
+            ("PROMPT_COST_LIMIT", &mut prompts.cost_limit),
             ("PROMPT_WARNING_OTHER", &mut prompts.warning_other),
             ("PROMPT_ENDING", &mut prompts.ending),
             ("PROMPT_HOLD", &mut prompts.hold),

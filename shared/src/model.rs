@@ -101,6 +101,9 @@ pub struct Session {
     /// The sum of its legs' costs, kept by the same writes that finish each leg.
     #[serde(default)]
     pub total_cost_milli_yen: u64,
+    /// Thousandths of a yen the live call may cost at most (`max_cost`); none: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_milli_yen: Option<u64>,
     /// The ConferenceSid of the session's latest conference, while it lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_conference: Option<String>,
@@ -236,6 +239,10 @@ impl Session {
 
     pub fn total_cost(&self) -> Yen {
         Yen::from_milli(self.total_cost_milli_yen)
+    }
+
+    pub fn max_cost(&self) -> Option<Yen> {
+        self.max_cost_milli_yen.map(Yen::from_milli)
     }
 
     pub fn participant(&self, sid_or_identifier: &str) -> Option<&Participant> {
@@ -417,6 +424,7 @@ pub(crate) fn sample_session() -> Session {
         extension_count: 0,
         participants: vec![p("KP1", "090-1234-5678"), p("KP2", "080-9876-5432")],
         total_cost_milli_yen: 0,
+        max_cost_milli_yen: None,
         current_conference: None,
         decider: None,
         live_call: None,

@@ -196,7 +196,7 @@ pub enum Direction {
 
 /// Per-minute rates. The optional Japanese ones fall back to `outbound_landline` when unset;
 /// an unset `outbound_foreign` means foreign numbers are refused as participants.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rates {
     pub inbound: Yen,
     pub outbound_mobile: Yen,

@@ -89,6 +89,7 @@ pub fn session_fixture(now: i64, a: &str, b: &str, proxy: &str) -> tsunagu::mode
         extension_count: 0,
         participants: vec![participant(a), participant(b)],
         total_cost_milli_yen: 0,
+        max_cost_milli_yen: None,
         current_conference: None,
         decider: None,
         live_call: None,

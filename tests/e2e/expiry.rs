@@ -567,14 +567,32 @@ async fn one_sweep_handles_five_thousand_due_sessions_by_query() {
         .collect();
     seed_due(&stack, &sessions, now - 10).await;
 
-    let report = stack
-        .sweep_at(time::OffsetDateTime::from_unix_timestamp(now).unwrap())
-        .await;
-    assert_eq!(report["due"], N, "{report}");
-    assert_eq!(report["no_warning_possible"], N, "{report}");
-    assert_eq!(report["failed"], 0, "{report}");
-    // Eight shards of the due index, a page or two each: queried, never scanned.
-    assert!(report["queries"].as_u64().unwrap() <= 24, "{report}");
+    // One run handles them all unless its time budget (domain::expiry::TIME_BUDGET) runs
+    // out first, which this one-request-at-a-time emulator on a loaded machine can make
+    // happen; then the rest stays due and the next run takes it up. Either way each
+    // session is handled exactly once (I4).
+    let mut handled = 0;
+    for run in 1.. {
+        let report = stack
+            .sweep_at(time::OffsetDateTime::from_unix_timestamp(now).unwrap())
+            .await;
+        assert_eq!(report["failed"], 0, "{report}");
+        // Eight shards of the due index, a page or two each: queried, never scanned.
+        assert!(report["queries"].as_u64().unwrap() <= 24, "{report}");
+        let done = report["no_warning_possible"].as_u64().unwrap() as usize;
+        let deferred = report["deferred"].as_u64().unwrap_or(0) as usize;
+        assert_eq!(
+            report["due"].as_u64().unwrap() as usize,
+            done + deferred,
+            "{report}"
+        );
+        handled += done;
+        if report.get("stopped_early").is_none() && deferred == 0 {
+            break;
+        }
+        assert!(run < 10 && done > 0, "each run makes progress: {report}");
+    }
+    assert_eq!(handled, N, "every session handled once");
     let again = stack
         .sweep_at(time::OffsetDateTime::from_unix_timestamp(now + 1).unwrap())
         .await;
@@ -800,5 +818,103 @@ async fn with_the_decider_not_in_the_room_the_room_hears_the_time_left() {
             .iter()
             .all(|c| (c.ended_at.unwrap() - t0).whole_seconds() == 600),
         "ended at 10:00"
+    );
+}
+
+#[tokio::test]
+async fn max_cost_warns_and_ends_the_call_before_its_cost_would_pass_it() {
+    let stack = stack_with(Options {
+        sweep_every: None,
+        ..Options::default()
+    })
+    .await;
+    let t0 = stack.clock.now();
+    // Two mobiles through the room: 16.2 + 0.3 yen a minute each, 33 yen a minute in all.
+    // 100 yen buys three minutes; the ten-minute limit never comes. A presses 1 at the
+    // warning, which would take the call past the cap.
+    let s = conference_v_call(
+        &stack,
+        json!({
+            "call_time_limit": 600, "warning_lead": 60, "max_cost": 100,
+            "extension": {"seconds": 300, "max_count": 1},
+            "participants": [{"identifier": A}, {"identifier": B}]
+        }),
+        phone(2, None, &[(2, '1')]),
+        phone(5, None, &[]),
+    )
+    .await;
+    assert_eq!(s["max_cost"], 100, "{s}");
+    let (a, b) = (e164(A), e164(B));
+    advance_to(&stack, t0, 10).await;
+    let deadline = session(&stack, &s)
+        .await
+        .live_call
+        .and_then(|l| l.deadline)
+        .expect("the clock started");
+    // The fourth minute of the legs (billed from their creation at t0) starts at t0 + 180.
+    let from_t0 = deadline - t0.unix_timestamp();
+    assert!(
+        (170..=180 - tsunagu::domain::deadline::END_MARGIN_SECONDS).contains(&from_t0),
+        "cost deadline t0 + {from_t0}, not the limit's ten minutes"
+    );
+
+    advance_to(&stack, t0, from_t0 - 61).await;
+    let early = stack.sweep_at(stack.clock.now()).await;
+    assert_eq!(early["warned"], 0, "{early}");
+    advance_to(&stack, t0, from_t0 - 60).await;
+    let warned = stack.sweep_at(stack.clock.now()).await;
+    assert_eq!(
+        warned["warned"], 1,
+        "warned warning_lead before the deadline: {warned}"
+    );
+    advance_to(&stack, t0, from_t0 - 30).await;
+    let heard = stack.sim().heard_by(&a);
+    assert_eq!(
+        count(&heard, "残り1分です。延長する場合は1を押してください"),
+        1,
+        "{heard:?}"
+    );
+    assert!(
+        heard.iter().any(|t| t
+            .contains("ご利用上限額に達するため、延長はできません。まもなく通話を終了します。")),
+        "pressing 1 cannot lift the call past max_cost: {heard:?}"
+    );
+    assert!(
+        stack
+            .sim()
+            .heard_by(&b)
+            .iter()
+            .any(|t| t.contains("まもなく通話を終了します")),
+        "{:?}",
+        stack.sim().heard_by(&b)
+    );
+    let after = session(&stack, &s).await;
+    assert_eq!(after.extension_count, 0);
+    assert_eq!(after.live_call.and_then(|l| l.deadline), Some(deadline));
+
+    advance_to(&stack, t0, from_t0).await;
+    let ended = stack.sweep_at(stack.clock.now()).await;
+    assert_eq!(ended["calls_ended"], 1, "{ended}");
+    stack.finish_calls().await;
+    for call in stack.sim().calls() {
+        assert_eq!(
+            (call.ended_at.unwrap() - t0).whole_seconds(),
+            from_t0,
+            "{} ended at the cost deadline",
+            call.sid
+        );
+    }
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", sid(&s)),
+            None,
+        )
+        .await;
+    assert_eq!(log["interactions"].as_array().unwrap().len(), 2, "{log}");
+    let total = log["total_cost"].as_f64().unwrap();
+    assert!(
+        total > 0.0 && total <= 100.0,
+        "the call cost {total} yen: {log}"
     );
 }

@@ -7,6 +7,7 @@ pub mod contract;
 pub mod control;
 pub mod gateway;
 pub mod iam;
+pub mod latency;
 pub mod relay;
 pub mod runtime_api;
 pub mod seed;

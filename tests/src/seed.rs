@@ -145,6 +145,7 @@ fn session(sid: &str, a: Participant, b: Participant) -> Session {
         extension_count: 0,
         participants: vec![a, b],
         total_cost_milli_yen: 0,
+        max_cost_milli_yen: None,
         current_conference: None,
         decider: None,
         live_call: None,

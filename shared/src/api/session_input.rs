@@ -27,6 +27,8 @@ pub struct CreateSession {
     pub call_time_limit: Option<u64>,
     pub warning_lead: Option<u64>,
     pub extension: Option<ExtensionInput>,
+    /// The most a live call may cost, in yen; needs `call_time_limit`.
+    pub max_cost: Option<serde_json::Value>,
     /// The participant (identifier) who hears the end-of-call warning and may extend.
     pub decider: Option<String>,
     pub participants: Vec<ParticipantInput>,
@@ -241,6 +243,10 @@ pub fn validate(
             "call_time_limit is {limit} seconds; it must be 60 to {MAX_CALL_SECONDS}"
         )));
     }
+    let max_cost = match &req.max_cost {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(max_cost(value, req.call_time_limit)?),
+    };
     let warning_lead = req
         .warning_lead
         .unwrap_or(defaults.default_warning_lead_seconds);
@@ -342,8 +348,40 @@ pub fn validate(
         call_time_limit: req.call_time_limit,
         warning_lead,
         extension,
+        max_cost,
         participants,
     })
+}
+
+/// The most a session's call may cost, in yen.
+pub const MAX_COST_YEN: u64 = 1_000_000;
+
+/// `max_cost`: a positive yen amount (a JSON number, at most 3 decimals), on a session whose
+/// calls are timed: the cap is kept by ending the call, which only a timed call can be.
+fn max_cost(
+    value: &serde_json::Value,
+    call_time_limit: Option<u64>,
+) -> Result<crate::pricing::Yen, Problem> {
+    let yen = match value {
+        serde_json::Value::Number(n) => crate::pricing::Yen::parse(&n.to_string())
+            .map_err(|e| Problem::invalid(format!("max_cost: {e}")))?,
+        _ => {
+            return Err(Problem::invalid(
+                "max_cost must be a number of yen, such as 500 or 99.5",
+            ));
+        }
+    };
+    if yen == crate::pricing::Yen::ZERO || yen.milli() > MAX_COST_YEN * 1_000 {
+        return Err(Problem::invalid(format!(
+            "max_cost is {yen} yen; it must be more than 0 and at most {MAX_COST_YEN}"
+        )));
+    }
+    if call_time_limit.is_none() {
+        return Err(Problem::invalid(
+            "max_cost needs call_time_limit: the cap is kept by ending a timed call",
+        ));
+    }
+    Ok(yen)
 }
 
 /// The session as the API shows it.
@@ -363,6 +401,9 @@ pub struct SessionView<'a> {
     pub warning_lead: u64,
     pub extension: Extension,
     pub extension_count: u32,
+    /// The most a live call may cost, in yen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<crate::pricing::Yen>,
     /// The participant SID who hears the warning and may extend.
     pub decider: Option<&'a str>,
     /// The call in progress under a time limit, if any.
@@ -428,6 +469,7 @@ impl<'a> SessionView<'a> {
             warning_lead: s.warning_lead,
             extension: s.extension,
             extension_count: s.extension_count,
+            max_cost: s.max_cost(),
             decider: s.decider().map(|p| p.sid.as_str()),
             live_call: s.live_call.as_ref(),
             record: s.record,
@@ -483,6 +525,14 @@ mod tests {
         assert_eq!(s.participants[1].identifier.as_str(), "+818098765432");
         assert_eq!(s.ttl, 600);
         assert_eq!(s.warning_lead, 180);
+        assert_eq!(s.max_cost, None);
+        let s = validate(
+            request(r#"{"call_time_limit":600,"max_cost":99.5,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,),
+            &config(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(s.max_cost, Some(crate::pricing::Yen::from_milli(99_500)));
     }
 
     #[test]
@@ -542,6 +592,36 @@ mod tests {
                 r#"{"call_time_limit":5,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
                 Code::InvalidParameter,
                 "call_time_limit",
+            ),
+            (
+                r#"{"call_time_limit":600,"max_cost":0,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "more than 0",
+            ),
+            (
+                r#"{"call_time_limit":600,"max_cost":-5,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "max_cost",
+            ),
+            (
+                r#"{"call_time_limit":600,"max_cost":1.2345,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "3 decimal places",
+            ),
+            (
+                r#"{"call_time_limit":600,"max_cost":"500","participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "number of yen",
+            ),
+            (
+                r#"{"call_time_limit":600,"max_cost":1000001,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "at most 1000000",
+            ),
+            (
+                r#"{"max_cost":500,"participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,
+                Code::InvalidParameter,
+                "needs call_time_limit",
             ),
             (
                 r#"{"unique_name":"KC0123456789abcdef0123456789abcdef","participants":[{"identifier":"090-1234-5678"},{"identifier":"080-9876-5432"}]}"#,

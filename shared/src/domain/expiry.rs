@@ -20,6 +20,12 @@ use crate::store::DUE_SHARDS;
 /// towards Twilio (each session makes at most two at a time).
 pub const CONCURRENCY: usize = 8;
 
+/// A run starts no session after this much wall-clock time. `expiry-warning`'s `Timeout` in
+/// template.yaml is 300 s; the visits in flight and the report fit in the rest. A session
+/// not visited stays filed in the due index, which is the next run's cursor: it is handled
+/// a minute later, and nothing is lost or done twice (I4).
+pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
+
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     /// Sessions the index returned as due.
@@ -33,6 +39,16 @@ pub struct SweepReport {
     pub failed: usize,
     /// The `due_at` of the oldest session handled: how late the sweep ran (`SweepLag`).
     pub oldest_due: Option<i64>,
+    /// Sessions returned as due but left for the next run: the time budget was spent.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deferred: usize,
+    /// The time budget ran out: some shards' pages were not read, and what they hold stays due.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,22 +60,56 @@ enum Outcome {
     Closed,
 }
 
-/// One run of the sweep at `now`.
+/// One run of the sweep at `now`, within `TIME_BUDGET` of wall-clock time.
 pub async fn sweep(ctx: Ctx<'_>, now: i64) -> Result<SweepReport, StoreError> {
+    sweep_until(ctx, now, std::time::Instant::now() + TIME_BUDGET).await
+}
+
+/// One run of the sweep at `now` that starts no session at or after `stop_at` (wall clock,
+/// not `ctx.clock`: it is the invocation's own time that runs out).
+pub async fn sweep_until(
+    ctx: Ctx<'_>,
+    now: i64,
+    stop_at: std::time::Instant,
+) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
-    for shard in 0..DUE_SHARDS {
+    'shards: for shard in 0..DUE_SHARDS {
         let mut start = None;
         loop {
+            if std::time::Instant::now() >= stop_at {
+                report.stopped_early = true;
+                break 'shards;
+            }
             let (page, next) = ctx.store.due_page(shard, now, start).await?;
             report.queries += 1;
             report.due += page.len();
-            report.oldest_due = page.iter().map(|d| d.due_at).chain(report.oldest_due).min();
-            let outcomes: Vec<Result<Outcome, DomainError>> = futures::stream::iter(page)
-                .map(|due| visit(ctx, due.sid, now))
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
+            // The page's sessions in a few batch reads rather than one read each; a session
+            // the batch left out (or a failed batch) is read on its own by its visit.
+            let sids: Vec<String> = page.iter().map(|d| d.sid.clone()).collect();
+            let mut read = ctx.store.get_sessions(&sids).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "batch read of due sessions failed; reading them one by one");
+                Default::default()
+            });
+            let outcomes: Vec<Option<(i64, Result<Outcome, DomainError>)>> =
+                futures::stream::iter(page)
+                    .map(|due| {
+                        let session = read.remove(&due.sid);
+                        async move {
+                            if std::time::Instant::now() >= stop_at {
+                                return None;
+                            }
+                            Some((due.due_at, visit(ctx, due.sid, session, now).await))
+                        }
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
             for outcome in outcomes {
+                let Some((due_at, outcome)) = outcome else {
+                    report.deferred += 1;
+                    continue;
+                };
+                report.oldest_due = Some(report.oldest_due.map_or(due_at, |o| o.min(due_at)));
                 match outcome {
                     Ok(Outcome::Warned) => report.warned += 1,
                     Ok(Outcome::NoWarningPossible) => report.no_warning_possible += 1,
@@ -82,8 +132,18 @@ pub async fn sweep(ctx: Ctx<'_>, now: i64) -> Result<SweepReport, StoreError> {
     Ok(report)
 }
 
-async fn visit(ctx: Ctx<'_>, sid: String, now: i64) -> Result<Outcome, DomainError> {
-    let Some(session) = ctx.store.get_session(&sid).await? else {
+/// `read`: the session as the page's batch read found it, if it did.
+async fn visit(
+    ctx: Ctx<'_>,
+    sid: String,
+    read: Option<Session>,
+    now: i64,
+) -> Result<Outcome, DomainError> {
+    let session = match read {
+        Some(session) => Some(session),
+        None => ctx.store.get_session(&sid).await?,
+    };
+    let Some(session) = session else {
         return Ok(Outcome::Nothing);
     };
     if !session.status.is_open() {
@@ -493,11 +553,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_run_out_of_time_starts_nothing_and_leaves_every_session_due() {
+        let world = in_room(Session {
+            date_expiry: Some(NOW - 1),
+            ..sample_session()
+        });
+        let report = sweep_until(world.ctx(), NOW, std::time::Instant::now())
+            .await
+            .unwrap();
+        assert!(report.stopped_early, "{report:?}");
+        assert_eq!((report.due, report.closed), (0, 0), "{report:?}");
+        assert!(world.store.session(SID).unwrap().status.is_open());
+        assert!(world.store.due(SID).is_some(), "still due for the next run");
+        // The next run, with time, handles it.
+        let report = sweep(world.ctx(), NOW).await.unwrap();
+        assert_eq!((report.closed, report.stopped_early), (1, false));
+        let shown = serde_json::to_value(&report).unwrap();
+        assert!(
+            shown.get("deferred").is_none() && shown.get("stopped_early").is_none(),
+            "a run that fit shows the report as before: {shown}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_session_that_failed_stays_due_and_is_counted() {
         let world = in_room(Session {
             date_expiry: Some(NOW - 1),
             ..sample_session()
         });
+        // The page's batch read fails, and so does the session's own read.
+        world
+            .store
+            .fail_next("get_sessions", StoreError::Backend("down".into()));
         world
             .store
             .fail_next("get_session", StoreError::Backend("down".into()));

@@ -1,6 +1,7 @@
 //! Press 1 to extend: what the deciding party's answer to the end-of-call warning does to
 //! the call, and bringing both parties back to it.
 
+use crate::domain::deadline;
 use crate::domain::error::DomainError;
 use crate::domain::ports::{Ctx, StoreError, Told};
 use crate::domain::sessions;
@@ -15,6 +16,8 @@ pub enum Answer {
     Declined,
     /// 1 was pressed, but no extension is left, or the warning was for an older deadline.
     NoneLeft,
+    /// 1 was pressed, but the extension would take the call's cost past `max_cost`.
+    CostLimit,
     /// The deadline moved.
     Extended,
     /// The session closed meanwhile: a close wins over an extension.
@@ -30,7 +33,8 @@ pub struct Outcome {
 
 /// Decides the deciding party's answer to the warning given for `warned_for`, and brings the
 /// others back from hold. An extension moves the deadline by `extension.seconds`, at most
-/// `extension.max_count` times, and the live legs' Twilio `TimeLimit` past it.
+/// `extension.max_count` times and never past the session's cost cap (`max_cost`), and the
+/// live legs' Twilio `TimeLimit` past it.
 pub async fn answer(
     ctx: Ctx<'_>,
     session: &Session,
@@ -52,6 +56,13 @@ pub async fn answer(
         || warned_for != current
     {
         Answer::NoneLeft
+    } else if deadline::cost_deadline_of(ctx, session, now)
+        .await?
+        .is_some_and(|cap| deadline + extension.seconds as i64 > cap)
+    {
+        // An extension may not lift the call past its cost cap; none is given in part, so
+        // what was offered ("extend by N minutes") is either true or refused.
+        Answer::CostLimit
     } else {
         let to = deadline + extension.seconds as i64;
         let due = (to - session.warning_lead as i64).max(now + 1);
@@ -98,7 +109,7 @@ pub async fn answer(
             minutes: extension.seconds / 60,
             deadline,
         }),
-        Answer::Declined | Answer::NoneLeft => Some(Told::Ending),
+        Answer::Declined | Answer::NoneLeft | Answer::CostLimit => Some(Told::Ending),
     };
     futures::future::join(off_hold(ctx, session, decider_sid, told), limits)
         .await
@@ -165,10 +176,10 @@ mod tests {
         world
             .store
             .put_room(SID, "CF1", &[("KP1", "CA1"), ("KP2", "CA2")]);
-        for call in ["CA1", "CA2"] {
-            world
-                .store
-                .add_leg(leg(SID, call, None, CallStatus::InProgress, NOW - 600));
+        for (call, party) in [("CA1", "KP1"), ("CA2", "KP2")] {
+            let mut l = leg(SID, call, None, CallStatus::InProgress, NOW - 600);
+            l.to_participant_sid = Some(party.into());
+            world.store.add_leg(l);
         }
         (world, session)
     }
@@ -209,6 +220,35 @@ mod tests {
                 call_sid: call.into(),
                 seconds: 600 + 470 + 120,
             }));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_extension_past_max_cost_is_refused_and_both_hear_the_call_ends() {
+        // Two mobile legs through the room, 16.5 yen a minute each, ten minutes in (330 yen).
+        // Extending to DEADLINE + 300 = NOW + 470 would bill 18 minutes each, 594 yen.
+        for (max_cost, expected) in [
+            (500_000, Answer::CostLimit),
+            (593_999, Answer::CostLimit),
+            (600_000, Answer::Extended),
+        ] {
+            let (world, mut session) = warned();
+            session.max_cost_milli_yen = Some(max_cost);
+            world.store.put_session(session.clone());
+            let outcome = answer(world.ctx(), &session, "KP1", Some(DEADLINE), true, true)
+                .await
+                .unwrap();
+            assert_eq!(outcome.answer, expected, "max_cost {max_cost}");
+            if expected == Answer::CostLimit {
+                assert_eq!(outcome.deadline, DEADLINE);
+                let stored = world.store.session(SID).unwrap();
+                assert_eq!(stored.extension_count, 0, "no extension used");
+                assert_eq!(stored.live_call.unwrap().deadline, Some(DEADLINE));
+                assert!(world.calls.requests().contains(&CallRequest::Unhold {
+                    call_sid: "CA2".into(),
+                    told: Some(Told::Ending),
+                }));
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //!   call's room, or tell the caller why not;
 //! - `sessions`: allocating proxy numbers (I1), reading, closing (I3) and extending;
 //! - `vcall`: V字発信, ringing both parties, and hanging a half-placed call up again;
+//! - `deadline`: a live call's effective deadline (its time limit, its cost cap);
 //! - `due`: when a session next needs the sweep;
 //! - `extension`: the answer to the warning (press 1 to extend);
 //! - `legs`: what happens when a call leg ends or leaves the room;
@@ -14,6 +15,7 @@
 //!   deadline, close expired sessions.
 
 pub mod admission;
+pub mod deadline;
 pub mod due;
 pub mod error;
 pub mod expiry;

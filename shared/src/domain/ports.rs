@@ -21,6 +21,12 @@ pub use crate::store::{
 pub trait SessionStore: Send + Sync {
     async fn get_session(&self, sid: &str) -> Result<Option<Session>, StoreError>;
     async fn session_sid_by_unique_name(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// The sessions of `sids` that exist, in few requests (the sweep's page at once). A
+    /// session left out may exist still: read it with `get_session`.
+    async fn get_sessions(
+        &self,
+        sids: &[String],
+    ) -> Result<std::collections::HashMap<String, Session>, StoreError>;
     /// Writes the session, its participants' routes and the pool counts at once (I1).
     async fn create_session(&self, session: &Session, now: i64) -> Result<(), CreateError>;
     /// Closes an open session and releases its routes at once (I3).
@@ -258,6 +264,8 @@ pub struct Settings {
     pub retention_seconds: i64,
     /// How long a callee's phone rings.
     pub dial_timeout_seconds: u32,
+    /// What each minute costs, for a live call's cost cap (`max_cost`).
+    pub rates: crate::pricing::Rates,
 }
 
 /// Everything a domain operation works with.

@@ -33,6 +33,8 @@ pub struct NewSession {
     pub call_time_limit: Option<u64>,
     pub warning_lead: u64,
     pub extension: Extension,
+    /// The most a live call may cost; the call ends before its cost would pass it.
+    pub max_cost: Option<crate::pricing::Yen>,
     /// Index into `participants` of the deciding participant.
     pub decider: usize,
     pub participants: Vec<NewParticipant>,
@@ -150,6 +152,7 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
             extension: new.extension,
             extension_count: 0,
             total_cost_milli_yen: 0,
+            max_cost_milli_yen: new.max_cost.map(|c| c.milli()),
             current_conference: None,
             decider: None,
             live_call: None,
@@ -408,6 +411,7 @@ mod tests {
                 seconds: 300,
                 max_count: 1,
             },
+            max_cost: None,
             decider: 1,
             participants: vec![p("090-1234-5678"), p("080-9876-5432")],
             record: false,

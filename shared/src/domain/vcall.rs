@@ -9,6 +9,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::domain::deadline;
 use crate::domain::error::DomainError;
 pub use crate::domain::ports::Mode;
 use crate::domain::ports::{CallError, Ctx, Ring, StoreError};
@@ -268,9 +269,10 @@ pub async fn call_into_room(
     }
 }
 
-/// Both parties are connected: the live call's deadline is now + its limit (never past the
-/// session's `date_expiry`), and the sweep is filed for the warning before it. Later calls
-/// change nothing. Returns the deadline when this call started the clock.
+/// Both parties are connected: the live call's deadline is now + its limit, never past the
+/// session's `date_expiry` nor the moment its cost would pass `max_cost`
+/// (`deadline::effective_deadline`), and the sweep is filed for the warning before it. Later
+/// calls change nothing. Returns the deadline when this call started the clock.
 pub async fn start_the_clock(ctx: Ctx<'_>, session_sid: &str) -> Result<Option<i64>, DomainError> {
     let now = ctx.now();
     let Some(session) = ctx.store.get_session(session_sid).await? else {
@@ -279,9 +281,9 @@ pub async fn start_the_clock(ctx: Ctx<'_>, session_sid: &str) -> Result<Option<i
     let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
         return Ok(None);
     };
-    let deadline = session
-        .date_expiry
-        .map_or(now + live.limit as i64, |e| e.min(now + live.limit as i64));
+    let cost_deadline = deadline::cost_deadline_of(ctx, &session, now).await?;
+    let deadline =
+        deadline::effective_deadline(now, live.limit, session.date_expiry, cost_deadline);
     let due = (deadline - session.warning_lead as i64).max(now + 1);
     if !ctx
         .store
@@ -738,6 +740,62 @@ mod tests {
             );
             // The warning instant is already past: the sweep looks at once.
             assert_eq!(world.store.due(SID), Some(NOW + 1));
+        }
+
+        #[tokio::test]
+        async fn max_cost_brings_the_deadline_forward_to_the_minute_that_would_pass_it() {
+            use crate::domain::fakes::leg;
+            use crate::model::CallStatus;
+            let world = ringing(None);
+            let mut session = world.store.session(SID).unwrap();
+            // 100 yen; two mobile legs through the room at 16.5 yen a minute each, the
+            // first answered 10 s ago: 33 at NOW, 49.5 at NOW + 50, 66 at NOW + 60,
+            // 82.5 at NOW + 110, 99 at NOW + 120, 115.5 at NOW + 170.
+            session.max_cost_milli_yen = Some(100_000);
+            world.store.put_session(session);
+            for (call, party, created) in [("CA1", "KP1", NOW - 10), ("CA2", "KP2", NOW)] {
+                let mut l = leg(SID, call, None, CallStatus::InProgress, created);
+                l.to_participant_sid = Some(party.into());
+                world.store.add_leg(l);
+            }
+            // An ended leg of an earlier call is not part of this call's cost.
+            world
+                .store
+                .add_leg(leg(SID, "CA0", None, CallStatus::Completed, NOW - 900));
+            let expected = NOW + 170 - crate::domain::deadline::END_MARGIN_SECONDS;
+            assert_eq!(
+                start_the_clock(world.ctx(), SID).await.unwrap(),
+                Some(expected),
+                "earlier than the limit's NOW + 600"
+            );
+            assert_eq!(
+                world.store.due(SID),
+                Some(NOW + 1),
+                "the warning is due at once"
+            );
+            let live = world.store.session(SID).unwrap().live_call.unwrap();
+            assert_eq!(live.deadline, Some(expected));
+        }
+
+        #[tokio::test]
+        async fn a_party_not_yet_dialled_counts_from_the_start_of_the_clock() {
+            use crate::domain::fakes::leg;
+            use crate::model::CallStatus;
+            // A bridge: the first party (KP1) answered 10 s ago; the second is dialled now.
+            let world = ringing(None);
+            let mut session = world.store.session(SID).unwrap();
+            session.max_cost_milli_yen = Some(40_000);
+            session.live_call.as_mut().unwrap().mode = CallMode::Bridge;
+            world.store.put_session(session);
+            let mut first = leg(SID, "CA1", None, CallStatus::InProgress, NOW - 10);
+            first.to_participant_sid = Some("KP1".into());
+            world.store.add_leg(first);
+            // 16.2 a minute each: 16.2 at NOW - 10, 32.4 at NOW, 48.6 at NOW + 50.
+            assert_eq!(
+                start_the_clock(world.ctx(), SID).await.unwrap(),
+                Some(NOW + 50 - crate::domain::deadline::END_MARGIN_SECONDS),
+                "the second party's leg is counted before it is logged"
+            );
         }
 
         #[tokio::test]

@@ -129,6 +129,57 @@ impl Store {
         self.get(session_key(sid)).await?.map(from_item).transpose()
     }
 
+    /// The sessions of `sids` that exist, by SID: strongly consistent BatchGetItem, 100 keys a
+    /// request (the API's limit). Keys DynamoDB returns unprocessed are asked again, with
+    /// exponential backoff as the API reference for BatchGetItem advises; after a few tries
+    /// they are left out, and the caller reads them one by one.
+    pub async fn get_sessions(
+        &self,
+        sids: &[String],
+    ) -> Result<std::collections::HashMap<String, Session>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = std::collections::HashMap::with_capacity(sids.len());
+        for chunk in sids.chunks(100) {
+            let mut keys: Vec<_> = chunk.iter().map(|sid| session_key(sid)).collect();
+            for attempt in 0..4u32 {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(StoreError::backend)?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    let session: Session = from_item(item)?;
+                    found.insert(session.sid.clone(), session);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(found)
+    }
+
     pub async fn session_sid_by_unique_name(
         &self,
         name: &str,
@@ -351,6 +402,7 @@ mod tests {
             call_time_limit: Some(300),
             extension_count: 1,
             total_cost_milli_yen: 12_345,
+            max_cost_milli_yen: None,
             current_conference: Some("CF1".into()),
             decider: Some("KP2".into()),
             live_call: Some(LiveCall {

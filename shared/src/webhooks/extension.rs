@@ -154,6 +154,7 @@ async fn extension_answer(
         Answer::NotOffered => String::new(),
         Answer::Declined => format!("{}{}", prompts.not_extended, prompts.ending),
         Answer::NoneLeft => format!("{}{}", prompts.no_more_extensions, prompts.ending),
+        Answer::CostLimit => format!("{}{}", prompts.cost_limit, prompts.ending),
         Answer::Extended => prompts
             .extended
             .replace("{extension}", &(session.extension.seconds / 60).to_string())

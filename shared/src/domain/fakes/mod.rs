@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use crate::clock::Clock;
 use crate::domain::ports::{Ctx, Intercept, Route, Settings};
 use crate::model::{Interaction, TwilioDirection};
+use crate::pricing::Yen;
 
 /// A clock stopped at one instant.
 pub struct FixedClock(pub i64);
@@ -56,6 +57,18 @@ impl Intercept for FakeIntercept {
 pub const SETTINGS: Settings = Settings {
     retention_seconds: 90 * 86_400,
     dial_timeout_seconds: 30,
+    // Rates::default(), which is not a const fn.
+    rates: crate::pricing::Rates {
+        inbound: Yen::from_milli(1_000),
+        outbound_mobile: Yen::from_milli(16_200),
+        outbound_landline: Yen::from_milli(5_400),
+        outbound_ip: None,
+        outbound_toll_free: None,
+        outbound_other: None,
+        outbound_special_service: None,
+        outbound_foreign: None,
+        conference: Yen::from_milli(300),
+    },
 };
 
 /// A world of fakes for one test.

@@ -184,6 +184,17 @@ impl SessionStore for MemoryStore {
         Ok(self.session(sid))
     }
 
+    async fn get_sessions(
+        &self,
+        sids: &[String],
+    ) -> Result<std::collections::HashMap<String, Session>, StoreError> {
+        self.failure("get_sessions")?;
+        Ok(sids
+            .iter()
+            .filter_map(|sid| self.session(sid).map(|s| (sid.clone(), s)))
+            .collect())
+    }
+
     async fn session_sid_by_unique_name(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self.tables().unique_names.get(name).cloned())
     }
