@@ -561,6 +561,7 @@ async fn one_sweep_handles_five_thousand_due_sessions_by_query() {
         deadline: Some(now + 170),
         warned_for: None,
         warning: None,
+        noticed_for: None,
     };
     let sessions: Vec<Session> = (0..N)
         .map(|i| due_session(now, i, None, Some(live.clone())))

@@ -123,7 +123,11 @@ async fn forget_live_call(ctx: Ctx<'_>, session: &Session) -> Result<(), DomainE
     };
     let due = next_due(&after, false, ctx.now());
     match ctx.store.clear_live_call(&session.sid, due).await {
-        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Ok(()) => {
+            crate::domain::timers::disarm(ctx, &session.sid).await;
+            Ok(())
+        }
+        Err(StoreError::ConditionFailed) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -240,6 +244,7 @@ mod tests {
             deadline: Some(NOW + 500),
             warned_for: None,
             warning: None,
+            noticed_for: None,
         }
     }
 

@@ -242,7 +242,11 @@ pub async fn close(ctx: Ctx<'_>, sid_or_name: &str, reason: &str) -> Result<Sess
             .await
         {
             Ok(()) => {
-                end_live_calls(ctx, &session.sid).await;
+                futures::future::join(
+                    end_live_calls(ctx, &session.sid),
+                    crate::domain::timers::disarm(ctx, &session.sid),
+                )
+                .await;
                 tracing::info!(session = %session.sid, reason, "session closed");
                 return find(ctx, &session.sid).await;
             }
@@ -347,7 +351,11 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
     match ctx.store.extend_session(&session, seconds, due, now).await {
         Ok(()) => {
             if let Some(deadline) = deadline {
-                move_time_limits(ctx, &session.sid, deadline + seconds).await;
+                futures::future::join(
+                    move_time_limits(ctx, &session.sid, deadline + seconds),
+                    crate::domain::timers::arm(ctx, &moved, deadline + seconds),
+                )
+                .await;
             }
             find(ctx, &session.sid).await
         }
@@ -432,7 +440,17 @@ mod tests {
         world
             .store
             .add_leg(leg(SID, "CA3", None, CallStatus::Completed, NOW));
+        use crate::domain::ports::{TimerKind, Timers};
+        world
+            .timers
+            .set(SID, TimerKind::End, NOW + 60, NOW + 60)
+            .await
+            .unwrap();
         let closed = close(world.ctx(), SID, "closed-by-api").await.unwrap();
+        assert!(
+            world.timers.all().is_empty(),
+            "a closed session's timers go"
+        );
         assert_eq!(closed.status, SessionStatus::Closed);
         assert_eq!(closed.closed_reason.as_deref(), Some("closed-by-api"));
         assert_eq!(
@@ -522,6 +540,7 @@ mod tests {
                 deadline: Some(NOW + 300),
                 warned_for: None,
                 warning: None,
+                noticed_for: None,
             }),
             ..open_session()
         });
@@ -541,6 +560,7 @@ mod tests {
                 deadline: Some(NOW + 300),
                 warned_for: None,
                 warning: None,
+                noticed_for: None,
             }),
             ..open_session()
         });
@@ -561,6 +581,11 @@ mod tests {
             .add_leg(leg(SID, "CA0", None, CallStatus::Completed, NOW - 900));
         let session = extend(world.ctx(), SID, 600).await.unwrap();
         assert_eq!(session.live_call.unwrap().deadline, Some(NOW + 900));
+        // A bridge's one timer, its end, moves too.
+        assert_eq!(
+            world.timers.all(),
+            vec![(SID.to_owned(), "end", NOW + 900, NOW + 900)]
+        );
         // Each limit counts from the leg's creation and leaves two minutes past the deadline.
         assert_eq!(
             world.calls.requests(),
