@@ -7,10 +7,12 @@ use async_trait::async_trait;
 
 use crate::domain::ports::{TimerError, TimerKind, Timers};
 
+/// (session, kind) → (at, deadline).
+type Set = BTreeMap<(String, &'static str), (i64, i64)>;
+
 #[derive(Default)]
 pub struct FakeTimers {
-    /// (session, kind) → (at, deadline).
-    set: Mutex<BTreeMap<(String, &'static str), (i64, i64)>>,
+    set: Mutex<Set>,
     failing: Mutex<Option<TimerError>>,
 }
 
