@@ -581,11 +581,8 @@ mod tests {
             .add_leg(leg(SID, "CA0", None, CallStatus::Completed, NOW - 900));
         let session = extend(world.ctx(), SID, 600).await.unwrap();
         assert_eq!(session.live_call.unwrap().deadline, Some(NOW + 900));
-        // A bridge's one timer, its end, moves too.
-        assert_eq!(
-            world.timers.all(),
-            vec![(SID.to_owned(), "end", NOW + 900, NOW + 900)]
-        );
+        // A bridge has no timers: its legs' limits end it.
+        assert!(world.timers.all().is_empty());
         // Each limit counts from the leg's creation and leaves two minutes past the deadline.
         assert_eq!(
             world.calls.requests(),

@@ -11,18 +11,23 @@ use crate::model::{CallMode, Session};
 pub const NOTICE_LEAD_SECONDS: i64 = 20;
 
 /// The steps still to come for the live call ending at `deadline`, and when each is due.
-/// A bridge call has no room to speak into, so it gets only its end. A step whose instant
-/// has passed is due at once (a warning lead longer than the call, say).
+/// A bridge call gets none: there is no room to speak into, and Twilio's `<Dial timeLimit>`
+/// already ends it to the second (the sweep still records that no warning was possible).
+/// A step whose instant has passed is due at once (a warning lead longer than the call).
 pub fn plan(session: &Session, deadline: i64, now: i64) -> Vec<(TimerKind, i64)> {
-    let live = session.live_call.as_ref();
+    let Some(live) = session
+        .live_call
+        .as_ref()
+        .filter(|l| l.mode == CallMode::Conference)
+    else {
+        return Vec::new();
+    };
     let mut steps = Vec::with_capacity(3);
-    if live.is_some_and(|l| l.mode == CallMode::Conference) {
-        if session.warning_lead > 0 && live.is_some_and(|l| l.warned_for != Some(deadline)) {
-            steps.push((TimerKind::Warning, deadline - session.warning_lead as i64));
-        }
-        if live.is_some_and(|l| l.noticed_for != Some(deadline)) {
-            steps.push((TimerKind::Notice, deadline - NOTICE_LEAD_SECONDS));
-        }
+    if session.warning_lead > 0 && live.warned_for != Some(deadline) {
+        steps.push((TimerKind::Warning, deadline - session.warning_lead as i64));
+    }
+    if live.noticed_for != Some(deadline) {
+        steps.push((TimerKind::Notice, deadline - NOTICE_LEAD_SECONDS));
     }
     steps.push((TimerKind::End, deadline));
     steps
@@ -104,11 +109,8 @@ mod tests {
             plan(&session(CallMode::Conference, Some(d)), d, NOW)[0],
             (TimerKind::Notice, d - 20)
         );
-        // A bridge has no room to speak into.
-        assert_eq!(
-            plan(&session(CallMode::Bridge, None), d, NOW),
-            vec![(TimerKind::End, d)]
-        );
+        // A bridge: no room to speak into, and <Dial timeLimit> ends it.
+        assert_eq!(plan(&session(CallMode::Bridge, None), d, NOW), vec![]);
         // A lead longer than what is left: due at once, never in the past.
         assert_eq!(
             plan(&session(CallMode::Conference, None), NOW + 100, NOW)[0],
