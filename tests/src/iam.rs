@@ -869,4 +869,64 @@ Resources:
             )]
         );
     }
+
+    #[test]
+    fn a_schedule_is_authorised_on_its_arn_and_creating_one_passes_its_role() {
+        use aws_sdk_scheduler::operation::create_schedule::CreateScheduleInput;
+        use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleInput;
+        use aws_sdk_scheduler::types::Target;
+        let text = r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/f
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: [scheduler:CreateSchedule, scheduler:DeleteSchedule]
+              Resource: !Sub arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${CallTimers}/*
+"#;
+        let policy = Arc::new(function_policies(text, &bindings()).unwrap()["f"].clone());
+        let guard = SchedulerGuard {
+            function: "f".into(),
+            policy: policy.clone(),
+            region: "ap-northeast-1".into(),
+            denials: Denials::default(),
+        };
+        let role = call_timers_role_arn("t");
+        let create = CreateScheduleInput::builder()
+            .name("KC1-end")
+            .group_name(schedule_group("t"))
+            .target(
+                Target::builder()
+                    .arn(lambda_function_arn("ap-northeast-1", "expiry-warning"))
+                    .role_arn(&role)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let schedule =
+            "arn:aws:scheduler:ap-northeast-1:123456789012:schedule/t-call-timers/KC1-end";
+        let pairs = guard.pairs(&Input::erase(create));
+        assert_eq!(
+            pairs,
+            vec![
+                ("scheduler:CreateSchedule".to_owned(), schedule.to_owned()),
+                ("iam:PassRole".to_owned(), role.clone()),
+            ]
+        );
+        // The policy grants the schedule but not the role: the request is refused.
+        assert!(policy.allows(&pairs[0].0, &pairs[0].1));
+        assert!(!policy.allows(&pairs[1].0, &pairs[1].1));
+        // Another group's schedule is not covered.
+        let elsewhere = DeleteScheduleInput::builder()
+            .name("KC1-end")
+            .group_name("other")
+            .build()
+            .unwrap();
+        let pairs = guard.pairs(&Input::erase(elsewhere));
+        assert!(!policy.allows(&pairs[0].0, &pairs[0].1), "{pairs:?}");
+    }
 }
