@@ -242,10 +242,18 @@ pub async fn close(ctx: Ctx<'_>, sid_or_name: &str, reason: &str) -> Result<Sess
             .await
         {
             Ok(()) => {
-                futures::future::join(
-                    end_live_calls(ctx, &session.sid),
-                    crate::domain::timers::disarm(ctx, &session.sid),
-                )
+                // Only a call still before its deadline has timers left to remove: a sweep
+                // closing thousands of expired sessions makes no Scheduler request.
+                let timed = session
+                    .live_call
+                    .as_ref()
+                    .and_then(|l| l.deadline)
+                    .is_some_and(|d| d > now);
+                futures::future::join(end_live_calls(ctx, &session.sid), async {
+                    if timed {
+                        crate::domain::timers::disarm(ctx, &session.sid).await;
+                    }
+                })
                 .await;
                 tracing::info!(session = %session.sid, reason, "session closed");
                 return find(ctx, &session.sid).await;
@@ -428,7 +436,17 @@ mod tests {
 
     #[tokio::test]
     async fn closing_ends_only_the_live_legs_that_lead_their_call() {
-        let world = world_with(open_session());
+        let world = world_with(Session {
+            live_call: Some(LiveCall {
+                mode: crate::model::CallMode::Conference,
+                limit: 600,
+                deadline: Some(NOW + 60),
+                warned_for: None,
+                warning: None,
+                noticed_for: None,
+            }),
+            ..open_session()
+        });
         // A's inbound leg and the leg it dialled are live; ending A's ends both. An old,
         // finished call is left alone.
         world
