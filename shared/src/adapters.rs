@@ -9,7 +9,8 @@ use crate::budget::CALLBACK_TIMEOUT;
 use crate::callback;
 use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
-    Intercept, Mode, Recorded, Ring, Route, SessionStore, Settings, StoreError, Told,
+    Intercept, Mode, Recorded, Ring, Route, SessionStore, Settings, StoreError, TimerError,
+    TimerKind, Timers, Told,
 };
 use crate::model::{CallStatus, Interaction, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
@@ -24,6 +25,7 @@ impl App {
         Ctx {
             store: &self.store,
             calls: self,
+            timers: self,
             clock: &*self.clock,
             settings: Settings {
                 retention_seconds: self.config.retention_seconds(),
@@ -49,6 +51,31 @@ impl From<TwilioError> for CallError {
             TwilioError::Transport(why) => CallError::Unreachable(why),
             TwilioError::OutOfTime => CallError::OutOfTime,
             TwilioError::Credentials(why) => CallError::Credentials(why.to_string()),
+        }
+    }
+}
+
+/// Timers as EventBridge schedules. Without `SCHEDULE_GROUP` there are none to set or
+/// remove: the minute sweep alone keeps time, as the configuration asked.
+#[async_trait]
+impl Timers for App {
+    async fn set(
+        &self,
+        session_sid: &str,
+        kind: TimerKind,
+        at: i64,
+        deadline: i64,
+    ) -> Result<(), TimerError> {
+        match &self.schedules {
+            Some(s) => s.put(session_sid, kind, at, deadline).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn cancel(&self, session_sid: &str, kind: TimerKind) -> Result<(), TimerError> {
+        match &self.schedules {
+            Some(s) => s.delete(session_sid, kind).await,
+            None => Ok(()),
         }
     }
 }
@@ -179,6 +206,20 @@ impl CallControl for App {
                 None,
                 announce.as_deref(),
             )
+            .await?)
+    }
+
+    async fn announce_notice(
+        &self,
+        session_sid: &str,
+        _deadline: i64,
+        conference_sid: &str,
+    ) -> Result<(), CallError> {
+        let base = &self.config.public_base_url;
+        let url = format!("{base}/twilio/voice/extension/hold?session={session_sid}&told=notice");
+        Ok(self
+            .twilio
+            .announce_to_conference(&self.secrets, conference_sid, &url)
             .await?)
     }
 
@@ -350,6 +391,9 @@ impl SessionStore for Store {
     }
     async fn clear_live_call(&self, sid: &str, due: Option<i64>) -> Result<(), StoreError> {
         Store::clear_live_call(self, sid, due).await
+    }
+    async fn claim_notice(&self, sid: &str, deadline: i64) -> Result<bool, StoreError> {
+        Store::claim_notice(self, sid, deadline).await
     }
     async fn claim_warning(
         &self,

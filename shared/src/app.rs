@@ -24,6 +24,8 @@ pub struct App {
     pub twilio: TwilioClient,
     /// For the platform's intercept and out-of-session callbacks.
     pub http: reqwest::Client,
+    /// The live calls' exact timers; `None` without `SCHEDULE_GROUP` (the sweep keeps time).
+    pub schedules: Option<crate::scheduler::Schedules>,
     pub clock: Arc<dyn Clock>,
     /// The function's name, its metrics sink, and its cold-start flag.
     pub telemetry: Telemetry,
@@ -39,6 +41,11 @@ impl App {
     }
 
     pub fn new(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>) -> App {
+        let scheduler = aws_sdk_scheduler::Client::from_conf(
+            aws_sdk_scheduler::config::Builder::from(aws)
+                .timeout_config(sdk_timeouts())
+                .build(),
+        );
         Self::with_clients(
             config,
             aws_sdk_dynamodb::Client::from_conf(
@@ -53,6 +60,21 @@ impl App {
             ),
             clock,
         )
+        .with_scheduler(scheduler)
+    }
+
+    /// The same app setting its timers through `client` (when `SCHEDULE_GROUP` is set). The
+    /// local stack gives it a client that enforces the function's IAM policy.
+    pub fn with_scheduler(mut self, client: aws_sdk_scheduler::Client) -> App {
+        self.schedules = self.config.schedule_group.clone().map(|group| {
+            crate::scheduler::Schedules::new(
+                client,
+                group,
+                self.config.schedule_role_arn.clone(),
+                self.config.schedule_target_arn.clone(),
+            )
+        });
+        self
     }
 
     /// With clients built by the caller: the local stack gives each function clients that
@@ -84,6 +106,7 @@ impl App {
             twilio: TwilioClient::new(http.clone(), config.twilio_api_base_url.clone())
                 .with_metrics(telemetry.metrics.clone()),
             http,
+            schedules: None,
             clock,
             config: Arc::new(config),
             telemetry,
@@ -112,6 +135,7 @@ impl App {
             secrets: self.secrets.clone(),
             twilio: self.twilio.within(budget),
             http: self.http.clone(),
+            schedules: self.schedules.clone(),
             clock: self.clock.clone(),
             telemetry: self.telemetry.clone(),
         }

@@ -75,6 +75,8 @@ pub struct Prompts {
     pub ending: String,
     /// What the other party hears while the deciding party answers the warning.
     pub hold: String,
+    /// What both parties hear 20 s before the deadline (`domain::timers::NOTICE_LEAD_SECONDS`).
+    pub notice: String,
 }
 
 impl Default for Prompts {
@@ -102,6 +104,7 @@ impl Default for Prompts {
                 "通話終了まで残り{minutes}分です。お相手の方に延長を確認しています。".into(),
             ending: "まもなく通話を終了します。".into(),
             hold: "少々お待ちください。".into(),
+            notice: "あと20秒で通話が終わります。".into(),
         }
     }
 }
@@ -126,6 +129,13 @@ pub struct Config {
     pub dial_timeout_seconds: u32,
     pub intercept_callback_url: Option<String>,
     pub out_of_session_callback_url: Option<String>,
+    /// The EventBridge Scheduler group of the live calls' exact timers; without it there are
+    /// none and the minute sweep alone keeps time.
+    pub schedule_group: Option<String>,
+    /// The role Scheduler assumes to invoke the timers' target (needed to set timers).
+    pub schedule_role_arn: Option<String>,
+    /// The function a timer invokes: `expiry-warning` (needed to set timers).
+    pub schedule_target_arn: Option<String>,
     pub rates: Rates,
     pub prompts: Prompts,
 }
@@ -211,6 +221,7 @@ impl Config {
             ("PROMPT_WARNING_OTHER", &mut prompts.warning_other),
             ("PROMPT_ENDING", &mut prompts.ending),
             ("PROMPT_HOLD", &mut prompts.hold),
+            ("PROMPT_NOTICE", &mut prompts.notice),
         ] {
             if let Some(v) = get(name) {
                 *slot = v;
@@ -257,6 +268,9 @@ impl Config {
             allowed_countries,
             dial_timeout_seconds: dial_timeout as u32,
             intercept_callback_url: callback_url("INTERCEPT_CALLBACK_URL")?,
+            schedule_group: get("SCHEDULE_GROUP"),
+            schedule_role_arn: get("SCHEDULE_ROLE_ARN"),
+            schedule_target_arn: get("SCHEDULE_TARGET_ARN"),
             out_of_session_callback_url: callback_url("OUT_OF_SESSION_CALLBACK_URL")?,
             rates: Rates::from_lookup(&lookup)?,
             prompts,

@@ -23,6 +23,7 @@ pub mod pool;
 pub mod pricing;
 pub mod problem;
 pub mod scheduled;
+pub mod scheduler;
 pub mod secrets;
 pub mod signature;
 pub mod store;

@@ -186,6 +186,9 @@ pub struct LiveCall {
     pub warned_for: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<WarningOutcome>,
+    /// The deadline the short notice before the end was given for: at most once each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noticed_for: Option<i64>,
 }
 
 /// What became of the end-of-call warning for one deadline, as stored on the live call.
@@ -512,6 +515,7 @@ mod tests {
                 deadline: Some(1_000),
                 warned_for: Some(1_000),
                 warning: Some(outcome),
+                noticed_for: None,
             };
             let json = serde_json::to_value(&live).unwrap();
             assert_eq!(json["warning"], stored);

@@ -125,6 +125,18 @@ impl Events {
             ),
             ("PublicBaseUrl".to_owned(), EVENTS_BASE_URL.to_owned()),
             ("TwilioApiBaseUrl".to_owned(), self.stack.sim().base_url()),
+            ("CallTimers".to_owned(), self.stack.schedule_group.clone()),
+            (
+                "CallTimersRole.Arn".to_owned(),
+                tsunagu_tests::iam::call_timers_role_arn(&self.stack.table),
+            ),
+            (
+                "ExpiryWarningFunction.Arn".to_owned(),
+                tsunagu_tests::iam::lambda_function_arn(
+                    tsunagu_tests::stack::REGION,
+                    "expiry-warning",
+                ),
+            ),
         ]);
         let mut env = template::function_environment(&self.template, function, &locals).unwrap();
         env.extend([

@@ -561,6 +561,7 @@ async fn one_sweep_handles_five_thousand_due_sessions_by_query() {
         deadline: Some(now + 170),
         warned_for: None,
         warning: None,
+        noticed_for: None,
     };
     let sessions: Vec<Session> = (0..N)
         .map(|i| due_session(now, i, None, Some(live.clone())))
@@ -917,4 +918,198 @@ async fn max_cost_warns_and_ends_the_call_before_its_cost_would_pass_it() {
         total > 0.0 && total <= 100.0,
         "the call cost {total} yen: {log}"
     );
+}
+
+/// When `phone` first heard something containing `needle`, in seconds since the epoch.
+fn first_heard(stack: &Stack, phone: &str, needle: &str) -> Option<i64> {
+    stack
+        .sim()
+        .transcript()
+        .into_iter()
+        .find_map(|entry| match entry.event {
+            tsunagu_tests::simulator::Event::Said { to, text, .. }
+                if to == phone && text.contains(needle) =>
+            {
+                Some(entry.at.unix_timestamp())
+            }
+            _ => None,
+        })
+}
+
+/// The session's schedules in the stack's group: name → the instant of its `at(…)`.
+async fn schedules_of(stack: &Stack, session_sid: &str) -> Vec<(String, i64)> {
+    let client = aws_sdk_scheduler::Client::new(&stack.aws);
+    let listed = client
+        .list_schedules()
+        .group_name(&stack.schedule_group)
+        .name_prefix(session_sid)
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for summary in listed.schedules() {
+        let name = summary.name().unwrap().to_owned();
+        let got = client
+            .get_schedule()
+            .group_name(&stack.schedule_group)
+            .name(&name)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.action_after_completion(),
+            Some(&aws_sdk_scheduler::types::ActionAfterCompletion::Delete)
+        );
+        assert_eq!(
+            got.flexible_time_window().map(|w| w.mode()),
+            Some(&aws_sdk_scheduler::types::FlexibleTimeWindowMode::Off)
+        );
+        let at = tsunagu_tests::timers::parse_at(got.schedule_expression().unwrap()).unwrap();
+        out.push((name, at));
+    }
+    out.sort();
+    out
+}
+
+/// A conference call whose deadline falls between two minute sweeps: 10 min 35 s after both
+/// are connected, one five-minute extension.
+async fn off_the_minute_conference(stack: &Stack, a: PhoneScript) -> (Value, i64) {
+    let session = json!({
+        "call_time_limit": 635,
+        "extension": {"seconds": 300, "max_count": 1},
+        "participants": [{"identifier": A}, {"identifier": B}]
+    });
+    let s = conference_v_call(stack, session, a, phone(5, None, &[])).await;
+    stack.sim().advance(Duration::from_secs(30)).await;
+    let deadline = session_deadline(stack, &s)
+        .await
+        .expect("the clock is running");
+    (s, deadline)
+}
+
+async fn session_deadline(stack: &Stack, s: &Value) -> Option<i64> {
+    session(stack, s).await.live_call.and_then(|l| l.deadline)
+}
+
+/// Advances the simulator to the epoch instant `at`.
+async fn advance_to_instant(stack: &Stack, at: i64) {
+    let now = stack.clock.now().unix_timestamp();
+    if at > now {
+        stack
+            .sim()
+            .advance(Duration::from_secs((at - now) as u64))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn exact_timers_warn_notify_and_end_on_time_extension_included() {
+    let stack = stack().await;
+    let (s, deadline) = off_the_minute_conference(&stack, phone(2, None, &[(2, '1')])).await;
+    let (a, b) = (e164(A), e164(B));
+    let session_sid = sid(&s);
+    let schedule = |kind: &str| format!("{session_sid}-{kind}");
+    // The three steps are schedules in the emulator while the call is live.
+    assert_eq!(
+        schedules_of(&stack, &session_sid).await,
+        vec![
+            (schedule("end"), deadline),
+            (schedule("notice"), deadline - 20),
+            (schedule("warning"), deadline - 180),
+        ]
+    );
+    // The sweep alone would warn up to 59 s late; the schedule warns within 2 s.
+    advance_to_instant(&stack, deadline - 170).await;
+    let warned = first_heard(&stack, &a, "延長する場合は1を押してください").expect("warned");
+    assert!(
+        (deadline - 180..=deadline - 178).contains(&warned),
+        "warned {} s before the deadline",
+        deadline - warned
+    );
+    // A pressed 1: the deadline and the remaining schedules move with it.
+    let extended = deadline + 300;
+    assert_eq!(session_deadline(&stack, &s).await, Some(extended));
+    assert_eq!(
+        schedules_of(&stack, &session_sid).await,
+        vec![
+            (schedule("end"), extended),
+            (schedule("notice"), extended - 20),
+            (schedule("warning"), extended - 180),
+        ]
+    );
+    // Twenty seconds before the end, both hear the notice.
+    advance_to_instant(&stack, extended - 15).await;
+    for phone in [&a, &b] {
+        let noticed = first_heard(&stack, phone, "あと20秒で通話が終わります").expect("noticed");
+        assert!(
+            (extended - 20..=extended - 18).contains(&noticed),
+            "{phone} heard the notice {} s before the end",
+            extended - noticed
+        );
+    }
+    stack.finish_calls().await;
+    let calls = stack.sim().calls();
+    assert_eq!(calls.len(), 2);
+    for call in calls {
+        let ended = call.ended_at.unwrap().unix_timestamp();
+        assert!(
+            (extended..=extended + 2).contains(&ended),
+            "{} ended {} s after its deadline",
+            call.sid,
+            ended - extended
+        );
+    }
+    // Each schedule ran once and was deleted (ActionAfterCompletion DELETE), or was
+    // removed with the call.
+    assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
+    assert!(session(&stack, &s).await.live_call.is_none());
+}
+
+#[tokio::test]
+async fn a_lost_schedule_still_gets_the_call_ended_by_the_minute_sweep() {
+    let stack = stack().await;
+    let (s, deadline) = off_the_minute_conference(&stack, phone(2, None, &[(2, '1')])).await;
+    // Extended at the warning: the legs' Twilio TimeLimit now lies two minutes past the new
+    // deadline, so only Tsunagu can end the call on time.
+    advance_to_instant(&stack, deadline - 170).await;
+    let deadline = deadline + 300;
+    assert_eq!(session_deadline(&stack, &s).await, Some(deadline));
+    let session_sid = sid(&s);
+    let client = aws_sdk_scheduler::Client::new(&stack.aws);
+    for kind in ["warning", "notice", "end"] {
+        client
+            .delete_schedule()
+            .group_name(&stack.schedule_group)
+            .name(format!("{session_sid}-{kind}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    stack.finish_calls().await;
+    for call in stack.sim().calls() {
+        let late = call.ended_at.unwrap().unix_timestamp() - deadline;
+        assert!(
+            (0..60).contains(&late),
+            "{} ended {late} s after its deadline",
+            call.sid
+        );
+    }
+    let live = session(&stack, &s).await.live_call;
+    assert!(live.is_none(), "the sweep forgot the call: {live:?}");
+    // The notice has only its timer: without it, nobody hears it.
+    assert_eq!(first_heard(&stack, &e164(A), "あと20秒"), None);
+}
+
+#[tokio::test]
+async fn a_closed_session_deletes_its_schedules() {
+    let stack = stack().await;
+    let (s, _) = off_the_minute_conference(&stack, phone(2, None, &[])).await;
+    let session_sid = sid(&s);
+    assert_eq!(schedules_of(&stack, &session_sid).await.len(), 3);
+    let (status, _) = stack
+        .api("DELETE", &format!("/v1/sessions/{session_sid}"), None)
+        .await;
+    assert!((200..300).contains(&status), "{status}");
+    assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
+    stack.finish_calls().await;
 }

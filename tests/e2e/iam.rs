@@ -118,3 +118,79 @@ async fn a_permission_missing_from_the_template_fails_naming_function_action_and
         sim.heard_by(&e164(A))
     );
 }
+
+/// A conference V-call of ten minutes at most, A and B talking for two.
+async fn conference_call(stack: &Stack) -> String {
+    let session = json!({
+        "call_time_limit": 600,
+        "participants": [{"identifier": A}, {"identifier": B}]
+    });
+    let talk = || PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(120));
+    let s = conference_v_call(stack, session, talk(), talk()).await;
+    stack.sim().advance(Duration::from_secs(30)).await;
+    s["sid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn setting_a_timer_needs_pass_role_on_the_timers_role_and_its_lack_does_not_break_the_call() {
+    let path = template_without("ConferenceStatusFunction", "iam:PassRole");
+    let stack = stack_with(Options {
+        template: Some(path.clone()),
+        ..Options::default()
+    })
+    .await;
+    let sid = conference_call(&stack).await;
+    let _ = std::fs::remove_file(&path);
+    let denials = stack.take_denials();
+    let expected = Denial {
+        function: "conference-status".into(),
+        action: "iam:PassRole".into(),
+        resource: tsunagu_tests::iam::call_timers_role_arn(&stack.table),
+    };
+    assert!(denials.contains(&expected), "{denials:?}");
+    // No schedule was made; the call goes on and its clock runs (the sweep keeps time).
+    let listed = aws_sdk_scheduler::Client::new(&stack.aws)
+        .list_schedules()
+        .group_name(&stack.schedule_group)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.schedules().is_empty(), "{listed:?}");
+    let session = stack.app.store.get_session(&sid).await.unwrap().unwrap();
+    assert!(session.live_call.and_then(|l| l.deadline).is_some());
+    assert_eq!(
+        stack.sim().conferences().pop().unwrap().participants.len(),
+        2
+    );
+    stack.finish_calls().await;
+    let _ = stack.take_denials();
+}
+
+#[tokio::test]
+async fn deleting_a_sessions_timers_needs_delete_schedule_on_the_group() {
+    let path = template_without("CloseSessionFunction", "scheduler:DeleteSchedule");
+    let stack = stack_with(Options {
+        template: Some(path.clone()),
+        ..Options::default()
+    })
+    .await;
+    let sid = conference_call(&stack).await;
+    let _ = std::fs::remove_file(&path);
+    let (status, _) = stack
+        .api("DELETE", &format!("/v1/sessions/{sid}"), None)
+        .await;
+    assert_eq!(status, 200, "the close itself succeeds");
+    let denials = stack.take_denials();
+    let expected = Denial {
+        function: "close-session".into(),
+        action: "scheduler:DeleteSchedule".into(),
+        resource: format!(
+            "arn:aws:scheduler:{REGION}:{}:schedule/{}/{sid}-end",
+            tsunagu_tests::iam::ACCOUNT,
+            stack.schedule_group
+        ),
+    };
+    assert!(denials.contains(&expected), "{denials:?}");
+    stack.finish_calls().await;
+    let _ = stack.take_denials();
+}

@@ -1,4 +1,4 @@
-//! IAM, enforced locally as AWS enforces it: every DynamoDB and Secrets Manager request a
+//! IAM, enforced locally as AWS enforces it: every DynamoDB, Secrets Manager and Scheduler request a
 //! function makes is checked against that function's `Policies` in `template.yaml`.
 //!
 //! The emulator can't do this faithfully: moto checks the operation name as the action (so a
@@ -10,7 +10,10 @@
 //! - a `TransactWriteItems` item by item: `Put`, `Update`, `Delete` and `ConditionCheck` need
 //!   `PutItem`, `UpdateItem`, `DeleteItem` and `ConditionCheckItem` on that item's table, and
 //!   a `TransactGetItems` needs `GetItem` ("Using IAM with DynamoDB transactions");
-//! - `secretsmanager:GetSecretValue` on the secret's full ARN.
+//! - `secretsmanager:GetSecretValue` on the secret's full ARN;
+//! - EventBridge Scheduler's `CreateSchedule`, `UpdateSchedule`, `DeleteSchedule` and
+//!   `GetSchedule` on the schedule's ARN, and `iam:PassRole` on the role a created or updated
+//!   schedule's target names.
 //!
 //! Policies are evaluated as AWS does ("Policy evaluation logic"): an explicit Deny wins, then
 //! any matching Allow, else the request is denied. Forms this checker doesn't model
@@ -137,8 +140,16 @@ impl Bindings {
             refs: HashMap::from([
                 ("Table".to_owned(), table.to_owned()),
                 ("TwilioSecretArn".to_owned(), secret_arn.to_owned()),
+                ("CallTimers".to_owned(), schedule_group(table)),
             ]),
-            attributes: HashMap::from([("Table.Arn".to_owned(), table_arn)]),
+            attributes: HashMap::from([
+                ("Table.Arn".to_owned(), table_arn),
+                ("CallTimersRole.Arn".to_owned(), call_timers_role_arn(table)),
+                (
+                    "ExpiryWarningFunction.Arn".to_owned(),
+                    lambda_function_arn(region, "expiry-warning"),
+                ),
+            ]),
         }
     }
 
@@ -207,6 +218,22 @@ impl Bindings {
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// The local stack's schedule group: `${AWS::StackName}-call-timers`, the table standing
+/// for the stack.
+pub fn schedule_group(table: &str) -> String {
+    format!("{table}-call-timers")
+}
+
+/// The role Scheduler would assume to invoke the timers' target.
+pub fn call_timers_role_arn(table: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/{table}-call-timers")
+}
+
+/// A function's ARN, named as the local gateway's Invoke API names it.
+pub fn lambda_function_arn(region: &str, function: &str) -> String {
+    format!("arn:aws:lambda:{region}:{ACCOUNT}:function:{function}")
 }
 
 pub fn dynamodb_table_arn(region: &str, account: &str, table: &str) -> String {
@@ -542,6 +569,96 @@ impl Intercept for SecretsGuard {
     }
 }
 
+/// Holds a function's EventBridge Scheduler client to its policy: each schedule operation is
+/// authorised on the schedule's ARN, `arn:aws:scheduler:<region>:<account>:schedule/<group>/
+/// <name>`, and creating or updating a schedule also needs `iam:PassRole` on the role its
+/// target names (EventBridge Scheduler User Guide, "Actions, resources, and condition keys
+/// for Amazon EventBridge Scheduler"; IAM User Guide, "Granting a user permissions to pass a
+/// role to an AWS service").
+#[derive(Debug, Clone)]
+pub struct SchedulerGuard {
+    pub function: String,
+    pub policy: Arc<Policy>,
+    pub region: String,
+    pub denials: Denials,
+}
+
+impl SchedulerGuard {
+    fn schedule_arn(&self, group: Option<&str>, name: Option<&str>) -> String {
+        format!(
+            "arn:aws:scheduler:{}:{ACCOUNT}:schedule/{}/{}",
+            self.region,
+            group.unwrap_or("default"),
+            name.unwrap_or_default()
+        )
+    }
+
+    /// The action/resource pairs AWS would authorise for `input`.
+    pub fn pairs(&self, input: &Input) -> Vec<(String, String)> {
+        use aws_sdk_scheduler::operation::create_schedule::CreateScheduleInput;
+        use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleInput;
+        use aws_sdk_scheduler::operation::get_schedule::GetScheduleInput;
+        use aws_sdk_scheduler::operation::update_schedule::UpdateScheduleInput;
+        let pass = |target: Option<&aws_sdk_scheduler::types::Target>| {
+            (
+                "iam:PassRole".to_owned(),
+                target.map(|t| t.role_arn().to_owned()).unwrap_or_default(),
+            )
+        };
+        if let Some(i) = input.downcast_ref::<CreateScheduleInput>() {
+            vec![
+                (
+                    "scheduler:CreateSchedule".to_owned(),
+                    self.schedule_arn(i.group_name(), i.name()),
+                ),
+                pass(i.target()),
+            ]
+        } else if let Some(i) = input.downcast_ref::<UpdateScheduleInput>() {
+            vec![
+                (
+                    "scheduler:UpdateSchedule".to_owned(),
+                    self.schedule_arn(i.group_name(), i.name()),
+                ),
+                pass(i.target()),
+            ]
+        } else if let Some(i) = input.downcast_ref::<DeleteScheduleInput>() {
+            vec![(
+                "scheduler:DeleteSchedule".to_owned(),
+                self.schedule_arn(i.group_name(), i.name()),
+            )]
+        } else if let Some(i) = input.downcast_ref::<GetScheduleInput>() {
+            vec![(
+                "scheduler:GetSchedule".to_owned(),
+                self.schedule_arn(i.group_name(), i.name()),
+            )]
+        } else {
+            vec![(
+                "scheduler:?".to_owned(),
+                "an operation the local IAM check does not model".to_owned(),
+            )]
+        }
+    }
+}
+
+impl Intercept for SchedulerGuard {
+    fn name(&self) -> &'static str {
+        "LocalIamScheduler"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        check(
+            &self.function,
+            &self.policy,
+            &self.denials,
+            self.pairs(context.input()),
+        )
+    }
+}
+
 fn record(denials: &Denials, denial: Denial) {
     eprintln!("local IAM: {denial}");
     denials
@@ -751,5 +868,65 @@ Resources:
                 format!("{TABLE_ARN}/index/due-index")
             )]
         );
+    }
+
+    #[test]
+    fn a_schedule_is_authorised_on_its_arn_and_creating_one_passes_its_role() {
+        use aws_sdk_scheduler::operation::create_schedule::CreateScheduleInput;
+        use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleInput;
+        use aws_sdk_scheduler::types::Target;
+        let text = r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/f
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: [scheduler:CreateSchedule, scheduler:DeleteSchedule]
+              Resource: !Sub arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${CallTimers}/*
+"#;
+        let policy = Arc::new(function_policies(text, &bindings()).unwrap()["f"].clone());
+        let guard = SchedulerGuard {
+            function: "f".into(),
+            policy: policy.clone(),
+            region: "ap-northeast-1".into(),
+            denials: Denials::default(),
+        };
+        let role = call_timers_role_arn("t");
+        let create = CreateScheduleInput::builder()
+            .name("KC1-end")
+            .group_name(schedule_group("t"))
+            .target(
+                Target::builder()
+                    .arn(lambda_function_arn("ap-northeast-1", "expiry-warning"))
+                    .role_arn(&role)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let schedule =
+            "arn:aws:scheduler:ap-northeast-1:123456789012:schedule/t-call-timers/KC1-end";
+        let pairs = guard.pairs(&Input::erase(create));
+        assert_eq!(
+            pairs,
+            vec![
+                ("scheduler:CreateSchedule".to_owned(), schedule.to_owned()),
+                ("iam:PassRole".to_owned(), role.clone()),
+            ]
+        );
+        // The policy grants the schedule but not the role: the request is refused.
+        assert!(policy.allows(&pairs[0].0, &pairs[0].1));
+        assert!(!policy.allows(&pairs[1].0, &pairs[1].1));
+        // Another group's schedule is not covered.
+        let elsewhere = DeleteScheduleInput::builder()
+            .name("KC1-end")
+            .group_name("other")
+            .build()
+            .unwrap();
+        let pairs = guard.pairs(&Input::erase(elsewhere));
+        assert!(!policy.allows(&pairs[0].0, &pairs[0].1), "{pairs:?}");
     }
 }

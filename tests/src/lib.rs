@@ -14,3 +14,4 @@ pub mod seed;
 pub mod simulator;
 pub mod stack;
 pub mod template;
+pub mod timers;

@@ -172,6 +172,7 @@ pub fn live_session() -> Session {
         deadline: Some(DEADLINE),
         warned_for: None,
         warning: None,
+        noticed_for: None,
     });
     s
 }

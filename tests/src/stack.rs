@@ -58,7 +58,7 @@ pub struct Options {
     /// Extra configuration for the app (e.g. `INTERCEPT_CALLBACK_URL`).
     pub env: Vec<(String, String)>,
     /// How often `expiry-warning` fires on the simulator's clock (None: never; tests that
-    /// drive the sweep themselves).
+    /// drive the sweep themselves). With None, the live calls' timers do not fire either.
     pub sweep_every: Option<Duration>,
     /// Another template than the repository's (a test that removes a permission).
     pub template: Option<PathBuf>,
@@ -114,6 +114,8 @@ pub struct Stack {
     pub clock: VirtualClock,
     pub table: String,
     pub aws: SdkConfig,
+    /// The live calls' timers: template.yaml's CallTimers group, in the emulator.
+    pub schedule_group: String,
     pub http: reqwest::Client,
     /// Every EMF document the functions wrote (on Lambda: their stdout, then CloudWatch).
     pub metrics: MemorySink,
@@ -215,6 +217,28 @@ impl Stack {
         // As on AWS, functions name the secret by its full ARN (the TwilioSecretArn parameter).
         let secret_arn = seed_secret(&aws, &secret_name, &account_sid, &auth_token).await?;
         let bindings = iam::Bindings::local(REGION, &table, &secret_arn);
+        // The stack's schedule group (template.yaml's CallTimers).
+        let schedule_group = iam::schedule_group(&table);
+        let scheduler = aws_sdk_scheduler::Client::new(&aws);
+        if scheduler
+            .get_schedule_group()
+            .name(&schedule_group)
+            .send()
+            .await
+            .is_err()
+        {
+            scheduler
+                .create_schedule_group()
+                .name(&schedule_group)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "schedule group {schedule_group}: {}",
+                        aws_sdk_scheduler::error::DisplayErrorContext(e)
+                    )
+                })?;
+        }
         let policies = iam::function_policies(&template_text, &bindings)?;
 
         let clock = VirtualClock::default();
@@ -248,6 +272,15 @@ impl Stack {
                 std::env::var("PUBLIC_BASE_URL").unwrap_or_else(|_| url.clone()),
             ),
             ("TWILIO_API_BASE_URL".into(), twilio_url),
+            ("SCHEDULE_GROUP".into(), schedule_group.clone()),
+            (
+                "SCHEDULE_ROLE_ARN".into(),
+                iam::call_timers_role_arn(&table),
+            ),
+            (
+                "SCHEDULE_TARGET_ARN".into(),
+                iam::lambda_function_arn(REGION, "expiry-warning"),
+            ),
         ];
         env.extend(options.env.iter().cloned());
         let config = Config::from_lookup(|k| {
@@ -261,6 +294,7 @@ impl Stack {
         let app = Arc::new(App::new(config.clone(), &aws, app_clock.clone()));
         let denials = Denials::default();
         let metrics = MemorySink::default();
+        let schedules_changed = crate::timers::Changed::default();
         let mut apps = HashMap::new();
         for function in &tpl.functions {
             let policy = Arc::new(policies.get(function).cloned().unwrap_or_default());
@@ -287,12 +321,27 @@ impl Stack {
                     denials: denials.clone(),
                 })
                 .build();
+            let timers = aws_sdk_scheduler::config::Builder::from(&aws)
+                .timeout_config(emulator_timeouts())
+                .interceptor(iam::SchedulerGuard {
+                    function: function.clone(),
+                    policy: policies
+                        .get(function)
+                        .cloned()
+                        .map(Arc::new)
+                        .unwrap_or_default(),
+                    region: REGION.to_owned(),
+                    denials: denials.clone(),
+                })
+                .interceptor(schedules_changed.clone())
+                .build();
             let function_app = App::with_clients(
                 config.clone(),
                 aws_sdk_dynamodb::Client::from_conf(dynamo),
                 aws_sdk_secretsmanager::Client::from_conf(secrets),
                 app_clock.clone(),
             )
+            .with_scheduler(aws_sdk_scheduler::Client::from_conf(timers))
             .with_telemetry(Telemetry::new(
                 function,
                 Arc::new(metrics.clone()),
@@ -340,6 +389,31 @@ impl Stack {
                 }
             });
         }
+        if options.sweep_every.is_some() {
+            // Scheduler's one-time schedules, fired at second resolution on the stack's clock.
+            let firer = Arc::new(crate::timers::Firer::new(
+                scheduler.clone(),
+                schedule_group.clone(),
+                &url,
+                schedules_changed.clone(),
+            ));
+            match &sim {
+                Some(sim) => sim.every(Duration::from_secs(1), move |at| {
+                    let firer = firer.clone();
+                    async move { firer.tick(at.unix_timestamp()).await }
+                }),
+                None => {
+                    tokio::spawn(async move {
+                        let mut every = tokio::time::interval(Duration::from_secs(1));
+                        loop {
+                            every.tick().await;
+                            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                            firer.tick(now).await;
+                        }
+                    });
+                }
+            }
+        }
         Ok(Stack {
             gateway,
             denials,
@@ -350,6 +424,7 @@ impl Stack {
             clock,
             table,
             aws,
+            schedule_group,
             http: tsunagu::app::http_client(),
             metrics,
             server,

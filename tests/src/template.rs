@@ -371,6 +371,7 @@ mod tests {
             ("Table".to_owned(), "t1".to_owned()),
             ("TwilioSecretArn".to_owned(), "arn:secret".to_owned()),
             ("PublicBaseUrl".to_owned(), "https://x.example".to_owned()),
+            ("CallTimers".to_owned(), "t1-call-timers".to_owned()),
         ]);
         let has = |env: &[(String, String)]| {
             env.iter()
@@ -391,6 +392,7 @@ mod tests {
             ("Table".to_owned(), "t1".to_owned()),
             ("TwilioSecretArn".to_owned(), "arn:secret".to_owned()),
             ("PublicBaseUrl".to_owned(), "https://x.example".to_owned()),
+            ("CallTimers".to_owned(), "t1-call-timers".to_owned()),
         ]);
         let env = function_environment(&text, "inbound-call", &locals).unwrap();
         let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
@@ -400,6 +402,7 @@ mod tests {
         assert_eq!(get("RETENTION_DAYS"), Some("90"));
         assert_eq!(get("INTERCEPT_CALLBACK_URL"), Some(""));
         assert_eq!(get("DEFAULT_TTL_SECONDS"), Some("0"));
+        assert_eq!(get("SCHEDULE_GROUP"), Some("t1-call-timers"));
         locals.remove("TwilioSecretArn");
         let missing = function_environment(&text, "inbound-call", &locals).unwrap_err();
         assert!(missing.contains("TwilioSecretArn"), "{missing}");

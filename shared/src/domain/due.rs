@@ -56,6 +56,7 @@ mod tests {
             deadline: Some(deadline),
             warned_for: warned,
             warning: None,
+            noticed_for: None,
         }
     }
 

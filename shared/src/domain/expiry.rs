@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::domain::due::next_due;
 use crate::domain::error::DomainError;
-use crate::domain::ports::{Ctx, StoreError};
+use crate::domain::ports::{Ctx, StoreError, TimerKind};
 use crate::domain::sessions;
 use crate::model::{CallMode, LiveCall, Session, WarningOutcome};
 use crate::store::DUE_SHARDS;
@@ -132,6 +132,75 @@ pub async fn sweep_until(
     Ok(report)
 }
 
+/// What a fired timer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fired {
+    /// Its deadline is no longer the live call's (moved, or the call is over), or its step
+    /// was done already (by the sweep, or by an earlier delivery): nothing to do.
+    Nothing,
+    Warned,
+    NoWarningPossible,
+    Noticed,
+    CallEnded,
+    Closed,
+}
+
+/// A timer set for the live call ending at `deadline` fired at `now`. It acts only while
+/// `deadline` is still the live call's: the warning and the end go through the sweep's own
+/// visit, so their claims decide who does them (I4), and the notice is claimed once.
+pub async fn fire(
+    ctx: Ctx<'_>,
+    sid: &str,
+    kind: TimerKind,
+    deadline: i64,
+    now: i64,
+) -> Result<Fired, DomainError> {
+    let Some(session) = ctx.store.get_session(sid).await? else {
+        return Ok(Fired::Nothing);
+    };
+    let live = session.live_call.as_ref();
+    if !session.status.is_open() || live.and_then(|l| l.deadline) != Some(deadline) {
+        return Ok(Fired::Nothing);
+    }
+    match kind {
+        TimerKind::Warning | TimerKind::End => Ok(
+            match visit(ctx, sid.to_owned(), Some(session.clone()), now).await? {
+                Outcome::Nothing => Fired::Nothing,
+                Outcome::Warned => Fired::Warned,
+                Outcome::NoWarningPossible => Fired::NoWarningPossible,
+                Outcome::CallEnded => Fired::CallEnded,
+                Outcome::Closed => Fired::Closed,
+            },
+        ),
+        TimerKind::Notice => notice(ctx, &session, deadline).await,
+    }
+}
+
+/// The short notice before the end, to everyone in the room, once per deadline. A call
+/// with no room (a bridge) has nowhere to say it.
+async fn notice(ctx: Ctx<'_>, session: &Session, deadline: i64) -> Result<Fired, DomainError> {
+    let in_room = session
+        .live_call
+        .as_ref()
+        .is_some_and(|l| l.mode == CallMode::Conference);
+    let Some(conference) = session.current_conference.as_deref().filter(|_| in_room) else {
+        return Ok(Fired::Nothing);
+    };
+    if !ctx.store.claim_notice(&session.sid, deadline).await? {
+        return Ok(Fired::Nothing);
+    }
+    if let Err(e) = ctx
+        .calls
+        .announce_notice(&session.sid, deadline, conference)
+        .await
+    {
+        tracing::error!(conference = %conference, error = %e, "could not give the room the notice before the end");
+    }
+    tracing::info!(session = %session.sid, deadline, "notice before the end given");
+    Ok(Fired::Noticed)
+}
+
 /// `read`: the session as the page's batch read found it, if it did.
 async fn visit(
     ctx: Ctx<'_>,
@@ -166,6 +235,9 @@ async fn visit(
             ctx.store
                 .clear_live_call(&sid, next_due(&after, false, now))
                 .await?;
+            // No timers to remove: every one of this call's was due by its deadline, so each
+            // has run or runs now, finds nothing, and Scheduler deletes it (a sweep ending
+            // thousands of calls makes no Scheduler request).
             tracing::info!(session = %sid, deadline, "call ended at its deadline");
             return Ok(Outcome::CallEnded);
         }
@@ -314,6 +386,7 @@ mod tests {
             deadline: Some(deadline),
             warned_for: None,
             warning: None,
+            noticed_for: None,
         }
     }
 
@@ -609,5 +682,85 @@ mod tests {
         assert_eq!(report.due, 2);
         assert_eq!((report.closed, report.failed), (0, 0), "{report:?}");
         assert!(world.calls.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_timer_warns_once_and_the_sweep_then_finds_nothing_to_do() {
+        let world = in_room(Session {
+            live_call: Some(live(CallMode::Conference, NOW + 100)),
+            ..sample_session()
+        });
+        let fired = fire(world.ctx(), SID, TimerKind::Warning, NOW + 100, NOW).await;
+        assert_eq!(fired.unwrap(), Fired::Warned);
+        assert_eq!(world.calls.requests().len(), 2, "hold and prompt");
+        // Delivered again, or the sweep coming by: nothing more (I4).
+        let again = fire(world.ctx(), SID, TimerKind::Warning, NOW + 100, NOW).await;
+        assert_eq!(again.unwrap(), Fired::Nothing);
+        world.store.file_due(SID, NOW);
+        assert_eq!(sweep(world.ctx(), NOW).await.unwrap().warned, 0);
+        assert_eq!(world.calls.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_timer_for_a_deadline_that_moved_does_nothing() {
+        let world = in_room(Session {
+            live_call: Some(live(CallMode::Conference, NOW + 400)),
+            ..sample_session()
+        });
+        for kind in TimerKind::ALL {
+            let fired = fire(world.ctx(), SID, kind, NOW, NOW).await.unwrap();
+            assert_eq!(fired, Fired::Nothing, "{kind:?}");
+        }
+        assert!(world.calls.requests().is_empty());
+        assert!(world.store.session(SID).unwrap().live_call.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_end_timer_ends_the_call_at_its_deadline_and_the_sweep_then_finds_no_call() {
+        let world = in_room(Session {
+            live_call: Some(live(CallMode::Conference, NOW)),
+            ..sample_session()
+        });
+        let fired = fire(world.ctx(), SID, TimerKind::End, NOW, NOW)
+            .await
+            .unwrap();
+        assert_eq!(fired, Fired::CallEnded);
+        assert!(
+            world
+                .calls
+                .requests()
+                .contains(&CallRequest::EndConference("CF1".into()))
+        );
+        assert!(world.store.session(SID).unwrap().live_call.is_none());
+        // The sweep, due for the same deadline, finds no call to end.
+        world.store.file_due(SID, NOW);
+        assert_eq!(sweep(world.ctx(), NOW).await.unwrap().calls_ended, 0);
+    }
+
+    #[tokio::test]
+    async fn the_notice_is_announced_to_the_room_once_per_deadline() {
+        let world = in_room(Session {
+            live_call: Some(live(CallMode::Conference, NOW + 20)),
+            ..sample_session()
+        });
+        let fired = fire(world.ctx(), SID, TimerKind::Notice, NOW + 20, NOW).await;
+        assert_eq!(fired.unwrap(), Fired::Noticed);
+        let again = fire(world.ctx(), SID, TimerKind::Notice, NOW + 20, NOW).await;
+        assert_eq!(again.unwrap(), Fired::Nothing);
+        assert_eq!(
+            world.calls.requests(),
+            vec![CallRequest::AnnounceNotice {
+                conference_sid: "CF1".into(),
+                deadline: NOW + 20
+            }]
+        );
+        // A bridge has no room: nothing to say it into.
+        let bridge = in_room(Session {
+            live_call: Some(live(CallMode::Bridge, NOW + 20)),
+            ..sample_session()
+        });
+        let fired = fire(bridge.ctx(), SID, TimerKind::Notice, NOW + 20, NOW).await;
+        assert_eq!(fired.unwrap(), Fired::Nothing);
+        assert!(bridge.calls.requests().is_empty());
     }
 }

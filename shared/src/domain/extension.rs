@@ -98,7 +98,11 @@ pub async fn answer(
     // Both at once: a slow Twilio costs the caller one wait, not several.
     let limits = async {
         if answer == Answer::Extended {
-            sessions::move_time_limits(ctx, &session.sid, deadline).await;
+            let moved = futures::future::join(
+                sessions::move_time_limits(ctx, &session.sid, deadline),
+                crate::domain::timers::arm(ctx, session, deadline),
+            );
+            moved.await;
         }
     };
     // The other party hears the outcome as they come off hold; nothing was asked when no
@@ -168,6 +172,7 @@ mod tests {
                 deadline: Some(DEADLINE),
                 warned_for: Some(DEADLINE),
                 warning: Some(crate::model::WarningOutcome::Given),
+                noticed_for: None,
             }),
             ..sample_session()
         };
@@ -197,6 +202,16 @@ mod tests {
         assert_eq!(stored.live_call.unwrap().deadline, Some(DEADLINE + 300));
         // The sweep wakes for the next warning, 180 s before the new deadline.
         assert_eq!(world.store.due(SID), Some(DEADLINE + 300 - 180));
+        // And the timers move with the deadline.
+        use crate::domain::ports::TimerKind;
+        assert_eq!(
+            world.timers.get(SID, TimerKind::End),
+            Some((DEADLINE + 300, DEADLINE + 300))
+        );
+        assert_eq!(
+            world.timers.get(SID, TimerKind::Warning),
+            Some((DEADLINE + 120, DEADLINE + 300))
+        );
         let requests = world.calls.requests();
         // The other party comes back hearing the extension; the decider heard it already.
         assert!(

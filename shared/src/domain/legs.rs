@@ -123,7 +123,18 @@ async fn forget_live_call(ctx: Ctx<'_>, session: &Session) -> Result<(), DomainE
     };
     let due = next_due(&after, false, ctx.now());
     match ctx.store.clear_live_call(&session.sid, due).await {
-        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Ok(()) => {
+            // Only a room call has timers (`timers::plan`); a bridge's end asks for nothing.
+            if session
+                .live_call
+                .as_ref()
+                .is_some_and(|l| l.mode == CallMode::Conference)
+            {
+                crate::domain::timers::disarm(ctx, &session.sid).await;
+            }
+            Ok(())
+        }
+        Err(StoreError::ConditionFailed) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -240,6 +251,7 @@ mod tests {
             deadline: Some(NOW + 500),
             warned_for: None,
             warning: None,
+            noticed_for: None,
         }
     }
 
@@ -547,11 +559,21 @@ mod tests {
         let mut session = world.store.session(SID).unwrap();
         session.date_expiry = Some(NOW + 3_600);
         world.store.put_session(session);
+        use crate::domain::ports::{TimerKind, Timers};
+        world
+            .timers
+            .set(SID, TimerKind::End, NOW + 60, NOW + 60)
+            .await
+            .unwrap();
         room_ended(world.ctx(), SID, "CF1", "last-participant-left")
             .await
             .unwrap();
         let after = world.store.session(SID).unwrap();
         assert_eq!((after.live_call, after.current_conference), (None, None));
+        assert!(
+            world.timers.all().is_empty(),
+            "the call's timers go with it"
+        );
         assert_eq!(world.store.due(SID), Some(NOW + 3_600));
         let room = world
             .store

@@ -1,7 +1,7 @@
 //! What the domain needs from the outside, as traits: the session store, Twilio's call
-//! control and the platform's intercept callback. `adapters` implements them with DynamoDB,
-//! Twilio's REST API and a signed HTTP request; the domain's unit tests with the in-memory
-//! fakes in `domain::fakes`.
+//! control, the live call's exact timers and the platform's intercept callback. `adapters`
+//! implements them with DynamoDB, Twilio's REST API, EventBridge Scheduler and a signed HTTP
+//! request; the domain's unit tests with the in-memory fakes in `domain::fakes`.
 
 use async_trait::async_trait;
 
@@ -110,6 +110,9 @@ pub trait SessionStore: Send + Sync {
         max_count: u32,
         now: i64,
     ) -> Result<(), StoreError>;
+    /// Claims the 20-s notice for `deadline` once: false when already claimed or when
+    /// `deadline` is no longer the live call's.
+    async fn claim_notice(&self, sid: &str, deadline: i64) -> Result<bool, StoreError>;
     /// Claims the warning for `deadline` once (I4): false when already claimed.
     async fn claim_warning(
         &self,
@@ -238,6 +241,13 @@ pub trait CallControl: Send + Sync {
         deadline: i64,
         conference_sid: &str,
     ) -> Result<(), CallError>;
+    /// Tells everyone in the room, just before `deadline`, that the call is about to be cut.
+    async fn announce_notice(
+        &self,
+        session_sid: &str,
+        deadline: i64,
+        conference_sid: &str,
+    ) -> Result<(), CallError>;
     /// Sets a live call's Twilio `TimeLimit`, counted from the call's creation.
     async fn set_time_limit(&self, call_sid: &str, seconds: u64) -> Result<(), CallError>;
     /// Gives the deciding party's call the warning and the press-1 prompt for `deadline`.
@@ -273,6 +283,7 @@ pub struct Settings {
 pub struct Ctx<'a> {
     pub store: &'a dyn SessionStore,
     pub calls: &'a dyn CallControl,
+    pub timers: &'a dyn Timers,
     pub clock: &'a dyn Clock,
     pub settings: Settings,
 }
@@ -282,4 +293,51 @@ impl Ctx<'_> {
     pub fn now(&self) -> i64 {
         crate::clock::epoch(self.clock.now())
     }
+}
+
+/// One of a live call's three timed steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimerKind {
+    /// The end-of-call warning, `warning_lead` seconds before the deadline.
+    Warning,
+    /// The short notice both parties hear `NOTICE_LEAD_SECONDS` before the deadline.
+    Notice,
+    /// The deadline itself: the call ends.
+    End,
+}
+
+impl TimerKind {
+    pub const ALL: [TimerKind; 3] = [TimerKind::Warning, TimerKind::Notice, TimerKind::End];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::Warning => "warning",
+            TimerKind::Notice => "notice",
+            TimerKind::End => "end",
+        }
+    }
+}
+
+/// Why a timer could not be set or cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("timer: {0}")]
+pub struct TimerError(pub String);
+
+/// Exact timers for a live call's steps (EventBridge Scheduler on AWS). Each fires once, at
+/// `at`, carrying the session, its kind and the `deadline` it was set for, and is then gone;
+/// setting one again moves it. The minute sweep stays as the safety net, so a timer that
+/// cannot be set only makes its step up to a minute late.
+#[async_trait]
+pub trait Timers: Send + Sync {
+    /// Creates the session's timer of `kind`, or moves it, to fire at `at`.
+    async fn set(
+        &self,
+        session_sid: &str,
+        kind: TimerKind,
+        at: i64,
+        deadline: i64,
+    ) -> Result<(), TimerError>;
+    /// Removes the session's timer of `kind`; one already gone is not an error.
+    async fn cancel(&self, session_sid: &str, kind: TimerKind) -> Result<(), TimerError>;
 }

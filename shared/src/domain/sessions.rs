@@ -254,7 +254,19 @@ pub async fn close(ctx: Ctx<'_>, sid_or_name: &str, reason: &str) -> Result<Sess
             .await
         {
             Ok(()) => {
-                end_live_calls(ctx, &session.sid).await;
+                // Only a call still before its deadline has timers left to remove: a sweep
+                // closing thousands of expired sessions makes no Scheduler request.
+                let timed = session
+                    .live_call
+                    .as_ref()
+                    .and_then(|l| l.deadline)
+                    .is_some_and(|d| d > now);
+                futures::future::join(end_live_calls(ctx, &session.sid), async {
+                    if timed {
+                        crate::domain::timers::disarm(ctx, &session.sid).await;
+                    }
+                })
+                .await;
                 tracing::info!(session = %session.sid, reason, "session closed");
                 return find(ctx, &session.sid).await;
             }
@@ -359,7 +371,11 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
     match ctx.store.extend_session(&session, seconds, due, now).await {
         Ok(()) => {
             if let Some(deadline) = deadline {
-                move_time_limits(ctx, &session.sid, deadline + seconds).await;
+                futures::future::join(
+                    move_time_limits(ctx, &session.sid, deadline + seconds),
+                    crate::domain::timers::arm(ctx, &moved, deadline + seconds),
+                )
+                .await;
             }
             find(ctx, &session.sid).await
         }
@@ -437,7 +453,17 @@ mod tests {
 
     #[tokio::test]
     async fn closing_ends_only_the_live_legs_that_lead_their_call() {
-        let world = world_with(open_session());
+        let world = world_with(Session {
+            live_call: Some(LiveCall {
+                mode: crate::model::CallMode::Conference,
+                limit: 600,
+                deadline: Some(NOW + 60),
+                warned_for: None,
+                warning: None,
+                noticed_for: None,
+            }),
+            ..open_session()
+        });
         // A's inbound leg and the leg it dialled are live; ending A's ends both. An old,
         // finished call is left alone.
         world
@@ -449,7 +475,17 @@ mod tests {
         world
             .store
             .add_leg(leg(SID, "CA3", None, CallStatus::Completed, NOW));
+        use crate::domain::ports::{TimerKind, Timers};
+        world
+            .timers
+            .set(SID, TimerKind::End, NOW + 60, NOW + 60)
+            .await
+            .unwrap();
         let closed = close(world.ctx(), SID, "closed-by-api").await.unwrap();
+        assert!(
+            world.timers.all().is_empty(),
+            "a closed session's timers go"
+        );
         assert_eq!(closed.status, SessionStatus::Closed);
         assert_eq!(closed.closed_reason.as_deref(), Some("closed-by-api"));
         assert_eq!(
@@ -539,6 +575,7 @@ mod tests {
                 deadline: Some(NOW + 300),
                 warned_for: None,
                 warning: None,
+                noticed_for: None,
             }),
             ..open_session()
         });
@@ -558,6 +595,7 @@ mod tests {
                 deadline: Some(NOW + 300),
                 warned_for: None,
                 warning: None,
+                noticed_for: None,
             }),
             ..open_session()
         });
@@ -578,6 +616,8 @@ mod tests {
             .add_leg(leg(SID, "CA0", None, CallStatus::Completed, NOW - 900));
         let session = extend(world.ctx(), SID, 600).await.unwrap();
         assert_eq!(session.live_call.unwrap().deadline, Some(NOW + 900));
+        // A bridge has no timers: its legs' limits end it.
+        assert!(world.timers.all().is_empty());
         // Each limit counts from the leg's creation and leaves two minutes past the deadline.
         assert_eq!(
             world.calls.requests(),

@@ -297,6 +297,7 @@ pub async fn start_the_clock(ctx: Ctx<'_>, session_sid: &str) -> Result<Option<i
         deadline,
         "call connected; its clock is running"
     );
+    crate::domain::timers::arm(ctx, &session, deadline).await;
     Ok(Some(deadline))
 }
 
@@ -589,6 +590,7 @@ mod tests {
                 deadline: Some(NOW + 300),
                 warned_for: None,
                 warning: None,
+                noticed_for: None,
             };
             world.store.put_session(Session {
                 live_call: Some(connected.clone()),
@@ -711,6 +713,7 @@ mod tests {
                     deadline: None,
                     warned_for: None,
                     warning: None,
+                    noticed_for: None,
                 }),
                 ..sample_session()
             });
@@ -725,6 +728,20 @@ mod tests {
                 Some(NOW + 600)
             );
             assert_eq!(world.store.due(SID), Some(NOW + 600 - 180), "the warning");
+            // And the exact timers, each carrying the deadline.
+            use crate::domain::ports::TimerKind;
+            assert_eq!(
+                world.timers.get(SID, TimerKind::Warning),
+                Some((NOW + 420, NOW + 600))
+            );
+            assert_eq!(
+                world.timers.get(SID, TimerKind::Notice),
+                Some((NOW + 580, NOW + 600))
+            );
+            assert_eq!(
+                world.timers.get(SID, TimerKind::End),
+                Some((NOW + 600, NOW + 600))
+            );
             // A repeated callback changes nothing.
             assert_eq!(start_the_clock(world.ctx(), SID).await.unwrap(), None);
             let live = world.store.session(SID).unwrap().live_call.unwrap();

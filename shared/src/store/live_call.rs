@@ -59,6 +59,7 @@ impl Store {
             deadline: None,
             warned_for: None,
             warning: None,
+            noticed_for: None,
         })?;
         let r = self
             .client
@@ -150,6 +151,36 @@ impl Store {
             None => update.update_expression("REMOVE #live, due_shard, due_at"),
         };
         written(update.send().await).map(|_| ())
+    }
+
+    /// Claims the short notice before `deadline`: `true` once, and only while that is still
+    /// the live call's deadline (a timer delivered twice, or set for a moved deadline, finds
+    /// nothing to do).
+    pub async fn claim_notice(&self, sid: &str, deadline: i64) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(sid)))
+            .update_expression("SET #live.#noticed_for = :deadline")
+            .only_if(
+                Condition::session_open()
+                    .and(Condition::live_deadline_is(":deadline", deadline))
+                    .and(
+                        Condition::new(
+                            "attribute_not_exists(#live.#noticed_for) OR #live.#noticed_for <> :deadline",
+                        )
+                        .name("#live", "live_call")
+                        .name("#noticed_for", "noticed_for")
+                        .value(":deadline", n(deadline)),
+                    ),
+            )
+            .expression_attribute_names("#live", "live_call")
+            .expression_attribute_names("#noticed_for", "noticed_for")
+            .expression_attribute_values(":deadline", n(deadline))
+            .send()
+            .await;
+        written(r)
     }
 
     /// Claims the warning for `deadline` (I4): only one sweep, however many overlap, gets

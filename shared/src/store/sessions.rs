@@ -411,6 +411,7 @@ mod tests {
                 deadline: Some(2_000),
                 warned_for: Some(2_000),
                 warning: Some(crate::model::WarningOutcome::Given),
+                noticed_for: None,
             }),
             ..sample_session()
         }

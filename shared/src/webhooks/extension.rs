@@ -30,6 +30,7 @@ pub async fn extension(app: Arc<App>, req: Request) -> Response<Body> {
 ///   is being asked (or just the time left), then the plain hold message;
 /// - `told=extended&by=N&deadline=D`, `told=ending`, as an announcement: the outcome;
 /// - `told=time-left&deadline=D`, as an announcement to the room: the time left;
+/// - `told=notice`, as an announcement to the room: the call is about to be cut;
 /// - nothing: the plain hold message, a pause, and (Twilio loops hold music) again.
 ///
 /// Hold music and announcements may only Say, Play, Pause or Redirect (Twilio's Conference
@@ -53,6 +54,7 @@ fn other_party(app: &App, req: &Request) -> Response<Body> {
         ),
         Some("ending") => Some(prompts.ending.clone()),
         Some("time-left") => Some(prompts.warning_final.replace("{minutes}", &minutes())),
+        Some("notice") => Some(prompts.notice.clone()),
         _ => None,
     };
     if let Some(text) = text {

@@ -192,6 +192,15 @@ async fn main() {
         ),
         ("PublicBaseUrl".to_owned(), EVENTS_BASE_URL.to_owned()),
         ("TwilioApiBaseUrl".to_owned(), stack.sim().base_url()),
+        ("CallTimers".to_owned(), stack.schedule_group.clone()),
+        (
+            "CallTimersRole.Arn".to_owned(),
+            tsunagu_tests::iam::call_timers_role_arn(&stack.table),
+        ),
+        (
+            "ExpiryWarningFunction.Arn".to_owned(),
+            tsunagu_tests::iam::lambda_function_arn(tsunagu_tests::stack::REGION, "expiry-warning"),
+        ),
     ]);
     let aws_env = [
         (

@@ -197,6 +197,7 @@ fn session(now: i64, i: usize) -> Session {
             deadline: Some(now + 170),
             warned_for: None,
             warning: None,
+            noticed_for: None,
         }),
     }
 }

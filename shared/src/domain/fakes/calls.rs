@@ -36,6 +36,11 @@ pub enum CallRequest {
         conference_sid: String,
         deadline: i64,
     },
+    /// The whole room told the call is about to be cut.
+    AnnounceNotice {
+        conference_sid: String,
+        deadline: i64,
+    },
     SetTimeLimit {
         call_sid: String,
         seconds: u64,
@@ -167,6 +172,19 @@ impl CallControl for FakeCalls {
         self.push(CallRequest::Unhold {
             call_sid: call_sid.to_owned(),
             told,
+        });
+        Ok(())
+    }
+
+    async fn announce_notice(
+        &self,
+        _session_sid: &str,
+        deadline: i64,
+        conference_sid: &str,
+    ) -> Result<(), CallError> {
+        self.push(CallRequest::AnnounceNotice {
+            conference_sid: conference_sid.to_owned(),
+            deadline,
         });
         Ok(())
     }

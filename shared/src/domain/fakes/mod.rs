@@ -1,13 +1,15 @@
-//! In-memory fakes of the domain's ports, for fast unit tests of its rules. They keep the
+//! In-memory fakes of the domain's ports (store, calls, timers), for fast unit tests of its rules. They keep the
 //! conditions the rules rely on (a close only of an open session, a warning claimed once, a
 //! lease held by one) and let a test script failures; the DynamoDB and Twilio adapters are
 //! tested against the emulator and the simulator instead.
 
 mod calls;
 mod store;
+mod timers;
 
 pub use calls::{CallRequest, FakeCalls};
 pub use store::MemoryStore;
+pub use timers::FakeTimers;
 
 use std::sync::Mutex;
 
@@ -75,6 +77,7 @@ pub const SETTINGS: Settings = Settings {
 pub struct World {
     pub store: MemoryStore,
     pub calls: FakeCalls,
+    pub timers: FakeTimers,
     pub clock: FixedClock,
 }
 
@@ -83,6 +86,7 @@ impl World {
         Self {
             store: MemoryStore::default(),
             calls: FakeCalls::default(),
+            timers: FakeTimers::default(),
             clock: FixedClock(now),
         }
     }
@@ -91,6 +95,7 @@ impl World {
         Ctx {
             store: &self.store,
             calls: &self.calls,
+            timers: &self.timers,
             clock: &self.clock,
             settings: SETTINGS,
         }

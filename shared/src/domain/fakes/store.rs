@@ -390,6 +390,7 @@ impl SessionStore for MemoryStore {
             deadline: None,
             warned_for: None,
             warning: None,
+            noticed_for: None,
         });
         Ok(())
     }
@@ -457,6 +458,22 @@ impl SessionStore for MemoryStore {
         }
         t.file_due(sid, due);
         Ok(())
+    }
+
+    async fn claim_notice(&self, sid: &str, deadline: i64) -> Result<bool, StoreError> {
+        self.failure("claim_notice")?;
+        let mut t = self.tables();
+        let Some(live) = t
+            .sessions
+            .get_mut(sid)
+            .filter(|s| s.status.is_open())
+            .and_then(|s| s.live_call.as_mut())
+            .filter(|l| l.deadline == Some(deadline) && l.noticed_for != Some(deadline))
+        else {
+            return Ok(false);
+        };
+        live.noticed_for = Some(deadline);
+        Ok(true)
     }
 
     async fn claim_warning(
