@@ -12,7 +12,7 @@ use crate::phone::PhoneNumber;
 // The store's plain value types (no SDK types inside but the due cursor's private key).
 pub use crate::store::{
     ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, Route,
-    StoreError,
+    RouteCheck, StoreError,
 };
 
 /// The sessions, their call legs and the due index, as the domain reads and changes them.
@@ -40,18 +40,24 @@ pub trait SessionStore: Send + Sync {
         now: i64,
     ) -> Result<(), StoreError>;
     async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError>;
-    /// How `caller` reaches the other party of their open session on `proxy` (one read).
-    async fn get_route(
+    /// Admits call `call_sid` on the route `caller` uses on `proxy`, in one request: the
+    /// route as noted when it is live (its session open, before `date_expiry`, not idle by
+    /// the route's copy of the ttl), else why not.
+    async fn admit_route(
         &self,
         proxy: &PhoneNumber,
         caller: &PhoneNumber,
-    ) -> Result<Option<Route>, StoreError>;
-    /// Logs a masked call's inbound leg and marks its session in progress, only while the
-    /// session is open, before its `date_expiry` and not idle past its ttl. False when it is
-    /// not; true, writing nothing, when the CallSid was already logged (Twilio retried).
+        call_sid: &str,
+        now: i64,
+    ) -> Result<RouteCheck, StoreError>;
+    /// Logs a masked call's inbound leg, marks its session in progress and notes the call on
+    /// its route (`(proxy, caller)`), only while the session is open, before its
+    /// `date_expiry` and not idle past its ttl. False when it is not; true, writing nothing,
+    /// when the CallSid was already logged (Twilio retried).
     async fn start_inbound_leg(
         &self,
         leg: &Interaction,
+        route: (&PhoneNumber, &PhoneNumber),
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError>;

@@ -1,9 +1,11 @@
-//! Routes: (proxy, caller) → the open session and the other party, read in one request.
+//! Routes: (proxy, caller) → the open session and the other party. A call is admitted by
+//! one conditional write on its route, which proves the session open and hands the route back.
 
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, OnlyIf, Store, StoreError, from_item, n, route_key};
+use super::{Condition, Item, OnlyIf, Store, StoreError, from_item, n, route_key, s};
 use crate::model::{Participant, Session};
 use crate::phone::PhoneNumber;
 
@@ -23,6 +25,34 @@ pub struct Route {
     /// Calls run through a conference so the end-of-call warning can be spoken.
     #[serde(default)]
     pub timed: bool,
+    /// The session's ttl (seconds of inactivity that close it; 0: none).
+    #[serde(default)]
+    pub ttl: u64,
+    /// This route's copy of when inactivity closes the session (`now + ttl`): written at
+    /// create and by every call this route admits. Other activity moves only the session's,
+    /// so a copy in the past is checked against the session before the call is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_after: Option<i64>,
+    /// The last call this route admitted and when: how `call-status` finds the session of
+    /// that call's own leg when no dialled leg has named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_at: Option<i64>,
+}
+
+/// What the one write on a caller's route found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteCheck {
+    /// The route exists (so its session is open: close deletes it in the close transaction),
+    /// is before its `date_expiry` and not idle: the call was noted on it.
+    Open(Route),
+    /// No route: no open session for this caller on this number.
+    Missing,
+    /// The route's `date_expiry` has passed.
+    Ended(Route),
+    /// The route's copy of the inactivity limit has passed; the session's may not have.
+    Idle(Route),
 }
 
 impl Route {
@@ -37,8 +67,36 @@ impl Route {
             date_expiry: session.date_expiry,
             call_time_limit: session.call_time_limit,
             timed: session.is_timed(),
+            ttl: session.ttl,
+            inactive_after: session.inactive_after(),
+            last_call_sid: None,
+            last_call_at: None,
         }
     }
+}
+
+/// What admitting a call writes on its route: the call, and the route's inactivity limit
+/// restarted (`if_not_exists`: a route written before routes carried `ttl` counts as none).
+const NOTE_CALL: &str = "SET last_call_sid = :call, last_call_at = :now, \
+     inactive_after = :now + if_not_exists(#ttl, :zero)";
+
+/// The route is live: it exists, its session has not reached `date_expiry`, and it is not
+/// idle past its ttl.
+fn route_live(now: i64) -> Condition {
+    Condition::exists()
+        .and(
+            Condition::new("attribute_not_exists(date_expiry) OR date_expiry > :now")
+                .value(":now", n(now)),
+        )
+        .and(
+            Condition::new(
+                "attribute_not_exists(#ttl) OR #ttl = :zero \
+                 OR attribute_not_exists(inactive_after) OR inactive_after > :now",
+            )
+            .name("#ttl", "ttl")
+            .value(":zero", n(0))
+            .value(":now", n(now)),
+        )
 }
 
 /// The proxy number a participation item names in its sort key.
@@ -62,6 +120,80 @@ impl Store {
             .await?
             .map(from_item)
             .transpose()
+    }
+
+    /// Admits a call on the route (proxy, caller) in one request: a conditional `UpdateItem`
+    /// that holds only while the route is live ([`route_live`]) and returns the route as
+    /// written (`ReturnValues=ALL_NEW`), or, when the condition fails, as it was
+    /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`, DynamoDB API reference, UpdateItem), so
+    /// a refusal needs no second read. Close deletes the route in its transaction, so a
+    /// close ordered before this write makes it fail: a close racing the call wins.
+    pub async fn admit_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        now: i64,
+    ) -> Result<RouteCheck, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(route_key(proxy, caller)))
+            .update_expression(NOTE_CALL)
+            .only_if(route_live(now))
+            .expression_attribute_values(":call", s(call_sid))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .ok_or_else(|| StoreError::Corrupt("the route came back empty".into()))?;
+                Ok(RouteCheck::Open(from_item(item)?))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item.clone().filter(|i| !i.is_empty()) {
+                        None => Ok(RouteCheck::Missing),
+                        Some(item) => {
+                            let route: Route = from_item(item)?;
+                            if route.date_expiry.is_some_and(|t| t <= now) {
+                                Ok(RouteCheck::Ended(route))
+                            } else {
+                                Ok(RouteCheck::Idle(route))
+                            }
+                        }
+                    }
+                }
+                _ => Err(StoreError::backend(e)),
+            },
+        }
+    }
+
+    /// The write that notes an admitted call on its route, as one item of a transaction
+    /// (a call admitted after the session was read), only while the route is this session's.
+    pub(super) fn note_call_on_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        session_sid: &str,
+        call_sid: &str,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(route_key(proxy, caller)))
+            .update_expression(NOTE_CALL)
+            .only_if(Condition::of_session(session_sid))
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":call", s(call_sid))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":zero", n(0))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// The proxy numbers on which `participant` is already in an open session.
