@@ -337,7 +337,11 @@ mod tests {
             ..sample_session()
         });
         let intercept = FakeIntercept::default();
-        assert_eq!(admit_in(&world, &intercept).await, Admission::Closed, "idle by both");
+        assert_eq!(
+            admit_in(&world, &intercept).await,
+            Admission::Closed,
+            "idle by both"
+        );
         // Activity that moved only the session (call-status): the session decides.
         let sid = sample_session().sid;
         world.store.touch_session_only(&sid, NOW - 100);

@@ -2,7 +2,9 @@
 //! one conditional write on its route, which proves the session open and hands the route back.
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, Item, OnlyIf, Store, StoreError, from_item, n, route_key, s};
