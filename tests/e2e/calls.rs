@@ -178,6 +178,26 @@ async fn a_masked_call_costs_inbound_call_one_dynamodb_request_per_webhook() {
         "one conditional write on the route for the call and one for its retry; none for the dial's action"
     );
 
+    // call-status: one transaction per callback of B's dialled leg (which also writes the
+    // caller's call reference); the caller's final callback reads that reference and the
+    // session (participants, room or not) once, then logs the leg.
+    let callbacks = webhooks("/twilio/voice/status");
+    assert_eq!(
+        callbacks, 5,
+        "B's initiated, ringing, answered, completed; A's completed"
+    );
+    let status_requests = stack.dynamodb_requests("call-status");
+    let count = |op: &str| status_requests.iter().filter(|o| **o == op).count();
+    assert_eq!(
+        (
+            count("TransactWriteItems"),
+            count("GetItem"),
+            status_requests.len()
+        ),
+        (5, 2, 7),
+        "{status_requests:?}"
+    );
+
     // The caller's leg is logged once, whole, with its cost, first in the log.
     let (_, log) = stack
         .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)

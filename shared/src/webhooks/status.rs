@@ -64,7 +64,7 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             Err(e) => return Err(e.into()),
         }
-        let ended = legs::EndedLeg { call_sid, twilio_direction: leg.twilio_direction, status };
+        let ended = legs::EndedLeg { call_sid, twilio_direction: leg.twilio_direction, status, session: caller.as_ref() };
         legs::leg_ended(app.ctx(), &session_sid, ended).await?;
         Ok(empty())
     })
