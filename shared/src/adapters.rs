@@ -11,7 +11,7 @@ use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
     Intercept, Mode, Recorded, Ring, Route, RouteCheck, SessionStore, Settings, StoreError, Told,
 };
-use crate::model::{CallStatus, Interaction, ProxyNumber, Session, WarningOutcome};
+use crate::model::{CallStatus, Interaction, LiveCall, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
 use crate::store::Store;
 use crate::twilio::{NewCall, TwilioError};
@@ -291,10 +291,11 @@ impl SessionStore for Store {
         &self,
         leg: &Interaction,
         route: (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError> {
-        Store::start_inbound_leg(self, leg, route, now, retention).await
+        Store::start_inbound_leg(self, leg, route, live, now, retention).await
     }
     async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError> {
         Store::list_interactions(self, session_sid).await

@@ -189,13 +189,13 @@ async fn an_inbound_leg_needs_an_open_active_session() {
     // Past the ttl with no interaction since creation: refused.
     assert!(
         !store
-            .start_inbound_leg(&inbound, route, now + 61, 86_400)
+            .start_inbound_leg(&inbound, route, None, now + 61, 86_400)
             .await
             .unwrap()
     );
     assert!(
         store
-            .start_inbound_leg(&inbound, route, now + 30, 86_400)
+            .start_inbound_leg(&inbound, route, None, now + 30, 86_400)
             .await
             .unwrap()
     );
@@ -206,7 +206,7 @@ async fn an_inbound_leg_needs_an_open_active_session() {
     // The same webhook again (Twilio retried): accepted, logged once.
     assert!(
         store
-            .start_inbound_leg(&inbound, route, now + 31, 86_400)
+            .start_inbound_leg(&inbound, route, None, now + 31, 86_400)
             .await
             .unwrap()
     );
@@ -219,7 +219,7 @@ async fn an_inbound_leg_needs_an_open_active_session() {
     second.parent_call_sid = None;
     assert!(
         store
-            .start_inbound_leg(&second, route, now + 85, 86_400)
+            .start_inbound_leg(&second, route, None, now + 85, 86_400)
             .await
             .unwrap()
     );
@@ -228,6 +228,7 @@ async fn an_inbound_leg_needs_an_open_active_session() {
             .start_inbound_leg(
                 &leg(&session, "CA3", CallStatus::InProgress, 0),
                 route,
+                None,
                 now + 200,
                 86_400
             )

@@ -9,7 +9,7 @@ use crate::domain::ports::{Ctx, Intercept, Route, RouteCheck};
 use crate::domain::sessions::MAX_CALL_SECONDS;
 use crate::domain::vcall;
 use crate::ids;
-use crate::model::{CallStatus, Interaction, Participant, TwilioDirection};
+use crate::model::{CallMode, CallStatus, Interaction, LiveCall, Participant, TwilioDirection};
 use crate::phone::{self, PhoneNumber};
 use crate::pricing::Direction;
 
@@ -91,12 +91,21 @@ pub async fn admit(
     // notes its live call and logs the caller's leg now (its room leg is no child of the
     // caller's call, so no dialled leg's callback can name the caller's); so does a call
     // whose route had to be confirmed against the session, which also restarts the ttl.
+    let limit = time_limit(&route, now);
     if route.timed || !noted {
         let leg = inbound_leg(&route, call_sid, &from, &to, now);
         let retention = ctx.settings.retention_seconds;
+        // A timed call notes its live call in the same write: one request fewer.
+        let live = route.timed.then_some(LiveCall {
+            mode: CallMode::Conference,
+            limit,
+            deadline: None,
+            warned_for: None,
+            warning: None,
+        });
         if !ctx
             .store
-            .start_inbound_leg(&leg, (&to, &from), now, retention)
+            .start_inbound_leg(&leg, (&to, &from), live.as_ref(), now, retention)
             .await?
         {
             tracing::info!(session = %route.session_sid, call = call_sid, "session closed or expired; call refused");
@@ -104,7 +113,6 @@ pub async fn admit(
         }
     }
     tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), to = %route.other_identifier.masked(), "connecting masked call");
-    let limit = time_limit(&route, now);
     if !route.timed {
         return Ok(Admission::Dial { route, limit });
     }
@@ -114,7 +122,7 @@ pub async fn admit(
         proxy_identifier: route.other_proxy.clone(),
         friendly_name: None,
     };
-    match vcall::call_into_room(ctx, &route.session_sid, &other, limit).await {
+    match vcall::ring_into_room(ctx, &route.session_sid, &other, limit).await {
         Ok(_) => Ok(Admission::Room { route }),
         Err(DomainError::SessionClosed(_)) => Ok(Admission::Closed),
         Err(e) => {

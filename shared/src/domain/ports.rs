@@ -6,7 +6,9 @@
 use async_trait::async_trait;
 
 use crate::clock::Clock;
-use crate::model::{CallStatus, Interaction, Participant, ProxyNumber, Session, WarningOutcome};
+use crate::model::{
+    CallStatus, Interaction, LiveCall, Participant, ProxyNumber, Session, WarningOutcome,
+};
 use crate::phone::PhoneNumber;
 
 // The store's plain value types (no SDK types inside but the due cursor's private key).
@@ -50,14 +52,16 @@ pub trait SessionStore: Send + Sync {
         call_sid: &str,
         now: i64,
     ) -> Result<RouteCheck, StoreError>;
-    /// Logs a masked call's inbound leg, marks its session in progress and notes the call on
-    /// its route (`(proxy, caller)`), only while the session is open, before its
-    /// `date_expiry` and not idle past its ttl. False when it is not; true, writing nothing,
-    /// when the CallSid was already logged (Twilio retried).
+    /// Logs a masked call's inbound leg, marks its session in progress, notes the call on
+    /// its route (`(proxy, caller)`) and, with `live`, notes the live call unless one is
+    /// noted, only while the session is open, before its `date_expiry` and not idle past its
+    /// ttl. False when it is not; true, writing nothing, when the CallSid was already logged
+    /// (Twilio retried).
     async fn start_inbound_leg(
         &self,
         leg: &Interaction,
         route: (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError>;

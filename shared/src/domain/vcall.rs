@@ -256,6 +256,19 @@ pub async fn call_into_room(
         }
         Err(e) => return Err(e.into()),
     }
+    ring_into_room(ctx, session_sid, other, limit).await
+}
+
+/// [`call_into_room`] once the live call is noted (a timed masked call notes it in the
+/// write that logs the caller's leg): places the other party's leg, or forgets the live call
+/// if it cannot be placed.
+pub async fn ring_into_room(
+    ctx: Ctx<'_>,
+    session_sid: &str,
+    other: &Participant,
+    limit: u64,
+) -> Result<String, DomainError> {
+    let mode = Mode::Conference;
     match ring(ctx, session_sid, mode, other, limit).await {
         Ok(call_sid) => Ok(call_sid),
         Err(cause) => {

@@ -8,7 +8,7 @@ use super::{
     Condition, Item, OnlyIf, SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item,
     interaction_key, n, s, session_ref, to_attr, to_item, with_key,
 };
-use crate::model::{Interaction, TwilioDirection};
+use crate::model::{Interaction, LiveCall, TwilioDirection};
 use crate::phone::PhoneNumber;
 
 /// How a call leg's callback changed the log.
@@ -52,18 +52,20 @@ impl Store {
     /// transaction that holds only while the session is open and not past its ttl — so a
     /// call racing a close is refused rather than connected into a closed session — and
     /// notes the call on its route (proxy, caller), restarting the route's copy of the ttl.
-    /// Used where a call needs more than its route: a timed call, or a route whose copy of
-    /// the ttl had run out while the session's had not.
+    /// Used where a call needs more than its route: a timed call, which also notes its
+    /// `live` call here (unless one is noted), or a route whose copy of the ttl had run out
+    /// while the session's had not.
     /// `Ok(false)`: the session is closed or inactive. A repeated webhook for the same
     /// CallSid is accepted without a second log entry.
     pub async fn start_inbound_leg(
         &self,
         leg: &Interaction,
         route: (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError> {
-        let items = self.start_inbound_leg_items(leg, route, now, retention)?;
+        let items = self.start_inbound_leg_items(leg, route, live, now, retention)?;
         match self.transact(items).await {
             Ok(()) => Ok(true),
             Err(e) if e.failed_at(0) || e.failed_at(3) => Ok(false),
@@ -77,11 +79,12 @@ impl Store {
         &self,
         leg: &Interaction,
         (proxy, caller): (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         Ok(vec![
-            self.touch_session(&leg.session_sid, now, true, 0)?,
+            self.touch_session_noting(&leg.session_sid, now, true, 0, live)?,
             self.put(interaction_item(leg, now, retention)?, Condition::absent())?,
             self.put(
                 session_ref(&leg.session_sid, call_ref_key(&leg.call_sid))?
@@ -415,6 +418,7 @@ mod tests {
             .start_inbound_leg_items(
                 &leg("CA1", CallStatus::Ringing),
                 (&proxy, &caller),
+                None,
                 200,
                 86_400,
             )
@@ -442,6 +446,80 @@ mod tests {
         assert_eq!(call_ref.item()["session_sid"], s("KC1"));
         assert_eq!(call_ref.item()["expire_at"], n(86_600));
         items.iter().for_each(assert_item_binds_exactly);
+    }
+
+    #[test]
+    fn a_timed_call_notes_its_live_call_in_the_write_that_logs_the_callers_leg() {
+        let store = offline_store();
+        let (proxy, caller) = (
+            PhoneNumber::parse("050-3123-4567").unwrap(),
+            PhoneNumber::parse("090-1234-5678").unwrap(),
+        );
+        let live = LiveCall {
+            mode: crate::model::CallMode::Conference,
+            limit: 600,
+            deadline: None,
+            warned_for: None,
+            warning: None,
+        };
+        let items = store
+            .start_inbound_leg_items(
+                &leg("CA1", CallStatus::InProgress),
+                (&proxy, &caller),
+                Some(&live),
+                200,
+                86_400,
+            )
+            .unwrap();
+        assert_eq!(
+            items.len(),
+            4,
+            "no fifth request: the session's own write notes it"
+        );
+        let session = items[0].update().unwrap();
+        assert!(
+            session
+                .update_expression()
+                .contains("#live = if_not_exists(#live, :live)"),
+            "{}",
+            session.update_expression()
+        );
+        assert!(condition_of(&items[0]).contains("date_expiry > :now"));
+        items.iter().for_each(assert_item_binds_exactly);
+    }
+
+    #[test]
+    fn a_dialled_legs_callback_writes_its_callers_call_reference_in_the_same_request() {
+        let store = offline_store();
+        let items = store
+            .record_items(&leg("CA1", CallStatus::Ringing), true, 0, 200, 86_400)
+            .unwrap();
+        assert_eq!(items.len(), 3);
+        let parent = items[2].update().unwrap();
+        assert_eq!(parent.key()["pk"], s("CALL#CA0"));
+        assert_eq!(
+            condition_of(&items[2]),
+            "attribute_not_exists(pk) OR session_sid = :sid"
+        );
+        assert!(
+            parent
+                .update_expression()
+                .contains("date_created = if_not_exists(date_created, :now)")
+        );
+        items.iter().for_each(assert_item_binds_exactly);
+        // A leg Tsunagu placed itself has no caller to refer to.
+        let placed = Interaction {
+            twilio_direction: TwilioDirection::OutboundApi,
+            parent_call_sid: None,
+            ..leg("CA2", CallStatus::Ringing)
+        };
+        assert_eq!(
+            store
+                .record_items(&placed, true, 0, 200, 86_400)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -326,6 +326,7 @@ impl SessionStore for MemoryStore {
         &self,
         leg: &Interaction,
         (proxy, caller): (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         _retention: i64,
     ) -> Result<bool, StoreError> {
@@ -350,6 +351,9 @@ impl SessionStore for MemoryStore {
         session.status = SessionStatus::InProgress;
         session.date_last_interaction = Some(now);
         session.date_updated = now;
+        if session.live_call.is_none() {
+            session.live_call = live.cloned();
+        }
         t.legs.push(leg.clone());
         let key = (proxy.to_string(), caller.to_string());
         if let Some(route) = t.routes.get_mut(&key) {
