@@ -8,8 +8,9 @@ use crate::app::App;
 use crate::budget::CALLBACK_TIMEOUT;
 use crate::callback;
 use crate::domain::ports::{
-    CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
-    Intercept, Mode, Recorded, Ring, Route, RouteCheck, SessionStore, Settings, StoreError, Told,
+    CallControl, CallError, CallNote, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession,
+    Goodbye, Intercept, Mode, Recorded, Ring, Route, RouteCheck, SessionStore, Settings,
+    StoreError, Told,
 };
 use crate::model::{CallStatus, Interaction, LiveCall, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
@@ -286,6 +287,15 @@ impl SessionStore for Store {
         now: i64,
     ) -> Result<RouteCheck, StoreError> {
         Store::admit_route(self, proxy, caller, call_sid, now).await
+    }
+    async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError> {
+        Store::forget_call(self, proxy, caller, call_sid, prior).await
     }
     async fn start_inbound_leg(
         &self,

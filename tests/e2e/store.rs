@@ -247,7 +247,8 @@ async fn a_call_is_admitted_by_one_conditional_write_on_its_route() {
     let session = open_session(&stack, 60).await;
     let now = stack.app.now();
     let (p1, a, b) = (n(P1), n(A), n(B));
-    let RouteCheck::Open(route) = store.admit_route(&p1, &a, "CA1", now + 10).await.unwrap() else {
+    let RouteCheck::Open(route, prior) = store.admit_route(&p1, &a, "CA1", now + 10).await.unwrap()
+    else {
         panic!("an open session's route is live");
     };
     assert_eq!(route.session_sid, session.sid);
@@ -258,6 +259,34 @@ async fn a_call_is_admitted_by_one_conditional_write_on_its_route() {
         route.inactive_after,
         Some(now + 70),
         "the route's ttl restarted"
+    );
+    assert_eq!(prior.last_call_sid, None);
+    assert_eq!(prior.inactive_after, Some(now + 60), "as created");
+    let stored = store.get_route(&p1, &a).await.unwrap().unwrap();
+    assert_eq!(stored, route, "what came back is what is stored");
+    // A call the platform blocked: its note is taken back, and only its own.
+    let RouteCheck::Open(_, before_blocked) =
+        store.admit_route(&p1, &a, "CA9", now + 20).await.unwrap()
+    else {
+        panic!("still live");
+    };
+    assert!(
+        !store
+            .forget_call(&p1, &a, "CA8", &before_blocked)
+            .await
+            .unwrap(),
+        "not its note"
+    );
+    assert!(
+        store
+            .forget_call(&p1, &a, "CA9", &before_blocked)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_route(&p1, &a).await.unwrap().unwrap(),
+        route,
+        "back to CA1's note"
     );
     // Past the route's copy of the ttl: the route as it was, without a second request.
     let idle = store.admit_route(&p1, &a, "CA2", now + 71).await.unwrap();

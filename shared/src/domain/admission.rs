@@ -67,8 +67,8 @@ pub async fn admit(
     };
     let now = ctx.now();
     // One request on the caller's path: the route's conditional write (see `RouteCheck`).
-    let (route, noted) = match ctx.store.admit_route(&to, &from, call_sid, now).await? {
-        RouteCheck::Open(route) => (route, true),
+    let (route, prior) = match ctx.store.admit_route(&to, &from, call_sid, now).await? {
+        RouteCheck::Open(route, prior) => (route, Some(prior)),
         RouteCheck::Missing => {
             tracing::info!(from = %from.masked(), to = %to.masked(), call = call_sid, "caller has no open session on this number");
             return Ok(Admission::NoSession);
@@ -78,15 +78,23 @@ pub async fn admit(
         // every interaction. The session decides, and the transaction below re-checks it.
         RouteCheck::Idle(route) => match ctx.store.get_session(&route.session_sid).await? {
             Some(s) if s.status.is_open() && s.inactive_after().is_none_or(|t| t > now) => {
-                (route, false)
+                (route, None)
             }
             _ => return Ok(Admission::Closed),
         },
     };
     if !intercept.allows(&route, call_sid).await {
         tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), "intercept callback blocked the call");
+        // A blocked call is no activity: the route's note goes back to what it was (a
+        // request only on this path). Failing that, the caller has still been refused.
+        if let Some(prior) = &prior
+            && let Err(e) = ctx.store.forget_call(&to, &from, call_sid, prior).await
+        {
+            tracing::warn!(session = %route.session_sid, call = call_sid, error = %e, "could not take a blocked call's note off its route");
+        }
         return Ok(Admission::Blocked);
     }
+    let noted = prior.is_some();
     // A plain call needs nothing more: the route proved the session open. A timed call
     // notes its live call and logs the caller's leg now (its room leg is no child of the
     // caller's call, so no dialled leg's callback can name the caller's); so does a call
@@ -301,6 +309,14 @@ mod tests {
         assert_eq!(admit_in(&world, &intercept).await, Admission::Blocked);
         assert_eq!(intercept.asked(), vec![CALL.to_owned()]);
         assert!(world.store.legs().is_empty());
+        // The route's note is put back: a blocked call is no activity, and its callbacks
+        // cannot find the session through the route.
+        let route = world
+            .store
+            .route(PROXY, CALLER)
+            .expect("the session's route");
+        assert_eq!(route.last_call_sid, None);
+        assert_eq!(route.inactive_after, sample_session().inactive_after());
         let session = world.store.session(&sample_session().sid).unwrap();
         assert_eq!(session.status, SessionStatus::Open);
     }

@@ -13,8 +13,8 @@ use crate::phone::PhoneNumber;
 
 // The store's plain value types (no SDK types inside but the due cursor's private key).
 pub use crate::store::{
-    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, Route,
-    RouteCheck, StoreError,
+    CallNote, ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded,
+    Route, RouteCheck, StoreError,
 };
 
 /// The sessions, their call legs and the due index, as the domain reads and changes them.
@@ -52,6 +52,15 @@ pub trait SessionStore: Send + Sync {
         call_sid: &str,
         now: i64,
     ) -> Result<RouteCheck, StoreError>;
+    /// Puts back the note `call_sid` replaced on its route (a call not let through after
+    /// all); false when the route no longer holds that call's note.
+    async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError>;
     /// Logs a masked call's inbound leg, marks its session in progress, notes the call on
     /// its route (`(proxy, caller)`) and, with `live`, notes the live call unless one is
     /// noted, only while the session is open, before its `date_expiry` and not idle past its

@@ -45,7 +45,7 @@ pub use conferences::ConferenceRecord;
 pub use due::{DUE_INDEX, DUE_SHARDS, DueCursor, DueSession, due_shard};
 pub use idempotency::Claim;
 pub use interactions::Recorded;
-pub use routing::{Route, RouteCheck};
+pub use routing::{CallNote, Route, RouteCheck};
 pub use sessions::{CreateConflict, CreateError};
 
 type Item = HashMap<String, AttributeValue>;

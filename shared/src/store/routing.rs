@@ -43,12 +43,22 @@ pub struct Route {
     pub last_call_at: Option<i64>,
 }
 
+/// What a route said of its last call before a call was noted on it: what
+/// [`Store::forget_call`] puts back when the noted call turns out not to be let through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallNote {
+    pub last_call_sid: Option<String>,
+    pub last_call_at: Option<i64>,
+    pub inactive_after: Option<i64>,
+}
+
 /// What the one write on a caller's route found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteCheck {
     /// The route exists (so its session is open: close deletes it in the close transaction),
-    /// is before its `date_expiry` and not idle: the call was noted on it.
-    Open(Route),
+    /// is before its `date_expiry` and not idle: the call was noted on it. The route as
+    /// noted, and its note before.
+    Open(Route, CallNote),
     /// No route: no open session for this caller on this number.
     Missing,
     /// The route's `date_expiry` has passed.
@@ -74,6 +84,16 @@ impl Route {
             last_call_sid: None,
             last_call_at: None,
         }
+    }
+}
+
+impl Route {
+    /// This route as [`NOTE_CALL`] leaves it.
+    fn noted(mut self, call_sid: &str, now: i64) -> Route {
+        self.last_call_sid = Some(call_sid.to_owned());
+        self.last_call_at = Some(now);
+        self.inactive_after = Some(now + self.ttl as i64);
+        self
     }
 }
 
@@ -125,8 +145,9 @@ impl Store {
     }
 
     /// Admits a call on the route (proxy, caller) in one request: a conditional `UpdateItem`
-    /// that holds only while the route is live ([`route_live`]) and returns the route as
-    /// written (`ReturnValues=ALL_NEW`), or, when the condition fails, as it was
+    /// that holds only while the route is live ([`route_live`]) and returns the route as it
+    /// was (`ReturnValues=ALL_OLD`: the note it replaced can be put back, and the new one is
+    /// known), or, when the condition fails, also as it was
     /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`, DynamoDB API reference, UpdateItem), so
     /// a refusal needs no second read. Close deletes the route in its transaction, so a
     /// close ordered before this write makes it fail: a close racing the call wins.
@@ -145,7 +166,7 @@ impl Store {
             .update_expression(NOTE_CALL)
             .only_if(route_live(now))
             .expression_attribute_values(":call", s(call_sid))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -154,7 +175,13 @@ impl Store {
                 let item = out
                     .attributes
                     .ok_or_else(|| StoreError::Corrupt("the route came back empty".into()))?;
-                Ok(RouteCheck::Open(from_item(item)?))
+                let before: Route = from_item(item)?;
+                let prior = CallNote {
+                    last_call_sid: before.last_call_sid.clone(),
+                    last_call_at: before.last_call_at,
+                    inactive_after: before.inactive_after,
+                };
+                Ok(RouteCheck::Open(before.noted(call_sid, now), prior))
             }
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
@@ -173,6 +200,61 @@ impl Store {
                 _ => Err(StoreError::backend(e)),
             },
         }
+    }
+
+    /// Puts back the note a call replaced on its route (`prior`, from [`RouteCheck::Open`])
+    /// when the call was not let through after all (the platform's intercept refused it): a
+    /// refused call is no activity, and no callback of it may find the session through the
+    /// route. Only while the route still holds this call's note; `Ok(false)` otherwise.
+    pub async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError> {
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(route_key(proxy, caller)));
+        let fields = [
+            (
+                "last_call_sid",
+                ":prior_sid",
+                prior.last_call_sid.clone().map(s),
+            ),
+            ("last_call_at", ":prior_at", prior.last_call_at.map(n)),
+            (
+                "inactive_after",
+                ":prior_inactive",
+                prior.inactive_after.map(n),
+            ),
+        ];
+        for (name, placeholder, value) in fields {
+            match value {
+                Some(v) => {
+                    sets.push(format!("{name} = {placeholder}"));
+                    update = update.expression_attribute_values(placeholder, v);
+                }
+                None => removes.push(name),
+            }
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression.push_str(&format!("SET {}", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let r = update
+            .update_expression(expression.trim())
+            .only_if(Condition::new("last_call_sid = :call").value(":call", s(call_sid)))
+            .send()
+            .await;
+        super::written(r)
     }
 
     /// The write that notes an admitted call on its route, as one item of a transaction

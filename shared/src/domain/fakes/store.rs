@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::ports::{
-    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, Route,
-    RouteCheck, SessionStore, StoreError,
+    CallNote, ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded,
+    Route, RouteCheck, SessionStore, StoreError,
 };
 use crate::model::{
     CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, WarningOutcome,
@@ -75,6 +75,14 @@ impl MemoryStore {
         if let Some(s) = self.tables().sessions.get_mut(sid) {
             s.status = SessionStatus::Closed;
         }
+    }
+
+    /// The route `caller` uses on `proxy`, as stored.
+    pub fn route(&self, proxy: &str, caller: &str) -> Option<Route> {
+        self.tables()
+            .routes
+            .get(&(proxy.to_owned(), caller.to_owned()))
+            .cloned()
     }
 
     /// Activity that moves only the session item, as `call-status`'s callbacks do.
@@ -316,10 +324,38 @@ impl SessionStore for MemoryStore {
         if route.ttl > 0 && route.inactive_after.is_some_and(|i| i <= now) {
             return Ok(RouteCheck::Idle(route.clone()));
         }
+        let prior = CallNote {
+            last_call_sid: route.last_call_sid.clone(),
+            last_call_at: route.last_call_at,
+            inactive_after: route.inactive_after,
+        };
         route.last_call_sid = Some(call_sid.to_owned());
         route.last_call_at = Some(now);
         route.inactive_after = Some(now + route.ttl as i64);
-        Ok(RouteCheck::Open(route.clone()))
+        Ok(RouteCheck::Open(route.clone(), prior))
+    }
+
+    async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError> {
+        self.failure("forget_call")?;
+        let key = (proxy.to_string(), caller.to_string());
+        let mut t = self.tables();
+        let Some(route) = t
+            .routes
+            .get_mut(&key)
+            .filter(|r| r.last_call_sid.as_deref() == Some(call_sid))
+        else {
+            return Ok(false);
+        };
+        route.last_call_sid = prior.last_call_sid.clone();
+        route.last_call_at = prior.last_call_at;
+        route.inactive_after = prior.inactive_after;
+        Ok(true)
     }
 
     async fn start_inbound_leg(
