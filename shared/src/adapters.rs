@@ -8,11 +8,11 @@ use crate::app::App;
 use crate::budget::CALLBACK_TIMEOUT;
 use crate::callback;
 use crate::domain::ports::{
-    CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
-    Intercept, Mode, Recorded, Ring, Route, SessionStore, Settings, StoreError, TimerError,
-    TimerKind, Timers, Told,
+    CallControl, CallError, CallNote, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession,
+    Goodbye, Intercept, Mode, Recorded, Ring, Route, RouteCheck, SessionStore, Settings,
+    StoreError, TimerError, TimerKind, Timers, Told,
 };
-use crate::model::{CallStatus, Interaction, ProxyNumber, Session, WarningOutcome};
+use crate::model::{CallStatus, Interaction, LiveCall, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
 use crate::store::Store;
 use crate::twilio::{NewCall, TwilioError};
@@ -326,20 +326,33 @@ impl SessionStore for Store {
     ) -> Result<(), StoreError> {
         Store::extend_session(self, session, seconds, due, now).await
     }
-    async fn get_route(
+    async fn admit_route(
         &self,
         proxy: &PhoneNumber,
         caller: &PhoneNumber,
-    ) -> Result<Option<Route>, StoreError> {
-        Store::get_route(self, proxy, caller).await
+        call_sid: &str,
+        now: i64,
+    ) -> Result<RouteCheck, StoreError> {
+        Store::admit_route(self, proxy, caller, call_sid, now).await
+    }
+    async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError> {
+        Store::forget_call(self, proxy, caller, call_sid, prior).await
     }
     async fn start_inbound_leg(
         &self,
         leg: &Interaction,
+        route: (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError> {
-        Store::start_inbound_leg(self, leg, now, retention).await
+        Store::start_inbound_leg(self, leg, route, live, now, retention).await
     }
     async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError> {
         Store::list_interactions(self, session_sid).await

@@ -116,6 +116,160 @@ async fn a_masked_call_goes_both_ways_and_is_logged_with_its_cost() {
     assert_eq!(log["interactions"].as_array().unwrap().len(), 4);
 }
 
+/// Issue 12: a masked call costs `inbound-call` one DynamoDB request per webhook — counted
+/// where every request of the function passes (the local IAM interceptor) — and keeps its
+/// guarantees: the caller's leg is logged once with its cost although Twilio retried the
+/// webhook with the same CallSid, and the ttl restarts on the session and on the route.
+#[tokio::test]
+async fn a_masked_call_costs_inbound_call_one_dynamodb_request_per_webhook() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let mut body = session_body(A, B);
+    body["ttl"] = json!(3600);
+    let s = session(&stack, body).await;
+    let sid = s["sid"].as_str().unwrap();
+    let (a, b, p) = (e164(A), e164(B), proxy(&s, 0));
+    let sim = stack.sim();
+    let requests_before = stack.dynamodb_requests("inbound-call").len();
+    let started = stack.app.now();
+
+    sim.set_phone(
+        &b,
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(65)),
+    );
+    let parent = sim.dial_in(&a, &p, CallerScript::default()).await;
+    // Twilio retries the webhook with the same CallSid (its first answer was lost).
+    let url = format!("{}/twilio/voice/inbound", stack.url);
+    let form = vec![
+        ("CallSid".to_string(), parent.clone()),
+        ("From".into(), a.clone()),
+        ("To".into(), p.clone()),
+        ("Direction".into(), "inbound".into()),
+    ];
+    let signature = tsunagu::signature::compute(tsunagu_tests::stack::AUTH_TOKEN, &url, &form);
+    let retry = stack
+        .http
+        .post(&url)
+        .header("x-twilio-signature", signature)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    assert!(
+        retry.text().await.unwrap().contains("<Dial"),
+        "answered alike"
+    );
+    stack.finish_calls().await;
+
+    // The simulator's webhooks to inbound-call: the call's, then its dial's action.
+    let webhooks = |path: &str| {
+        sim.webhook_timings()
+            .iter()
+            .filter(|w| w.url.split('?').next().unwrap().ends_with(path))
+            .count()
+    };
+    assert_eq!(webhooks("/twilio/voice/inbound"), 1);
+    assert_eq!(webhooks("/twilio/voice/inbound/dial-result"), 1);
+    let made = stack.dynamodb_requests("inbound-call")[requests_before..].to_vec();
+    assert_eq!(
+        made,
+        ["UpdateItem", "UpdateItem"],
+        "one conditional write on the route for the call and one for its retry; none for the dial's action"
+    );
+
+    // call-status: one transaction per callback of B's dialled leg (which also writes the
+    // caller's call reference); the caller's final callback reads that reference and the
+    // session (participants, room or not) once, then logs the leg.
+    let callbacks = webhooks("/twilio/voice/status");
+    assert_eq!(
+        callbacks, 5,
+        "B's initiated, ringing, answered, completed; A's completed"
+    );
+    let status_requests = stack.dynamodb_requests("call-status");
+    let count = |op: &str| status_requests.iter().filter(|o| **o == op).count();
+    assert_eq!(
+        (
+            count("TransactWriteItems"),
+            count("GetItem"),
+            status_requests.len()
+        ),
+        (5, 2, 7),
+        "{status_requests:?}"
+    );
+
+    // The caller's leg is logged once, whole, with its cost, first in the log.
+    let (_, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    let legs = log["interactions"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "{log}");
+    let inbound = &legs[0];
+    assert_eq!(
+        inbound["call_sid"],
+        parent.as_str(),
+        "the caller's leg first: {log}"
+    );
+    assert_eq!(inbound["direction"], "inbound");
+    assert_eq!(inbound["from"], "+8190****5678");
+    assert_eq!(inbound["status"], "completed");
+    let minutes = inbound["billed_minutes"].as_u64().unwrap();
+    assert!(minutes >= 2, "{inbound}");
+    assert_eq!(
+        inbound["cost"],
+        json!(minutes),
+        "the caller's leg at 1 JPY/min"
+    );
+    let stored = stack
+        .app
+        .store
+        .get_interaction(sid, &parent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.from_participant_sid.as_deref(),
+        s["participants"][0]["sid"].as_str()
+    );
+    assert_eq!(
+        stored.to_participant_sid.as_deref(),
+        s["participants"][1]["sid"].as_str()
+    );
+    assert_eq!(
+        log["total_cost"].as_f64().unwrap(),
+        32.4 + minutes as f64,
+        "both legs' costs on the session"
+    );
+
+    // The ttl restarted: on the route by the admitting write, on the session by the legs'
+    // callbacks.
+    let route = stack
+        .app
+        .store
+        .get_route(
+            &tsunagu::phone::PhoneNumber::parse(&p).unwrap(),
+            &tsunagu::phone::PhoneNumber::parse(&a).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let admitted = route.last_call_at.unwrap();
+    assert_eq!(route.last_call_sid.as_deref(), Some(parent.as_str()));
+    assert!(admitted >= started);
+    assert_eq!(route.inactive_after, Some(admitted + 3600));
+    let session = stack.app.store.get_session(sid).await.unwrap().unwrap();
+    let last = session.date_last_interaction.unwrap();
+    assert!(
+        last >= admitted + 65,
+        "restarted by the legs' last callbacks: {last} vs {admitted}"
+    );
+    assert_eq!(session.inactive_after(), Some(last + 3600));
+    assert_eq!(
+        stored.date_created, admitted,
+        "the caller's leg starts when it was admitted"
+    );
+}
+
 #[tokio::test]
 async fn a_withheld_caller_is_asked_to_call_again_with_the_number_shown() {
     let stack = stack().await;

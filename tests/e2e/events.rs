@@ -408,7 +408,8 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
     assert_eq!(ran.status, 200);
     assert!(ran.body.contains("少々お待ちください"), "{}", ran.body);
 
-    // A calls P2: the masked call dials B with P2 as caller ID, and A's leg is logged.
+    // A calls P2: the masked call dials B with P2 as caller ID, after one write on the
+    // route, which notes the call; the legs are logged from their status callbacks.
     let ran = events.run("inbound-call").await;
     assert_eq!(ran.status, 200);
     assert!(
@@ -420,15 +421,20 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
         "{}",
         ran.body
     );
-    let legs = events
-        .stack
-        .app
-        .store
-        .list_interactions(quiet)
+    let store = &events.stack.app.store;
+    let route = store
+        .get_route(
+            &PhoneNumber::parse(seed::P2).unwrap(),
+            &PhoneNumber::parse(seed::A).unwrap(),
+        )
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(legs.len(), 1, "{legs:?}");
-    assert_eq!(legs[0].call_sid, "CA11111111111111111111111111111111");
+    assert_eq!(
+        route.last_call_sid.as_deref(),
+        Some("CA11111111111111111111111111111111")
+    );
+    assert!(store.list_interactions(quiet).await.unwrap().is_empty());
 
     let ran = events.run("inbound-call-dial-result").await;
     assert_eq!(ran.status, 200);
@@ -455,6 +461,16 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
         .unwrap()
         .unwrap();
     assert_eq!((leg.duration, leg.cost_milli_yen), (65, 32_400));
+    // It named its parent, A's call, whose own final callback will find the session so.
+    let parent = events
+        .stack
+        .app
+        .store
+        .call_ref("CA11111111111111111111111111111111")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(parent.session_sid, quiet);
 
     // Closing the live session ends its call through Twilio and frees its routes.
     let ran = events.run("close-session").await;

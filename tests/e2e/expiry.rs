@@ -402,6 +402,12 @@ async fn a_timed_masked_call_runs_through_the_room_and_gets_the_warning() {
         .find(|c| c.to == e164(B))
         .unwrap();
     assert_eq!(b_leg.from, p, "B sees the proxy number");
+    // Issue 12's audit: the timed path's requests — the route's write, one transaction that
+    // logs the caller's leg and notes the live call, and B's leg logged once placed.
+    assert_eq!(
+        stack.dynamodb_requests("inbound-call"),
+        ["UpdateItem", "TransactWriteItems", "TransactWriteItems"]
+    );
     // The call's clock starts when the conference does, once B is in it (3 s): the warning
     // is due at 7:03, so the minute sweep gives it at 8:00.
     stack.sim().advance(Duration::from_secs(460)).await;

@@ -8,7 +8,7 @@ use crate::common::*;
 use tsunagu::model::{CallStatus, Interaction, ProxyNumber, Session, SessionStatus};
 use tsunagu::phone::{NumberClass, PhoneNumber};
 use tsunagu::pricing::Direction;
-use tsunagu::store::{Claim, Recorded, StoreError};
+use tsunagu::store::{Claim, Recorded, RouteCheck, StoreError};
 use tsunagu_tests::stack::Stack;
 
 fn n(s: &str) -> PhoneNumber {
@@ -182,18 +182,20 @@ async fn an_inbound_leg_needs_an_open_active_session() {
     let store = &stack.app.store;
     let session = open_session(&stack, 60).await;
     let now = stack.app.now();
+    let (p1, a) = (n(P1), n(A));
+    let route = (&p1, &a);
     let mut inbound = leg(&session, "CA1", CallStatus::InProgress, 0);
     inbound.parent_call_sid = None;
     // Past the ttl with no interaction since creation: refused.
     assert!(
         !store
-            .start_inbound_leg(&inbound, now + 61, 86_400)
+            .start_inbound_leg(&inbound, route, None, now + 61, 86_400)
             .await
             .unwrap()
     );
     assert!(
         store
-            .start_inbound_leg(&inbound, now + 30, 86_400)
+            .start_inbound_leg(&inbound, route, None, now + 30, 86_400)
             .await
             .unwrap()
     );
@@ -204,7 +206,7 @@ async fn an_inbound_leg_needs_an_open_active_session() {
     // The same webhook again (Twilio retried): accepted, logged once.
     assert!(
         store
-            .start_inbound_leg(&inbound, now + 31, 86_400)
+            .start_inbound_leg(&inbound, route, None, now + 31, 86_400)
             .await
             .unwrap()
     );
@@ -217,7 +219,7 @@ async fn an_inbound_leg_needs_an_open_active_session() {
     second.parent_call_sid = None;
     assert!(
         store
-            .start_inbound_leg(&second, now + 85, 86_400)
+            .start_inbound_leg(&second, route, None, now + 85, 86_400)
             .await
             .unwrap()
     );
@@ -225,11 +227,119 @@ async fn an_inbound_leg_needs_an_open_active_session() {
         !store
             .start_inbound_leg(
                 &leg(&session, "CA3", CallStatus::InProgress, 0),
+                route,
+                None,
                 now + 200,
                 86_400
             )
             .await
             .unwrap()
+    );
+}
+
+/// The one write `inbound-call` makes for a plain call, against the emulator: it proves the
+/// route live and returns it, says why not when it is not (without a second read), and a
+/// close ordered before it wins.
+#[tokio::test]
+async fn a_call_is_admitted_by_one_conditional_write_on_its_route() {
+    let stack = stack().await;
+    let store = &stack.app.store;
+    let session = open_session(&stack, 60).await;
+    let now = stack.app.now();
+    let (p1, a, b) = (n(P1), n(A), n(B));
+    let RouteCheck::Open(route, prior) = store.admit_route(&p1, &a, "CA1", now + 10).await.unwrap()
+    else {
+        panic!("an open session's route is live");
+    };
+    assert_eq!(route.session_sid, session.sid);
+    assert_eq!(route.other_identifier, b);
+    assert_eq!(route.last_call_sid.as_deref(), Some("CA1"));
+    assert_eq!(route.last_call_at, Some(now + 10));
+    assert_eq!(
+        route.inactive_after,
+        Some(now + 70),
+        "the route's ttl restarted"
+    );
+    assert_eq!(prior.last_call_sid, None);
+    assert_eq!(prior.inactive_after, Some(now + 60), "as created");
+    let stored = store.get_route(&p1, &a).await.unwrap().unwrap();
+    assert_eq!(stored, route, "what came back is what is stored");
+    // A call the platform blocked: its note is taken back, and only its own.
+    let RouteCheck::Open(_, before_blocked) =
+        store.admit_route(&p1, &a, "CA9", now + 20).await.unwrap()
+    else {
+        panic!("still live");
+    };
+    assert!(
+        !store
+            .forget_call(&p1, &a, "CA8", &before_blocked)
+            .await
+            .unwrap(),
+        "not its note"
+    );
+    assert!(
+        store
+            .forget_call(&p1, &a, "CA9", &before_blocked)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_route(&p1, &a).await.unwrap().unwrap(),
+        route,
+        "back to CA1's note"
+    );
+    // Past the route's copy of the ttl: the route as it was, without a second request.
+    let idle = store.admit_route(&p1, &a, "CA2", now + 71).await.unwrap();
+    assert!(
+        matches!(&idle, RouteCheck::Idle(r) if r.last_call_sid.as_deref() == Some("CA1")),
+        "{idle:?}"
+    );
+    // A stranger has no route.
+    let stranger = store
+        .admit_route(&p1, &n("090-5555-6666"), "CA3", now)
+        .await
+        .unwrap();
+    assert_eq!(stranger, RouteCheck::Missing);
+    // Closing deletes the routes in the close transaction: a call ordered after it is refused.
+    store
+        .close_session(&session, "closed-by-api", now + 20, now + 90)
+        .await
+        .unwrap();
+    let after_close = store.admit_route(&p1, &b, "CA4", now + 21).await.unwrap();
+    assert_eq!(after_close, RouteCheck::Missing);
+    assert!(
+        store.get_route(&p1, &b).await.unwrap().is_none(),
+        "nothing was created"
+    );
+}
+
+/// A session with a `date_expiry`: its route refuses calls from that instant, before the
+/// sweep has closed it.
+#[tokio::test]
+async fn a_route_past_its_date_expiry_is_ended() {
+    let stack = stack().await;
+    let store = &stack.app.store;
+    let now = stack.app.now();
+    store
+        .add_number(&ProxyNumber {
+            phone_number: n(P1),
+            is_reserved: false,
+            in_use: 0,
+            date_created: now,
+            date_updated: now,
+        })
+        .await
+        .unwrap();
+    let mut session = session_fixture(now, A, B, P1);
+    session.date_expiry = Some(now + 100);
+    store.create_session(&session, now).await.unwrap();
+    let check = store
+        .admit_route(&n(P1), &n(A), "CA1", now + 100)
+        .await
+        .unwrap();
+    assert!(
+        matches!(check, RouteCheck::Ended(r) if r.last_call_sid.is_none()),
+        "unchanged"
     );
 }
 

@@ -79,6 +79,13 @@ async fn bridge_mode_rings_a_then_dials_b_with_the_proxy_as_caller_id() {
     );
     assert_eq!(b_leg.duration_secs, 65);
 
+    // Issue 12's audit: A's answer costs bridge-twiml a read of the session (open?) and the
+    // clock's conditional start — not a second read; the after-dial step costs nothing.
+    assert_eq!(
+        stack.dynamodb_requests("bridge-twiml"),
+        ["GetItem", "UpdateItem"]
+    );
+
     let legs = log(&stack, &sid(&s)).await;
     assert_eq!(legs.len(), 2, "{legs:?}");
     assert!(

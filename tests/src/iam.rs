@@ -490,6 +490,34 @@ fn dynamodb_requests(
     Err("an operation the local IAM check does not model (add it in tests/src/iam.rs)".into())
 }
 
+/// Every DynamoDB request the functions of one stack made, in order: (function, operation).
+/// One entry per request as the SDK sends it (the interceptor runs once per operation, before
+/// any retry), so a test can count the round trips a webhook costs.
+pub type RequestLog = Arc<Mutex<Vec<(String, &'static str)>>>;
+
+/// The operation a DynamoDB request is.
+fn operation_of(input: &Input) -> &'static str {
+    use aws_sdk_dynamodb::operation as op;
+    macro_rules! named {
+        ($($module:ident :: $ty:ident => $name:literal),*) => {
+            $(if input.downcast_ref::<op::$module::$ty>().is_some() { return $name; })*
+        };
+    }
+    named!(
+        get_item::GetItemInput => "GetItem",
+        put_item::PutItemInput => "PutItem",
+        update_item::UpdateItemInput => "UpdateItem",
+        delete_item::DeleteItemInput => "DeleteItem",
+        query::QueryInput => "Query",
+        scan::ScanInput => "Scan",
+        transact_write_items::TransactWriteItemsInput => "TransactWriteItems",
+        transact_get_items::TransactGetItemsInput => "TransactGetItems",
+        batch_get_item::BatchGetItemInput => "BatchGetItem",
+        batch_write_item::BatchWriteItemInput => "BatchWriteItem"
+    );
+    "other"
+}
+
 /// The interceptor on one function's DynamoDB client.
 #[derive(Debug, Clone)]
 pub struct DynamoGuard {
@@ -497,6 +525,7 @@ pub struct DynamoGuard {
     pub policy: Arc<Policy>,
     pub region: String,
     pub denials: Denials,
+    pub requests: RequestLog,
 }
 
 impl Intercept for DynamoGuard {
@@ -509,6 +538,10 @@ impl Intercept for DynamoGuard {
         context: &BeforeSerializationInterceptorContextRef<'_>,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((self.function.clone(), operation_of(context.input())));
         let arn = |table: &str| dynamodb_table_arn(&self.region, ACCOUNT, table);
         let pairs = dynamodb_requests(context.input(), &arn).map_err(|e| {
             let denial = Denial {

@@ -23,7 +23,7 @@ use tsunagu::telemetry::{MemorySink, Telemetry};
 use crate::console::TwilioConsole;
 use crate::control::Control;
 use crate::gateway::{self, Gateway};
-use crate::iam::{self, Denial, Denials};
+use crate::iam::{self, Denial, Denials, RequestLog};
 use crate::simulator::{SimConfig, Simulator, VirtualClock};
 use crate::template;
 
@@ -105,6 +105,8 @@ pub struct Stack {
     pub gateway: Gateway,
     /// Requests the functions' policies refused.
     pub denials: Denials,
+    /// Every DynamoDB request the functions made (`Stack::dynamodb_requests`).
+    pub requests: RequestLog,
     /// When the stack started, on the simulator's clock: the sweep fires every minute from here.
     pub started: time::OffsetDateTime,
     /// The operator's view, with full access: tests read and seed the table through it.
@@ -293,6 +295,7 @@ impl Stack {
         let app_clock: Arc<dyn Clock> = Arc::new(SimClock(clock.clone()));
         let app = Arc::new(App::new(config.clone(), &aws, app_clock.clone()));
         let denials = Denials::default();
+        let requests = RequestLog::default();
         let metrics = MemorySink::default();
         let schedules_changed = crate::timers::Changed::default();
         let mut apps = HashMap::new();
@@ -305,6 +308,7 @@ impl Stack {
                     policy: policy.clone(),
                     region: REGION.to_owned(),
                     denials: denials.clone(),
+                    requests: requests.clone(),
                 })
                 .build();
             let mut secrets = aws_sdk_secretsmanager::config::Builder::from(&aws);
@@ -417,6 +421,7 @@ impl Stack {
         Ok(Stack {
             gateway,
             denials,
+            requests,
             started: clock.now(),
             url,
             app,
@@ -429,6 +434,17 @@ impl Stack {
             metrics,
             server,
         })
+    }
+
+    /// The DynamoDB requests `function` has made so far, by operation, in order.
+    pub fn dynamodb_requests(&self, function: &str) -> Vec<&'static str> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|(f, _)| f == function)
+            .map(|(_, op)| *op)
+            .collect()
     }
 
     /// The requests refused so far, forgotten once taken (a test that expects a denial).

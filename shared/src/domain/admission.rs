@@ -1,13 +1,15 @@
-//! A masked call comes in: whether the caller may be connected, and how. One read finds the
-//! route; the platform's intercept may refuse; one conditional write logs the leg while the
-//! session is still open; then the other party is dialled, or called into a timed call's room.
+//! A masked call comes in: whether the caller may be connected, and how. One conditional
+//! write on the caller's route proves the session open and hands back the route; the
+//! platform's intercept may refuse; then the other party is dialled — the legs are logged by
+//! `call-status` from the callbacks Twilio sends anyway — or, for a timed call, the caller's
+//! leg is logged and the other party called into the session's room.
 
 use crate::domain::DomainError;
-use crate::domain::ports::{Ctx, Intercept, Route};
+use crate::domain::ports::{Ctx, Intercept, Route, RouteCheck};
 use crate::domain::sessions::MAX_CALL_SECONDS;
 use crate::domain::vcall;
 use crate::ids;
-use crate::model::{CallStatus, Interaction, Participant, TwilioDirection};
+use crate::model::{CallMode, CallStatus, Interaction, LiveCall, Participant, TwilioDirection};
 use crate::phone::{self, PhoneNumber};
 use crate::pricing::Direction;
 
@@ -40,7 +42,8 @@ pub enum Admission {
     Room { route: Route },
 }
 
-/// Decides what a caller gets, logging their leg (once per CallSid) when they are let through.
+/// Decides what a caller gets. A plain call is one request to the store; a timed call also
+/// logs the caller's leg (once per CallSid) and notes its live call.
 /// An `Err` is a failure (the store, or Twilio refusing the other party's leg): the caller
 /// hears an apology.
 pub async fn admit(
@@ -62,26 +65,63 @@ pub async fn admit(
     let (Some(from), Some(to)) = (from, PhoneNumber::parse(call.to).ok()) else {
         return Ok(Admission::NoSession);
     };
-    let Some(route) = ctx.store.get_route(&to, &from).await? else {
-        tracing::info!(from = %from.masked(), to = %to.masked(), call = call_sid, "caller has no open session on this number");
-        return Ok(Admission::NoSession);
-    };
     let now = ctx.now();
-    if route.date_expiry.is_some_and(|t| t <= now) {
-        return Ok(Admission::Closed);
-    }
+    // One request on the caller's path: the route's conditional write (see `RouteCheck`).
+    let (route, prior) = match ctx.store.admit_route(&to, &from, call_sid, now).await? {
+        RouteCheck::Open(route, prior) => (route, Some(prior)),
+        RouteCheck::Missing => {
+            tracing::info!(from = %from.masked(), to = %to.masked(), call = call_sid, "caller has no open session on this number");
+            return Ok(Admission::NoSession);
+        }
+        RouteCheck::Ended(_) => return Ok(Admission::Closed),
+        // The route's copy of the ttl is moved only by calls on this route; the session's by
+        // every interaction. The session decides, and the transaction below re-checks it.
+        RouteCheck::Idle(route) => match ctx.store.get_session(&route.session_sid).await? {
+            Some(s) if s.status.is_open() && s.inactive_after().is_none_or(|t| t > now) => {
+                (route, None)
+            }
+            _ => return Ok(Admission::Closed),
+        },
+    };
     if !intercept.allows(&route, call_sid).await {
         tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), "intercept callback blocked the call");
+        // A blocked call is no activity: the route's note goes back to what it was (a
+        // request only on this path). Failing that, the caller has still been refused.
+        if let Some(prior) = &prior
+            && let Err(e) = ctx.store.forget_call(&to, &from, call_sid, prior).await
+        {
+            tracing::warn!(session = %route.session_sid, call = call_sid, error = %e, "could not take a blocked call's note off its route");
+        }
         return Ok(Admission::Blocked);
     }
-    let leg = inbound_leg(&route, call_sid, &from, &to, now);
-    let retention = ctx.settings.retention_seconds;
-    if !ctx.store.start_inbound_leg(&leg, now, retention).await? {
-        tracing::info!(session = %route.session_sid, call = call_sid, "session closed or expired; call refused");
-        return Ok(Admission::Closed);
+    let noted = prior.is_some();
+    // A plain call needs nothing more: the route proved the session open. A timed call
+    // notes its live call and logs the caller's leg now (its room leg is no child of the
+    // caller's call, so no dialled leg's callback can name the caller's); so does a call
+    // whose route had to be confirmed against the session, which also restarts the ttl.
+    let limit = time_limit(&route, now);
+    if route.timed || !noted {
+        let leg = inbound_leg(&route, call_sid, &from, &to, now);
+        let retention = ctx.settings.retention_seconds;
+        // A timed call notes its live call in the same write: one request fewer.
+        let live = route.timed.then_some(LiveCall {
+            mode: CallMode::Conference,
+            limit,
+            deadline: None,
+            warned_for: None,
+            warning: None,
+            noticed_for: None,
+        });
+        if !ctx
+            .store
+            .start_inbound_leg(&leg, (&to, &from), live.as_ref(), now, retention)
+            .await?
+        {
+            tracing::info!(session = %route.session_sid, call = call_sid, "session closed or expired; call refused");
+            return Ok(Admission::Closed);
+        }
     }
     tracing::info!(session = %route.session_sid, call = call_sid, from = %from.masked(), to = %route.other_identifier.masked(), "connecting masked call");
-    let limit = time_limit(&route, now);
     if !route.timed {
         return Ok(Admission::Dial { route, limit });
     }
@@ -93,7 +133,7 @@ pub async fn admit(
         announcement: None,
         announcement_url: None,
     };
-    match vcall::call_into_room(ctx, &route.session_sid, &other, limit).await {
+    match vcall::ring_into_room(ctx, &route.session_sid, &other, limit).await {
         Ok(_) => Ok(Admission::Room { route }),
         Err(DomainError::SessionClosed(_)) => Ok(Admission::Closed),
         Err(e) => {
@@ -190,7 +230,7 @@ mod tests {
         // Were the route looked up, this would fail the call.
         world
             .store
-            .fail_next("get_route", StoreError::Backend("down".into()));
+            .fail_next("admit_route", StoreError::Backend("down".into()));
         let intercept = FakeIntercept::default();
         for from in [Some("anonymous"), Some("+266696687"), Some(""), None] {
             let got = admit(world.ctx(), &intercept, call(from)).await.unwrap();
@@ -239,10 +279,22 @@ mod tests {
         assert_eq!(admit_in(&expired, &intercept).await, Admission::Closed);
         assert!(intercept.asked().is_empty(), "no need to ask the platform");
 
-        let raced = world_with(sample_session());
-        raced.store.close_after_routing(&sample_session().sid);
+        // A close that deletes the routes before the call's write: refused (the store's
+        // write on the route is conditional on the route existing).
+        let closed = world_with(sample_session());
+        let session = closed.store.session(&sample_session().sid).unwrap();
+        closed
+            .store
+            .close_session(&session, "closed", NOW, NOW)
+            .await
+            .unwrap();
+        assert_eq!(admit_in(&closed, &intercept).await, Admission::NoSession);
+        // A timed call writes its leg after its route: a close landing in between wins.
+        let raced = world_with(timed());
+        raced.store.close_after_routing(&timed().sid);
         assert_eq!(admit_in(&raced, &intercept).await, Admission::Closed);
         assert!(raced.store.legs().is_empty());
+        assert!(raced.calls.requests().is_empty(), "nobody is called");
 
         let idle = world_with(Session {
             ttl: 600,
@@ -260,16 +312,26 @@ mod tests {
         assert_eq!(admit_in(&world, &intercept).await, Admission::Blocked);
         assert_eq!(intercept.asked(), vec![CALL.to_owned()]);
         assert!(world.store.legs().is_empty());
+        // The route's note is put back: a blocked call is no activity, and its callbacks
+        // cannot find the session through the route.
+        let route = world
+            .store
+            .route(PROXY, CALLER)
+            .expect("the session's route");
+        assert_eq!(route.last_call_sid, None);
+        assert_eq!(route.inactive_after, sample_session().inactive_after());
         let session = world.store.session(&sample_session().sid).unwrap();
         assert_eq!(session.status, SessionStatus::Open);
     }
 
     #[tokio::test]
-    async fn an_open_session_dials_the_other_party_and_logs_the_callers_leg() {
+    async fn an_open_session_dials_the_other_party_after_one_write_on_the_route() {
         // No warning, so no room: the call is a plain <Dial>.
         let world = world_with(Session {
             date_expiry: Some(NOW + 300),
             warning_lead: 0,
+            ttl: 600,
+            date_created: NOW - 10,
             ..sample_session()
         });
         let intercept = FakeIntercept::default();
@@ -280,15 +342,12 @@ mod tests {
         assert_eq!(route.other_identifier.as_str(), "+818098765432");
         assert_eq!(route.other_proxy.as_str(), PROXY);
         assert_eq!(limit, 300, "cut to what is left before the session's end");
-        let legs = world.store.legs();
-        assert_eq!(legs.len(), 1);
-        assert_eq!(legs[0].call_sid, CALL);
-        assert_eq!(legs[0].from_participant_sid.as_deref(), Some("KP1"));
-        assert_eq!(legs[0].to_participant_sid.as_deref(), Some("KP2"));
-        assert_eq!(legs[0].twilio_direction, TwilioDirection::Inbound);
-        assert!(!legs[0].from_masked.contains("12345678"), "masked");
-        let session = world.store.session(&sample_session().sid).unwrap();
-        assert_eq!(session.status, SessionStatus::InProgress);
+        // The route noted the call and restarted its copy of the ttl; the legs are logged by
+        // call-status, from the callbacks.
+        assert_eq!(route.last_call_sid.as_deref(), Some(CALL));
+        assert_eq!(route.last_call_at, Some(NOW));
+        assert_eq!(route.inactive_after, Some(NOW + 600));
+        assert!(world.store.legs().is_empty());
         assert!(
             world.calls.requests().is_empty(),
             "the caller's <Dial> rings"
@@ -296,14 +355,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_repeated_call_sid_is_logged_once_and_answered_alike() {
+    async fn a_route_idle_by_its_copy_asks_the_session_which_decides() {
+        // A's route holds the ttl of the session's creation, 700 s ago.
+        let world = world_with(Session {
+            ttl: 600,
+            warning_lead: 0,
+            date_created: NOW - 700,
+            ..sample_session()
+        });
+        let intercept = FakeIntercept::default();
+        assert_eq!(
+            admit_in(&world, &intercept).await,
+            Admission::Closed,
+            "idle by both"
+        );
+        // Activity that moved only the session (call-status): the session decides.
+        let sid = sample_session().sid;
+        world.store.touch_session_only(&sid, NOW - 100);
+        let Admission::Dial { .. } = admit_in(&world, &intercept).await else {
+            panic!("the session is active: the call goes through");
+        };
+        // Confirmed through the session: the leg is logged, the ttl restarts on both.
+        assert_eq!(world.store.legs().len(), 1);
+        let session = world.store.session(&sid).unwrap();
+        assert_eq!(session.date_last_interaction, Some(NOW));
+        let Admission::Dial { route, .. } = admit_in(&world, &intercept).await else {
+            panic!("and again, now on the route alone");
+        };
+        assert_eq!(route.inactive_after, Some(NOW + 600));
+        assert_eq!(world.store.legs().len(), 1, "the route alone logs nothing");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_call_sid_is_answered_alike() {
         let world = world_with(sample_session());
         let intercept = FakeIntercept::default();
         let first = admit_in(&world, &intercept).await;
         let again = admit_in(&world, &intercept).await;
         assert!(matches!(first, Admission::Dial { .. }));
         assert_eq!(again, first);
-        assert_eq!(world.store.legs().len(), 1);
     }
 
     #[tokio::test]
@@ -361,11 +451,12 @@ mod tests {
         let world = world_with(sample_session());
         world
             .store
-            .fail_next("get_route", StoreError::Backend("throttled".into()));
+            .fail_next("admit_route", StoreError::Backend("throttled".into()));
         let got = admit(world.ctx(), &intercept, call(Some(CALLER))).await;
         assert!(matches!(got, Err(DomainError::Store(_))), "{got:?}");
 
-        // The leg's write meeting another session's record of this CallSid.
+        // A timed call's leg write meeting another session's record of this CallSid.
+        let world = world_with(timed());
         world
             .store
             .fail_next("start_inbound_leg", StoreError::ConditionFailed);
@@ -389,6 +480,10 @@ mod tests {
             timed: false,
             recording_notice: None,
             other_announced: false,
+            ttl: 0,
+            inactive_after: None,
+            last_call_sid: None,
+            last_call_at: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub struct EndedLeg<'a> {
     pub call_sid: &'a str,
     pub twilio_direction: TwilioDirection,
     pub status: CallStatus,
+    /// The session, when the caller has just read it (`call-status` reads it for a caller's
+    /// own leg): not read again.
+    pub session: Option<&'a Session>,
 }
 
 /// A leg's final status arrived (a status that is not final changes nothing here).
@@ -90,15 +93,23 @@ async fn after_leg_ended(
     session_sid: &str,
     leg: &EndedLeg<'_>,
 ) -> Result<(), DomainError> {
-    let Some(session) = ctx.store.get_session(session_sid).await? else {
-        return Ok(());
+    let read;
+    let session = match leg.session {
+        Some(session) => session,
+        None => match ctx.store.get_session(session_sid).await? {
+            Some(session) => {
+                read = session;
+                &read
+            }
+            None => return Ok(()),
+        },
     };
     let bridge = session
         .live_call
         .as_ref()
         .is_some_and(|l| l.mode == CallMode::Bridge);
     if bridge && leg.twilio_direction == TwilioDirection::OutboundApi {
-        forget_live_call(ctx, &session).await?;
+        forget_live_call(ctx, session).await?;
     }
     let Some(conference) = &session.current_conference else {
         return Ok(());
@@ -297,6 +308,7 @@ mod tests {
             call_sid,
             twilio_direction,
             status,
+            session: None,
         }
     }
 

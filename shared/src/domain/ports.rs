@@ -6,13 +6,15 @@
 use async_trait::async_trait;
 
 use crate::clock::Clock;
-use crate::model::{CallStatus, Interaction, Participant, ProxyNumber, Session, WarningOutcome};
+use crate::model::{
+    CallStatus, Interaction, LiveCall, Participant, ProxyNumber, Session, WarningOutcome,
+};
 use crate::phone::PhoneNumber;
 
 // The store's plain value types (no SDK types inside but the due cursor's private key).
 pub use crate::store::{
-    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, Route,
-    StoreError,
+    CallNote, ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded,
+    Route, RouteCheck, StoreError,
 };
 
 /// The sessions, their call legs and the due index, as the domain reads and changes them.
@@ -46,18 +48,35 @@ pub trait SessionStore: Send + Sync {
         now: i64,
     ) -> Result<(), StoreError>;
     async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError>;
-    /// How `caller` reaches the other party of their open session on `proxy` (one read).
-    async fn get_route(
+    /// Admits call `call_sid` on the route `caller` uses on `proxy`, in one request: the
+    /// route as noted when it is live (its session open, before `date_expiry`, not idle by
+    /// the route's copy of the ttl), else why not.
+    async fn admit_route(
         &self,
         proxy: &PhoneNumber,
         caller: &PhoneNumber,
-    ) -> Result<Option<Route>, StoreError>;
-    /// Logs a masked call's inbound leg and marks its session in progress, only while the
-    /// session is open, before its `date_expiry` and not idle past its ttl. False when it is
-    /// not; true, writing nothing, when the CallSid was already logged (Twilio retried).
+        call_sid: &str,
+        now: i64,
+    ) -> Result<RouteCheck, StoreError>;
+    /// Puts back the note `call_sid` replaced on its route (a call not let through after
+    /// all); false when the route no longer holds that call's note.
+    async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError>;
+    /// Logs a masked call's inbound leg, marks its session in progress, notes the call on
+    /// its route (`(proxy, caller)`) and, with `live`, notes the live call unless one is
+    /// noted, only while the session is open, before its `date_expiry` and not idle past its
+    /// ttl. False when it is not; true, writing nothing, when the CallSid was already logged
+    /// (Twilio retried).
     async fn start_inbound_leg(
         &self,
         leg: &Interaction,
+        route: (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError>;

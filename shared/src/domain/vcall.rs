@@ -257,6 +257,19 @@ pub async fn call_into_room(
         }
         Err(e) => return Err(e.into()),
     }
+    ring_into_room(ctx, session_sid, other, limit).await
+}
+
+/// [`call_into_room`] once the live call is noted (a timed masked call notes it in the
+/// write that logs the caller's leg): places the other party's leg, or forgets the live call
+/// if it cannot be placed.
+pub async fn ring_into_room(
+    ctx: Ctx<'_>,
+    session_sid: &str,
+    other: &Participant,
+    limit: u64,
+) -> Result<String, DomainError> {
+    let mode = Mode::Conference;
     match ring(ctx, session_sid, mode, other, limit).await {
         Ok(call_sid) => Ok(call_sid),
         Err(cause) => {
@@ -274,10 +287,21 @@ pub async fn call_into_room(
 /// (`deadline::effective_deadline`), and the sweep is filed for the warning before it. Later
 /// calls change nothing. Returns the deadline when this call started the clock.
 pub async fn start_the_clock(ctx: Ctx<'_>, session_sid: &str) -> Result<Option<i64>, DomainError> {
-    let now = ctx.now();
     let Some(session) = ctx.store.get_session(session_sid).await? else {
         return Ok(None);
     };
+    start_the_clock_of(ctx, &session).await
+}
+
+/// [`start_the_clock`] for a session the caller has just read (`bridge-twiml` reads it to
+/// check it is open): one request fewer. The write is conditional on the clock not running,
+/// so a read a moment old starts it at most once all the same.
+pub async fn start_the_clock_of(
+    ctx: Ctx<'_>,
+    session: &Session,
+) -> Result<Option<i64>, DomainError> {
+    let now = ctx.now();
+    let session_sid = session.sid.as_str();
     let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
         return Ok(None);
     };

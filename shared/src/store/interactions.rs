@@ -8,7 +8,8 @@ use super::{
     Condition, Item, OnlyIf, SessionRef, Store, StoreError, TapInsert, call_ref_key, from_item,
     interaction_key, n, s, session_ref, to_attr, to_item, with_key, written,
 };
-use crate::model::Interaction;
+use crate::model::{Interaction, LiveCall, TwilioDirection};
+use crate::phone::PhoneNumber;
 
 /// A finished recording, as its status callback describes it (Tsunagu keeps these, never
 /// the media: the audio stays in the Twilio account).
@@ -63,19 +64,25 @@ fn oldest_first(legs: &mut [Interaction]) {
 impl Store {
     /// Logs the start of an inbound leg and counts it as session activity, in one
     /// transaction that holds only while the session is open and not past its ttl — so a
-    /// call racing a close is refused rather than connected into a closed session.
+    /// call racing a close is refused rather than connected into a closed session — and
+    /// notes the call on its route (proxy, caller), restarting the route's copy of the ttl.
+    /// Used where a call needs more than its route: a timed call, which also notes its
+    /// `live` call here (unless one is noted), or a route whose copy of the ttl had run out
+    /// while the session's had not.
     /// `Ok(false)`: the session is closed or inactive. A repeated webhook for the same
     /// CallSid is accepted without a second log entry.
     pub async fn start_inbound_leg(
         &self,
         leg: &Interaction,
+        route: (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<bool, StoreError> {
-        let items = self.start_inbound_leg_items(leg, now, retention)?;
+        let items = self.start_inbound_leg_items(leg, route, live, now, retention)?;
         match self.transact(items).await {
             Ok(()) => Ok(true),
-            Err(e) if e.failed_at(0) => Ok(false),
+            Err(e) if e.failed_at(0) || e.failed_at(3) => Ok(false),
             // The same CallSid again: Twilio retried the webhook. Already logged.
             Err(e) if e.failed_at(1) => Ok(true),
             Err(e) => Err(e),
@@ -85,18 +92,73 @@ impl Store {
     fn start_inbound_leg_items(
         &self,
         leg: &Interaction,
+        (proxy, caller): (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         retention: i64,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         Ok(vec![
-            self.touch_session(&leg.session_sid, now, true, 0)?,
+            self.touch_session_noting(&leg.session_sid, now, true, 0, live)?,
             self.put(interaction_item(leg, now, retention)?, Condition::absent())?,
             self.put(
                 session_ref(&leg.session_sid, call_ref_key(&leg.call_sid))?
                     .tap_insert("expire_at", n(now + retention)),
                 Condition::absent().or(Condition::of_session(&leg.session_sid)),
             )?,
+            self.note_call_on_route(proxy, caller, &leg.session_sid, &leg.call_sid, now)?,
         ])
+    }
+
+    /// The call reference of a dialled leg's parent (the caller's own leg, which Twilio's
+    /// callbacks do not name the session of), written with the dialled leg's callbacks:
+    /// created on the first, with when it was first seen (the caller's leg's start, as near
+    /// as Tsunagu knows it), and only ever for this session.
+    fn parent_ref(
+        &self,
+        session_sid: &str,
+        parent_call_sid: &str,
+        now: i64,
+        retention: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(call_ref_key(parent_call_sid)))
+            .update_expression(
+                "SET session_sid = :sid, date_created = if_not_exists(date_created, :now), \
+                 expire_at = :expire",
+            )
+            .only_if(Condition::absent().or(Condition::of_session(session_sid)))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expire", n(now + retention))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// The items that log a leg's callback: the leg, the session's activity (or, once it
+    /// has closed, only its cost), and for a leg a caller's `<Dial>` rang, its parent's call
+    /// reference.
+    fn record_items(
+        &self,
+        leg: &Interaction,
+        session_open: bool,
+        cost: u64,
+        now: i64,
+        retention: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = vec![
+            self.upsert_leg(leg, now, retention)?,
+            if session_open {
+                self.touch_session(&leg.session_sid, now, false, cost)?
+            } else {
+                self.add_cost(&leg.session_sid, cost)?
+            },
+        ];
+        if let (TwilioDirection::OutboundDial, Some(parent)) =
+            (leg.twilio_direction, &leg.parent_call_sid)
+        {
+            items.push(self.parent_ref(&leg.session_sid, parent, now, retention)?);
+        }
+        Ok(items)
     }
 
     /// Applies a status callback to a leg's interaction (creating it on first sight) and the
@@ -114,12 +176,8 @@ impl Store {
         } else {
             0
         };
-        let upsert = self.upsert_leg(leg, now, retention)?;
         match self
-            .transact(vec![
-                upsert,
-                self.touch_session(&leg.session_sid, now, false, cost)?,
-            ])
+            .transact(self.record_items(leg, true, cost, now, retention)?)
             .await
         {
             Ok(()) => Ok(Recorded::Updated),
@@ -127,10 +185,7 @@ impl Store {
             Err(e) if e.failed_at(1) => {
                 // The session has closed (or is gone): still log the leg, for its cost.
                 match self
-                    .transact(vec![
-                        self.upsert_leg(leg, now, retention)?,
-                        self.add_cost(&leg.session_sid, cost)?,
-                    ])
+                    .transact(self.record_items(leg, false, cost, now, retention)?)
                     .await
                 {
                     Ok(()) => Ok(Recorded::SessionClosed),
@@ -300,12 +355,16 @@ impl Store {
     }
 
     pub async fn session_of_call(&self, call_sid: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .get(call_ref_key(call_sid))
+        Ok(self.call_ref(call_sid).await?.map(|r| r.session_sid))
+    }
+
+    /// The call reference of a call whose callbacks do not name its session: the session
+    /// and, when known, when the call was first seen.
+    pub async fn call_ref(&self, call_sid: &str) -> Result<Option<SessionRef>, StoreError> {
+        self.get(call_ref_key(call_sid))
             .await?
             .map(from_item::<SessionRef>)
-            .transpose()?
-            .map(|r| r.session_sid))
+            .transpose()
     }
 }
 
@@ -418,10 +477,25 @@ mod tests {
     #[test]
     fn an_inbound_leg_is_logged_once_and_its_call_ref_stays_with_its_session() {
         let store = offline_store();
+        let (proxy, caller) = (
+            PhoneNumber::parse("050-3123-4567").unwrap(),
+            PhoneNumber::parse("090-1234-5678").unwrap(),
+        );
         let items = store
-            .start_inbound_leg_items(&leg("CA1", CallStatus::Ringing), 200, 86_400)
+            .start_inbound_leg_items(
+                &leg("CA1", CallStatus::Ringing),
+                (&proxy, &caller),
+                None,
+                200,
+                86_400,
+            )
             .unwrap();
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 4);
+        assert_eq!(
+            condition_of(&items[3]),
+            "session_sid = :sid",
+            "the call is noted on the route, while it is this session's"
+        );
         assert!(
             condition_of(&items[0]).contains("date_expiry > :now"),
             "deadlines checked"
@@ -439,6 +513,81 @@ mod tests {
         assert_eq!(call_ref.item()["session_sid"], s("KC1"));
         assert_eq!(call_ref.item()["expire_at"], n(86_600));
         items.iter().for_each(assert_item_binds_exactly);
+    }
+
+    #[test]
+    fn a_timed_call_notes_its_live_call_in_the_write_that_logs_the_callers_leg() {
+        let store = offline_store();
+        let (proxy, caller) = (
+            PhoneNumber::parse("050-3123-4567").unwrap(),
+            PhoneNumber::parse("090-1234-5678").unwrap(),
+        );
+        let live = LiveCall {
+            mode: crate::model::CallMode::Conference,
+            limit: 600,
+            deadline: None,
+            warned_for: None,
+            warning: None,
+            noticed_for: None,
+        };
+        let items = store
+            .start_inbound_leg_items(
+                &leg("CA1", CallStatus::InProgress),
+                (&proxy, &caller),
+                Some(&live),
+                200,
+                86_400,
+            )
+            .unwrap();
+        assert_eq!(
+            items.len(),
+            4,
+            "no fifth request: the session's own write notes it"
+        );
+        let session = items[0].update().unwrap();
+        assert!(
+            session
+                .update_expression()
+                .contains("#live = if_not_exists(#live, :live)"),
+            "{}",
+            session.update_expression()
+        );
+        assert!(condition_of(&items[0]).contains("date_expiry > :now"));
+        items.iter().for_each(assert_item_binds_exactly);
+    }
+
+    #[test]
+    fn a_dialled_legs_callback_writes_its_callers_call_reference_in_the_same_request() {
+        let store = offline_store();
+        let items = store
+            .record_items(&leg("CA1", CallStatus::Ringing), true, 0, 200, 86_400)
+            .unwrap();
+        assert_eq!(items.len(), 3);
+        let parent = items[2].update().unwrap();
+        assert_eq!(parent.key()["pk"], s("CALL#CA0"));
+        assert_eq!(
+            condition_of(&items[2]),
+            "attribute_not_exists(pk) OR session_sid = :sid"
+        );
+        assert!(
+            parent
+                .update_expression()
+                .contains("date_created = if_not_exists(date_created, :now)")
+        );
+        items.iter().for_each(assert_item_binds_exactly);
+        // A leg Tsunagu placed itself has no caller to refer to.
+        let placed = Interaction {
+            twilio_direction: TwilioDirection::OutboundApi,
+            parent_call_sid: None,
+            ..leg("CA2", CallStatus::Ringing)
+        };
+        assert_eq!(
+            store
+                .record_items(&placed, true, 0, 200, 86_400)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

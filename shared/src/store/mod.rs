@@ -45,7 +45,7 @@ pub use conferences::ConferenceRecord;
 pub use due::{DUE_INDEX, DUE_SHARDS, DueCursor, DueSession, due_shard};
 pub use idempotency::Claim;
 pub use interactions::{Recorded, RecordingInfo};
-pub use routing::Route;
+pub use routing::{CallNote, Route, RouteCheck};
 pub use sessions::{CreateConflict, CreateError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -176,8 +176,12 @@ impl TapInsert for Item {
 
 /// The items that only point at a session: unique name, participation, call ref.
 #[derive(Debug, Serialize, Deserialize)]
-struct SessionRef {
-    session_sid: String,
+pub struct SessionRef {
+    pub session_sid: String,
+    /// For a call reference: when the call was first seen (absent on older items and on
+    /// unique names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_created: Option<i64>,
 }
 
 /// A `SessionRef` item under `k`.
@@ -185,6 +189,7 @@ fn session_ref(session_sid: &str, k: Item) -> Result<Item, StoreError> {
     Ok(with_key(
         to_item(&SessionRef {
             session_sid: session_sid.to_owned(),
+            date_created: None,
         })?,
         k,
     ))

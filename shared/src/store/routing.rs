@@ -1,9 +1,13 @@
-//! Routes: (proxy, caller) → the open session and the other party, read in one request.
+//! Routes: (proxy, caller) → the open session and the other party. A call is admitted by
+//! one conditional write on its route, which proves the session open and hands the route back.
 
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, OnlyIf, Store, StoreError, from_item, n, route_key};
+use super::{Condition, Item, OnlyIf, Store, StoreError, from_item, n, route_key, s};
 use crate::model::{Participant, Session};
 use crate::phone::PhoneNumber;
 
@@ -30,6 +34,44 @@ pub struct Route {
     /// The other participant hears an announcement on answering.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub other_announced: bool,
+    /// The session's ttl (seconds of inactivity that close it; 0: none).
+    #[serde(default)]
+    pub ttl: u64,
+    /// This route's copy of when inactivity closes the session (`now + ttl`): written at
+    /// create and by every call this route admits. Other activity moves only the session's,
+    /// so a copy in the past is checked against the session before the call is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_after: Option<i64>,
+    /// The last call this route admitted and when: how `call-status` finds the session of
+    /// that call's own leg when no dialled leg has named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_at: Option<i64>,
+}
+
+/// What a route said of its last call before a call was noted on it: what
+/// [`Store::forget_call`] puts back when the noted call turns out not to be let through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallNote {
+    pub last_call_sid: Option<String>,
+    pub last_call_at: Option<i64>,
+    pub inactive_after: Option<i64>,
+}
+
+/// What the one write on a caller's route found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteCheck {
+    /// The route exists (so its session is open: close deletes it in the close transaction),
+    /// is before its `date_expiry` and not idle: the call was noted on it. The route as
+    /// noted, and its note before.
+    Open(Route, CallNote),
+    /// No route: no open session for this caller on this number.
+    Missing,
+    /// The route's `date_expiry` has passed.
+    Ended(Route),
+    /// The route's copy of the inactivity limit has passed; the session's may not have.
+    Idle(Route),
 }
 
 impl Route {
@@ -46,8 +88,46 @@ impl Route {
             timed: session.is_timed(),
             recording_notice: session.recording_notice().map(str::to_owned),
             other_announced: other.announcement().is_some(),
+            ttl: session.ttl,
+            inactive_after: session.inactive_after(),
+            last_call_sid: None,
+            last_call_at: None,
         }
     }
+}
+
+impl Route {
+    /// This route as [`NOTE_CALL`] leaves it.
+    fn noted(mut self, call_sid: &str, now: i64) -> Route {
+        self.last_call_sid = Some(call_sid.to_owned());
+        self.last_call_at = Some(now);
+        self.inactive_after = Some(now + self.ttl as i64);
+        self
+    }
+}
+
+/// What admitting a call writes on its route: the call, and the route's inactivity limit
+/// restarted (`if_not_exists`: a route written before routes carried `ttl` counts as none).
+const NOTE_CALL: &str = "SET last_call_sid = :call, last_call_at = :now, \
+     inactive_after = :now + if_not_exists(#ttl, :zero)";
+
+/// The route is live: it exists, its session has not reached `date_expiry`, and it is not
+/// idle past its ttl.
+fn route_live(now: i64) -> Condition {
+    Condition::exists()
+        .and(
+            Condition::new("attribute_not_exists(date_expiry) OR date_expiry > :now")
+                .value(":now", n(now)),
+        )
+        .and(
+            Condition::new(
+                "attribute_not_exists(#ttl) OR #ttl = :zero \
+                 OR attribute_not_exists(inactive_after) OR inactive_after > :now",
+            )
+            .name("#ttl", "ttl")
+            .value(":zero", n(0))
+            .value(":now", n(now)),
+        )
 }
 
 /// The proxy number a participation item names in its sort key.
@@ -71,6 +151,142 @@ impl Store {
             .await?
             .map(from_item)
             .transpose()
+    }
+
+    /// Admits a call on the route (proxy, caller) in one request: a conditional `UpdateItem`
+    /// that holds only while the route is live ([`route_live`]) and returns the route as it
+    /// was (`ReturnValues=ALL_OLD`: the note it replaced can be put back, and the new one is
+    /// known), or, when the condition fails, also as it was
+    /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`, DynamoDB API reference, UpdateItem), so
+    /// a refusal needs no second read. Close deletes the route in its transaction, so a
+    /// close ordered before this write makes it fail: a close racing the call wins.
+    pub async fn admit_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        now: i64,
+    ) -> Result<RouteCheck, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(route_key(proxy, caller)))
+            .update_expression(NOTE_CALL)
+            .only_if(route_live(now))
+            .expression_attribute_values(":call", s(call_sid))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .ok_or_else(|| StoreError::Corrupt("the route came back empty".into()))?;
+                let before: Route = from_item(item)?;
+                let prior = CallNote {
+                    last_call_sid: before.last_call_sid.clone(),
+                    last_call_at: before.last_call_at,
+                    inactive_after: before.inactive_after,
+                };
+                Ok(RouteCheck::Open(before.noted(call_sid, now), prior))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item.clone().filter(|i| !i.is_empty()) {
+                        None => Ok(RouteCheck::Missing),
+                        Some(item) => {
+                            let route: Route = from_item(item)?;
+                            if route.date_expiry.is_some_and(|t| t <= now) {
+                                Ok(RouteCheck::Ended(route))
+                            } else {
+                                Ok(RouteCheck::Idle(route))
+                            }
+                        }
+                    }
+                }
+                _ => Err(StoreError::backend(e)),
+            },
+        }
+    }
+
+    /// Puts back the note a call replaced on its route (`prior`, from [`RouteCheck::Open`])
+    /// when the call was not let through after all (the platform's intercept refused it): a
+    /// refused call is no activity, and no callback of it may find the session through the
+    /// route. Only while the route still holds this call's note; `Ok(false)` otherwise.
+    pub async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError> {
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(route_key(proxy, caller)));
+        let fields = [
+            (
+                "last_call_sid",
+                ":prior_sid",
+                prior.last_call_sid.clone().map(s),
+            ),
+            ("last_call_at", ":prior_at", prior.last_call_at.map(n)),
+            (
+                "inactive_after",
+                ":prior_inactive",
+                prior.inactive_after.map(n),
+            ),
+        ];
+        for (name, placeholder, value) in fields {
+            match value {
+                Some(v) => {
+                    sets.push(format!("{name} = {placeholder}"));
+                    update = update.expression_attribute_values(placeholder, v);
+                }
+                None => removes.push(name),
+            }
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression.push_str(&format!("SET {}", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let r = update
+            .update_expression(expression.trim())
+            .only_if(Condition::new("last_call_sid = :call").value(":call", s(call_sid)))
+            .send()
+            .await;
+        super::written(r)
+    }
+
+    /// The write that notes an admitted call on its route, as one item of a transaction
+    /// (a call admitted after the session was read), only while the route is this session's.
+    pub(super) fn note_call_on_route(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        session_sid: &str,
+        call_sid: &str,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(route_key(proxy, caller)))
+            .update_expression(NOTE_CALL)
+            .only_if(Condition::of_session(session_sid))
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":call", s(call_sid))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":zero", n(0))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// The proxy numbers on which `participant` is already in an open session.

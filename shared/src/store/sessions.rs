@@ -335,6 +335,19 @@ impl Store {
         check_deadline: bool,
         cost_milli_yen: u64,
     ) -> Result<TransactWriteItem, StoreError> {
+        self.touch_session_noting(sid, now, check_deadline, cost_milli_yen, None)
+    }
+
+    /// [`Store::touch_session`], also noting `live` as the session's live call unless one is
+    /// noted already (as `begin_live_call` without `replace`), in the same write.
+    pub(super) fn touch_session_noting(
+        &self,
+        sid: &str,
+        now: i64,
+        check_deadline: bool,
+        cost_milli_yen: u64,
+        live: Option<&crate::model::LiveCall>,
+    ) -> Result<TransactWriteItem, StoreError> {
         let mut condition = Condition::session_open();
         if check_deadline {
             condition = condition
@@ -351,17 +364,25 @@ impl Store {
                     .value(":now", n(now)),
                 );
         }
-        let update = Update::builder()
+        let mut sets =
+            "SET #status = :in_progress, date_last_interaction = :now, date_updated = :now, \
+             inactive_after = :now + #ttl"
+                .to_owned();
+        let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(session_key(sid)))
-            .update_expression(
-                "SET #status = :in_progress, date_last_interaction = :now, date_updated = :now, \
-                 inactive_after = :now + #ttl ADD total_cost_milli_yen :cost",
-            )
-            .only_if(condition)
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":cost", n(cost_milli_yen))
+            .expression_attribute_values(":cost", n(cost_milli_yen));
+        if let Some(live) = live {
+            sets.push_str(", #live = if_not_exists(#live, :live)");
+            update = update
+                .expression_attribute_names("#live", "live_call")
+                .expression_attribute_values(":live", super::to_attr(live)?);
+        }
+        let update = update
+            .update_expression(format!("{sets} ADD total_cost_milli_yen :cost"))
+            .only_if(condition)
             .build()?;
         Ok(TransactWriteItem::builder().update(update).build())
     }

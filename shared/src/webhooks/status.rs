@@ -14,18 +14,36 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             tracing::warn!(call = call_sid, status = ?form.get("CallStatus"), "unknown call status ignored");
             return Ok(empty());
         };
-        let session_sid = match web::query_param(&req, "session").filter(|s| ids::is_sid(ids::SESSION, s)) {
-            Some(sid) => sid,
-            None => match app.store.session_of_call(call_sid).await? {
-                Some(sid) => sid,
+        let named = web::query_param(&req, "session").filter(|s| ids::is_sid(ids::SESSION, s));
+        let (session_sid, first_seen) = match named {
+            Some(sid) => (sid, None),
+            None => match session_of_callers_leg(&app, &form, call_sid).await? {
+                Some(found) => found,
                 None => {
                     tracing::info!(call = call_sid, "status callback for a call outside any session");
                     return Ok(empty());
                 }
             },
         };
-        let in_room = status.is_final() && went_through_room(&app, &form, &req, &session_sid).await?;
-        let leg = leg_from_callback(&app, &form, &session_sid, web::query_param(&req, "participant"), status, in_room, app.now());
+        // A caller's own leg is logged here, at its final callback, whole: its participants
+        // come from the session, which also says whether the call went through the room.
+        let caller = if TwilioDirection::parse(form.get("Direction")) == TwilioDirection::Inbound && status.is_final() {
+            app.store.get_session(&session_sid).await?
+        } else {
+            None
+        };
+        let in_room = status.is_final() && (web::query_param(&req, "room").as_deref() == Some("1") || caller.as_ref().is_some_and(Session::is_timed));
+        let mut leg = leg_from_callback(&app, &form, &session_sid, web::query_param(&req, "participant"), status, in_room, app.now());
+        if let Some(session) = &caller {
+            let from = form.get("From").and_then(|f| PhoneNumber::parse(f).ok());
+            if let Some(me) = session.participants.iter().find(|p| Some(&p.identifier) == from.as_ref()) {
+                leg.from_participant_sid = Some(me.sid.clone());
+                leg.to_participant_sid = session.other(&me.sid).map(|o| o.sid.clone());
+            }
+        }
+        if let Some(t) = first_seen {
+            leg.date_created = t;
+        }
         let outcome = app.store.record_leg(&leg, app.now(), app.config.retention_seconds()).await;
         match outcome {
             Ok(Recorded::Stale) => tracing::debug!(call = call_sid, status = status.as_str(), "late or repeated callback"),
@@ -46,33 +64,35 @@ pub async fn call_status(app: Arc<App>, req: Request) -> Response<Body> {
             }
             Err(e) => return Err(e.into()),
         }
-        let ended = legs::EndedLeg { call_sid, twilio_direction: leg.twilio_direction, status };
+        let ended = legs::EndedLeg { call_sid, twilio_direction: leg.twilio_direction, status, session: caller.as_ref() };
         legs::leg_ended(app.ctx(), &session_sid, ended).await?;
         Ok(empty())
     })
     .await
 }
 
-/// Whether a leg spent its life in the session's conference room, so its minutes also carry
-/// the conference fee: legs Tsunagu called into a room say so in their callback URL
-/// (`room=1`); a caller's own inbound leg went to the room when the session is timed.
-async fn went_through_room(
+/// The session of a caller's own leg, whose callbacks (the number's "Call status changes")
+/// cannot name it, and when the call was first seen: its call reference, written with the
+/// callbacks of the leg its `<Dial>` rang (or by `inbound-call` for a timed call); else the
+/// route that admitted it, while the session is open (a call whose `<Dial>` rang nobody).
+async fn session_of_callers_leg(
     app: &App,
     form: &TwilioForm,
-    req: &Request,
-    session_sid: &str,
-) -> Result<bool, WebhookError> {
-    if web::query_param(req, "room").as_deref() == Some("1") {
-        return Ok(true);
+    call_sid: &str,
+) -> Result<Option<(String, Option<i64>)>, WebhookError> {
+    if let Some(r) = app.store.call_ref(call_sid).await? {
+        return Ok(Some((r.session_sid, r.date_created)));
     }
-    if TwilioDirection::parse(form.get("Direction")) != TwilioDirection::Inbound {
-        return Ok(false);
-    }
+    let parse = |name| form.get(name).and_then(|v| PhoneNumber::parse(v).ok());
+    let (Some(to), Some(from)) = (parse("To"), parse("From")) else {
+        return Ok(None);
+    };
     Ok(app
         .store
-        .get_session(session_sid)
+        .get_route(&to, &from)
         .await?
-        .is_some_and(|s| s.is_timed()))
+        .filter(|r| r.last_call_sid.as_deref() == Some(call_sid))
+        .map(|r| (r.session_sid, r.last_call_at)))
 }
 
 /// A leg that ended: `Legs`, its billed minutes and cost, and `Calls` by outcome when the

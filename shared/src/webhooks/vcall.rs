@@ -50,7 +50,7 @@ pub async fn bridge_twiml(app: Arc<App>, req: Request) -> Response<Body> {
                 .answer_on_bridge(true)
                 .action(format!("{base}/twilio/voice/bridge?session={}&participant={participant}&stage=after-dial", session.sid)),
         );
-        crate::domain::vcall::start_the_clock(app.ctx(), &session.sid).await?;
+        crate::domain::vcall::start_the_clock_of(app.ctx(), &session).await?;
         tracing::info!(session = %session.sid, to = %other.identifier.masked(), "bridging V-call");
         Ok(web::twiml(twiml.to_xml()))
     })

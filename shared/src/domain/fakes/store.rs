@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::ports::{
-    ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded, Route,
-    SessionStore, StoreError,
+    CallNote, ConferenceRecord, CreateConflict, CreateError, DueCursor, DueSession, Recorded,
+    Route, RouteCheck, SessionStore, StoreError,
 };
 use crate::model::{
     CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, WarningOutcome,
@@ -69,11 +69,26 @@ impl MemoryStore {
         t.sessions.insert(session.sid.clone(), session);
     }
 
-    /// Closes the session but leaves its routes, as a close that lands between a caller's
-    /// route being read and their leg being written.
+    /// Closes the session but leaves its routes, as a close that lands between a timed
+    /// call's admission on its route and its leg being written.
     pub fn close_after_routing(&self, sid: &str) {
         if let Some(s) = self.tables().sessions.get_mut(sid) {
             s.status = SessionStatus::Closed;
+        }
+    }
+
+    /// The route `caller` uses on `proxy`, as stored.
+    pub fn route(&self, proxy: &str, caller: &str) -> Option<Route> {
+        self.tables()
+            .routes
+            .get(&(proxy.to_owned(), caller.to_owned()))
+            .cloned()
+    }
+
+    /// Activity that moves only the session item, as `call-status`'s callbacks do.
+    pub fn touch_session_only(&self, sid: &str, at: i64) {
+        if let Some(s) = self.tables().sessions.get_mut(sid) {
+            s.date_last_interaction = Some(at);
         }
     }
 
@@ -301,19 +316,64 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
-    async fn get_route(
+    async fn admit_route(
         &self,
         proxy: &PhoneNumber,
         caller: &PhoneNumber,
-    ) -> Result<Option<Route>, StoreError> {
-        self.failure("get_route")?;
+        call_sid: &str,
+        now: i64,
+    ) -> Result<RouteCheck, StoreError> {
+        self.failure("admit_route")?;
         let key = (proxy.to_string(), caller.to_string());
-        Ok(self.tables().routes.get(&key).cloned())
+        let mut t = self.tables();
+        let Some(route) = t.routes.get_mut(&key) else {
+            return Ok(RouteCheck::Missing);
+        };
+        if route.date_expiry.is_some_and(|e| e <= now) {
+            return Ok(RouteCheck::Ended(route.clone()));
+        }
+        if route.ttl > 0 && route.inactive_after.is_some_and(|i| i <= now) {
+            return Ok(RouteCheck::Idle(route.clone()));
+        }
+        let prior = CallNote {
+            last_call_sid: route.last_call_sid.clone(),
+            last_call_at: route.last_call_at,
+            inactive_after: route.inactive_after,
+        };
+        route.last_call_sid = Some(call_sid.to_owned());
+        route.last_call_at = Some(now);
+        route.inactive_after = Some(now + route.ttl as i64);
+        Ok(RouteCheck::Open(route.clone(), prior))
+    }
+
+    async fn forget_call(
+        &self,
+        proxy: &PhoneNumber,
+        caller: &PhoneNumber,
+        call_sid: &str,
+        prior: &CallNote,
+    ) -> Result<bool, StoreError> {
+        self.failure("forget_call")?;
+        let key = (proxy.to_string(), caller.to_string());
+        let mut t = self.tables();
+        let Some(route) = t
+            .routes
+            .get_mut(&key)
+            .filter(|r| r.last_call_sid.as_deref() == Some(call_sid))
+        else {
+            return Ok(false);
+        };
+        route.last_call_sid = prior.last_call_sid.clone();
+        route.last_call_at = prior.last_call_at;
+        route.inactive_after = prior.inactive_after;
+        Ok(true)
     }
 
     async fn start_inbound_leg(
         &self,
         leg: &Interaction,
+        (proxy, caller): (&PhoneNumber, &PhoneNumber),
+        live: Option<&LiveCall>,
         now: i64,
         _retention: i64,
     ) -> Result<bool, StoreError> {
@@ -338,7 +398,16 @@ impl SessionStore for MemoryStore {
         session.status = SessionStatus::InProgress;
         session.date_last_interaction = Some(now);
         session.date_updated = now;
+        if session.live_call.is_none() {
+            session.live_call = live.cloned();
+        }
         t.legs.push(leg.clone());
+        let key = (proxy.to_string(), caller.to_string());
+        if let Some(route) = t.routes.get_mut(&key) {
+            route.last_call_sid = Some(leg.call_sid.clone());
+            route.last_call_at = Some(now);
+            route.inactive_after = Some(now + route.ttl as i64);
+        }
         Ok(true)
     }
 
