@@ -11,7 +11,7 @@ use crate::domain::ports::{
     CallControl, CallError, ConferenceRecord, CreateError, Ctx, DueCursor, DueSession, Goodbye,
     Intercept, Mode, Recorded, Ring, Route, SessionStore, Settings, StoreError, Told,
 };
-use crate::model::{CallStatus, Interaction, ProxyNumber, Session, WarningOutcome};
+use crate::model::{CallStatus, Interaction, Participant, ProxyNumber, Session, WarningOutcome};
 use crate::phone::PhoneNumber;
 use crate::store::Store;
 use crate::twilio::{NewCall, TwilioError};
@@ -284,6 +284,39 @@ impl SessionStore for Store {
         caller: &PhoneNumber,
     ) -> Result<Option<Route>, StoreError> {
         Store::get_route(self, proxy, caller).await
+    }
+    async fn reopen_session(
+        &self,
+        before: &Session,
+        after: &Session,
+        now: i64,
+    ) -> Result<(), CreateError> {
+        Store::reopen_session(self, before, after, now).await
+    }
+    async fn update_session_times(
+        &self,
+        before: &Session,
+        after: &Session,
+        due: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        Store::update_session_times(self, before, after, due, now).await
+    }
+    async fn add_participant(
+        &self,
+        session: &Session,
+        participant: &Participant,
+        now: i64,
+    ) -> Result<(), CreateError> {
+        Store::add_participant(self, session, participant, now).await
+    }
+    async fn remove_participant(
+        &self,
+        session: &Session,
+        index: usize,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        Store::remove_participant(self, session, index, now).await
     }
     async fn start_inbound_leg(
         &self,

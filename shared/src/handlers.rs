@@ -34,6 +34,8 @@ api_handlers!(
     numbers,
     start_v_call,
     extend_session,
+    participants,
+    update_session,
 );
 
 /// Webhooks carry their budget themselves: `webhooks::webhook` gives each one and answers
@@ -78,6 +80,8 @@ pub fn http_handler(function: &str) -> Option<HttpHandler> {
         "conference-status" => boxed!(conference_status),
         "extension" => boxed!(extension),
         "extend-session" => boxed!(extend_session),
+        "participants" => boxed!(participants),
+        "update-session" => boxed!(update_session),
         _ => return None,
     })
 }
@@ -114,6 +118,8 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "conference-status",
     "extension",
     "extend-session",
+    "participants",
+    "update-session",
 ];
 
 /// A Lambda function's whole `main`: build the app once (no network I/O), then serve events,

@@ -90,6 +90,7 @@ pub fn session_fixture(now: i64, a: &str, b: &str, proxy: &str) -> tsunagu::mode
         current_conference: None,
         decider: None,
         live_call: None,
+        date_reopened: None,
     }
 }
 

@@ -145,6 +145,7 @@ fn session(sid: &str, a: Participant, b: Participant) -> Session {
         current_conference: None,
         decider: None,
         live_call: None,
+        date_reopened: None,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::budget::{API_ANSWER, Budget};
 use crate::clock;
 use crate::domain::vcall::{Mode, PlacedLeg, StartCall};
-use crate::domain::{sessions, vcall};
+use crate::domain::{participants, sessions, vcall};
 use crate::model::{Interaction, ProxyNumber};
 use crate::phone::PhoneNumber;
 use crate::pricing::Yen;
@@ -116,6 +116,110 @@ pub async fn close_session(app: Arc<App>, req: Request) -> Response<Body> {
     }
     .await;
     respond(&req, result)
+}
+
+// ---- participants ---------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct ParticipantOf<'a> {
+    session_sid: &'a str,
+    #[serde(flatten)]
+    participant: session_input::ParticipantView<'a>,
+}
+
+impl<'a> ParticipantOf<'a> {
+    fn of(session: &'a crate::model::Session, p: &'a crate::model::Participant) -> Self {
+        Self {
+            session_sid: &session.sid,
+            participant: session_input::ParticipantView::of(p),
+        }
+    }
+}
+
+/// `POST`/`GET /v1/sessions/{sid}/participants`, `GET`/`DELETE …/participants/{participant_sid}`.
+pub async fn participants(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = match (
+        req.method().clone(),
+        web::path_param(&req, "participant_sid"),
+    ) {
+        (Method::POST, None) => idempotent(&app, &req, || add_participant(&app, &req)).await,
+        (Method::GET, None) => list_participants(&app, &req).await,
+        (Method::GET, Some(p)) => get_participant(&app, &req, &p).await,
+        (Method::DELETE, Some(p)) => remove_participant(&app, &req, &p).await,
+        // API Gateway routes only the four above (HTTP APIs answer 404 to the rest).
+        (method, _) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            "Not found",
+            format!("{method} is not served here"),
+        )),
+    };
+    respond(&req, result)
+}
+
+async fn add_participant(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
+    let sid = sid_param(req)?;
+    let input: session_input::ParticipantInput = web::read_json(req)?;
+    let new = session_input::participant("participant", input, &app.config)?;
+    if !app.config.rates.calls(new.identifier.class()) {
+        return Err(Problem::invalid(format!(
+            "participant.identifier {} is outside Japan, and no rate is configured for calls abroad (RATE_OUTBOUND_FOREIGN_JPY_PER_MIN)",
+            new.identifier.masked()
+        )));
+    }
+    let (session, added) = participants::add(app.ctx(), &sid, new).await?;
+    Ok(web::json(
+        StatusCode::CREATED,
+        &ParticipantOf::of(&session, &added),
+    ))
+}
+
+async fn list_participants(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
+    let session = sessions::find(app.ctx(), &sid_param(req)?).await?;
+    #[derive(Serialize)]
+    struct List<'a> {
+        session_sid: &'a str,
+        participants: Vec<ParticipantOf<'a>>,
+    }
+    Ok(web::json(
+        StatusCode::OK,
+        &List {
+            session_sid: &session.sid,
+            participants: session
+                .participants
+                .iter()
+                .map(|p| ParticipantOf::of(&session, p))
+                .collect(),
+        },
+    ))
+}
+
+async fn get_participant(
+    app: &App,
+    req: &Request,
+    participant_sid: &str,
+) -> Result<Response<Body>, Problem> {
+    let session = sessions::find(app.ctx(), &sid_param(req)?).await?;
+    let p = session
+        .participants
+        .iter()
+        .find(|p| p.sid == participant_sid)
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "session {} has no participant {participant_sid:?}",
+                session.sid
+            ))
+        })?;
+    Ok(web::json(StatusCode::OK, &ParticipantOf::of(&session, p)))
+}
+
+async fn remove_participant(
+    app: &App,
+    req: &Request,
+    participant_sid: &str,
+) -> Result<Response<Body>, Problem> {
+    participants::remove(app.ctx(), &sid_param(req)?, participant_sid).await?;
+    Ok(web::no_content())
 }
 
 #[derive(Serialize)]
@@ -241,6 +345,20 @@ pub async fn start_v_call(app: Arc<App>, req: Request) -> Response<Body> {
     respond(&req, result)
 }
 
+/// `POST /v1/sessions/{sid}`: Proxy's session update — `status` (`closed`, or `in-progress`
+/// to reopen a closed session), `date_expiry`, `ttl`.
+pub async fn update_session(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = idempotent(&app, &req, || async {
+        let sid = sid_param(&req)?;
+        let input: session_input::UpdateSession = web::read_json(&req)?;
+        let change = session_input::validate_update(input, app.now())?;
+        let session = sessions::update(app.ctx(), &sid, change).await?;
+        Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
+    })
+    .await;
+    respond(&req, result)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extend {
@@ -290,13 +408,18 @@ impl<'a> NumberView<'a> {
     }
 }
 
-/// `POST /v1/numbers`, `GET /v1/numbers` and `DELETE /v1/numbers/{number}`.
+/// `POST /v1/numbers`, `GET /v1/numbers`, and `GET`, `POST` (`is_reserved`) and `DELETE
+/// /v1/numbers/{number}`.
 pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
     let result = match (req.method().clone(), web::path_param(&req, "number")) {
         (Method::POST, None) => idempotent(&app, &req, || add_number(&app, &req)).await,
         (Method::GET, None) => list_numbers(&app).await,
         (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
-        // API Gateway routes only the three above and answers 404 to any other method
+        (Method::GET, Some(number)) => get_number(&app, &number).await,
+        (Method::POST, Some(number)) => {
+            idempotent(&app, &req, || update_number(&app, &req, &number)).await
+        }
+        // API Gateway routes only the five above and answers 404 to any other method
         // (HTTP APIs have no 405); the same answer here, should a route be added by mistake.
         (method, _) => Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -344,11 +467,45 @@ async fn list_numbers(app: &App) -> Result<Response<Body>, Problem> {
     ))
 }
 
-async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
-    // API Gateway may hand the path parameter over still percent-encoded ("%2B81…").
+/// The `{number}` path parameter. API Gateway may hand it over still percent-encoded
+/// ("%2B81…").
+fn number_param(raw: &str) -> Result<PhoneNumber, Problem> {
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-    let number =
-        PhoneNumber::parse(&decoded).map_err(|e| Problem::invalid(format!("number: {e}")))?;
+    PhoneNumber::parse(&decoded).map_err(|e| Problem::invalid(format!("number: {e}")))
+}
+
+async fn get_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
+    let number = number_param(raw)?;
+    let n = app
+        .store
+        .get_number(&number)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("{number} is not in the pool")))?;
+    Ok(web::json(StatusCode::OK, &NumberView::of(&n)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateNumber {
+    is_reserved: bool,
+}
+
+/// `POST /v1/numbers/{number}`: reserve a number (used only when a participant's
+/// `proxy_identifier` names it) or release it to automatic allocation. Sessions already on
+/// it keep it either way.
+async fn update_number(app: &App, req: &Request, raw: &str) -> Result<Response<Body>, Problem> {
+    let number = number_param(raw)?;
+    let input: UpdateNumber = web::read_json(req)?;
+    let updated = app
+        .store
+        .set_number_reserved(&number, input.is_reserved, app.now())
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("{number} is not in the pool")))?;
+    Ok(web::json(StatusCode::OK, &NumberView::of(&updated)))
+}
+
+async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
+    let number = number_param(raw)?;
     let not_in_pool = || Problem::not_found(format!("{number} is not in the pool"));
     let existing = app
         .store

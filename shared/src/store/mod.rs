@@ -22,6 +22,7 @@ mod due;
 mod idempotency;
 mod interactions;
 mod live_call;
+mod participants;
 mod pool;
 mod routing;
 mod sessions;

@@ -82,6 +82,9 @@ impl Store {
         session: &Session,
         expiry: i64,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        if !super::sessions::has_routes(session) {
+            return Ok(Vec::new());
+        }
         session
             .participants
             .iter()
