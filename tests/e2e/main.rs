@@ -12,6 +12,7 @@ mod events;
 mod expiry;
 mod iam;
 mod readme;
+mod resources;
 mod store;
 mod telemetry;
 mod unreachable;
