@@ -382,3 +382,102 @@ async fn a_number_is_read_and_reserved() {
         .await;
     assert_eq!((code, &p["code"]), (404, &json!(20404)), "{p}");
 }
+
+#[tokio::test]
+async fn sessions_are_listed_newest_first_a_page_at_a_time() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    // Seven sessions a second apart (the stack's clock), the third closed.
+    let mut sids = Vec::new();
+    for i in 0..7 {
+        let s = created(&stack, json!({"unique_name": format!("list-{i}")})).await;
+        sids.push(sid(&s));
+        stack.clock.advance(Duration::from_secs(1));
+    }
+    stack
+        .api("DELETE", &format!("/v1/sessions/{}", sids[2]), None)
+        .await;
+
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &token {
+            None => "/v1/sessions?page_size=3".to_owned(),
+            Some(t) => format!("/v1/sessions?page_size=3&page_token={t}"),
+        };
+        let (code, page) = stack.api("GET", &path, None).await;
+        assert_eq!(code, 200, "{page}");
+        assert_eq!(page["meta"]["page_size"], 3);
+        pages += 1;
+        for s in page["sessions"].as_array().unwrap() {
+            seen.push(sid(s));
+        }
+        match page["meta"]["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "paging ends");
+    }
+    let newest_first: Vec<String> = sids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    assert!(pages >= 3, "more than one page: {pages}");
+
+    let (_, closed) = stack.api("GET", "/v1/sessions?status=closed", None).await;
+    let closed: Vec<String> = closed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(sid)
+        .collect();
+    assert_eq!(closed, [sids[2].clone()]);
+    let (_, open) = stack
+        .api("GET", "/v1/sessions?status=open&page_size=5", None)
+        .await;
+    assert_eq!(open["sessions"].as_array().unwrap().len(), 5, "{open}");
+    assert_eq!(open["meta"]["page_size"], 5);
+
+    for bad in [
+        "/v1/sessions?page_token=not-a-token",
+        "/v1/sessions?page_size=0",
+        "/v1/sessions?page_size=1001",
+        "/v1/sessions?status=opened",
+    ] {
+        let (code, p) = stack.api("GET", bad, None).await;
+        assert_eq!((code, &p["code"]), (400, &json!(80701)), "{bad}: {p}");
+    }
+}
+
+#[tokio::test]
+async fn an_interaction_is_read_by_its_sid() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = created(&stack, session_body(A, B)).await;
+    let sid = sid(&s);
+    let proxy = s["participants"][0]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(b_is_reached(&stack, &proxy).await);
+    let (_, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    let leg = &log["interactions"][0];
+    let leg_sid = leg["sid"].as_str().unwrap();
+    let (code, one) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{sid}/interactions/{leg_sid}"),
+            None,
+        )
+        .await;
+    assert_eq!((code, &one), (200, leg));
+    let (code, p) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{sid}/interactions/KI00000000000000000000000000000000"),
+            None,
+        )
+        .await;
+    assert_eq!((code, &p["code"]), (404, &json!(20404)), "{p}");
+}

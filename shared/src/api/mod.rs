@@ -100,13 +100,82 @@ fn refuse_unpriced_participants(
     Ok(())
 }
 
+/// Proxy's page size bounds for lists.
+const MAX_PAGE_SIZE: usize = 1000;
+const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// `GET /v1/sessions/{sid}`, and `GET /v1/sessions` (newest first, paged).
 pub async fn get_session(app: Arc<App>, req: Request) -> Response<Body> {
+    if web::path_param(&req, "sid").is_none() {
+        let result = list_sessions(&app, &req).await;
+        return respond(&req, result);
+    }
     let result = async {
         let session = sessions::find(app.ctx(), &sid_param(&req)?).await?;
         Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
     }
     .await;
     respond(&req, result)
+}
+
+fn page_size(req: &Request) -> Result<usize, Problem> {
+    match web::query_param(req, "page_size") {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| {
+                Problem::invalid(format!(
+                    "page_size {v:?} must be a whole number from 1 to {MAX_PAGE_SIZE}"
+                ))
+            }),
+    }
+}
+
+async fn list_sessions(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
+    let status = match web::query_param(req, "status").as_deref() {
+        None => None,
+        Some(s @ ("open" | "in-progress" | "closed")) => Some(s.to_owned()),
+        Some(other) => {
+            return Err(Problem::invalid(format!(
+                "status {other:?} is unknown; use open, in-progress or closed"
+            )));
+        }
+    };
+    let page_size = page_size(req)?;
+    let start = match web::query_param(req, "page_token") {
+        None => None,
+        Some(t) => Some(crate::store::PageToken::decode(&t).ok_or_else(|| {
+            Problem::invalid(
+                "page_token is not one this API handed out; use meta.next_page_token as given",
+            )
+        })?),
+    };
+    let page = app
+        .store
+        .list_sessions(status.as_deref(), page_size, start.as_ref())
+        .await?;
+    #[derive(Serialize)]
+    struct Meta {
+        page_size: usize,
+        next_page_token: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct List<'a> {
+        sessions: Vec<SessionView<'a>>,
+        meta: Meta,
+    }
+    Ok(web::json(
+        StatusCode::OK,
+        &List {
+            sessions: page.sessions.iter().map(SessionView::of).collect(),
+            meta: Meta {
+                page_size,
+                next_page_token: page.next.as_ref().map(crate::store::PageToken::encode),
+            },
+        },
+    ))
 }
 
 pub async fn close_session(app: Arc<App>, req: Request) -> Response<Body> {
@@ -279,10 +348,21 @@ struct InteractionList<'a> {
     cost_unit: &'static str,
 }
 
+/// `GET /v1/sessions/{sid}/interactions`, and one of them by `interaction_sid`.
 pub async fn list_interactions(app: Arc<App>, req: Request) -> Response<Body> {
     let result = async {
         let session = sessions::find(app.ctx(), &sid_param(&req)?).await?;
         let legs = app.store.list_interactions(&session.sid).await?;
+        if let Some(wanted) = web::path_param(&req, "interaction_sid") {
+            // A session's legs are one partition of a few items: read and picked here.
+            let leg = legs.iter().find(|l| l.sid == wanted).ok_or_else(|| {
+                Problem::not_found(format!(
+                    "session {} has no interaction {wanted:?}",
+                    session.sid
+                ))
+            })?;
+            return Ok(web::json(StatusCode::OK, &InteractionView::of(leg)));
+        }
         let body = InteractionList {
             session_sid: &session.sid,
             total_cost: legs.iter().map(Interaction::cost).sum(),

@@ -38,6 +38,7 @@ pub enum CreateError {
 /// due index and the inactivity check read.
 fn session_item(session: &Session) -> Result<Item, StoreError> {
     let mut item = with_key(to_item(session)?, session_key(&session.sid));
+    item.extend(super::listing::list_attributes(session));
     if let Some(due) = session.deadline() {
         item.insert("due_shard".into(), s(due_shard(&session.sid)));
         item.insert("due_at".into(), n(due));
