@@ -895,6 +895,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reopening_keeps_free_proxies_and_refuses_an_open_session() {
+        let world = world_with(Session {
+            status: SessionStatus::Closed,
+            closed_reason: Some("closed-by-api".into()),
+            ttl: 600,
+            ..open_session()
+        });
+        world.store.add_number("050-3123-4567");
+        let reopen = SessionChange {
+            status: Some(StatusChange::Reopen),
+            ..SessionChange::default()
+        };
+        let s = update(world.ctx(), SID, reopen.clone()).await.unwrap();
+        assert_eq!(s.status, SessionStatus::InProgress);
+        assert_eq!(s.closed_reason, None);
+        assert_eq!(s.date_reopened, Some(NOW));
+        assert_eq!(
+            s.inactive_after(),
+            Some(NOW + 600),
+            "the ttl counts from now"
+        );
+        assert_eq!(s.participants[0].proxy_identifier.as_str(), "+815031234567");
+        let err = update(world.ctx(), SID, reopen).await.unwrap_err();
+        assert!(
+            matches!(err, DomainError::InvalidStatusTransition(_)),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_passed_end_must_be_replaced_to_reopen() {
+        let world = world_with(Session {
+            status: SessionStatus::Closed,
+            date_expiry: Some(NOW - 10),
+            ..open_session()
+        });
+        world.store.add_number("050-3123-4567");
+        let mut change = SessionChange {
+            status: Some(StatusChange::Reopen),
+            ..SessionChange::default()
+        };
+        let err = update(world.ctx(), SID, change.clone()).await.unwrap_err();
+        assert!(matches!(err, DomainError::Invalid(_)), "{err:?}");
+        assert!(!world.store.session(SID).unwrap().status.is_open());
+        change.date_expiry = Some(NOW + 3_600);
+        let s = update(world.ctx(), SID, change).await.unwrap();
+        assert_eq!(s.date_expiry, Some(NOW + 3_600));
+    }
+
+    #[tokio::test]
+    async fn closing_by_update_cannot_carry_other_changes() {
+        let world = world_with(open_session());
+        let err = update(
+            world.ctx(),
+            SID,
+            SessionChange {
+                status: Some(StatusChange::Close),
+                ttl: Some(60),
+                ..SessionChange::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, DomainError::Invalid(_)), "{err:?}");
+        assert!(world.store.session(SID).unwrap().status.is_open());
+    }
+
+    #[tokio::test]
     async fn an_extension_past_a_year_ahead_is_refused_and_changes_nothing() {
         // The review's case: a date_expiry in year 9999 came back as 1970 once extended.
         let far = crate::clock::parse_iso("9999-12-31T00:00:00Z").unwrap();
