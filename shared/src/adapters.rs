@@ -12,7 +12,9 @@ use crate::domain::ports::{
     Goodbye, Intercept, Mode, Recorded, Ring, Route, RouteCheck, SessionStore, Settings,
     StoreError, TimerError, TimerKind, Timers, Told,
 };
-use crate::model::{CallStatus, Interaction, LiveCall, ProxyNumber, Session, WarningOutcome};
+use crate::model::{
+    CallStatus, Interaction, LiveCall, Participant, ProxyNumber, Session, WarningOutcome,
+};
 use crate::phone::PhoneNumber;
 use crate::store::Store;
 use crate::twilio::{NewCall, TwilioError};
@@ -343,6 +345,39 @@ impl SessionStore for Store {
         prior: &CallNote,
     ) -> Result<bool, StoreError> {
         Store::forget_call(self, proxy, caller, call_sid, prior).await
+    }
+    async fn reopen_session(
+        &self,
+        before: &Session,
+        after: &Session,
+        now: i64,
+    ) -> Result<(), CreateError> {
+        Store::reopen_session(self, before, after, now).await
+    }
+    async fn update_session_times(
+        &self,
+        before: &Session,
+        after: &Session,
+        due: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        Store::update_session_times(self, before, after, due, now).await
+    }
+    async fn add_participant(
+        &self,
+        session: &Session,
+        participant: &Participant,
+        now: i64,
+    ) -> Result<(), CreateError> {
+        Store::add_participant(self, session, participant, now).await
+    }
+    async fn remove_participant(
+        &self,
+        session: &Session,
+        index: usize,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        Store::remove_participant(self, session, index, now).await
     }
     async fn start_inbound_leg(
         &self,

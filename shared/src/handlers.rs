@@ -34,6 +34,8 @@ api_handlers!(
     numbers,
     start_v_call,
     extend_session,
+    participants,
+    update_session,
 );
 
 /// Webhooks carry their budget themselves: `webhooks::webhook` gives each one and answers
@@ -80,6 +82,8 @@ pub fn http_handler(function: &str) -> Option<HttpHandler> {
         "extension" => boxed!(extension),
         "extend-session" => boxed!(extend_session),
         "recording-status" => boxed!(recording_status),
+        "participants" => boxed!(participants),
+        "update-session" => boxed!(update_session),
         _ => return None,
     })
 }
@@ -117,6 +121,8 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "extension",
     "extend-session",
     "recording-status",
+    "participants",
+    "update-session",
 ];
 
 /// A Lambda function's whole `main`: build the app once (no network I/O), then serve events,

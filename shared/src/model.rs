@@ -119,6 +119,9 @@ pub struct Session {
     /// The recording notice of a recorded session (the default text when none was given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_announcement: Option<String>,
+    /// When a closed session was last reopened: its inactivity counts from then at least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_reopened: Option<i64>,
 }
 
 /// A call in progress under a time limit.
@@ -262,8 +265,9 @@ impl Session {
     /// When inactivity closes the session, if it has a ttl: from the last interaction, or
     /// from creation when there has been none.
     pub fn inactive_after(&self) -> Option<i64> {
-        (self.ttl > 0)
-            .then(|| self.date_last_interaction.unwrap_or(self.date_created) + self.ttl as i64)
+        let since = self.date_last_interaction.unwrap_or(self.date_created);
+        let since = self.date_reopened.map_or(since, |r| since.max(r));
+        (self.ttl > 0).then(|| since + self.ttl as i64)
     }
 
     /// This session with its end moved by `seconds`: its `date_expiry` and its live call's
@@ -433,6 +437,7 @@ pub(crate) fn sample_session() -> Session {
         live_call: None,
         record: false,
         recording_announcement: None,
+        date_reopened: None,
     }
 }
 

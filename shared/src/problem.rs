@@ -55,6 +55,9 @@ pub enum Code {
     NumberNotInPool = 80605,
     /// Proxy 80607 "Session Closed".
     SessionClosed = 80607,
+    /// Proxy 80608 "Session Status Invalid": a status change the lifecycle does not allow
+    /// (Proxy: reopen is closed → in-progress; close is open or in-progress → closed).
+    SessionStatusInvalid = 80608,
     /// Proxy 80616 "Unsupported Identifier Type For Session Mode": Japanese numbers have no
     /// SMS, so only voice-only sessions.
     ModeNotSupported = 80616,
@@ -90,6 +93,7 @@ impl Code {
             | Code::InvalidParameter
             | Code::ParticipantAlreadyInSession
             | Code::TooManyParticipants
+            | Code::SessionStatusInvalid
             | Code::NumberNotInPool
             | Code::ModeNotSupported
             | Code::NothingToExtend
@@ -157,6 +161,7 @@ every_code!(
     IdentifierConflict,
     NumberNotInPool,
     SessionClosed,
+    SessionStatusInvalid,
     ModeNotSupported,
     NumberInUse,
     NumberAlreadyInPool,
@@ -294,6 +299,24 @@ impl From<DomainError> for Problem {
             E::SessionClosed(detail) => {
                 Problem::conflict(Code::SessionClosed, "Session closed", detail)
             }
+            E::TooManyParticipants(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::TooManyParticipants,
+                "Too many participants",
+                detail,
+            ),
+            E::ParticipantAlreadyInSession(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::ParticipantAlreadyInSession,
+                "Participant already in session",
+                detail,
+            ),
+            E::InvalidStatusTransition(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::SessionStatusInvalid,
+                "Session status invalid",
+                detail,
+            ),
             E::CallInProgress(detail) => {
                 Problem::conflict(Code::CallInProgress, "Call in progress", detail)
             }

@@ -280,10 +280,10 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
         (
             "POST",
             "/v1/sessions",
-            json!({"participants": [{"identifier": A}]}),
+            json!({"participants": [{"identifier": A, "proxy_identifier": A}]}),
             400,
             80701,
-            "exactly two",
+            "own number",
         ),
         (
             "POST",
@@ -291,7 +291,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
             json!({"participants": [{"identifier": A}, {"identifier": B}, {"identifier": "070-1111-2222"}]}),
             400,
             80609,
-            "exactly two",
+            "at most two",
         ),
         (
             "POST",

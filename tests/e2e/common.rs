@@ -95,6 +95,7 @@ pub fn session_fixture(now: i64, a: &str, b: &str, proxy: &str) -> tsunagu::mode
         live_call: None,
         record: false,
         recording_announcement: None,
+        date_reopened: None,
     }
 }
 

@@ -284,6 +284,30 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
     let s = events.session(seed::EXPIRING_SESSION).await;
     assert_eq!(s.date_expiry, Some(s.date_created + 86_400 + 600));
 
+    // The same session, seeded again, gets a ttl through the update route; its end stays.
+    let ran = events.run("update-session").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let s = events.session(seed::EXPIRING_SESSION).await;
+    assert_eq!(
+        (s.ttl, s.date_expiry),
+        (7_200, Some(s.date_created + 86_400))
+    );
+
+    let ran = events.run("participants").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let listed = ran.json();
+    let identifiers: Vec<&str> = listed["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(identifiers, [seed::A, seed::B], "{listed}");
+
+    let ran = events.run("numbers-get").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    assert_eq!(ran.json()["phone_number"], seed::P1);
+
     // V字発信 on the session without a call: Twilio is asked to ring A and B from P2.
     let ran = events.run("start-v-call").await;
     assert_eq!(ran.status, 202, "{}", ran.body);

@@ -13,6 +13,7 @@ mod expiry;
 mod iam;
 mod readme;
 mod recording;
+mod resources;
 mod store;
 mod telemetry;
 mod unreachable;

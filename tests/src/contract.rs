@@ -279,6 +279,9 @@ mod tests {
             DomainError::NumberNotInPool("x".into()),
             DomainError::IdentifierConflict("x".into()),
             DomainError::UniqueNameTaken("x".into()),
+            DomainError::TooManyParticipants("x".into()),
+            DomainError::ParticipantAlreadyInSession("x".into()),
+            DomainError::InvalidStatusTransition("x".into()),
             DomainError::Contention("x".into()),
             DomainError::CallNotPlaced {
                 callee: "x".into(),
@@ -315,6 +318,9 @@ mod tests {
                 | DomainError::NumberNotInPool(_)
                 | DomainError::IdentifierConflict(_)
                 | DomainError::UniqueNameTaken(_)
+                | DomainError::TooManyParticipants(_)
+                | DomainError::ParticipantAlreadyInSession(_)
+                | DomainError::InvalidStatusTransition(_)
                 | DomainError::Contention(_)
                 | DomainError::CallNotPlaced { .. }
                 | DomainError::Store(_) => {}

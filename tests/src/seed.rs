@@ -151,6 +151,7 @@ fn session(sid: &str, a: Participant, b: Participant) -> Session {
         live_call: None,
         record: false,
         recording_announcement: None,
+        date_reopened: None,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct IndexDef {
     pub name: String,
     pub keys: Vec<(String, String)>,
     pub projection: String,
+    /// `NonKeyAttributes` of an `INCLUDE` projection.
+    pub non_key: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +170,12 @@ pub fn parse(text: &str) -> Result<Template, String> {
                                         ),
                                         projection: str_of(&g["Projection"]["ProjectionType"])
                                             .unwrap_or("ALL".into()),
+                                        non_key: g["Projection"]["NonKeyAttributes"]
+                                            .as_vec()
+                                            .into_iter()
+                                            .flatten()
+                                            .filter_map(str_of)
+                                            .collect(),
                                     })
                                 })
                                 .collect()
@@ -227,6 +235,9 @@ pub async fn create_table(
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::from(index.projection.as_str()))
+                        .set_non_key_attributes(
+                            (!index.non_key.is_empty()).then(|| index.non_key.clone()),
+                        )
                         .build(),
                 )
                 .build()

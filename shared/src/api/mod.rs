@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::budget::{API_ANSWER, Budget};
 use crate::clock;
 use crate::domain::vcall::{Mode, PlacedLeg, StartCall};
-use crate::domain::{sessions, vcall};
+use crate::domain::{participants, sessions, vcall};
 use crate::model::{Interaction, ProxyNumber};
 use crate::phone::PhoneNumber;
 use crate::pricing::Yen;
@@ -100,13 +100,82 @@ fn refuse_unpriced_participants(
     Ok(())
 }
 
+/// Proxy's page size bounds for lists.
+const MAX_PAGE_SIZE: usize = 1000;
+const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// `GET /v1/sessions/{sid}`, and `GET /v1/sessions` (newest first, paged).
 pub async fn get_session(app: Arc<App>, req: Request) -> Response<Body> {
+    if web::path_param(&req, "sid").is_none() {
+        let result = list_sessions(&app, &req).await;
+        return respond(&req, result);
+    }
     let result = async {
         let session = sessions::find(app.ctx(), &sid_param(&req)?).await?;
         Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
     }
     .await;
     respond(&req, result)
+}
+
+fn page_size(req: &Request) -> Result<usize, Problem> {
+    match web::query_param(req, "page_size") {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| {
+                Problem::invalid(format!(
+                    "page_size {v:?} must be a whole number from 1 to {MAX_PAGE_SIZE}"
+                ))
+            }),
+    }
+}
+
+async fn list_sessions(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
+    let status = match web::query_param(req, "status").as_deref() {
+        None => None,
+        Some(s @ ("open" | "in-progress" | "closed")) => Some(s.to_owned()),
+        Some(other) => {
+            return Err(Problem::invalid(format!(
+                "status {other:?} is unknown; use open, in-progress or closed"
+            )));
+        }
+    };
+    let page_size = page_size(req)?;
+    let start = match web::query_param(req, "page_token") {
+        None => None,
+        Some(t) => Some(crate::store::PageToken::decode(&t).ok_or_else(|| {
+            Problem::invalid(
+                "page_token is not one this API handed out; use meta.next_page_token as given",
+            )
+        })?),
+    };
+    let page = app
+        .store
+        .list_sessions(status.as_deref(), page_size, start.as_ref())
+        .await?;
+    #[derive(Serialize)]
+    struct Meta {
+        page_size: usize,
+        next_page_token: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct List<'a> {
+        sessions: Vec<SessionView<'a>>,
+        meta: Meta,
+    }
+    Ok(web::json(
+        StatusCode::OK,
+        &List {
+            sessions: page.sessions.iter().map(SessionView::of).collect(),
+            meta: Meta {
+                page_size,
+                next_page_token: page.next.as_ref().map(crate::store::PageToken::encode),
+            },
+        },
+    ))
 }
 
 pub async fn close_session(app: Arc<App>, req: Request) -> Response<Body> {
@@ -116,6 +185,110 @@ pub async fn close_session(app: Arc<App>, req: Request) -> Response<Body> {
     }
     .await;
     respond(&req, result)
+}
+
+// ---- participants ---------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct ParticipantOf<'a> {
+    session_sid: &'a str,
+    #[serde(flatten)]
+    participant: session_input::ParticipantView<'a>,
+}
+
+impl<'a> ParticipantOf<'a> {
+    fn of(session: &'a crate::model::Session, p: &'a crate::model::Participant) -> Self {
+        Self {
+            session_sid: &session.sid,
+            participant: session_input::ParticipantView::of(p),
+        }
+    }
+}
+
+/// `POST`/`GET /v1/sessions/{sid}/participants`, `GET`/`DELETE …/participants/{participant_sid}`.
+pub async fn participants(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = match (
+        req.method().clone(),
+        web::path_param(&req, "participant_sid"),
+    ) {
+        (Method::POST, None) => idempotent(&app, &req, || add_participant(&app, &req)).await,
+        (Method::GET, None) => list_participants(&app, &req).await,
+        (Method::GET, Some(p)) => get_participant(&app, &req, &p).await,
+        (Method::DELETE, Some(p)) => remove_participant(&app, &req, &p).await,
+        // API Gateway routes only the four above (HTTP APIs answer 404 to the rest).
+        (method, _) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            "Not found",
+            format!("{method} is not served here"),
+        )),
+    };
+    respond(&req, result)
+}
+
+async fn add_participant(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
+    let sid = sid_param(req)?;
+    let input: session_input::ParticipantInput = web::read_json(req)?;
+    let new = session_input::participant("participant", input, &app.config)?;
+    if !app.config.rates.calls(new.identifier.class()) {
+        return Err(Problem::invalid(format!(
+            "participant.identifier {} is outside Japan, and no rate is configured for calls abroad (RATE_OUTBOUND_FOREIGN_JPY_PER_MIN)",
+            new.identifier.masked()
+        )));
+    }
+    let (session, added) = participants::add(app.ctx(), &sid, new).await?;
+    Ok(web::json(
+        StatusCode::CREATED,
+        &ParticipantOf::of(&session, &added),
+    ))
+}
+
+async fn list_participants(app: &App, req: &Request) -> Result<Response<Body>, Problem> {
+    let session = sessions::find(app.ctx(), &sid_param(req)?).await?;
+    #[derive(Serialize)]
+    struct List<'a> {
+        session_sid: &'a str,
+        participants: Vec<ParticipantOf<'a>>,
+    }
+    Ok(web::json(
+        StatusCode::OK,
+        &List {
+            session_sid: &session.sid,
+            participants: session
+                .participants
+                .iter()
+                .map(|p| ParticipantOf::of(&session, p))
+                .collect(),
+        },
+    ))
+}
+
+async fn get_participant(
+    app: &App,
+    req: &Request,
+    participant_sid: &str,
+) -> Result<Response<Body>, Problem> {
+    let session = sessions::find(app.ctx(), &sid_param(req)?).await?;
+    let p = session
+        .participants
+        .iter()
+        .find(|p| p.sid == participant_sid)
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "session {} has no participant {participant_sid:?}",
+                session.sid
+            ))
+        })?;
+    Ok(web::json(StatusCode::OK, &ParticipantOf::of(&session, p)))
+}
+
+async fn remove_participant(
+    app: &App,
+    req: &Request,
+    participant_sid: &str,
+) -> Result<Response<Body>, Problem> {
+    participants::remove(app.ctx(), &sid_param(req)?, participant_sid).await?;
+    Ok(web::no_content())
 }
 
 #[derive(Serialize)]
@@ -175,10 +348,21 @@ struct InteractionList<'a> {
     cost_unit: &'static str,
 }
 
+/// `GET /v1/sessions/{sid}/interactions`, and one of them by `interaction_sid`.
 pub async fn list_interactions(app: Arc<App>, req: Request) -> Response<Body> {
     let result = async {
         let session = sessions::find(app.ctx(), &sid_param(&req)?).await?;
         let legs = app.store.list_interactions(&session.sid).await?;
+        if let Some(wanted) = web::path_param(&req, "interaction_sid") {
+            // A session's legs are one partition of a few items: read and picked here.
+            let leg = legs.iter().find(|l| l.sid == wanted).ok_or_else(|| {
+                Problem::not_found(format!(
+                    "session {} has no interaction {wanted:?}",
+                    session.sid
+                ))
+            })?;
+            return Ok(web::json(StatusCode::OK, &InteractionView::of(leg)));
+        }
         let body = InteractionList {
             session_sid: &session.sid,
             total_cost: legs.iter().map(Interaction::cost).sum(),
@@ -241,6 +425,20 @@ pub async fn start_v_call(app: Arc<App>, req: Request) -> Response<Body> {
     respond(&req, result)
 }
 
+/// `POST /v1/sessions/{sid}`: Proxy's session update — `status` (`closed`, or `in-progress`
+/// to reopen a closed session), `date_expiry`, `ttl`.
+pub async fn update_session(app: Arc<App>, req: Request) -> Response<Body> {
+    let result = idempotent(&app, &req, || async {
+        let sid = sid_param(&req)?;
+        let input: session_input::UpdateSession = web::read_json(&req)?;
+        let change = session_input::validate_update(input, app.now())?;
+        let session = sessions::update(app.ctx(), &sid, change).await?;
+        Ok(web::json(StatusCode::OK, &SessionView::of(&session)))
+    })
+    .await;
+    respond(&req, result)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extend {
@@ -290,13 +488,18 @@ impl<'a> NumberView<'a> {
     }
 }
 
-/// `POST /v1/numbers`, `GET /v1/numbers` and `DELETE /v1/numbers/{number}`.
+/// `POST /v1/numbers`, `GET /v1/numbers`, and `GET`, `POST` (`is_reserved`) and `DELETE
+/// /v1/numbers/{number}`.
 pub async fn numbers(app: Arc<App>, req: Request) -> Response<Body> {
     let result = match (req.method().clone(), web::path_param(&req, "number")) {
         (Method::POST, None) => idempotent(&app, &req, || add_number(&app, &req)).await,
         (Method::GET, None) => list_numbers(&app).await,
         (Method::DELETE, Some(number)) => delete_number(&app, &number).await,
-        // API Gateway routes only the three above and answers 404 to any other method
+        (Method::GET, Some(number)) => get_number(&app, &number).await,
+        (Method::POST, Some(number)) => {
+            idempotent(&app, &req, || update_number(&app, &req, &number)).await
+        }
+        // API Gateway routes only the five above and answers 404 to any other method
         // (HTTP APIs have no 405); the same answer here, should a route be added by mistake.
         (method, _) => Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -344,11 +547,45 @@ async fn list_numbers(app: &App) -> Result<Response<Body>, Problem> {
     ))
 }
 
-async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
-    // API Gateway may hand the path parameter over still percent-encoded ("%2B81…").
+/// The `{number}` path parameter. API Gateway may hand it over still percent-encoded
+/// ("%2B81…").
+fn number_param(raw: &str) -> Result<PhoneNumber, Problem> {
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-    let number =
-        PhoneNumber::parse(&decoded).map_err(|e| Problem::invalid(format!("number: {e}")))?;
+    PhoneNumber::parse(&decoded).map_err(|e| Problem::invalid(format!("number: {e}")))
+}
+
+async fn get_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
+    let number = number_param(raw)?;
+    let n = app
+        .store
+        .get_number(&number)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("{number} is not in the pool")))?;
+    Ok(web::json(StatusCode::OK, &NumberView::of(&n)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateNumber {
+    is_reserved: bool,
+}
+
+/// `POST /v1/numbers/{number}`: reserve a number (used only when a participant's
+/// `proxy_identifier` names it) or release it to automatic allocation. Sessions already on
+/// it keep it either way.
+async fn update_number(app: &App, req: &Request, raw: &str) -> Result<Response<Body>, Problem> {
+    let number = number_param(raw)?;
+    let input: UpdateNumber = web::read_json(req)?;
+    let updated = app
+        .store
+        .set_number_reserved(&number, input.is_reserved, app.now())
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("{number} is not in the pool")))?;
+    Ok(web::json(StatusCode::OK, &NumberView::of(&updated)))
+}
+
+async fn delete_number(app: &App, raw: &str) -> Result<Response<Body>, Problem> {
+    let number = number_param(raw)?;
     let not_in_pool = || Problem::not_found(format!("{number} is not in the pool"));
     let existing = app
         .store

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock;
 use crate::domain::sessions::{
     MAX_CALL_SECONDS, MAX_END_AHEAD_SECONDS, MAX_UNIQUE_NAME, MODE_VOICE_ONLY, NewParticipant,
-    NewSession,
+    NewSession, SessionChange, StatusChange,
 };
 use crate::ids;
 use crate::model::{Extension, Session};
@@ -31,6 +31,7 @@ pub struct CreateSession {
     pub max_cost: Option<serde_json::Value>,
     /// The participant (identifier) who hears the end-of-call warning and may extend.
     pub decider: Option<String>,
+    #[serde(default)]
     pub participants: Vec<ParticipantInput>,
     /// Record every call of the session (both parties are told first).
     pub record: Option<bool>,
@@ -97,6 +98,11 @@ pub fn participant(
         .as_deref()
         .map(|v| field_number(&format!("{field}.proxy_identifier"), v))
         .transpose()?;
+    if proxy_identifier.as_ref() == Some(&identifier) {
+        return Err(Problem::invalid(
+            "a proxy_identifier cannot be a participant's own number",
+        ));
+    }
     if let Some(name) = &p.friendly_name
         && (name.chars().count() > MAX_FRIENDLY_NAME || !printable(name))
     {
@@ -212,30 +218,11 @@ pub fn validate(
             "ttl is {ttl} seconds; at most {MAX_TTL_SECONDS} (one year)"
         )));
     }
-    let date_expiry = match &req.date_expiry {
-        None => None,
-        Some(s) => {
-            let t = clock::parse_iso(s).ok_or_else(|| {
-                Problem::invalid(format!(
-                    "date_expiry {s:?} is not an ISO 8601 date-time like 2026-12-01T09:00:00+09:00"
-                ))
-            })?;
-            if t <= now {
-                return Err(Problem::invalid(format!("date_expiry {s} is in the past")));
-            }
-            if t > now.saturating_add(MAX_END_AHEAD_SECONDS) {
-                return Err(Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    Code::BeyondMaximumEnd,
-                    "Beyond the maximum end",
-                    format!(
-                        "date_expiry {s} is more than 365 days ahead; a session ends at most 365 days from now"
-                    ),
-                ));
-            }
-            Some(t)
-        }
-    };
+    let date_expiry = req
+        .date_expiry
+        .as_deref()
+        .map(|s| date_expiry(s, now))
+        .transpose()?;
     if let Some(limit) = req.call_time_limit
         && !(60..=MAX_CALL_SECONDS).contains(&limit)
     {
@@ -278,29 +265,28 @@ pub fn validate(
             Code::TooManyParticipants,
             "Too many participants",
             format!(
-                "a session connects exactly two participants; got {}",
+                "a session connects at most two participants; got {}",
                 req.participants.len()
             ),
         ));
     }
-    if req.participants.len() != 2 {
-        return Err(Problem::invalid(format!(
-            "a session connects exactly two participants; got {}",
-            req.participants.len()
-        )));
-    }
-    let mut participants = Vec::with_capacity(2);
-    for (i, p) in req.participants.into_iter().enumerate() {
-        participants.push(participant(&format!("participants[{i}]"), p, defaults)?);
-    }
-    if participants[0].identifier == participants[1].identifier {
+    // Zero, one or two: the others may be added later (POST …/participants), as in Proxy.
+    let participants = req
+        .participants
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| participant(&format!("participants[{i}]"), p, defaults))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let [a, b] = &participants[..]
+        && a.identifier == b.identifier
+    {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             Code::ParticipantAlreadyInSession,
             "Participant already in session",
             format!(
                 "both participants are {}; a session needs two different numbers",
-                participants[0].identifier.masked()
+                a.identifier.masked()
             ),
         ));
     }
@@ -382,6 +368,83 @@ fn max_cost(
         ));
     }
     Ok(yen)
+}
+
+/// `POST /v1/sessions/{sid}`'s request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSession {
+    pub status: Option<String>,
+    pub date_expiry: Option<String>,
+    pub ttl: Option<u64>,
+}
+
+/// Checks an update against the same rules as creation (`date_expiry`, `ttl`); `open` is
+/// never set by a request (80608), as in Proxy.
+pub fn validate_update(req: UpdateSession, now: i64) -> Result<SessionChange, Problem> {
+    let status = match req.status.as_deref() {
+        None => None,
+        Some("closed") => Some(StatusChange::Close),
+        Some("in-progress") => Some(StatusChange::Reopen),
+        Some("open") => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                Code::SessionStatusInvalid,
+                "Session status invalid",
+                "status open is set only at creation; reopen a closed session with in-progress",
+            ));
+        }
+        Some(other) => {
+            return Err(Problem::invalid(format!(
+                "status {other:?} is unknown; use \"closed\" or \"in-progress\""
+            )));
+        }
+    };
+    if let Some(ttl) = req.ttl
+        && ttl > MAX_TTL_SECONDS
+    {
+        return Err(Problem::invalid(format!(
+            "ttl is {ttl} seconds; at most {MAX_TTL_SECONDS} (one year)"
+        )));
+    }
+    let date_expiry = req
+        .date_expiry
+        .as_deref()
+        .map(|s| date_expiry(s, now))
+        .transpose()?;
+    if status.is_none() && date_expiry.is_none() && req.ttl.is_none() {
+        return Err(Problem::invalid(
+            "nothing to change: give status, date_expiry or ttl",
+        ));
+    }
+    Ok(SessionChange {
+        status,
+        date_expiry,
+        ttl: req.ttl,
+    })
+}
+
+/// A `date_expiry` as the API takes it: ISO 8601, in the future, at most 365 days ahead.
+fn date_expiry(s: &str, now: i64) -> Result<i64, Problem> {
+    let t = clock::parse_iso(s).ok_or_else(|| {
+        Problem::invalid(format!(
+            "date_expiry {s:?} is not an ISO 8601 date-time like 2026-12-01T09:00:00+09:00"
+        ))
+    })?;
+    if t <= now {
+        return Err(Problem::invalid(format!("date_expiry {s} is in the past")));
+    }
+    if t > now.saturating_add(MAX_END_AHEAD_SECONDS) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            Code::BeyondMaximumEnd,
+            "Beyond the maximum end",
+            format!(
+                "date_expiry {s} is more than 365 days ahead; a session ends at most 365 days from now"
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 /// The session as the API shows it.
@@ -549,9 +612,14 @@ mod tests {
                 "video",
             ),
             (
-                r#"{"participants":[{"identifier":"090-1234-5678"}]}"#,
+                r#"{"participants":[{"identifier":"1"},{"identifier":"2"},{"identifier":"3"}]}"#,
+                Code::TooManyParticipants,
+                "at most two",
+            ),
+            (
+                r#"{"decider":"090-1234-5678","participants":[]}"#,
                 Code::InvalidParameter,
-                "exactly two",
+                "decider",
             ),
             (
                 r#"{"participants":[{"identifier":"090-1234-5678"},{"identifier":"12"}]}"#,

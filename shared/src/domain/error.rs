@@ -44,6 +44,15 @@ pub enum DomainError {
     IdentifierConflict(String),
     #[error("{0}")]
     UniqueNameTaken(String),
+    /// The session already has its two participants.
+    #[error("{0}")]
+    TooManyParticipants(String),
+    /// The participant's number is already one of the session's participants.
+    #[error("{0}")]
+    ParticipantAlreadyInSession(String),
+    /// A status change the session's lifecycle does not allow (e.g. reopening an open one).
+    #[error("{0}")]
+    InvalidStatusTransition(String),
     /// Too many concurrent changes to finish now; nothing was written.
     #[error("{0}")]
     Contention(String),

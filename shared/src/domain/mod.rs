@@ -7,6 +7,7 @@
 //! - `admission`: a masked call comes in — dial the other party, call them into a timed
 //!   call's room, or tell the caller why not;
 //! - `sessions`: allocating proxy numbers (I1), reading, closing (I3) and extending;
+//! - `participants`: adding (I1) and removing participants after creation;
 //! - `vcall`: V字発信, ringing both parties, and hanging a half-placed call up again;
 //! - `deadline`: a live call's effective deadline (its time limit, its cost cap);
 //! - `due`: when a session next needs the sweep;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod expiry;
 pub mod extension;
 pub mod legs;
+pub mod participants;
 pub mod ports;
 pub mod sessions;
 pub mod timers;

@@ -47,6 +47,39 @@ pub trait SessionStore: Send + Sync {
         due: Option<i64>,
         now: i64,
     ) -> Result<(), StoreError>;
+    /// Reopens the closed session `before` as `after`, claiming its routes again (I1) and
+    /// its unique name if still free.
+    async fn reopen_session(
+        &self,
+        before: &Session,
+        after: &Session,
+        now: i64,
+    ) -> Result<(), CreateError>;
+    /// Sets an open session's `date_expiry` and `ttl` to `after`'s while unchanged since
+    /// read, filing it in the due index for `due`.
+    async fn update_session_times(
+        &self,
+        before: &Session,
+        after: &Session,
+        due: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Adds a participant to the session as read, claiming its (proxy, number) slot (I1)
+    /// and, with the second one, writing both routes.
+    async fn add_participant(
+        &self,
+        session: &Session,
+        participant: &Participant,
+        now: i64,
+    ) -> Result<(), CreateError>;
+    /// Removes the participant at `index` of the session as read, with its slot and the
+    /// session's routes; `ConditionFailed` when the session changed meanwhile.
+    async fn remove_participant(
+        &self,
+        session: &Session,
+        index: usize,
+        now: i64,
+    ) -> Result<(), StoreError>;
     async fn list_interactions(&self, session_sid: &str) -> Result<Vec<Interaction>, StoreError>;
     /// Admits call `call_sid` on the route `caller` uses on `proxy`, in one request: the
     /// route as noted when it is live (its session open, before `date_expiry`, not idle by

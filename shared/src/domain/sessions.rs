@@ -17,7 +17,7 @@ pub const MAX_CALL_SECONDS: u64 = 14_400;
 /// Unique names longer than this are never stored, so a lookup by one is skipped.
 pub const MAX_UNIQUE_NAME: usize = 191;
 /// Races over the same proxy slot are retried; each retry sees the winner's routes.
-const MAX_CREATE_ATTEMPTS: usize = 25;
+pub(super) const MAX_CREATE_ATTEMPTS: usize = 25;
 /// How far `POST …/extend` may move a session's end at once.
 pub const MAX_EXTEND_SECONDS: u64 = 30 * 86_400;
 /// A session's end (`date_expiry`, a live call's deadline) is at most this far from now,
@@ -54,14 +54,14 @@ pub struct NewParticipant {
 
 /// What the pool looked like when no number could be chosen, for the right refusal.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum PoolState {
+pub(super) enum PoolState {
     Empty,
     OnlyReserved,
     Unreserved,
 }
 
 impl PoolState {
-    fn of(pool: &[crate::model::ProxyNumber]) -> PoolState {
+    pub(super) fn of(pool: &[crate::model::ProxyNumber]) -> PoolState {
         if pool.is_empty() {
             PoolState::Empty
         } else if pool.iter().all(|n| n.is_reserved) {
@@ -72,7 +72,7 @@ impl PoolState {
     }
 }
 
-fn shortage_error(s: Shortage, pool: PoolState) -> DomainError {
+pub(super) fn shortage_error(s: Shortage, pool: PoolState) -> DomainError {
     match s {
         Shortage::NoneFree { participant } => match pool {
             PoolState::Empty => DomainError::NoNumbersInPool(
@@ -104,10 +104,13 @@ fn shortage_error(s: Shortage, pool: PoolState) -> DomainError {
 /// retrying when a concurrent create took the same slot first.
 pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainError> {
     for attempt in 0..MAX_CREATE_ATTEMPTS {
-        let (numbers, taken_a, taken_b) = futures::try_join!(
+        let (numbers, taken) = futures::try_join!(
             ctx.store.list_numbers(),
-            ctx.store.proxies_of(&new.participants[0].identifier),
-            ctx.store.proxies_of(&new.participants[1].identifier),
+            futures::future::try_join_all(
+                new.participants
+                    .iter()
+                    .map(|p| ctx.store.proxies_of(&p.identifier))
+            ),
         )?;
         if let Some(p) = new
             .participants
@@ -120,8 +123,8 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
                 p.identifier.masked()
             )));
         }
-        let taken: [HashSet<PhoneNumber>; 2] =
-            [taken_a.into_iter().collect(), taken_b.into_iter().collect()];
+        let taken: Vec<HashSet<PhoneNumber>> =
+            taken.into_iter().map(|t| t.into_iter().collect()).collect();
         let needs: Vec<Need<'_>> = new
             .participants
             .iter()
@@ -158,6 +161,7 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
             live_call: None,
             record: new.record,
             recording_announcement: new.recording_announcement.clone(),
+            date_reopened: None,
             participants: new
                 .participants
                 .iter()
@@ -213,12 +217,12 @@ pub async fn create(ctx: Ctx<'_>, new: NewSession) -> Result<Session, DomainErro
     ))
 }
 
-fn random_index() -> usize {
+pub(super) fn random_index() -> usize {
     uuid::Uuid::new_v4().as_u128() as usize
 }
 
 /// A few milliseconds, growing and jittered, so racing creates do not collide again in step.
-fn backoff(attempt: usize) -> Duration {
+pub(super) fn backoff(attempt: usize) -> Duration {
     let base = 5u64 << attempt.min(5);
     Duration::from_millis(base + (random_index() as u64 % (base + 1)))
 }
@@ -384,6 +388,183 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A change asked by `POST /v1/sessions/{sid}` (Proxy's Session update).
+#[derive(Debug, Clone, Default)]
+pub struct SessionChange {
+    pub status: Option<StatusChange>,
+    pub date_expiry: Option<i64>,
+    pub ttl: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    /// `closed`: as `DELETE` (idempotent).
+    Close,
+    /// `in-progress`: reopen a closed session.
+    Reopen,
+}
+
+/// Applies a session update: close it, reopen it (routes allocated again under I1), or move
+/// its `date_expiry` and `ttl`.
+pub async fn update(
+    ctx: Ctx<'_>,
+    sid_or_name: &str,
+    change: SessionChange,
+) -> Result<Session, DomainError> {
+    match change.status {
+        Some(StatusChange::Close) => {
+            if change.date_expiry.is_some() || change.ttl.is_some() {
+                return Err(DomainError::Invalid(
+                    "status closed cannot be combined with date_expiry or ttl".into(),
+                ));
+            }
+            close(ctx, sid_or_name, "closed-by-api").await
+        }
+        Some(StatusChange::Reopen) => reopen(ctx, sid_or_name, &change).await,
+        None => set_times(ctx, sid_or_name, &change).await,
+    }
+}
+
+/// The session with the change's `date_expiry` and `ttl`; refused when its end has passed.
+fn with_times(session: &Session, change: &SessionChange, now: i64) -> Result<Session, DomainError> {
+    let mut after = session.clone();
+    if let Some(expiry) = change.date_expiry {
+        after.date_expiry = Some(expiry);
+    }
+    if let Some(ttl) = change.ttl {
+        after.ttl = ttl;
+    }
+    after.date_updated = now;
+    if after.date_expiry.is_some_and(|e| e <= now) {
+        return Err(DomainError::Invalid(
+            "the session's date_expiry has passed; give a new date_expiry".into(),
+        ));
+    }
+    Ok(after)
+}
+
+async fn set_times(
+    ctx: Ctx<'_>,
+    sid_or_name: &str,
+    change: &SessionChange,
+) -> Result<Session, DomainError> {
+    if change.date_expiry.is_none() && change.ttl.is_none() {
+        return Err(DomainError::Invalid(
+            "nothing to change: give status, date_expiry or ttl".into(),
+        ));
+    }
+    let session = find(ctx, sid_or_name).await?;
+    if !session.status.is_open() {
+        return Err(DomainError::SessionClosed(format!(
+            "session {} is closed; reopen it with status in-progress",
+            session.sid
+        )));
+    }
+    if session
+        .live_call
+        .as_ref()
+        .is_some_and(|l| l.deadline.is_some())
+    {
+        // The live call's deadline was derived from the old end; it moves with POST …/extend.
+        return Err(DomainError::CallInProgress(
+            "the session has a call under a deadline; move it with POST …/extend, or change date_expiry or ttl once the call has ended".into(),
+        ));
+    }
+    let now = ctx.now();
+    let after = with_times(&session, change, now)?;
+    let due = crate::domain::due::next_due(&after, false, now);
+    match ctx
+        .store
+        .update_session_times(&session, &after, due, now)
+        .await
+    {
+        Ok(()) => find(ctx, &session.sid).await,
+        Err(StoreError::ConditionFailed) => Err(DomainError::SessionChanged(
+            "the session closed or its end changed meanwhile; read it again and retry".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reopens a closed session: its participants keep their proxy numbers when those are still
+/// in the pool and free for each of them (I1), otherwise get new ones; its unique name is
+/// claimed again (80603 when another session took it meanwhile). Reopening an open session
+/// is 80608, as in Proxy (the transition is closed → in-progress only).
+async fn reopen(
+    ctx: Ctx<'_>,
+    sid_or_name: &str,
+    change: &SessionChange,
+) -> Result<Session, DomainError> {
+    for attempt in 0..MAX_CREATE_ATTEMPTS {
+        let session = find(ctx, sid_or_name).await?;
+        if session.status.is_open() {
+            return Err(DomainError::InvalidStatusTransition(format!(
+                "session {} is {}; only a closed session can be reopened (closed → in-progress)",
+                session.sid,
+                session.status.as_str()
+            )));
+        }
+        let now = ctx.now();
+        let mut after = with_times(&session, change, now)?;
+        after.status = SessionStatus::InProgress;
+        after.closed_reason = None;
+        after.live_call = None;
+        after.current_conference = None;
+        after.date_reopened = Some(now);
+        let (numbers, taken) = futures::try_join!(
+            ctx.store.list_numbers(),
+            futures::future::try_join_all(
+                session
+                    .participants
+                    .iter()
+                    .map(|p| ctx.store.proxies_of(&p.identifier))
+            ),
+        )?;
+        let taken: Vec<HashSet<PhoneNumber>> =
+            taken.into_iter().map(|t| t.into_iter().collect()).collect();
+        let keep = session.participants.iter().zip(&taken).all(|(p, taken)| {
+            !taken.contains(&p.proxy_identifier)
+                && numbers.iter().any(|n| n.phone_number == p.proxy_identifier)
+        });
+        if !keep {
+            let needs: Vec<Need<'_>> = session
+                .participants
+                .iter()
+                .zip(&taken)
+                .map(|(p, taken)| Need {
+                    identifier: &p.identifier,
+                    requested: None,
+                    taken,
+                })
+                .collect();
+            let chosen = pool::choose(&numbers, &needs, random_index())
+                .map_err(|s| shortage_error(s, PoolState::of(&numbers)))?;
+            for (p, proxy) in after.participants.iter_mut().zip(chosen) {
+                p.proxy_identifier = proxy;
+            }
+        }
+        match ctx.store.reopen_session(&session, &after, now).await {
+            Ok(()) => {
+                tracing::info!(session = %session.sid, attempt, kept_proxies = keep, "session reopened");
+                return find(ctx, &session.sid).await;
+            }
+            Err(CreateError::Store(e)) => return Err(e.into()),
+            Err(CreateError::Conflict(CreateConflict::UniqueName)) => {
+                return Err(DomainError::UniqueNameTaken(format!(
+                    "another session took unique_name {:?} after this one closed",
+                    session.unique_name.unwrap_or_default()
+                )));
+            }
+            // A slot or the session itself changed meanwhile: the next read sees it.
+            Err(CreateError::Conflict(_)) => {}
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Err(DomainError::Contention(
+        "the session or its participants' numbers changed many times at once; nothing was written, retry".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -768,6 +949,74 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_free_proxies_and_refuses_an_open_session() {
+        let world = world_with(Session {
+            status: SessionStatus::Closed,
+            closed_reason: Some("closed-by-api".into()),
+            ttl: 600,
+            ..open_session()
+        });
+        world.store.add_number("050-3123-4567");
+        let reopen = SessionChange {
+            status: Some(StatusChange::Reopen),
+            ..SessionChange::default()
+        };
+        let s = update(world.ctx(), SID, reopen.clone()).await.unwrap();
+        assert_eq!(s.status, SessionStatus::InProgress);
+        assert_eq!(s.closed_reason, None);
+        assert_eq!(s.date_reopened, Some(NOW));
+        assert_eq!(
+            s.inactive_after(),
+            Some(NOW + 600),
+            "the ttl counts from now"
+        );
+        assert_eq!(s.participants[0].proxy_identifier.as_str(), "+815031234567");
+        let err = update(world.ctx(), SID, reopen).await.unwrap_err();
+        assert!(
+            matches!(err, DomainError::InvalidStatusTransition(_)),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_passed_end_must_be_replaced_to_reopen() {
+        let world = world_with(Session {
+            status: SessionStatus::Closed,
+            date_expiry: Some(NOW - 10),
+            ..open_session()
+        });
+        world.store.add_number("050-3123-4567");
+        let mut change = SessionChange {
+            status: Some(StatusChange::Reopen),
+            ..SessionChange::default()
+        };
+        let err = update(world.ctx(), SID, change.clone()).await.unwrap_err();
+        assert!(matches!(err, DomainError::Invalid(_)), "{err:?}");
+        assert!(!world.store.session(SID).unwrap().status.is_open());
+        change.date_expiry = Some(NOW + 3_600);
+        let s = update(world.ctx(), SID, change).await.unwrap();
+        assert_eq!(s.date_expiry, Some(NOW + 3_600));
+    }
+
+    #[tokio::test]
+    async fn closing_by_update_cannot_carry_other_changes() {
+        let world = world_with(open_session());
+        let err = update(
+            world.ctx(),
+            SID,
+            SessionChange {
+                status: Some(StatusChange::Close),
+                ttl: Some(60),
+                ..SessionChange::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, DomainError::Invalid(_)), "{err:?}");
+        assert!(world.store.session(SID).unwrap().status.is_open());
     }
 
     #[tokio::test]

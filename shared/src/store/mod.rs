@@ -14,14 +14,17 @@
 //! | idempotency   | `IDEMPOTENCY#{key}`    | `IDEMPOTENCY`     | `Idempotency-Key` records                 |
 //!
 //! Open sessions carry `due_shard`/`due_at` for the sparse `due-index` (the expiry sweep's
-//! Query); closed ones lose them and gain `expire_at`, the table's TTL attribute.
+//! Query); closed ones lose them and gain `expire_at`, the table's TTL attribute. Every
+//! session carries `list_pk`/`list_sk` for `sessions-index` (`GET /v1/sessions`, `listing`).
 
 mod condition;
 mod conferences;
 mod due;
 mod idempotency;
 mod interactions;
+mod listing;
 mod live_call;
+mod participants;
 mod pool;
 mod routing;
 mod sessions;
@@ -45,6 +48,7 @@ pub use conferences::ConferenceRecord;
 pub use due::{DUE_INDEX, DUE_SHARDS, DueCursor, DueSession, due_shard};
 pub use idempotency::Claim;
 pub use interactions::{Recorded, RecordingInfo};
+pub use listing::{PageToken, SESSIONS_INDEX, SessionPage};
 pub use routing::{CallNote, Route, RouteCheck};
 pub use sessions::{CreateConflict, CreateError};
 

@@ -1,6 +1,6 @@
 //! The proxy number pool.
 
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 
 use super::{
     Condition, OnlyIf, Store, StoreError, from_item, must_write, n, number_key, to_item, with_key,
@@ -58,6 +58,32 @@ impl Store {
             .into_iter()
             .map(from_item)
             .collect()
+    }
+
+    /// Sets a pool number's `is_reserved`; `None` when it is not in the pool.
+    pub async fn set_number_reserved(
+        &self,
+        number: &PhoneNumber,
+        is_reserved: bool,
+        now: i64,
+    ) -> Result<Option<ProxyNumber>, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(number_key(number)))
+            .update_expression("SET is_reserved = :reserved, date_updated = :now")
+            .only_if(Condition::exists())
+            .expression_attribute_values(":reserved", AttributeValue::Bool(is_reserved))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match r {
+            Ok(out) => out.attributes.map(from_item).transpose(),
+            Err(e) if super::is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(StoreError::backend(e)),
+        }
     }
 
     /// Removes a number that no open session uses; `ConditionFailed` when it is in use or gone.

@@ -302,11 +302,60 @@ impl Store {
 
     /// The routes carry a copy of `date_expiry` (so routing is one read): these writes move
     /// it with the session's, each only while the route still belongs to this session.
+    /// The routes' copies of a session's end and inactivity after an update of its
+    /// `date_expiry` or `ttl`: admission reads them from the route alone (one request), so
+    /// they move with the session, in its transaction.
+    pub(super) fn route_times_updates(
+        &self,
+        after: &Session,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        if !super::sessions::has_routes(after) {
+            return Ok(Vec::new());
+        }
+        after
+            .participants
+            .iter()
+            .map(|p| {
+                let mut sets = vec!["#ttl = :ttl"];
+                let mut removes = Vec::new();
+                let mut route = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(route_key(&p.proxy_identifier, &p.identifier)))
+                    .only_if(Condition::of_session(&after.sid))
+                    .expression_attribute_names("#ttl", "ttl")
+                    .expression_attribute_values(":ttl", n(after.ttl));
+                match after.date_expiry {
+                    Some(expiry) => {
+                        sets.push("date_expiry = :expiry");
+                        route = route.expression_attribute_values(":expiry", n(expiry));
+                    }
+                    None => removes.push("date_expiry"),
+                }
+                match after.inactive_after() {
+                    Some(t) => {
+                        sets.push("inactive_after = :inactive");
+                        route = route.expression_attribute_values(":inactive", n(t));
+                    }
+                    None => removes.push("inactive_after"),
+                }
+                let mut expression = format!("SET {}", sets.join(", "));
+                if !removes.is_empty() {
+                    expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+                }
+                let route = route.update_expression(expression).build()?;
+                Ok(TransactWriteItem::builder().update(route).build())
+            })
+            .collect()
+    }
+
     pub(super) fn route_expiry_updates(
         &self,
         session: &Session,
         expiry: i64,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        if !super::sessions::has_routes(session) {
+            return Ok(Vec::new());
+        }
         session
             .participants
             .iter()

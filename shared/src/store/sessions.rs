@@ -38,6 +38,7 @@ pub enum CreateError {
 /// due index and the inactivity check read.
 fn session_item(session: &Session) -> Result<Item, StoreError> {
     let mut item = with_key(to_item(session)?, session_key(&session.sid));
+    item.extend(super::listing::list_attributes(session));
     if let Some(due) = session.deadline() {
         item.insert("due_shard".into(), s(due_shard(&session.sid)));
         item.insert("due_at".into(), n(due));
@@ -48,9 +49,14 @@ fn session_item(session: &Session) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// Routes exist while the session has both its parties; before that, only participations.
+pub(super) fn has_routes(session: &Session) -> bool {
+    session.participants.len() == 2
+}
+
 /// What a cancelled create means: the first item whose condition failed, or contention
 /// when none did (another transaction touched the same items).
-fn conflict_of(codes: &[String], meaning: &[Option<CreateConflict>]) -> CreateConflict {
+pub(super) fn conflict_of(codes: &[String], meaning: &[Option<CreateConflict>]) -> CreateConflict {
     codes
         .iter()
         .zip(meaning)
@@ -94,20 +100,23 @@ impl Store {
         }
 
         for p in &session.participants {
-            let other = session.other(&p.sid).unwrap_or(p);
-            let route = Route::of(session, p, other);
             let conflict = CreateConflict::Route {
                 proxy: p.proxy_identifier.clone(),
                 participant: p.identifier.clone(),
             };
-            items.push(self.put(
-                with_key(
-                    to_item(&route)?,
-                    route_key(&p.proxy_identifier, &p.identifier),
-                ),
-                Condition::absent(),
-            )?);
-            meaning.push(Some(conflict.clone()));
+            // A route leads to the other party: a session with one participant has none
+            // yet, and its participation item alone holds the (proxy, participant) slot (I1).
+            if let Some(other) = session.other(&p.sid) {
+                let route = Route::of(session, p, other);
+                items.push(self.put(
+                    with_key(
+                        to_item(&route)?,
+                        route_key(&p.proxy_identifier, &p.identifier),
+                    ),
+                    Condition::absent(),
+                )?);
+                meaning.push(Some(conflict.clone()));
+            }
             items.push(self.put(
                 session_ref(
                     &session.sid,
@@ -246,12 +255,12 @@ impl Store {
             items.push(TransactWriteItem::builder().update(release).build());
         }
         for p in &session.participants {
-            items.push(
-                self.delete_if_session(
+            if has_routes(session) {
+                items.push(self.delete_if_session(
                     route_key(&p.proxy_identifier, &p.identifier),
                     &session.sid,
-                )?,
-            );
+                )?);
+            }
             items.push(self.delete_if_session(
                 participation_key(&p.identifier, &p.proxy_identifier),
                 &session.sid,
@@ -259,6 +268,120 @@ impl Store {
         }
         for proxy in proxies_of_session(session) {
             items.push(self.count_number(proxy, -1, now)?);
+        }
+        Ok(items)
+    }
+
+    /// Reopens the closed session `before` as `after` (status in progress, proxies chosen
+    /// again): the session item is replaced only while it is still `before` (closed, not
+    /// written since), and every claim a create makes is made again — the unique name if it
+    /// is still free, each participant's route and participation (I1), the pool counts.
+    pub async fn reopen_session(
+        &self,
+        before: &Session,
+        after: &Session,
+        now: i64,
+    ) -> Result<(), CreateError> {
+        let (items, meaning) = self.reopen_items(before, after, now)?;
+        match self.transact(items).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Cancelled(codes)) => {
+                Err(CreateError::Conflict(conflict_of(&codes, &meaning)))
+            }
+            Err(e) => Err(CreateError::Store(e)),
+        }
+    }
+
+    fn reopen_items(
+        &self,
+        before: &Session,
+        after: &Session,
+        now: i64,
+    ) -> Result<(Vec<TransactWriteItem>, Vec<Option<CreateConflict>>), StoreError> {
+        let (mut items, meaning) = self.create_items(after, now)?;
+        // Late costs and conference callbacks still write a closed session: any write since
+        // it was read moves date_updated or the cost, and then nothing is replaced.
+        let unchanged = Condition::new(
+            "#status = :closed AND date_updated = :read_updated AND total_cost_milli_yen = :read_cost",
+        )
+        .name("#status", "status")
+        .value(":closed", s(SessionStatus::Closed.as_str()))
+        .value(":read_updated", n(before.date_updated))
+        .value(":read_cost", n(before.total_cost_milli_yen));
+        items[0] = self.put(session_item(after)?, unchanged)?;
+        Ok((items, meaning))
+    }
+
+    /// Sets the open session's `date_expiry` and `ttl` to `after`'s, while both are still
+    /// `before`'s, with the inactivity limit, the due index (`due`) and the routes' copy of
+    /// `date_expiry` moved alike.
+    pub async fn update_session_times(
+        &self,
+        before: &Session,
+        after: &Session,
+        due: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let items = self.times_items(before, after, due, now)?;
+        match self.transact(items).await {
+            Err(StoreError::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            other => other,
+        }
+    }
+
+    fn times_items(
+        &self,
+        before: &Session,
+        after: &Session,
+        due: Option<i64>,
+        now: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut sets = vec!["date_updated = :now".to_owned(), "#ttl = :ttl".to_owned()];
+        let mut removes = Vec::new();
+        let mut condition = Condition::session_open()
+            .and(Condition::new("#ttl = :read_ttl").value(":read_ttl", n(before.ttl)));
+        condition = match before.date_expiry {
+            Some(old) => condition
+                .and(Condition::new("date_expiry = :read_expiry").value(":read_expiry", n(old))),
+            None => condition.and(Condition::new("attribute_not_exists(date_expiry)")),
+        };
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(session_key(&before.sid)))
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":ttl", n(after.ttl));
+        if let Some(expiry) = after.date_expiry {
+            sets.push("date_expiry = :expiry".into());
+            update = update.expression_attribute_values(":expiry", n(expiry));
+        }
+        match after.inactive_after() {
+            Some(t) => {
+                sets.push("inactive_after = :inactive".into());
+                update = update.expression_attribute_values(":inactive", n(t));
+            }
+            None => removes.push("inactive_after"),
+        }
+        match due {
+            Some(due) => {
+                sets.push("due_shard = :shard, due_at = :due".into());
+                update = update
+                    .expression_attribute_values(":shard", s(due_shard(&before.sid)))
+                    .expression_attribute_values(":due", n(due));
+            }
+            None => removes.extend(["due_shard", "due_at"]),
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let update = update
+            .update_expression(expression)
+            .only_if(condition)
+            .build()?;
+        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        if after.date_expiry != before.date_expiry || after.ttl != before.ttl {
+            items.extend(self.route_times_updates(after)?);
         }
         Ok(items)
     }

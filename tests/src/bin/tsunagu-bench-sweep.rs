@@ -191,6 +191,7 @@ fn session(now: i64, i: usize) -> Session {
         decider: None,
         record: false,
         recording_announcement: None,
+        date_reopened: None,
         live_call: Some(LiveCall {
             mode: CallMode::Bridge,
             limit: 600,

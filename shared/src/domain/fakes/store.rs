@@ -12,7 +12,8 @@ use crate::domain::ports::{
     Route, RouteCheck, SessionStore, StoreError,
 };
 use crate::model::{
-    CallMode, Interaction, LiveCall, ProxyNumber, Session, SessionStatus, WarningOutcome,
+    CallMode, Interaction, LiveCall, Participant, ProxyNumber, Session, SessionStatus,
+    WarningOutcome,
 };
 use crate::phone::PhoneNumber;
 
@@ -77,12 +78,14 @@ impl MemoryStore {
         }
     }
 
-    /// The route `caller` uses on `proxy`, as stored.
-    pub fn route(&self, proxy: &str, caller: &str) -> Option<Route> {
-        self.tables()
-            .routes
-            .get(&(proxy.to_owned(), caller.to_owned()))
-            .cloned()
+    /// The route `caller` uses on `proxy`, as stored (numbers as text or parsed).
+    pub fn route(
+        &self,
+        proxy: impl std::fmt::Display,
+        caller: impl std::fmt::Display,
+    ) -> Option<Route> {
+        let key = (proxy.to_string(), caller.to_string());
+        self.tables().routes.get(&key).cloned()
     }
 
     /// Activity that moves only the session item, as `call-status`'s callbacks do.
@@ -302,6 +305,138 @@ impl SessionStore for MemoryStore {
             r.date_expiry = expiry;
         }
         t.file_due(&session.sid, due);
+        Ok(())
+    }
+
+    async fn reopen_session(
+        &self,
+        before: &Session,
+        after: &Session,
+        _now: i64,
+    ) -> Result<(), CreateError> {
+        self.failure("reopen_session")?;
+        let mut t = self.tables();
+        if !t.create_conflicts.is_empty() {
+            return Err(CreateError::Conflict(t.create_conflicts.remove(0)));
+        }
+        if t.sessions.get(&before.sid) != Some(before) {
+            return Err(CreateError::Conflict(CreateConflict::Contention));
+        }
+        if let Some(name) = &after.unique_name
+            && t.unique_names.get(name).is_some_and(|sid| {
+                sid != &after.sid && t.sessions.get(sid).is_none_or(|s| s.status.is_open())
+            })
+        {
+            return Err(CreateError::Conflict(CreateConflict::UniqueName));
+        }
+        for p in &after.participants {
+            let taken = t.sessions.values().any(|s| {
+                s.status.is_open()
+                    && s.participants.iter().any(|q| {
+                        q.identifier == p.identifier && q.proxy_identifier == p.proxy_identifier
+                    })
+            });
+            if taken {
+                return Err(CreateError::Conflict(CreateConflict::Route {
+                    proxy: p.proxy_identifier.clone(),
+                    participant: p.identifier.clone(),
+                }));
+            }
+        }
+        drop(t);
+        self.put_session(after.clone());
+        self.tables().file_due(&after.sid, after.deadline());
+        Ok(())
+    }
+
+    async fn update_session_times(
+        &self,
+        before: &Session,
+        after: &Session,
+        due: Option<i64>,
+        _now: i64,
+    ) -> Result<(), StoreError> {
+        self.failure("update_session_times")?;
+        let mut t = self.tables();
+        let stored = t
+            .sessions
+            .get_mut(&before.sid)
+            .filter(|s| {
+                s.status.is_open() && s.ttl == before.ttl && s.date_expiry == before.date_expiry
+            })
+            .ok_or(StoreError::ConditionFailed)?;
+        stored.ttl = after.ttl;
+        stored.date_expiry = after.date_expiry;
+        stored.date_updated = after.date_updated;
+        for r in t
+            .routes
+            .values_mut()
+            .filter(|r| r.session_sid == before.sid)
+        {
+            r.date_expiry = after.date_expiry;
+        }
+        t.file_due(&before.sid, due);
+        Ok(())
+    }
+
+    async fn add_participant(
+        &self,
+        session: &Session,
+        participant: &Participant,
+        now: i64,
+    ) -> Result<(), CreateError> {
+        self.failure("add_participant")?;
+        let mut t = self.tables();
+        if !t.create_conflicts.is_empty() {
+            return Err(CreateError::Conflict(t.create_conflicts.remove(0)));
+        }
+        let unchanged = t
+            .sessions
+            .get(&session.sid)
+            .is_some_and(|s| s.status.is_open() && s.participants == session.participants);
+        if !unchanged {
+            return Err(CreateError::Conflict(CreateConflict::Contention));
+        }
+        let taken = t.sessions.values().any(|s| {
+            s.status.is_open()
+                && s.participants.iter().any(|q| {
+                    q.identifier == participant.identifier
+                        && q.proxy_identifier == participant.proxy_identifier
+                })
+        });
+        if taken {
+            return Err(CreateError::Conflict(CreateConflict::Route {
+                proxy: participant.proxy_identifier.clone(),
+                participant: participant.identifier.clone(),
+            }));
+        }
+        let mut stored = t.sessions[&session.sid].clone();
+        stored.participants.push(participant.clone());
+        stored.date_updated = now;
+        drop(t);
+        self.put_session(stored);
+        Ok(())
+    }
+
+    async fn remove_participant(
+        &self,
+        session: &Session,
+        index: usize,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.failure("remove_participant")?;
+        let mut t = self.tables();
+        let stored = t
+            .sessions
+            .get_mut(&session.sid)
+            .filter(|s| s.status == session.status && s.participants == session.participants)
+            .ok_or(StoreError::ConditionFailed)?;
+        let gone = stored.participants.remove(index);
+        if stored.decider.as_deref() == Some(gone.sid.as_str()) {
+            stored.decider = None;
+        }
+        stored.date_updated = now;
+        t.routes.retain(|_, r| r.session_sid != session.sid);
         Ok(())
     }
 

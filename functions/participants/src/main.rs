@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tsunagu::handlers::run_http(tsunagu::handlers::participants).await
+}
