@@ -27,6 +27,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// The function's name, its metrics sink, and its cold-start flag.
     pub telemetry: Telemetry,
+    /// For the event queue (publish-events, deliver-events); None when built without one.
+    pub sqs: Option<aws_sdk_sqs::Client>,
 }
 
 impl App {
@@ -39,6 +41,11 @@ impl App {
     }
 
     pub fn new(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>) -> App {
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(aws)
+                .timeout_config(sdk_timeouts())
+                .build(),
+        );
         Self::with_clients(
             config,
             aws_sdk_dynamodb::Client::from_conf(
@@ -53,6 +60,7 @@ impl App {
             ),
             clock,
         )
+        .with_sqs(sqs)
     }
 
     /// With clients built by the caller: the local stack gives each function clients that
@@ -87,7 +95,14 @@ impl App {
             clock,
             config: Arc::new(config),
             telemetry,
+            sqs: None,
         }
+    }
+
+    /// The same app with an SQS client (the local stack's is held to the function's policy).
+    pub fn with_sqs(mut self, sqs: aws_sdk_sqs::Client) -> App {
+        self.sqs = Some(sqs);
+        self
     }
 
     /// The same app reporting as `telemetry` says: the local stack names each function and
@@ -114,6 +129,7 @@ impl App {
             http: self.http.clone(),
             clock: self.clock.clone(),
             telemetry: self.telemetry.clone(),
+            sqs: self.sqs.clone(),
         }
     }
 
