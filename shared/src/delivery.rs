@@ -150,6 +150,13 @@ pub async fn deliver(app: &App, event: &Value) -> Result<Value, String> {
             .unwrap_or_default()
             .to_owned();
         if failed_groups.contains(&group) {
+            // Released at once, yet they wait for the failed one: "When you receive a
+            // message with a message group ID, no more messages for the same message group
+            // ID are returned unless you delete the message or it becomes visible" (Amazon
+            // SQS Developer Guide, "Using the message group ID with Amazon SQS FIFO queues").
+            // Left in flight, they would hold the group for the queue's whole visibility
+            // timeout, whatever the backoff.
+            hide_for(app, record, 0).await;
             failures.push(json!({ "itemIdentifier": message_id }));
             continue;
         }
@@ -168,7 +175,8 @@ pub async fn deliver(app: &App, event: &Value) -> Result<Value, String> {
                     error = why,
                     "event not delivered; will retry"
                 );
-                retry_later(app, record, receive_count).await;
+                let delay = backoff_seconds(app.config.event_retry_base_seconds, receive_count);
+                hide_for(app, record, delay).await;
                 failed_groups.insert(group);
                 failures.push(json!({ "itemIdentifier": message_id }));
             }
@@ -200,9 +208,9 @@ async fn send(app: &App, body: &str) -> Result<(), String> {
     }
 }
 
-/// Exponential backoff through the message's visibility timeout. If this fails, the message
-/// still comes back, after the queue's own visibility timeout.
-async fn retry_later(app: &App, record: &Value, receive_count: u32) {
+/// Exponential backoff through the message's visibility timeout: it comes back after
+/// `delay` seconds. If this fails, it still comes back, after the queue's own timeout.
+async fn hide_for(app: &App, record: &Value, delay: u64) {
     let (Some(sqs), Some(queue), Some(handle)) = (
         app.sqs.as_ref(),
         app.config.event_queue_url.as_deref(),
@@ -210,7 +218,6 @@ async fn retry_later(app: &App, record: &Value, receive_count: u32) {
     ) else {
         return;
     };
-    let delay = backoff_seconds(app.config.event_retry_base_seconds, receive_count);
     if let Err(e) = sqs
         .change_message_visibility()
         .queue_url(queue)

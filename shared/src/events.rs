@@ -93,9 +93,20 @@ pub fn from_change(change: &Change) -> Result<Vec<Event>, ShapeError> {
         .and_then(|i| i["sk"].as_str())
         .unwrap_or_default()
         .to_owned();
+    // Names only: the values may hold phone numbers.
+    let names = |image: Option<&Value>| {
+        image
+            .and_then(Value::as_object)
+            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
     let shape = |why: String| ShapeError {
         record_id: change.record_id.to_owned(),
-        why,
+        why: format!(
+            "{sk}: {why} (old: {}; new: {})",
+            names(change.old),
+            names(change.new)
+        ),
     };
     let pending: Vec<Pending> = if change.kind == ChangeKind::Remove {
         // Items leave the table only through its TTL, long after the session closed.

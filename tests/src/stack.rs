@@ -117,12 +117,21 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// Every EMF document the functions wrote (on Lambda: their stdout, then CloudWatch).
     pub metrics: MemorySink,
+    /// The event queue and its dead-letter queue (template's EventQueue, EventDeadLetterQueue).
+    pub event_queue_url: String,
+    pub event_dlq_url: String,
     server: tokio::task::JoinHandle<()>,
+    /// The local event source mappings (stream → publish-events, queue → deliver-events),
+    /// running while EVENT_CALLBACK_URL is set.
+    mappings: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         self.server.abort();
+        for mapping in &self.mappings {
+            mapping.abort();
+        }
         let denials = self.take_denials();
         if !denials.is_empty() {
             let list: Vec<String> = denials.iter().map(|d| format!("  {d}")).collect();
@@ -214,7 +223,28 @@ impl Stack {
         let secret_name = format!("tsunagu/twilio/{table}");
         // As on AWS, functions name the secret by its full ARN (the TwilioSecretArn parameter).
         let secret_arn = seed_secret(&aws, &secret_name, &account_sid, &auth_token).await?;
-        let bindings = iam::Bindings::local(REGION, &table, &secret_arn);
+        let stream_arn = table_stream(&dynamo, &table, &tpl.table).await?;
+        // Queue names are at most 80 characters of letters, digits, - and _: the end of the
+        // table's name (a fresh uuid per test stack) keeps them unique.
+        let tail: String = table
+            .chars()
+            .rev()
+            .take(12)
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let queue_prefix = format!("tsunagu-{}", tail.chars().rev().collect::<String>());
+        let queues = crate::event_sources::create_queues(&aws, &tpl.queues, &queue_prefix).await?;
+        let queue_url = |id: &str| {
+            queues
+                .iter()
+                .find(|(logical_id, _, _)| logical_id == id)
+                .map(|(_, url, _)| url.clone())
+                .ok_or_else(|| format!("template.yaml has no queue {id}"))
+        };
+        let (event_queue_url, event_dlq_url) =
+            (queue_url("EventQueue")?, queue_url("EventDeadLetterQueue")?);
+        let bindings =
+            iam::Bindings::local(REGION, &table, &secret_arn).with_events(&stream_arn, &queues);
         let policies = iam::function_policies(&template_text, &bindings)?;
 
         let clock = VirtualClock::default();
@@ -248,6 +278,9 @@ impl Stack {
                 std::env::var("PUBLIC_BASE_URL").unwrap_or_else(|_| url.clone()),
             ),
             ("TWILIO_API_BASE_URL".into(), twilio_url),
+            ("EVENT_QUEUE_URL".into(), event_queue_url.clone()),
+            // Retries a second apart, doubling, rather than AWS's 30 s: tests wait less.
+            ("EVENT_RETRY_BASE_SECONDS".into(), "1".into()),
         ];
         env.extend(options.env.iter().cloned());
         let config = Config::from_lookup(|k| {
@@ -262,6 +295,8 @@ impl Stack {
         let denials = Denials::default();
         let metrics = MemorySink::default();
         let mut apps = HashMap::new();
+        let policy_of =
+            |function: &str| Arc::new(policies.get(function).cloned().unwrap_or_default());
         for function in &tpl.functions {
             let policy = Arc::new(policies.get(function).cloned().unwrap_or_default());
             let dynamo = aws_sdk_dynamodb::config::Builder::from(&aws)
@@ -287,12 +322,15 @@ impl Stack {
                     denials: denials.clone(),
                 })
                 .build();
+            let sqs =
+                crate::event_sources::guarded_sqs(&aws, function, policy_of(function), &denials);
             let function_app = App::with_clients(
                 config.clone(),
                 aws_sdk_dynamodb::Client::from_conf(dynamo),
                 aws_sdk_secretsmanager::Client::from_conf(secrets),
                 app_clock.clone(),
             )
+            .with_sqs(sqs)
             .with_telemetry(Telemetry::new(
                 function,
                 Arc::new(metrics.clone()),
@@ -340,7 +378,31 @@ impl Stack {
                 }
             });
         }
+        let mut mappings = Vec::new();
+        if config.event_callback_url.is_some() {
+            // Lambda's event source mappings, each with its function's role.
+            mappings.push(crate::event_sources::spawn_stream_mapping(
+                &aws,
+                stream_arn.clone(),
+                policy_of("publish-events"),
+                denials.clone(),
+                url.clone(),
+            ));
+            mappings.push(crate::event_sources::spawn_queue_mapping(
+                crate::event_sources::guarded_sqs(
+                    &aws,
+                    "deliver-events",
+                    policy_of("deliver-events"),
+                    &denials,
+                ),
+                event_queue_url.clone(),
+                url.clone(),
+            ));
+        }
         Ok(Stack {
+            event_queue_url,
+            event_dlq_url,
+            mappings,
             gateway,
             denials,
             started: clock.now(),
@@ -436,6 +498,52 @@ impl Stack {
             .run_until_idle(Duration::from_secs(6 * 3600))
             .await;
     }
+}
+
+/// The table's stream ARN; a table kept from before the stream existed (the dev stack) gets
+/// one, as the template's StreamSpecification says.
+async fn table_stream(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    def: &template::TableDef,
+) -> Result<String, String> {
+    let describe = || async {
+        dynamo
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+            .map(|t| t.table.and_then(|t| t.latest_stream_arn))
+    };
+    if let Some(arn) = describe().await? {
+        return Ok(arn);
+    }
+    let view = def
+        .stream_view_type
+        .as_deref()
+        .ok_or("template.yaml's table has no StreamSpecification")?;
+    dynamo
+        .update_table()
+        .table_name(table)
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view))
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "enabling {table}'s stream: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            )
+        })?;
+    describe()
+        .await?
+        .ok_or_else(|| format!("table {table} has no stream"))
 }
 
 async fn provision_pool(app: &App, console: &TwilioConsole) -> Result<(), String> {
