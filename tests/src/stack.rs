@@ -65,6 +65,8 @@ pub struct Options {
     /// Where the functions reach Secrets Manager, if not at the emulator itself (a
     /// [`crate::relay::Relay`] a test can cut).
     pub secrets_endpoint: Option<String>,
+    /// The secret's `callback_signing_key` (default [`CALLBACK_SIGNING_KEY`]).
+    pub callback_signing_key: Option<String>,
 }
 
 impl Default for Options {
@@ -80,8 +82,43 @@ impl Default for Options {
             sweep_every: Some(Duration::from_secs(60)),
             template: None,
             secrets_endpoint: None,
+            callback_signing_key: None,
         }
     }
+}
+
+/// Configuration the stack sets itself (or the SDK and the runtime read directly); every
+/// other variable of the README's configuration table is [`passed_through`].
+pub const SET_BY_THE_STACK: &[&str] = &[
+    "TABLE_NAME",
+    "TWILIO_SECRET_ID",
+    "TWILIO_API_BASE_URL",
+    "PUBLIC_BASE_URL",
+    "EVENT_QUEUE_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_LAMBDA_LOG_LEVEL",
+    "RUST_LOG",
+];
+
+/// Whether `make up` hands this variable of its environment to the functions.
+pub fn passed_through(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "DEFAULT_TTL_SECONDS",
+        "DEFAULT_WARNING_LEAD_SECONDS",
+        "DEFAULT_EXTENSION_SECONDS",
+        "DEFAULT_EXTENSION_MAX_COUNT",
+        "RETENTION_DAYS",
+        "ALLOWED_COUNTRIES",
+        "DIAL_TIMEOUT_SECONDS",
+        "INTERCEPT_CALLBACK_URL",
+        "OUT_OF_SESSION_CALLBACK_URL",
+        "EVENT_CALLBACK_URL",
+        "EVENT_RETRY_BASE_SECONDS",
+    ];
+    NAMES.contains(&name)
+        || ["RATE_", "PROMPT_", "TTS_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
 }
 
 /// The event EventBridge's schedule delivers, for the instant `at`.
@@ -222,7 +259,12 @@ impl Stack {
         }
         let secret_name = format!("tsunagu/twilio/{table}");
         // As on AWS, functions name the secret by its full ARN (the TwilioSecretArn parameter).
-        let secret_arn = seed_secret(&aws, &secret_name, &account_sid, &auth_token).await?;
+        let signing_key = options
+            .callback_signing_key
+            .clone()
+            .unwrap_or_else(|| CALLBACK_SIGNING_KEY.to_owned());
+        let secret_arn =
+            seed_secret(&aws, &secret_name, &account_sid, &auth_token, &signing_key).await?;
         let stream_arn = table_stream(&dynamo, &table, &tpl.table).await?;
         // Queue names are at most 80 characters of letters, digits, - and _: the end of the
         // table's name (a fresh uuid per test stack) keeps them unique.
@@ -564,12 +606,13 @@ async fn seed_secret(
     id: &str,
     account_sid: &str,
     auth_token: &str,
+    callback_signing_key: &str,
 ) -> Result<String, String> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
     let value = serde_json::json!({
         "account_sid": account_sid,
         "auth_token": auth_token,
-        "callback_signing_key": CALLBACK_SIGNING_KEY,
+        "callback_signing_key": callback_signing_key,
     })
     .to_string();
     let seeding_error = |e: String| format!("seeding secret {id}: {e}");
@@ -596,4 +639,42 @@ async fn seed_secret(
     updated
         .arn
         .ok_or_else(|| seeding_error("PutSecretValue returned no ARN".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `make up` must honour every variable the README documents: each full name in the
+    /// configuration table is passed through or set by the stack itself.
+    #[test]
+    fn every_documented_variable_reaches_the_functions_under_make_up() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| variable | default | meaning |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(rows.len() > 10, "configuration table not found");
+        let mut names = 0;
+        for row in rows {
+            let first = row.split(" | ").next().unwrap();
+            for name in first.split('`').skip(1).step_by(2) {
+                if name.contains('…') {
+                    // An abbreviation of RATE_… names: covered by their prefix.
+                    assert!(name.starts_with("RATE_") || name.starts_with('…'), "{name}");
+                    continue;
+                }
+                names += 1;
+                assert!(
+                    passed_through(name) || SET_BY_THE_STACK.contains(&name),
+                    "{name} is documented but make up does not pass it through"
+                );
+            }
+        }
+        assert!(names > 20);
+        assert!(passed_through("EVENT_CALLBACK_URL"));
+    }
 }
