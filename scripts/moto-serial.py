@@ -18,7 +18,7 @@ as a second INSERT. `one_insert_per_update` drops that first, keys-only record.
 A cancelled transaction leaves no stream record (nothing changed). moto 5.2 rolls back by
 swapping in a deep copy of the table, stream shard included, while open shard iterators keep
 pointing at the old shard: a reader would see the cancelled writes and then nothing more.
-`rollback_keeps_the_stream` keeps the live shard, cut back to where it was.
+`rollback_keeps_the_stream` keeps the live shard (never copied), cut back to where it was.
 
 Usage: moto-serial.py -H 127.0.0.1 -p PORT
 """
@@ -73,7 +73,11 @@ def one_insert_per_update() -> None:
 def rollback_keeps_the_stream() -> None:
     """Patches moto so a cancelled transaction's writes leave the stream as it was."""
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard
 
+    # The rollback copy shares the live shard instead of copying it (the stream only grows,
+    # and copying it at every transaction would make each slower than the last).
+    StreamShard.__deepcopy__ = lambda self, memo: self
     transact_write_items = DynamoDBBackend.transact_write_items
 
     def patched(self, transact_items):
@@ -86,9 +90,9 @@ def rollback_keeps_the_stream() -> None:
             return transact_write_items(self, transact_items)
         except Exception:
             for name, (shard, length) in shards.items():
+                del shard.items[length:]
                 table = self.tables.get(name)
-                if table is not None and table.stream_shard is not shard:
-                    del shard.items[length:]
+                if table is not None:
                     shard.table = table
                     table.stream_shard = shard
             raise
