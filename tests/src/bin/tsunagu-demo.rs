@@ -302,7 +302,7 @@ async fn platform_events(
             "call.extended" => format!("+{} s to {}", e["data"]["seconds"], e["data"]["deadline"]),
             "call.warning" => format!("deadline {}", e["data"]["deadline"]),
             "participant.added" | "participant.removed" => {
-                format!("{}", e["data"]["sid"].as_str().unwrap_or_default())
+                e["data"]["sid"].as_str().unwrap_or_default().to_owned()
             }
             _ => String::new(),
         };
