@@ -254,8 +254,21 @@ impl Stack {
             .send()
             .await
             .is_ok();
+        // The stream costs the emulator a record per write (and the suite's time): tables of
+        // stacks without EVENT_CALLBACK_URL, where publish-events would queue nothing, have
+        // none, and their policies' stream ARN names nothing that is read.
+        let events_on = options
+            .env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "EVENT_CALLBACK_URL")
+            .is_some_and(|(_, v)| !v.trim().is_empty());
+        let mut table_def = tpl.table.clone();
+        if !events_on {
+            table_def.stream_view_type = None;
+        }
         if !exists {
-            template::create_table(&dynamo, &tpl.table, &table).await?;
+            template::create_table(&dynamo, &table_def, &table).await?;
         }
         let secret_name = format!("tsunagu/twilio/{table}");
         // As on AWS, functions name the secret by its full ARN (the TwilioSecretArn parameter).
@@ -265,7 +278,14 @@ impl Stack {
             .unwrap_or_else(|| CALLBACK_SIGNING_KEY.to_owned());
         let secret_arn =
             seed_secret(&aws, &secret_name, &account_sid, &auth_token, &signing_key).await?;
-        let stream_arn = table_stream(&dynamo, &table, &tpl.table).await?;
+        let stream_arn = if events_on {
+            table_stream(&dynamo, &table, &tpl.table).await?
+        } else {
+            format!(
+                "{}/stream/off",
+                iam::dynamodb_table_arn(REGION, iam::ACCOUNT, &table)
+            )
+        };
         // Queue names are at most 80 characters of letters, digits, - and _: the end of the
         // table's name (a fresh uuid per test stack) keeps them unique.
         let tail: String = table
