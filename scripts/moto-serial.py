@@ -9,6 +9,17 @@ creates, pool counts) then fail or pass by chance.
 
 Holding one lock around the whole application (the response body included) makes every
 request atomic, as on AWS, while the threaded server still accepts connections concurrently.
+DynamoDB Streams: an UpdateItem that creates its item writes one INSERT record whose NewImage
+is the whole new item (AWS DynamoDB developer guide, "Change data capture for DynamoDB
+Streams": a stream record holds the item "as it appeared after it was modified"). moto 5.2
+first puts a keys-only item, which it records as an INSERT of its own, then records the update
+as a second INSERT. `one_insert_per_update` drops that first, keys-only record.
+
+A cancelled transaction leaves no stream record (nothing changed). moto 5.2 rolls back by
+swapping in a deep copy of the table, stream shard included, while open shard iterators keep
+pointing at the old shard: a reader would see the cancelled writes and then nothing more.
+`rollback_keeps_the_stream` keeps the live shard (never copied), cut back to where it was.
+
 Usage: moto-serial.py -H 127.0.0.1 -p PORT
 """
 
@@ -23,6 +34,70 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import run_simple
+
+
+_creating = threading.local()
+
+
+def one_insert_per_update() -> None:
+    """Patches moto so an UpdateItem that creates its item streams one record, as AWS does."""
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard
+
+    update_item = DynamoDBBackend.update_item
+    add = StreamShard.add
+
+    def patched_update_item(self, table_name, key, *args, **kwargs):
+        _creating.table = self.get_table(table_name)
+        try:
+            return update_item(self, table_name, key, *args, **kwargs)
+        finally:
+            _creating.table = None
+
+    def patched_add(self, old, new):
+        keys = {self.table.hash_key_attr, self.table.range_key_attr} - {None}
+        if (
+            getattr(_creating, "table", None) is self.table
+            and old is None
+            and new is not None
+            and set(new.attrs) <= keys
+        ):
+            # The keys-only item moto puts before applying the update: not a change of its own.
+            return None
+        return add(self, old, new)
+
+    DynamoDBBackend.update_item = patched_update_item
+    StreamShard.add = patched_add
+
+
+def rollback_keeps_the_stream() -> None:
+    """Patches moto so a cancelled transaction's writes leave the stream as it was."""
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard
+
+    # The rollback copy shares the live shard instead of copying it (the stream only grows,
+    # and copying it at every transaction would make each slower than the last).
+    StreamShard.__deepcopy__ = lambda self, memo: self
+    transact_write_items = DynamoDBBackend.transact_write_items
+
+    def patched(self, transact_items):
+        shards = {
+            name: (table.stream_shard, len(table.stream_shard.items))
+            for name, table in self.tables.items()
+            if table.stream_shard is not None
+        }
+        try:
+            return transact_write_items(self, transact_items)
+        except Exception:
+            for name, (shard, length) in shards.items():
+                del shard.items[length:]
+                table = self.tables.get(name)
+                if table is not None:
+                    shard.table = table
+                    table.stream_shard = shard
+            raise
+
+    DynamoDBBackend.transact_write_items = patched
 
 
 class Serialized:
@@ -54,6 +129,8 @@ def main() -> None:
     # whole test run through the interpreter's shutdown takes seconds.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
+    one_insert_per_update()
+    rollback_keeps_the_stream()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,

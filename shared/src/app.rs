@@ -29,6 +29,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// The function's name, its metrics sink, and its cold-start flag.
     pub telemetry: Telemetry,
+    /// For the event queue (publish-events, deliver-events); None when built without one.
+    pub sqs: Option<aws_sdk_sqs::Client>,
 }
 
 impl App {
@@ -43,6 +45,11 @@ impl App {
     pub fn new(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>) -> App {
         let scheduler = aws_sdk_scheduler::Client::from_conf(
             aws_sdk_scheduler::config::Builder::from(aws)
+                .timeout_config(sdk_timeouts())
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(aws)
                 .timeout_config(sdk_timeouts())
                 .build(),
         );
@@ -61,6 +68,7 @@ impl App {
             clock,
         )
         .with_scheduler(scheduler)
+        .with_sqs(sqs)
     }
 
     /// The same app setting its timers through `client` (when `SCHEDULE_GROUP` is set). The
@@ -110,7 +118,14 @@ impl App {
             clock,
             config: Arc::new(config),
             telemetry,
+            sqs: None,
         }
+    }
+
+    /// The same app with an SQS client (the local stack's is held to the function's policy).
+    pub fn with_sqs(mut self, sqs: aws_sdk_sqs::Client) -> App {
+        self.sqs = Some(sqs);
+        self
     }
 
     /// The same app reporting as `telemetry` says: the local stack names each function and
@@ -138,6 +153,7 @@ impl App {
             schedules: self.schedules.clone(),
             clock: self.clock.clone(),
             telemetry: self.telemetry.clone(),
+            sqs: self.sqs.clone(),
         }
     }
 

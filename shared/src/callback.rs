@@ -1,5 +1,5 @@
 //! Tsunagu's requests to the platform's own URLs (the intercept and out-of-session
-//! callbacks): signed, so the platform can tell they come from Tsunagu; never redirected;
+//! callbacks, and the events `deliver-events` posts): signed, so the platform can tell they come from Tsunagu; never redirected;
 //! https only (plain http only to a loopback address, for the local stack); and read only up
 //! to [`MAX_RESPONSE_BYTES`].
 //!
@@ -75,15 +75,52 @@ pub async fn post_form(
     form: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Answer, CallbackError> {
-    check_url(url).map_err(CallbackError::Url)?;
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    let mut request = app.http.post(url).timeout(timeout).header(
-        http::header::CONTENT_TYPE,
+    post_signed(
+        app,
+        url,
         "application/x-www-form-urlencoded",
-    );
-    // The secret is already cached: the webhook that leads here verified its signature.
+        body.into_bytes(),
+        timeout,
+    )
+    .await
+}
+
+/// POSTs a JSON `body` (sent byte for byte as given, so the signature covers exactly it)
+/// to `url`, signed, within `timeout`, like [`post_form`]: the event callbacks.
+pub async fn post_json(
+    app: &App,
+    url: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<Answer, CallbackError> {
+    post_signed(
+        app,
+        url,
+        "application/json",
+        body.as_bytes().to_vec(),
+        timeout,
+    )
+    .await
+}
+
+async fn post_signed(
+    app: &App,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Answer, CallbackError> {
+    check_url(url).map_err(CallbackError::Url)?;
+    let mut request = app
+        .http
+        .post(url)
+        .timeout(timeout)
+        .header(http::header::CONTENT_TYPE, content_type);
+    // The secret is usually cached already: the webhook that leads here verified its
+    // signature (deliver-events reads it once per container).
     match app.secrets.get().await {
         Ok(creds) => match creds
             .callback_signing_key
@@ -91,8 +128,7 @@ pub async fn post_form(
             .filter(|k| !k.is_empty())
         {
             Some(key) => {
-                request =
-                    request.header(SIGNATURE_HEADER, signature(key, app.now(), body.as_bytes()));
+                request = request.header(SIGNATURE_HEADER, signature(key, app.now(), &body));
             }
             None => tracing::warn!(
                 "no callback_signing_key in the Twilio secret; callback sent unsigned"

@@ -136,6 +136,12 @@ pub struct Config {
     pub schedule_role_arn: Option<String>,
     /// The function a timer invokes: `expiry-warning` (needed to set timers).
     pub schedule_target_arn: Option<String>,
+    /// Where the platform's events go (`EVENT_CALLBACK_URL`); None: events are off.
+    pub event_callback_url: Option<String>,
+    /// The FIFO queue the events wait in (`EVENT_QUEUE_URL`, the template's queue).
+    pub event_queue_url: Option<String>,
+    /// The first retry's delay; each later one doubles it (`EVENT_RETRY_BASE_SECONDS`).
+    pub event_retry_base_seconds: u64,
     pub rates: Rates,
     pub prompts: Prompts,
 }
@@ -272,6 +278,12 @@ impl Config {
             schedule_role_arn: get("SCHEDULE_ROLE_ARN"),
             schedule_target_arn: get("SCHEDULE_TARGET_ARN"),
             out_of_session_callback_url: callback_url("OUT_OF_SESSION_CALLBACK_URL")?,
+            event_callback_url: callback_url("EVENT_CALLBACK_URL")?,
+            event_queue_url: match get("EVENT_QUEUE_URL") {
+                Some(v) => Some(url("EVENT_QUEUE_URL", v)?),
+                None => None,
+            },
+            event_retry_base_seconds: number("EVENT_RETRY_BASE_SECONDS", 30)?,
             rates: Rates::from_lookup(&lookup)?,
             prompts,
         })
@@ -329,6 +341,11 @@ mod tests {
         assert_eq!(c.prompts.voice, "Polly.Mizuki");
         assert_eq!(c.intercept_callback_url, None);
         assert_eq!(
+            c.event_callback_url, None,
+            "events are off unless configured"
+        );
+        assert_eq!(c.event_retry_base_seconds, 30);
+        assert_eq!(
             c.public_url("/twilio/voice/status", Some("session=KC1&x=%20")),
             "https://voice.example.jp/twilio/voice/status?session=KC1&x=%20"
         );
@@ -348,12 +365,23 @@ mod tests {
         let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
         assert!(err.to_string().contains("DEFAULT_TTL_SECONDS"), "{err}");
 
-        for bad in ["ftp://x", "http://platform.example.jp/intercept"] {
-            let mut pairs = BASE.to_vec();
-            pairs.push(("INTERCEPT_CALLBACK_URL", bad));
-            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
-            assert!(err.to_string().contains("INTERCEPT_CALLBACK_URL"), "{err}");
+        for name in ["INTERCEPT_CALLBACK_URL", "EVENT_CALLBACK_URL"] {
+            for bad in ["ftp://x", "http://platform.example.jp/intercept"] {
+                let mut pairs = BASE.to_vec();
+                pairs.push((name, bad));
+                let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+                assert!(err.to_string().contains(name), "{err}");
+            }
         }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("EVENT_CALLBACK_URL", "http://127.0.0.1:9/events"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs))
+                .unwrap()
+                .event_callback_url
+                .as_deref(),
+            Some("http://127.0.0.1:9/events")
+        );
         let mut pairs = BASE.to_vec();
         pairs.push(("OUT_OF_SESSION_CALLBACK_URL", "http://127.0.0.1:8080/oos"));
         assert!(

@@ -53,6 +53,22 @@ pub async fn expiry_warning(
     crate::scheduled::on_schedule(&app, &event).await
 }
 
+/// `publish-events`: a batch of the table's stream records → the platform's events, queued.
+pub async fn publish_events(
+    app: Arc<App>,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    crate::delivery::publish(&app, &event).await
+}
+
+/// `deliver-events`: a batch of queued events → `EVENT_CALLBACK_URL`, signed.
+pub async fn deliver_events(
+    app: Arc<App>,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    crate::delivery::deliver(&app, &event).await
+}
+
 pub type HttpFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub type HttpHandler = fn(Arc<App>, Request) -> HttpFuture;
 
@@ -96,14 +112,23 @@ pub fn event_handler(function: &str) -> Option<EventHandler> {
     fn boxed_expiry_warning(app: Arc<App>, event: serde_json::Value) -> EventFuture {
         Box::pin(expiry_warning(app, event))
     }
+    fn boxed_publish_events(app: Arc<App>, event: serde_json::Value) -> EventFuture {
+        Box::pin(publish_events(app, event))
+    }
+    fn boxed_deliver_events(app: Arc<App>, event: serde_json::Value) -> EventFuture {
+        Box::pin(deliver_events(app, event))
+    }
     match function {
         "expiry-warning" => Some(boxed_expiry_warning as EventHandler),
+        "publish-events" => Some(boxed_publish_events as EventHandler),
+        "deliver-events" => Some(boxed_deliver_events as EventHandler),
         _ => None,
     }
 }
 
-/// Every function triggered by an event (EventBridge schedule).
-pub const EVENT_FUNCTIONS: &[&str] = &["expiry-warning"];
+/// Every function triggered by an event: the EventBridge schedule, the table's stream, the
+/// event queue.
+pub const EVENT_FUNCTIONS: &[&str] = &["expiry-warning", "publish-events", "deliver-events"];
 
 /// Every function served over HTTP.
 pub const HTTP_FUNCTIONS: &[&str] = &[

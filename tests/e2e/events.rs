@@ -12,6 +12,7 @@ use crate::common::*;
 use base64::Engine as _;
 use serde_json::Value;
 use tsunagu::phone::PhoneNumber;
+use tsunagu_tests::receiver::Receiver;
 use tsunagu_tests::runtime_api::{self, Outcome, RuntimeApi};
 use tsunagu_tests::seed::{self, Target};
 use tsunagu_tests::stack::{Options, REGION, Stack};
@@ -44,12 +45,26 @@ fn every_function_has_an_event_on_a_route_it_owns() {
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let function = function_of(&name);
         if tsunagu::handlers::EVENT_FUNCTIONS.contains(&function.as_str()) {
-            assert_eq!(
-                event(&name)["source"],
-                "aws.events",
-                "events/{name}.json is a scheduled event"
-            );
-            assert!(tpl.schedules.iter().any(|(f, _)| *f == function));
+            let e = event(&name);
+            // A stream or queue batch, on the function's own event source; else a schedule.
+            let source = match e["Records"][0]["eventSource"].as_str() {
+                Some("aws:dynamodb") => Some("DynamoDB"),
+                Some("aws:sqs") => Some("SQS"),
+                _ => None,
+            };
+            match source {
+                Some(kind) => assert!(
+                    tpl.sources.contains(&(function.clone(), kind.to_owned())),
+                    "events/{name}.json: {function} has no {kind} event source"
+                ),
+                None => {
+                    assert_eq!(
+                        e["source"], "aws.events",
+                        "events/{name}.json is a scheduled event"
+                    );
+                    assert!(tpl.schedules.iter().any(|(f, _)| *f == function));
+                }
+            }
             covered.insert(function);
             continue;
         }
@@ -91,6 +106,8 @@ impl Ran {
 struct Events {
     stack: Stack,
     template: String,
+    /// The platform's event endpoint `deliver-events.json` posts to.
+    receiver: Receiver,
 }
 
 impl Events {
@@ -110,7 +127,12 @@ impl Events {
             );
         }
         let template = std::fs::read_to_string(template::default_path()).unwrap();
-        Events { stack, template }
+        let receiver = Receiver::start(tsunagu_tests::stack::CALLBACK_SIGNING_KEY).await;
+        Events {
+            stack,
+            template,
+            receiver,
+        }
     }
 
     /// The function's environment: template.yaml's, with the local stack's table, secret,
@@ -137,6 +159,8 @@ impl Events {
                     "expiry-warning",
                 ),
             ),
+            ("EventCallbackUrl".to_owned(), self.receiver.url.clone()),
+            ("EventQueue".to_owned(), self.stack.event_queue_url.clone()),
         ]);
         let mut env = template::function_environment(&self.template, function, &locals).unwrap();
         env.extend([
@@ -182,7 +206,7 @@ impl Events {
             panic!("events/{name}.json: {function} failed: {outcome:?}");
         };
         let answer: Value = serde_json::from_slice(&bytes).unwrap();
-        if function == "expiry-warning" {
+        if tsunagu::handlers::EVENT_FUNCTIONS.contains(&function.as_str()) {
             return Ran {
                 status: 200,
                 body: answer.to_string(),
@@ -495,6 +519,65 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
         .unwrap()
         .unwrap();
     assert_eq!(parent.session_sid, quiet);
+
+    // A stream batch (a session created, a leg completed) becomes four events on the FIFO
+    // queue, in order, grouped by their session, de-duplicated by their ids.
+    let ran = events.run("publish-events").await;
+    assert_eq!(ran.json()["published"], 4, "{}", ran.body);
+    let sqs = aws_sdk_sqs::Client::new(&events.stack.aws);
+    let queued = sqs
+        .receive_message()
+        .queue_url(&events.stack.event_queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let types: Vec<String> = queued
+        .iter()
+        .map(|m| {
+            let e: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            assert_eq!(e["session_sid"], quiet);
+            let attributes = m.attributes().unwrap();
+            use aws_sdk_sqs::types::MessageSystemAttributeName as N;
+            assert_eq!(attributes[&N::MessageGroupId], quiet);
+            assert_eq!(
+                attributes[&N::MessageDeduplicationId],
+                e["id"].as_str().unwrap()
+            );
+            e["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "session.created",
+            "participant.added",
+            "participant.added",
+            "interaction.completed"
+        ]
+    );
+
+    // One queued event posted to the platform, signed with the secret's key.
+    let ran = events.run("deliver-events").await;
+    assert_eq!(
+        ran.json()["batchItemFailures"],
+        serde_json::json!([]),
+        "{}",
+        ran.body
+    );
+    let received = events.receiver.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert!(received[0].signature_valid, "{received:?}");
+    let sent: Value = serde_json::from_str(
+        event("deliver-events")["Records"][0]["body"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(received[0].event, sent);
 
     // Closing the live session ends its call through Twilio and frees its routes.
     let ran = events.run("close-session").await;

@@ -9,6 +9,7 @@ mod api;
 mod budget;
 mod calls;
 mod events;
+mod events_out;
 mod expiry;
 mod iam;
 mod readme;

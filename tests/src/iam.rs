@@ -14,6 +14,11 @@
 //! - EventBridge Scheduler's `CreateSchedule`, `UpdateSchedule`, `DeleteSchedule` and
 //!   `GetSchedule` on the schedule's ARN, and `iam:PassRole` on the role a created or updated
 //!   schedule's target names.
+//! - SQS: the action named after the operation on the queue's ARN, a batch operation
+//!   needing its single form (`SendMessageBatch` → `sqs:SendMessage`, "Amazon SQS API
+//!   permissions: Actions and resource reference");
+//! - DynamoDB Streams, as Lambda's event source mapping reads them with the function's role:
+//!   `dynamodb:DescribeStream`, `GetShardIterator`, `GetRecords` on the stream's ARN.
 //!
 //! Policies are evaluated as AWS does ("Policy evaluation logic"): an explicit Deny wins, then
 //! any matching Allow, else the request is denied. Forms this checker doesn't model
@@ -234,6 +239,133 @@ pub fn call_timers_role_arn(table: &str) -> String {
 /// A function's ARN, named as the local gateway's Invoke API names it.
 pub fn lambda_function_arn(region: &str, function: &str) -> String {
     format!("arn:aws:lambda:{region}:{ACCOUNT}:function:{function}")
+}
+
+impl Bindings {
+    /// With the event resources: the table's stream, and each queue's URL (`!Ref`), ARN
+    /// (`!GetAtt X.Arn`) and name (`!GetAtt X.QueueName`), by logical id.
+    pub fn with_events(mut self, stream_arn: &str, queues: &[(String, String, String)]) -> Self {
+        self.attributes
+            .insert("Table.StreamArn".to_owned(), stream_arn.to_owned());
+        for (logical_id, url, arn) in queues {
+            self.refs.insert(logical_id.clone(), url.clone());
+            self.attributes
+                .insert(format!("{logical_id}.Arn"), arn.clone());
+            let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+            self.attributes
+                .insert(format!("{logical_id}.QueueName"), name);
+        }
+        self
+    }
+}
+
+/// `arn:aws:sqs:{region}:{account}:{name}` for a queue URL `…/{account}/{name}`.
+pub fn sqs_queue_arn(region: &str, url: &str) -> String {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    format!("arn:aws:sqs:{region}:{ACCOUNT}:{name}")
+}
+
+/// The action and queue URL of an SQS request.
+fn sqs_request(input: &Input) -> Option<(&'static str, String)> {
+    use aws_sdk_sqs::operation::{
+        change_message_visibility::ChangeMessageVisibilityInput,
+        change_message_visibility_batch::ChangeMessageVisibilityBatchInput,
+        delete_message::DeleteMessageInput, delete_message_batch::DeleteMessageBatchInput,
+        get_queue_attributes::GetQueueAttributesInput, receive_message::ReceiveMessageInput,
+        send_message::SendMessageInput, send_message_batch::SendMessageBatchInput,
+    };
+    macro_rules! try_op {
+        ($($ty:ty => $action:literal),* $(,)?) => {$(
+            if let Some(i) = input.downcast_ref::<$ty>() {
+                return Some(($action, i.queue_url().unwrap_or_default().to_owned()));
+            }
+        )*};
+    }
+    try_op!(
+        SendMessageInput => "sqs:SendMessage",
+        SendMessageBatchInput => "sqs:SendMessage",
+        ReceiveMessageInput => "sqs:ReceiveMessage",
+        DeleteMessageInput => "sqs:DeleteMessage",
+        DeleteMessageBatchInput => "sqs:DeleteMessage",
+        ChangeMessageVisibilityInput => "sqs:ChangeMessageVisibility",
+        ChangeMessageVisibilityBatchInput => "sqs:ChangeMessageVisibility",
+        GetQueueAttributesInput => "sqs:GetQueueAttributes",
+    );
+    None
+}
+
+/// The interceptor on one function's SQS client (its own, or the event source mapping's).
+#[derive(Debug, Clone)]
+pub struct SqsGuard {
+    pub function: String,
+    pub policy: Arc<Policy>,
+    pub region: String,
+    pub denials: Denials,
+}
+
+impl aws_sdk_sqs::config::Intercept for SqsGuard {
+    fn name(&self) -> &'static str {
+        "LocalIamSqs"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), BoxError> {
+        let pair = match sqs_request(context.input()) {
+            Some((action, url)) => (action.to_owned(), sqs_queue_arn(&self.region, &url)),
+            None => (
+                "sqs:?".to_owned(),
+                "an operation the local IAM check does not model".to_owned(),
+            ),
+        };
+        check(&self.function, &self.policy, &self.denials, vec![pair])
+    }
+}
+
+/// The interceptor on the DynamoDB Streams client the local event source mapping reads the
+/// table's stream with, held to the function's role as Lambda's is.
+#[derive(Debug, Clone)]
+pub struct StreamsGuard {
+    pub function: String,
+    pub policy: Arc<Policy>,
+    pub stream_arn: String,
+    pub denials: Denials,
+}
+
+impl aws_sdk_dynamodbstreams::config::Intercept for StreamsGuard {
+    fn name(&self) -> &'static str {
+        "LocalIamDynamoDbStreams"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_dynamodbstreams::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_dynamodbstreams::config::ConfigBag,
+    ) -> Result<(), BoxError> {
+        use aws_sdk_dynamodbstreams::operation::{
+            describe_stream::DescribeStreamInput, get_records::GetRecordsInput,
+            get_shard_iterator::GetShardIteratorInput,
+        };
+        let input = context.input();
+        // A shard iterator stands for its stream: AWS authorises GetRecords on the stream ARN.
+        let action = if input.downcast_ref::<DescribeStreamInput>().is_some() {
+            "dynamodb:DescribeStream"
+        } else if input.downcast_ref::<GetShardIteratorInput>().is_some() {
+            "dynamodb:GetShardIterator"
+        } else if input.downcast_ref::<GetRecordsInput>().is_some() {
+            "dynamodb:GetRecords"
+        } else {
+            "dynamodb:?"
+        };
+        check(
+            &self.function,
+            &self.policy,
+            &self.denials,
+            vec![(action.to_owned(), self.stream_arn.clone())],
+        )
+    }
 }
 
 pub fn dynamodb_table_arn(region: &str, account: &str, table: &str) -> String {

@@ -5,9 +5,11 @@
 pub mod console;
 pub mod contract;
 pub mod control;
+pub mod event_sources;
 pub mod gateway;
 pub mod iam;
 pub mod latency;
+pub mod receiver;
 pub mod relay;
 pub mod runtime_api;
 pub mod seed;

@@ -65,6 +65,8 @@ pub struct Options {
     /// Where the functions reach Secrets Manager, if not at the emulator itself (a
     /// [`crate::relay::Relay`] a test can cut).
     pub secrets_endpoint: Option<String>,
+    /// The secret's `callback_signing_key` (default [`CALLBACK_SIGNING_KEY`]).
+    pub callback_signing_key: Option<String>,
 }
 
 impl Default for Options {
@@ -80,8 +82,43 @@ impl Default for Options {
             sweep_every: Some(Duration::from_secs(60)),
             template: None,
             secrets_endpoint: None,
+            callback_signing_key: None,
         }
     }
+}
+
+/// Configuration the stack sets itself (or the SDK and the runtime read directly); every
+/// other variable of the README's configuration table is [`passed_through`].
+pub const SET_BY_THE_STACK: &[&str] = &[
+    "TABLE_NAME",
+    "TWILIO_SECRET_ID",
+    "TWILIO_API_BASE_URL",
+    "PUBLIC_BASE_URL",
+    "EVENT_QUEUE_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_LAMBDA_LOG_LEVEL",
+    "RUST_LOG",
+];
+
+/// Whether `make up` hands this variable of its environment to the functions.
+pub fn passed_through(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "DEFAULT_TTL_SECONDS",
+        "DEFAULT_WARNING_LEAD_SECONDS",
+        "DEFAULT_EXTENSION_SECONDS",
+        "DEFAULT_EXTENSION_MAX_COUNT",
+        "RETENTION_DAYS",
+        "ALLOWED_COUNTRIES",
+        "DIAL_TIMEOUT_SECONDS",
+        "INTERCEPT_CALLBACK_URL",
+        "OUT_OF_SESSION_CALLBACK_URL",
+        "EVENT_CALLBACK_URL",
+        "EVENT_RETRY_BASE_SECONDS",
+    ];
+    NAMES.contains(&name)
+        || ["RATE_", "PROMPT_", "TTS_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
 }
 
 /// The event EventBridge's schedule delivers, for the instant `at`.
@@ -121,12 +158,21 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// Every EMF document the functions wrote (on Lambda: their stdout, then CloudWatch).
     pub metrics: MemorySink,
+    /// The event queue and its dead-letter queue (template's EventQueue, EventDeadLetterQueue).
+    pub event_queue_url: String,
+    pub event_dlq_url: String,
     server: tokio::task::JoinHandle<()>,
+    /// The local event source mappings (stream → publish-events, queue → deliver-events),
+    /// running while EVENT_CALLBACK_URL is set.
+    mappings: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         self.server.abort();
+        for mapping in &self.mappings {
+            mapping.abort();
+        }
         let denials = self.take_denials();
         if !denials.is_empty() {
             let list: Vec<String> = denials.iter().map(|d| format!("  {d}")).collect();
@@ -212,13 +258,59 @@ impl Stack {
             .send()
             .await
             .is_ok();
+        // The stream costs the emulator a record per write (and the suite's time): tables of
+        // stacks without EVENT_CALLBACK_URL, where publish-events would queue nothing, have
+        // none, and their policies' stream ARN names nothing that is read.
+        let events_on = options
+            .env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "EVENT_CALLBACK_URL")
+            .is_some_and(|(_, v)| !v.trim().is_empty());
+        let mut table_def = tpl.table.clone();
+        if !events_on {
+            table_def.stream_view_type = None;
+        }
         if !exists {
-            template::create_table(&dynamo, &tpl.table, &table).await?;
+            template::create_table(&dynamo, &table_def, &table).await?;
         }
         let secret_name = format!("tsunagu/twilio/{table}");
         // As on AWS, functions name the secret by its full ARN (the TwilioSecretArn parameter).
-        let secret_arn = seed_secret(&aws, &secret_name, &account_sid, &auth_token).await?;
-        let bindings = iam::Bindings::local(REGION, &table, &secret_arn);
+        let signing_key = options
+            .callback_signing_key
+            .clone()
+            .unwrap_or_else(|| CALLBACK_SIGNING_KEY.to_owned());
+        let secret_arn =
+            seed_secret(&aws, &secret_name, &account_sid, &auth_token, &signing_key).await?;
+        let stream_arn = if events_on {
+            table_stream(&dynamo, &table, &tpl.table).await?
+        } else {
+            format!(
+                "{}/stream/off",
+                iam::dynamodb_table_arn(REGION, iam::ACCOUNT, &table)
+            )
+        };
+        // Queue names are at most 80 characters of letters, digits, - and _: the end of the
+        // table's name (a fresh uuid per test stack) keeps them unique.
+        let tail: String = table
+            .chars()
+            .rev()
+            .take(12)
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let queue_prefix = format!("tsunagu-{}", tail.chars().rev().collect::<String>());
+        let queues = crate::event_sources::create_queues(&aws, &tpl.queues, &queue_prefix).await?;
+        let queue_url = |id: &str| {
+            queues
+                .iter()
+                .find(|(logical_id, _, _)| logical_id == id)
+                .map(|(_, url, _)| url.clone())
+                .ok_or_else(|| format!("template.yaml has no queue {id}"))
+        };
+        let (event_queue_url, event_dlq_url) =
+            (queue_url("EventQueue")?, queue_url("EventDeadLetterQueue")?);
+        let bindings =
+            iam::Bindings::local(REGION, &table, &secret_arn).with_events(&stream_arn, &queues);
         // The stack's schedule group (template.yaml's CallTimers).
         let schedule_group = iam::schedule_group(&table);
         let scheduler = aws_sdk_scheduler::Client::new(&aws);
@@ -283,6 +375,9 @@ impl Stack {
                 "SCHEDULE_TARGET_ARN".into(),
                 iam::lambda_function_arn(REGION, "expiry-warning"),
             ),
+            ("EVENT_QUEUE_URL".into(), event_queue_url.clone()),
+            // Retries a second apart, doubling, rather than AWS's 30 s: tests wait less.
+            ("EVENT_RETRY_BASE_SECONDS".into(), "1".into()),
         ];
         env.extend(options.env.iter().cloned());
         let config = Config::from_lookup(|k| {
@@ -299,6 +394,8 @@ impl Stack {
         let metrics = MemorySink::default();
         let schedules_changed = crate::timers::Changed::default();
         let mut apps = HashMap::new();
+        let policy_of =
+            |function: &str| Arc::new(policies.get(function).cloned().unwrap_or_default());
         for function in &tpl.functions {
             let policy = Arc::new(policies.get(function).cloned().unwrap_or_default());
             let dynamo = aws_sdk_dynamodb::config::Builder::from(&aws)
@@ -339,6 +436,8 @@ impl Stack {
                 })
                 .interceptor(schedules_changed.clone())
                 .build();
+            let sqs =
+                crate::event_sources::guarded_sqs(&aws, function, policy_of(function), &denials);
             let function_app = App::with_clients(
                 config.clone(),
                 aws_sdk_dynamodb::Client::from_conf(dynamo),
@@ -346,6 +445,7 @@ impl Stack {
                 app_clock.clone(),
             )
             .with_scheduler(aws_sdk_scheduler::Client::from_conf(timers))
+            .with_sqs(sqs)
             .with_telemetry(Telemetry::new(
                 function,
                 Arc::new(metrics.clone()),
@@ -418,7 +518,31 @@ impl Stack {
                 }
             }
         }
+        let mut mappings = Vec::new();
+        if config.event_callback_url.is_some() {
+            // Lambda's event source mappings, each with its function's role.
+            mappings.push(crate::event_sources::spawn_stream_mapping(
+                &aws,
+                stream_arn.clone(),
+                policy_of("publish-events"),
+                denials.clone(),
+                url.clone(),
+            ));
+            mappings.push(crate::event_sources::spawn_queue_mapping(
+                crate::event_sources::guarded_sqs(
+                    &aws,
+                    "deliver-events",
+                    policy_of("deliver-events"),
+                    &denials,
+                ),
+                event_queue_url.clone(),
+                url.clone(),
+            ));
+        }
         Ok(Stack {
+            event_queue_url,
+            event_dlq_url,
+            mappings,
             gateway,
             denials,
             requests,
@@ -529,6 +653,52 @@ impl Stack {
     }
 }
 
+/// The table's stream ARN; a table kept from before the stream existed (the dev stack) gets
+/// one, as the template's StreamSpecification says.
+async fn table_stream(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    def: &template::TableDef,
+) -> Result<String, String> {
+    let describe = || async {
+        dynamo
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+            .map(|t| t.table.and_then(|t| t.latest_stream_arn))
+    };
+    if let Some(arn) = describe().await? {
+        return Ok(arn);
+    }
+    let view = def
+        .stream_view_type
+        .as_deref()
+        .ok_or("template.yaml's table has no StreamSpecification")?;
+    dynamo
+        .update_table()
+        .table_name(table)
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view))
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "enabling {table}'s stream: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            )
+        })?;
+    describe()
+        .await?
+        .ok_or_else(|| format!("table {table} has no stream"))
+}
+
 async fn provision_pool(app: &App, console: &TwilioConsole) -> Result<(), String> {
     let pool = app
         .store
@@ -547,12 +717,13 @@ async fn seed_secret(
     id: &str,
     account_sid: &str,
     auth_token: &str,
+    callback_signing_key: &str,
 ) -> Result<String, String> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
     let value = serde_json::json!({
         "account_sid": account_sid,
         "auth_token": auth_token,
-        "callback_signing_key": CALLBACK_SIGNING_KEY,
+        "callback_signing_key": callback_signing_key,
     })
     .to_string();
     let seeding_error = |e: String| format!("seeding secret {id}: {e}");
@@ -579,4 +750,42 @@ async fn seed_secret(
     updated
         .arn
         .ok_or_else(|| seeding_error("PutSecretValue returned no ARN".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `make up` must honour every variable the README documents: each full name in the
+    /// configuration table is passed through or set by the stack itself.
+    #[test]
+    fn every_documented_variable_reaches_the_functions_under_make_up() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| variable | default | meaning |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(rows.len() > 10, "configuration table not found");
+        let mut names = 0;
+        for row in rows {
+            let first = row.split(" | ").next().unwrap();
+            for name in first.split('`').skip(1).step_by(2) {
+                if name.contains('…') {
+                    // An abbreviation of RATE_… names: covered by their prefix.
+                    assert!(name.starts_with("RATE_") || name.starts_with('…'), "{name}");
+                    continue;
+                }
+                names += 1;
+                assert!(
+                    passed_through(name) || SET_BY_THE_STACK.contains(&name),
+                    "{name} is documented but make up does not pass it through"
+                );
+            }
+        }
+        assert!(names > 20);
+        assert!(passed_through("EVENT_CALLBACK_URL"));
+    }
 }

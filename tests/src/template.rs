@@ -52,6 +52,8 @@ pub struct TableDef {
     pub keys: Vec<(String, String)>,
     pub indexes: Vec<IndexDef>,
     pub ttl_attribute: Option<String>,
+    /// `StreamSpecification.StreamViewType`, when the table has a stream.
+    pub stream_view_type: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,11 +65,25 @@ pub struct IndexDef {
     pub non_key: Vec<String>,
 }
 
+/// An SQS queue of the template: its logical id and the attributes the local world follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDef {
+    pub logical_id: String,
+    pub fifo: bool,
+    pub visibility_timeout: Option<u64>,
+    /// `RedrivePolicy`: (the dead-letter queue's logical id, maxReceiveCount).
+    pub redrive: Option<(String, u64)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Template {
     pub routes: Vec<Route>,
     /// (function, schedule expression) for every `Type: Schedule` event.
     pub schedules: Vec<(String, String)>,
+    /// (function, event type) for every `Type: DynamoDB` or `Type: SQS` event source.
+    pub sources: Vec<(String, String)>,
+    /// Every `AWS::SQS::Queue`, as the local stack creates it.
+    pub queues: Vec<QueueDef>,
     pub functions: Vec<String>,
     pub table: TableDef,
 }
@@ -111,10 +127,26 @@ pub fn parse(text: &str) -> Result<Template, String> {
         .ok_or("template.yaml has no Resources")?;
     let mut routes = Vec::new();
     let mut schedules = Vec::new();
+    let mut sources = Vec::new();
+    let mut queues = Vec::new();
     let mut functions = Vec::new();
     let mut table = None;
-    for (_, resource) in resources {
+    for (logical_id, resource) in resources {
         match resource["Type"].as_str() {
+            Some("AWS::SQS::Queue") => {
+                let p = &resource["Properties"];
+                let number = |y: &Yaml| str_of(y).and_then(|v| v.parse::<u64>().ok());
+                // `!GetAtt X.Arn` reads back as the plain string `X.Arn`.
+                let redrive = str_of(&p["RedrivePolicy"]["deadLetterTargetArn"])
+                    .map(|arn| arn.trim_end_matches(".Arn").to_owned())
+                    .zip(number(&p["RedrivePolicy"]["maxReceiveCount"]));
+                queues.push(QueueDef {
+                    logical_id: str_of(logical_id).unwrap_or_default(),
+                    fifo: p["FifoQueue"].as_bool() == Some(true),
+                    visibility_timeout: number(&p["VisibilityTimeout"]),
+                    redrive,
+                });
+            }
             Some("AWS::Serverless::Function") => {
                 let code_uri = str_of(&resource["Properties"]["CodeUri"])
                     .ok_or("a function has no CodeUri")?;
@@ -131,6 +163,10 @@ pub fn parse(text: &str) -> Result<Template, String> {
                             if let Some(expr) = str_of(&event["Properties"]["Schedule"]) {
                                 schedules.push((function.clone(), expr));
                             }
+                            continue;
+                        }
+                        if let Some(kind @ ("DynamoDB" | "SQS")) = event["Type"].as_str() {
+                            sources.push((function.clone(), kind.to_owned()));
                             continue;
                         }
                         if event["Type"].as_str() != Some("HttpApi") {
@@ -182,6 +218,7 @@ pub fn parse(text: &str) -> Result<Template, String> {
                         })
                         .unwrap_or_default(),
                     ttl_attribute: str_of(&p["TimeToLiveSpecification"]["AttributeName"]),
+                    stream_view_type: str_of(&p["StreamSpecification"]["StreamViewType"]),
                 });
             }
             _ => {}
@@ -190,6 +227,8 @@ pub fn parse(text: &str) -> Result<Template, String> {
     Ok(Template {
         routes,
         schedules,
+        sources,
+        queues,
         functions,
         table: table.ok_or("template.yaml defines no AWS::DynamoDB::Table")?,
     })
@@ -240,6 +279,15 @@ pub async fn create_table(
                         )
                         .build(),
                 )
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    if let Some(view) = &def.stream_view_type {
+        req = req.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view.as_str()))
                 .build()
                 .map_err(|e| e.to_string())?,
         );
@@ -446,10 +494,33 @@ mod tests {
             assert!(
                 t.schedules
                     .iter()
-                    .any(|(g, e)| g == f && e == "rate(1 minute)"),
-                "{f} has no schedule"
+                    .any(|(g, e)| g == f && e == "rate(1 minute)")
+                    || t.sources.iter().any(|(g, _)| g == f),
+                "{f} has no schedule and no event source"
             );
         }
+        assert!(
+            t.sources
+                .contains(&("publish-events".into(), "DynamoDB".into()))
+        );
+        assert!(t.sources.contains(&("deliver-events".into(), "SQS".into())));
+        assert_eq!(
+            t.table.stream_view_type.as_deref(),
+            Some("NEW_AND_OLD_IMAGES")
+        );
+        let queue = t
+            .queues
+            .iter()
+            .find(|q| q.logical_id == "EventQueue")
+            .unwrap();
+        assert!(queue.fifo);
+        assert_eq!(queue.redrive, Some(("EventDeadLetterQueue".to_owned(), 8)));
+        assert!(
+            t.queues
+                .iter()
+                .any(|q| q.logical_id == "EventDeadLetterQueue" && q.fifo),
+            "a FIFO queue's dead-letter queue is FIFO too"
+        );
         assert!(t.table.keys.contains(&("pk".into(), "HASH".into())));
         assert!(
             t.table

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tsunagu_tests::receiver::Receiver;
 use tsunagu_tests::simulator::{CallerScript, PhoneScript};
 use tsunagu_tests::stack::{Options, Stack};
 
@@ -36,6 +37,8 @@ pub struct Totals {
 pub struct Run {
     pub totals: Totals,
     pub metrics: tsunagu::telemetry::MemorySink,
+    /// The events the platform took, each once.
+    pub events: Vec<Value>,
 }
 
 impl Demo {
@@ -92,7 +95,13 @@ fn masked(national: &str) -> String {
 
 /// The whole scenario, printed; an `Err` when the stack did not do what a step says.
 pub async fn run() -> Result<Run, String> {
-    let stack = Stack::start(Options::default()).await?;
+    // The platform's event endpoint: every event arrives here, signed.
+    let receiver = Receiver::start(tsunagu_tests::stack::CALLBACK_SIGNING_KEY).await;
+    let stack = Stack::start(Options {
+        env: vec![("EVENT_CALLBACK_URL".into(), receiver.url.clone())],
+        ..Options::default()
+    })
+    .await?;
     println!("Tsunagu demo — masked calls on the local stack");
     println!(
         "  gateway   {}  (every route of template.yaml, real handlers)",
@@ -277,6 +286,7 @@ pub async fn run() -> Result<Run, String> {
     v_calls(&mut demo).await?;
     let extensions = time_limit(&mut demo).await?;
     let totals = metrics(&mut demo, extensions)?;
+    let events = platform_events(&demo, &receiver, &totals).await?;
     println!(
         "\nDone: {} masked as {} and {} as {} throughout.",
         BUYER,
@@ -287,7 +297,66 @@ pub async fn run() -> Result<Run, String> {
     Ok(Run {
         totals,
         metrics: demo.stack.metrics.clone(),
+        events,
     })
+}
+
+/// The events the platform received (table stream → queue → deliver-events), each with its
+/// signature checked as the README shows; once every leg's `interaction.completed` is in.
+async fn platform_events(
+    demo: &Demo,
+    receiver: &Receiver,
+    totals: &Totals,
+) -> Result<Vec<Value>, String> {
+    demo.step("Events the platform received at EVENT_CALLBACK_URL (signed, in order per session)");
+    let legs = totals.legs;
+    let complete = receiver
+        .wait_until(Duration::from_secs(60), |r| {
+            r.iter()
+                .filter(|r| r.event["type"] == "interaction.completed")
+                .count()
+                >= legs
+        })
+        .await;
+    let events = receiver.accepted();
+    for r in receiver.received() {
+        let e = &r.event;
+        let sid = e["session_sid"].as_str().unwrap_or_default();
+        let detail = match e["type"].as_str().unwrap_or_default() {
+            "interaction.completed" => format!(
+                "{} s, {} min, {} JPY",
+                e["data"]["duration"], e["data"]["billed_minutes"], e["data"]["cost"]
+            ),
+            "session.closed" => format!("closed_reason {}", e["data"]["closed_reason"]),
+            "call.extended" => format!("+{} s to {}", e["data"]["seconds"], e["data"]["deadline"]),
+            "call.warning" => format!("deadline {}", e["data"]["deadline"]),
+            "participant.added" | "participant.removed" => {
+                e["data"]["sid"].as_str().unwrap_or_default().to_owned()
+            }
+            _ => String::new(),
+        };
+        println!(
+            "    {} {:<22} {}…  {:<44} {}",
+            if r.signature_valid {
+                "✓ signed"
+            } else {
+                "✗ UNSIGNED"
+            },
+            e["type"].as_str().unwrap_or_default(),
+            &sid[..sid.len().min(8)],
+            detail,
+            e["id"].as_str().unwrap_or_default(),
+        );
+    }
+    demo.check(
+        receiver.received().iter().all(|r| r.signature_valid),
+        "every event's Tsunagu-Signature verifies with the secret's callback_signing_key",
+    )?;
+    demo.check(
+        complete,
+        &format!("an interaction.completed for each of the {legs} legs"),
+    )?;
+    Ok(events)
 }
 
 /// What CloudWatch would extract from the functions' EMF documents, against the demo's own

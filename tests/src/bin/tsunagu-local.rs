@@ -3,7 +3,11 @@
 //! 127.0.0.1:${GATEWAY_PORT:-3000}. The simulator's clock follows the wall clock; a call
 //! placed with `make call` runs ahead of it (virtual time), and the clock then waits for the
 //! wall clock to catch up rather than going back. `PROXY_NUMBERS` (comma-separated) are
-//! added to the pool at start, through the API as `POST /v1/numbers` would.
+//! added to the pool at start, through the API as `POST /v1/numbers` would. Every variable of
+//! the README's configuration table in the environment reaches the functions
+//! (`EVENT_CALLBACK_URL` included: plain http to a loopback address is allowed), and
+//! `CALLBACK_SIGNING_KEY` becomes the secret's `callback_signing_key` (default: the
+//! documented test key, `local-callback-signing-key-not-a-secret`).
 
 use std::time::Duration;
 
@@ -27,6 +31,14 @@ async fn main() {
         twilio_api_base_url: std::env::var("TWILIO_API_BASE_URL").ok(),
         account_sid: std::env::var("TWILIO_ACCOUNT_SID").ok(),
         auth_token: std::env::var("TWILIO_AUTH_TOKEN").ok(),
+        // The README's configuration, as given to `make up` (EVENT_CALLBACK_URL, the rates,
+        // the prompts, …); an empty value counts as unset, as in the functions.
+        env: std::env::vars()
+            .filter(|(name, _)| tsunagu_tests::stack::passed_through(name))
+            .collect(),
+        callback_signing_key: std::env::var("CALLBACK_SIGNING_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
         ..Options::default()
     };
     let stack = match Stack::start(options).await {
@@ -60,6 +72,10 @@ async fn main() {
     println!("emulator   {emulator}");
     println!("table      {}", stack.table);
     println!("secret     {}", stack.app.config.twilio_secret_id);
+    match &stack.app.config.event_callback_url {
+        Some(url) => println!("events     {url}  (signed with the secret's callback_signing_key)"),
+        None => println!("events     off  (set EVENT_CALLBACK_URL to receive them)"),
+    }
     match &stack.sim {
         Some(sim) => println!(
             "twilio     {}  (simulator; account {})",

@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    tsunagu::handlers::run_event(tsunagu::handlers::deliver_events).await
+}

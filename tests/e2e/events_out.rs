@@ -1,0 +1,355 @@
+//! The platform's events end to end: the table's stream → publish-events → the FIFO queue →
+//! deliver-events → a receiver that checks every signature (tests/src/receiver.rs), with
+//! Lambda's event source mappings played by the local stack (tests/src/event_sources.rs).
+//! Waits are on what the receiver or the queue shows, bounded in real time.
+
+use std::time::Duration;
+
+use crate::common::*;
+use serde_json::{Value, json};
+use tsunagu_tests::iam::Denial;
+use tsunagu_tests::receiver::Receiver;
+use tsunagu_tests::simulator::PhoneScript;
+use tsunagu_tests::stack::{CALLBACK_SIGNING_KEY, Options, REGION, Stack};
+use tsunagu_tests::template;
+
+/// Generous: the mappings poll four times a second and retries back off from one second.
+const WITHIN: Duration = Duration::from_secs(60);
+
+async fn stack_sending_to(receiver: &Receiver, extra: &[(&str, &str)]) -> Stack {
+    let mut env = vec![("EVENT_CALLBACK_URL".to_owned(), receiver.url.clone())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    stack_with(Options {
+        env,
+        ..Options::default()
+    })
+    .await
+}
+
+/// Polls `check` until it gives a value or `WITHIN` has passed: for conditions only the
+/// emulator shows (a queue's contents, a denial), which notify nobody.
+async fn eventually<T, F, Fut>(mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    while tokio::time::Instant::now() < deadline {
+        every.tick().await;
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+    }
+    None
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn has(events: &[Value], kind: &str) -> bool {
+    events.iter().any(|e| e["type"] == kind)
+}
+
+/// Where `kind` first appears, for order checks.
+fn position(events: &[Value], kind: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {:?}", types(events)))
+}
+
+fn phone(after: u64, digits: &[(u64, char)]) -> PhoneScript {
+    PhoneScript::Answer {
+        after: Duration::from_secs(after),
+        hang_up_after: None,
+        digits: digits
+            .iter()
+            .map(|(t, d)| (Duration::from_secs(*t), *d))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_whole_timed_session_reaches_the_platform_signed_and_in_order() {
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    let stack = stack_sending_to(&receiver, &[]).await;
+    // Ten minutes with one five-minute extension: A presses 1 at the warning (7:00), the
+    // call ends at 15:00 with the session, which the sweep closes as expired.
+    let t0 = stack.clock.now();
+    let expiry = (t0 + time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let s = conference_v_call(
+        &stack,
+        json!({
+            "date_expiry": expiry, "call_time_limit": 600,
+            "extension": {"seconds": 300, "max_count": 1},
+            "participants": [{"identifier": A}, {"identifier": B}]
+        }),
+        phone(2, &[(2, '1')]),
+        phone(5, &[]),
+    )
+    .await;
+    let session_sid = sid(&s);
+    stack.finish_calls().await;
+    stack.sim().advance(Duration::from_secs(120)).await;
+
+    let closed = receiver
+        .wait_until(WITHIN, |r| {
+            r.iter().any(|r| r.event["type"] == "session.closed")
+                && r.iter()
+                    .filter(|r| r.event["type"] == "interaction.completed")
+                    .count()
+                    == 2
+        })
+        .await;
+    let got = receiver.accepted();
+    assert!(
+        closed,
+        "no session.closed or not both legs: {:?}",
+        types(&got)
+    );
+
+    for r in receiver.received() {
+        assert!(r.signature_valid, "unsigned or badly signed: {}", r.body);
+    }
+    let ids: std::collections::HashSet<&str> =
+        got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), got.len(), "each id once");
+    for e in &got {
+        assert_eq!(e["session_sid"], session_sid.as_str(), "{e}");
+        assert!(e["id"].as_str().unwrap().starts_with("EV"), "{e}");
+        assert!(tsunagu::clock::parse_iso(e["created"].as_str().unwrap()).is_some());
+        let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys.len(),
+            5,
+            "exactly id, type, created, session_sid, data: {e}"
+        );
+    }
+    for kind in [
+        "session.created",
+        "participant.added",
+        "interaction.started",
+        "call.warning",
+        "call.extended",
+        "session.updated",
+        "interaction.completed",
+        "session.closed",
+    ] {
+        assert!(has(&got, kind), "{kind} missing from {:?}", types(&got));
+    }
+    // In the order the session lived it (one FIFO group per session). At the deadline the
+    // sweep closes the session as it ends the call, so the legs' completions (written from
+    // Twilio's final callbacks) may come either side of session.closed.
+    let order = [
+        "session.created",
+        "participant.added",
+        "interaction.started",
+        "call.warning",
+        "call.extended",
+        "interaction.completed",
+    ];
+    for pair in order
+        .windows(2)
+        .chain([["call.extended", "session.closed"].as_slice()])
+    {
+        assert!(
+            position(&got, pair[0]) < position(&got, pair[1]),
+            "{} before {}: {:?}",
+            pair[0],
+            pair[1],
+            types(&got)
+        );
+    }
+    let closed = &got[position(&got, "session.closed")];
+    assert_eq!(closed["data"]["closed_reason"], "expired");
+    let extended = &got[position(&got, "call.extended")];
+    assert_eq!(extended["data"]["seconds"], 300);
+    let completed: Vec<&Value> = got
+        .iter()
+        .filter(|e| e["type"] == "interaction.completed")
+        .collect();
+    assert_eq!(completed.len(), 2, "A's leg and B's");
+    for c in completed {
+        assert!(c["data"]["duration"].as_u64().unwrap() > 0, "{c}");
+        assert!(c["data"]["billed_minutes"].as_u64().unwrap() > 0, "{c}");
+        assert!(
+            c["data"]["cost"].is_string() || c["data"]["cost"].is_number(),
+            "{c}"
+        );
+    }
+    assert_eq!(stack.take_denials(), Vec::<Denial>::new());
+}
+
+#[tokio::test]
+async fn a_receiver_answering_500_twice_gets_each_event_once_after_de_duplication() {
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    receiver.answer_next(&[500, 500]);
+    let stack = stack_sending_to(&receiver, &[]).await;
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+
+    let all_three = receiver
+        .wait_until(WITHIN, |r| {
+            r.iter()
+                .filter(|r| r.answered == 200)
+                .map(|r| r.event["id"].clone())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= 3
+        })
+        .await;
+    let received = receiver.received();
+    assert!(all_three, "{received:?}");
+    // The first event was refused twice, then taken; nothing overtook it meanwhile.
+    let first = &received[0].event;
+    assert_eq!(first["type"], "session.created");
+    let answers: Vec<u16> = received
+        .iter()
+        .filter(|r| r.event["id"] == first["id"])
+        .map(|r| r.answered)
+        .collect();
+    assert_eq!(
+        answers,
+        [500, 500, 200],
+        "the same id each time: {:?}",
+        received
+            .iter()
+            .map(|r| (r.event["type"].clone(), r.answered))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        received[..3].iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [500, 500, 200]
+    );
+    let accepted = receiver.accepted();
+    assert_eq!(
+        types(&accepted),
+        ["session.created", "participant.added", "participant.added"]
+    );
+    assert!(received.iter().all(|r| r.signature_valid));
+}
+
+/// The repository's template with the event queue's `maxReceiveCount` set to `n`.
+fn template_with_max_receives(n: u32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(template::default_path()).unwrap();
+    assert!(
+        text.contains("maxReceiveCount: 8"),
+        "the template's redrive moved"
+    );
+    let path = std::env::temp_dir().join(format!(
+        "tsunagu-template-{}.yaml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(
+        &path,
+        text.replace("maxReceiveCount: 8", &format!("maxReceiveCount: {n}")),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn an_event_the_platform_never_takes_ends_in_the_dead_letter_queue() {
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    receiver.answer_next(&[503; 50]);
+    let path = template_with_max_receives(2);
+    let stack = stack_with(Options {
+        env: vec![
+            ("EVENT_CALLBACK_URL".into(), receiver.url.clone()),
+            // Retry at once: this test is about where the event ends, not when.
+            ("EVENT_RETRY_BASE_SECONDS".into(), "0".into()),
+        ],
+        template: Some(path.clone()),
+        ..Options::default()
+    })
+    .await;
+    let _ = std::fs::remove_file(&path);
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+
+    // Observed through the dead-letter queue itself, as the alarm's metric would be.
+    let sqs = aws_sdk_sqs::Client::new(&stack.aws);
+    let dead = eventually(|| async {
+        let got = sqs
+            .receive_message()
+            .queue_url(&stack.event_dlq_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+    .expect("nothing reached the dead-letter queue");
+    let event: Value = serde_json::from_str(dead[0].body().unwrap()).unwrap();
+    assert_eq!(event["type"], "session.created");
+    let tries = receiver
+        .received()
+        .iter()
+        .filter(|r| r.event["id"] == event["id"])
+        .count();
+    assert_eq!(tries, 2, "posted maxReceiveCount times, then given up");
+}
+
+#[tokio::test]
+async fn publish_events_without_sqs_send_message_is_refused_by_local_iam() {
+    // The template without publish-events' SendMessage on the event queue.
+    let text = std::fs::read_to_string(template::default_path()).unwrap();
+    let granted = "            - Sid: QueueEvents\n              Effect: Allow\n              Action:\n                - sqs:SendMessage\n";
+    assert!(text.contains(granted), "the template's grant moved");
+    let path = std::env::temp_dir().join(format!(
+        "tsunagu-template-{}.yaml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(
+        &path,
+        text.replace(
+            granted,
+            "            - Sid: QueueEvents\n              Effect: Allow\n              Action:\n                - sqs:GetQueueUrl\n",
+        ),
+    )
+    .unwrap();
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    let stack = stack_with(Options {
+        env: vec![("EVENT_CALLBACK_URL".into(), receiver.url.clone())],
+        template: Some(path.clone()),
+        ..Options::default()
+    })
+    .await;
+    let _ = std::fs::remove_file(&path);
+    stack.add_proxy_number(P1).await;
+    let (status, _) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201);
+    let expected = Denial {
+        function: "publish-events".into(),
+        action: "sqs:SendMessage".into(),
+        resource: tsunagu_tests::iam::sqs_queue_arn(REGION, &stack.event_queue_url),
+    };
+    let denials = std::sync::Mutex::new(Vec::new());
+    let refused = eventually(|| async {
+        let mut seen = denials.lock().unwrap();
+        seen.extend(stack.take_denials());
+        seen.contains(&expected).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "{:?}", denials.lock().unwrap());
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the platform"
+    );
+}
