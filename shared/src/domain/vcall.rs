@@ -305,7 +305,7 @@ pub async fn start_the_clock_of(
     let Some(live) = session.live_call.as_ref().filter(|l| l.deadline.is_none()) else {
         return Ok(None);
     };
-    let cost_deadline = deadline::cost_deadline_of(ctx, &session, now).await?;
+    let cost_deadline = deadline::cost_deadline_of(ctx, session, now).await?;
     let deadline =
         deadline::effective_deadline(now, live.limit, session.date_expiry, cost_deadline);
     let due = (deadline - session.warning_lead as i64).max(now + 1);
@@ -321,7 +321,7 @@ pub async fn start_the_clock_of(
         deadline,
         "call connected; its clock is running"
     );
-    crate::domain::timers::arm(ctx, &session, deadline).await;
+    crate::domain::timers::arm(ctx, session, deadline).await;
     Ok(Some(deadline))
 }
 
