@@ -14,8 +14,6 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use futures::FutureExt as _;
-use futures::future::{BoxFuture, Shared};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -343,39 +341,33 @@ impl ServerCertVerifier for SystemRoots {
 }
 
 /// What the first invocation would otherwise wait for, started in the background at init
-/// (on Lambda, init runs with the full CPU before the first event): the system roots parsed
-/// for reqwest, a first DynamoDB connection (TLS handshake and the SDK's own read of the
-/// roots included), and, when `secret`, the Twilio secret into the cache. The returned
-/// future completes when all three have; the runtime loop awaits it before the first event
-/// only, so the event reuses that connection and that secret instead of making its own.
-/// Failures are logged and left to the requests, which retry as they always did.
-pub fn warm_up(app: &App, secret: bool) -> Shared<BoxFuture<'static, ()>> {
-    let roots = tokio::task::spawn_blocking(|| {
+/// and not awaited, so the first poll of the Runtime API is not delayed (on Lambda, init
+/// runs with the full CPU): the system roots parsed for reqwest, a first DynamoDB connection
+/// (the SDK's own read of the roots and, on AWS, the TLS handshake included), and, when
+/// `secret`, the Twilio secret into the cache. The first event meets them on first use: the
+/// secret cache's lock makes it wait for the fetch in flight rather than make its own; the
+/// SDK's connection pool races an idle connection against a new one (hyper's checkout), so
+/// it takes the warm one as soon as it is free and never waits for it longer than for a
+/// connection of its own; the roots are read once (`OnceLock`). Failures are logged and left
+/// to the requests, which retry as they always did.
+pub fn warm_up(app: &App, secret: bool) {
+    tokio::task::spawn_blocking(|| {
         system_roots();
     });
     let store = app.store.clone();
-    let dynamo = tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = connect_store(&store).await {
             tracing::warn!(error = %e, "warm-up: DynamoDB not reached at init");
         }
     });
-    let secrets = secret.then(|| {
+    if secret {
         let cache = app.secrets.clone();
         tokio::spawn(async move {
             if let Err(e) = cache.versions().await {
                 tracing::warn!(error = %e, "warm-up: the Twilio secret not fetched at init");
             }
-        })
-    });
-    async move {
-        let _ = roots.await;
-        let _ = dynamo.await;
-        if let Some(secrets) = secrets {
-            let _ = secrets.await;
-        }
+        });
     }
-    .boxed()
-    .shared()
 }
 
 /// The cheapest request every function's policy allows (each has `dynamodb:GetItem` on the

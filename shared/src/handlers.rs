@@ -116,9 +116,9 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "extend-session",
 ];
 
-/// A Lambda function's whole `main`: build the app once (no I/O), start its warm-up
-/// (`app::warm_up`, awaited before the first event only), then serve events, each in its
-/// invocation's span (request id, trace id, cold start: `telemetry`).
+/// A Lambda function's whole `main`: build the app once (no I/O), start its warm-up in the
+/// background (`app::warm_up`), then serve events, each in its invocation's span (request
+/// id, trace id, cold start: `telemetry`).
 pub async fn run_http<H, Fut>(handler: H) -> Result<(), lambda_http::Error>
 where
     H: Fn(Arc<App>, Request) -> Fut,
@@ -126,18 +126,14 @@ where
 {
     crate::telemetry::logs::init();
     let app = App::from_env().await?;
-    let warm = crate::app::warm_up(&app, prefetch_secret());
+    crate::app::warm_up(&app, prefetch_secret());
     lambda_http::run(service_fn(move |req: Request| {
         let span = match req.lambda_context_ref() {
             Some(context) => app.telemetry.invocation_of(context),
             None => app.telemetry.invocation("", None),
         };
         let response = handler(app.clone(), req).instrument(span);
-        let warm = warm.clone();
-        async move {
-            warm.await;
-            Ok::<_, Infallible>(response.await)
-        }
+        async move { Ok::<_, Infallible>(response.await) }
     }))
     .await
 }
@@ -151,16 +147,11 @@ where
 {
     crate::telemetry::logs::init();
     let app = App::from_env().await?;
-    let warm = crate::app::warm_up(&app, prefetch_secret());
+    crate::app::warm_up(&app, prefetch_secret());
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let span = app.telemetry.invocation_of(&event.context);
-            let result = handler(app.clone(), event.payload).instrument(span);
-            let warm = warm.clone();
-            async move {
-                warm.await;
-                result.await
-            }
+            handler(app.clone(), event.payload).instrument(span)
         },
     ))
     .await
