@@ -62,9 +62,10 @@ bench:
 ## make bench-lambda: every function's release binary and a lambda_http floor, behind the
 ## Runtime API stand-in on a seeded local stack: init, first invoke, warm p50/p99, peak RSS
 BENCH_WARM ?= 200
+comma := ,
 bench-lambda:
-	@$(CARGO) build --quiet --release $(foreach f,$(notdir $(wildcard functions/*)),-p $(f)) -p lambda-floor
-	@scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-bench-lambda -- \
+	@$(CARGO) build --quiet --release $(foreach f,$(if $(BENCH_ONLY),$(subst $(comma), ,$(BENCH_ONLY)),$(notdir $(wildcard functions/*))),-p $(f)) -p lambda-floor
+	@BENCH_ONLY=$(BENCH_ONLY) scripts/with-moto.sh $(CARGO) run --quiet -p tsunagu-tests --bin tsunagu-bench-lambda -- \
 	  $${CARGO_TARGET_DIR:-target}/release $(BENCH_WARM)
 
 ## make bench-sweep: one expiry-warning invocation over 10,000 due sessions, DynamoDB 5 ms

@@ -1,12 +1,24 @@
 //! What a function needs, built once per container: configuration, the store, the secret
-//! cache and HTTP clients. Building does no network I/O, so the first poll is not delayed.
+//! cache and HTTP clients. Building does no I/O at all — no network, and not even the system
+//! root certificates, which both HTTP stacks read on their first connection — so the first
+//! poll of the Runtime API is not delayed. [`warm_up`] then starts, in the background, what
+//! the first invocation would otherwise wait for (docs/PERFORMANCE.md, "Cold start").
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::budget::Budget;
 use crate::clock::{Clock, SystemClock};
@@ -176,13 +188,55 @@ pub async fn load_aws_config() -> SdkConfig {
         .await
 }
 
-/// The SDK's HTTP client on rustls with ring.
-pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
+/// The SDK's HTTP client on rustls with ring, trusting the system's root certificates.
+pub fn aws_http_client() -> SharedHttpClient {
+    aws_http_client_trusting(&[])
+}
+
+/// [`aws_http_client`] also trusting `extra_pem` (PEM certificates): for tests that make a
+/// real TLS handshake with a test CA. The system roots stay trusted.
+pub fn aws_http_client_trusting(extra_pem: &[String]) -> SharedHttpClient {
+    let mut trust = tls::TrustStore::default();
+    for pem in extra_pem {
+        trust = trust.with_pem_certificate(pem.as_bytes());
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a TLS context with the system roots builds");
+    SharedHttpClient::new(RootsOnFirstConnection(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .tls_context(context)
+            .build_https(),
+    ))
+}
+
+/// The SDK's client as built, minus one thing: `aws-smithy-http-client` builds a connector in
+/// `validate_base_client_config`, when each SDK client is constructed, only so that the
+/// system roots are read then "instead of upon first request" (its own comment). That read
+/// was most of init above the floor. Left out, the connector (and the roots, read once per
+/// process by the SDK's `NATIVE_ROOTS`) is built on the first request, which [`warm_up`]
+/// makes in the background.
+#[derive(Debug)]
+struct RootsOnFirstConnection(SharedHttpClient);
+
+impl HttpClient for RootsOnFirstConnection {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 /// DynamoDB and Secrets Manager answer in milliseconds. These bound one slow request, its
@@ -200,13 +254,376 @@ pub fn sdk_timeouts() -> TimeoutConfig {
 /// redirects: Twilio's REST API answers without them, and a platform callback that
 /// redirects must not send Tsunagu's signed request somewhere else.
 pub fn http_client() -> reqwest::Client {
+    http_client_trusting(Vec::new())
+}
+
+/// [`http_client`] also trusting `extra` roots: for tests that make a real TLS handshake
+/// with a test CA. The system roots stay trusted.
+pub fn http_client_trusting(extra: Vec<CertificateDer<'static>>) -> reqwest::Client {
     // reqwest is built without a default crypto provider; ring is the one we ship.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        // Not dangerous: full WebPKI verification, on the roots read at first use.
+        .with_custom_certificate_verifier(Arc::new(SystemRoots {
+            provider,
+            extra,
+            verifier: OnceLock::new(),
+        }))
+        .with_no_client_auth();
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("tsunagu/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The system's root certificates as rustls trust anchors, read and parsed once per process,
+/// on first use. (reqwest's own verifier, `rustls-platform-verifier`, reads them when the
+/// client is built, i.e. during init.) Where they are: `rustls-native-certs`' rules
+/// (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the distribution's bundle; on Lambda's
+/// `provided.al2023`, `/etc/pki/tls/certs/ca-bundle.crt`).
+pub fn system_roots() -> &'static Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        if !loaded.errors.is_empty() {
+            tracing::warn!(errors = ?loaded.errors, "some root certificates could not be read");
+        }
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(loaded.certs);
+        Arc::new(roots)
+    })
+}
+
+/// reqwest's certificate verifier: rustls' WebPKI verifier on [`system_roots`] (plus any
+/// extra roots), built on the first handshake rather than when the client is built.
+#[derive(Debug)]
+struct SystemRoots {
+    provider: Arc<CryptoProvider>,
+    extra: Vec<CertificateDer<'static>>,
+    verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
+}
+
+impl SystemRoots {
+    fn verifier(&self) -> Result<&Arc<WebPkiServerVerifier>, rustls::Error> {
+        self.verifier
+            .get_or_init(|| {
+                let mut roots = RootCertStore::clone(system_roots());
+                roots.add_parsable_certificates(self.extra.iter().cloned());
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| rustls::Error::General(format!("no usable root certificates: {e}")))
+    }
+}
+
+impl ServerCertVerifier for SystemRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    // The handshake signatures need no roots: checked as WebPkiServerVerifier checks them.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// What the first invocation would otherwise wait for, started in the background at init
+/// and not awaited, so the first poll of the Runtime API is not delayed (on Lambda, init
+/// runs with the full CPU): the system roots parsed for reqwest, a first DynamoDB connection
+/// (the SDK's own read of the roots and, on AWS, the TLS handshake included), and, when
+/// `secret`, the Twilio secret into the cache. The first event meets them on first use: the
+/// secret cache's lock makes it wait for the fetch in flight rather than make its own; the
+/// SDK's connection pool races an idle connection against a new one (hyper's checkout), so
+/// it takes the warm one as soon as it is free and never waits for it longer than for a
+/// connection of its own; the roots are read once (`OnceLock`). Failures are logged and left
+/// to the requests, which retry as they always did.
+pub fn warm_up(app: &App, secret: bool, table: bool) {
+    tokio::task::spawn_blocking(|| {
+        system_roots();
+    });
+    if table {
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connect_store(&store).await {
+                tracing::warn!(error = %e, "warm-up: DynamoDB not reached at init");
+            }
+        });
+    }
+    if secret {
+        let cache = app.secrets.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cache.versions().await {
+                tracing::warn!(error = %e, "warm-up: the Twilio secret not fetched at init");
+            }
+        });
+    }
+}
+
+/// The cheapest request every function's policy allows (each has `dynamodb:GetItem` on the
+/// table): a projected, eventually consistent read of a key no item has — half a read
+/// unit. What it buys is the connection, kept in the SDK's pool for the first event.
+pub async fn connect_store(store: &crate::store::Store) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S("warm-up".into()))
+        .key("sk", AttributeValue::S("warm-up".into()))
+        .projection_expression("pk")
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+/// Both HTTP stacks as the app builds them, against a real TLS server: a local HTTPS server
+/// whose certificate a test CA signed. Trusting that CA (as an extra root, next to the
+/// system's), each stack completes the handshake and gets its answer; without it, each
+/// refuses the certificate. The system roots themselves are read in every case.
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct TestCa {
+        pem: String,
+        der: CertificateDer<'static>,
+        server: Arc<rustls::ServerConfig>,
+    }
+
+    /// A CA, and a server certificate for `localhost` it signed.
+    fn test_ca() -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+        TestCa {
+            pem: ca.as_ref().pem(),
+            der: ca.as_ref().der().clone(),
+            server: Arc::new(server),
+        }
+    }
+
+    /// An HTTPS server on localhost answering every request with `body` as `content_type`;
+    /// returns its port and the count of requests it answered (so after a completed
+    /// handshake only).
+    async fn serve(
+        tls: Arc<rustls::ServerConfig>,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(tcp).await else {
+                        return; // the client refused our certificate
+                    };
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Headers, then as much body as Content-Length says.
+                    let (head_end, length) = loop {
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                    };
+                    while request.len() < head_end + length {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (port, answered)
+    }
+
+    /// The error and every error under it, for the one that says why.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = format!("{e:?}");
+        let mut next = e.source();
+        while let Some(e) = next {
+            out.push_str(&format!(" <- {e:?}"));
+            next = e.source();
+        }
+        out
+    }
+
+    /// The DynamoDB client as `App::new` builds it (the SDK's HTTP client, its timeouts),
+    /// pointed at `https://localhost:{port}`.
+    fn dynamo(port: u16, http: SharedHttpClient) -> crate::store::Store {
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("ap-northeast-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .endpoint_url(format!("https://localhost:{port}"))
+            .http_client(http)
+            .timeout_config(sdk_timeouts())
+            .build();
+        crate::store::Store::new(aws_sdk_dynamodb::Client::from_conf(conf), "tsunagu")
+    }
+
+    #[tokio::test]
+    async fn the_sdk_client_completes_a_handshake_with_a_trusted_ca_and_refuses_an_untrusted_one() {
+        let ca = test_ca();
+        // GetItem of a key no item has: DynamoDB answers an empty object.
+        let (port, answered) = serve(ca.server.clone(), "application/x-amz-json-1.0", "{}").await;
+
+        let trusting = dynamo(
+            port,
+            aws_http_client_trusting(std::slice::from_ref(&ca.pem)),
+        );
+        connect_store(&trusting)
+            .await
+            .expect("handshake with the test CA's certificate");
+        assert_eq!(answered.load(Ordering::SeqCst), 1);
+
+        let untrusting = dynamo(port, aws_http_client());
+        let refused = connect_store(&untrusting).await.unwrap_err();
+        assert!(
+            refused.contains("UnknownIssuer"),
+            "refused for an unknown issuer, not for another reason: {refused}"
+        );
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            1,
+            "nothing reached the server"
+        );
+    }
+
+    #[tokio::test]
+    async fn reqwest_completes_a_handshake_with_a_trusted_ca_and_refuses_an_untrusted_one() {
+        let ca = test_ca();
+        let (port, answered) = serve(ca.server.clone(), "text/plain", "ok").await;
+        let url = format!("https://localhost:{port}/");
+
+        let trusting = http_client_trusting(vec![ca.der.clone()]);
+        let answer = trusting.get(&url).send().await.expect("handshake");
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "ok");
+        assert_eq!(answered.load(Ordering::SeqCst), 1);
+
+        let refused = http_client().get(&url).send().await.unwrap_err();
+        let why = chain(&refused);
+        assert!(
+            why.contains("UnknownIssuer"),
+            "refused for an unknown issuer, not for another reason: {why}"
+        );
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            1,
+            "nothing reached the server"
+        );
+    }
+
+    /// The verifier's roots are the system's (read once, at first use), not only the extras.
+    #[test]
+    fn the_system_roots_are_read_and_trusted() {
+        assert!(
+            !system_roots().is_empty(),
+            "this machine has system root certificates"
+        );
+    }
 }

@@ -150,8 +150,9 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
     "update-session",
 ];
 
-/// A Lambda function's whole `main`: build the app once (no network I/O), then serve events,
-/// each in its invocation's span (request id, trace id, cold start: `telemetry`).
+/// A Lambda function's whole `main`: build the app once (no I/O), start its warm-up in the
+/// background (`app::warm_up`), then serve events, each in its invocation's span (request
+/// id, trace id, cold start: `telemetry`).
 pub async fn run_http<H, Fut>(handler: H) -> Result<(), lambda_http::Error>
 where
     H: Fn(Arc<App>, Request) -> Fut,
@@ -159,6 +160,7 @@ where
 {
     crate::telemetry::logs::init();
     let app = App::from_env().await?;
+    crate::app::warm_up(&app, prefetch_secret(), warm_table());
     lambda_http::run(service_fn(move |req: Request| {
         let span = match req.lambda_context_ref() {
             Some(context) => app.telemetry.invocation_of(context),
@@ -179,6 +181,7 @@ where
 {
     crate::telemetry::logs::init();
     let app = App::from_env().await?;
+    crate::app::warm_up(&app, prefetch_secret(), warm_table());
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let span = app.telemetry.invocation_of(&event.context);
@@ -186,6 +189,25 @@ where
         },
     ))
     .await
+}
+
+/// `PREFETCH_TWILIO_SECRET=true` in a function's environment (template.yaml) fetches the
+/// Twilio secret during init. Set exactly where the function's policy allows
+/// `secretsmanager:GetSecretValue` (checked by a test against template.yaml): the others
+/// never read it, and would only be refused.
+pub const PREFETCH_TWILIO_SECRET: &str = "PREFETCH_TWILIO_SECRET";
+
+fn prefetch_secret() -> bool {
+    std::env::var(PREFETCH_TWILIO_SECRET).is_ok_and(|v| v == "true")
+}
+
+/// `WARM_UP_TABLE=false` in a function's environment (template.yaml) skips the init
+/// warm-up's first DynamoDB connection: set on the functions that never touch the table
+/// (publish-events, deliver-events), whose policy would refuse the read.
+pub const WARM_UP_TABLE: &str = "WARM_UP_TABLE";
+
+fn warm_table() -> bool {
+    !std::env::var(WARM_UP_TABLE).is_ok_and(|v| v == "false")
 }
 
 #[cfg(test)]

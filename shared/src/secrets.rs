@@ -1,4 +1,5 @@
-//! Twilio credentials from Secrets Manager: fetched on first use (never during init), cached
+//! Twilio credentials from Secrets Manager: fetched on first use, or by the init warm-up in
+//! the background (`app::warm_up`, never on the path to the first poll), cached
 //! per container for five minutes, and refreshed when a signature fails (token rotation), at
 //! most once per interval whether the refresh succeeds or not. Both the current and the
 //! previous version of the secret are kept, so that a request signed with either token of a

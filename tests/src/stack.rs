@@ -98,6 +98,9 @@ pub const SET_BY_THE_STACK: &[&str] = &[
     "SCHEDULE_GROUP",
     "SCHEDULE_ROLE_ARN",
     "SCHEDULE_TARGET_ARN",
+    // Per function in template.yaml; read only by the Lambda entry points (handlers.rs).
+    "PREFETCH_TWILIO_SECRET",
+    "WARM_UP_TABLE",
     "AWS_ENDPOINT_URL",
     "AWS_LAMBDA_LOG_LEVEL",
     "RUST_LOG",

@@ -467,6 +467,63 @@ mod tests {
         assert!(missing.contains("TwilioSecretArn"), "{missing}");
     }
 
+    /// A function fetches the Twilio secret during init (`PREFETCH_TWILIO_SECRET`) exactly
+    /// when its policy lets it read the secret, and reads no table item at init unless its
+    /// policy allows `GetItem` (`tsunagu::app::warm_up`'s first DynamoDB connection).
+    #[test]
+    fn the_init_warm_up_asks_only_what_each_policy_allows() {
+        let text = std::fs::read_to_string(default_path()).unwrap();
+        let secret = "arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:twilio-AbCdEf";
+        let queue = |id: &str| {
+            (
+                id.to_owned(),
+                format!("https://sqs.example/123456789012/{id}"),
+                format!("arn:aws:sqs:ap-northeast-1:123456789012:{id}"),
+            )
+        };
+        let bindings = crate::iam::Bindings::local("ap-northeast-1", "t1", secret).with_events(
+            "arn:aws:dynamodb:ap-northeast-1:123456789012:table/t1/stream/x",
+            &[
+                queue("EventQueue"),
+                queue("EventDeadLetterQueue"),
+                queue("PublishEventsStreamFailures"),
+            ],
+        );
+        let policies = crate::iam::function_policies(&text, &bindings).unwrap();
+        let table = crate::iam::dynamodb_table_arn("ap-northeast-1", crate::iam::ACCOUNT, "t1");
+        let locals = std::collections::HashMap::from([
+            ("Table".to_owned(), "t1".to_owned()),
+            ("TwilioSecretArn".to_owned(), secret.to_owned()),
+            ("PublicBaseUrl".to_owned(), "https://x.example".to_owned()),
+            ("CallTimers".to_owned(), "t1-call-timers".to_owned()),
+            ("CallTimersRole.Arn".to_owned(), "arn:role".to_owned()),
+            ("ExpiryWarningFunction.Arn".to_owned(), "arn:fn".to_owned()),
+            ("EventQueue".to_owned(), "https://sqs.example/q".to_owned()),
+        ]);
+        assert!(policies.len() >= 14, "every function's policy");
+        for (function, policy) in &policies {
+            let env = function_environment(&text, function, &locals).unwrap();
+            let prefetch = env
+                .iter()
+                .any(|(n, v)| n == tsunagu::handlers::PREFETCH_TWILIO_SECRET && v == "true");
+            assert_eq!(
+                prefetch,
+                policy.allows("secretsmanager:GetSecretValue", secret),
+                "{function}: PREFETCH_TWILIO_SECRET must be \"true\" exactly when its policy \
+                 allows secretsmanager:GetSecretValue"
+            );
+            let warms_table = !env
+                .iter()
+                .any(|(n, v)| n == tsunagu::handlers::WARM_UP_TABLE && v == "false");
+            assert_eq!(
+                warms_table,
+                policy.allows("dynamodb:GetItem", &table),
+                "{function}: the init warm-up reads one (absent) item exactly when the policy \
+                 allows it (else WARM_UP_TABLE: \"false\")"
+            );
+        }
+    }
+
     #[test]
     fn the_real_template_has_every_function_and_the_table() {
         let t = load(&default_path()).unwrap();

@@ -7,6 +7,8 @@
 //!     scripts/with-moto.sh cargo run -p tsunagu-tests --bin tsunagu-bench-lambda -- \
 //!         [binary dir, default target/release] [warm invokes, default 200]
 //!
+//! `BENCH_ONLY=f1,f2` measures only those functions beside the floor.
+//!
 //! Per binary: exec → first poll of `/next` (its init), the first invoke (seen from the
 //! Runtime API: from handing out the event to receiving the answer), p50 and p99 of the
 //! warm invokes that follow, and the peak RSS (`VmHWM` in `/proc/<pid>/status`, read
@@ -235,6 +237,12 @@ async fn main() {
         .chain(tsunagu::handlers::EVENT_FUNCTIONS)
         .copied()
         .collect();
+    // BENCH_ONLY=inbound-call,get-session: only those functions (and the floor), when a
+    // loaded machine leaves no time to build and run them all.
+    if let Some(only) = std::env::var("BENCH_ONLY").ok().filter(|o| !o.is_empty()) {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        functions.retain(|f| only.contains(f));
+    }
     functions.sort();
     for function in functions {
         seed::seed(&target)

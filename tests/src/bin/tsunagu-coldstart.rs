@@ -1,7 +1,7 @@
 //! Cold start of each function binary, as docs/PERFORMANCE.md reports it: the time from
 //! exec to the binary's first poll of the Runtime API (`GET …/invocation/next`), i.e. its
-//! init, measured against the test tree's Runtime API stand-in. Init does no network I/O
-//! (the Twilio secret is read on first use), so no stack is needed.
+//! init, measured against the test tree's Runtime API stand-in. Nothing on the path to the
+//! first poll does I/O (the warm-up runs beside it, `app::warm_up`), so no stack is needed.
 //!
 //!     cargo run -p tsunagu-tests --bin tsunagu-coldstart -- <binary dir> [runs]
 //!
