@@ -125,16 +125,21 @@ pub fn from_change(change: &Change) -> Result<Vec<Event>, ShapeError> {
             None => Vec::new(),
         }
     } else if sk.starts_with("CALL#") {
+        // A recording whose callback came before its call's final status callback starts the
+        // item alone, without a `status` (store::store_recording): not a leg yet, so no
+        // event until the leg's own write completes it.
+        let is_leg = |v: &&Value| v.get("status").is_some();
         let old = change
             .old
+            .filter(is_leg)
             .map(|v| Interaction::deserialize(v).map_err(|e| shape(e.to_string())))
             .transpose()?;
-        match change.new {
+        match change.new.filter(is_leg) {
             Some(raw) => {
                 let new = Interaction::deserialize(raw).map_err(|e| shape(e.to_string()))?;
                 interaction_events(
                     old.as_ref(),
-                    change.old,
+                    change.old.filter(is_leg),
                     &new,
                     raw,
                     change.approximate_created,
@@ -543,6 +548,41 @@ mod tests {
         assert_eq!(types(&got), ["call.extended"]);
         assert_eq!(got[0].data["seconds"], 300);
         assert_eq!(got[0].data["extension_count"], 1);
+    }
+
+    #[test]
+    fn a_recording_stored_before_its_leg_waits_for_the_leg() {
+        let sk = "CALL#CA1";
+        let partial = json!({
+            "pk": "SESSION#KC0123456789abcdef0123456789abcdef", "sk": sk,
+            "session_sid": "KC0123456789abcdef0123456789abcdef", "call_sid": "CA1",
+            "recording_sid": "RE1", "recording_duration": 30, "recording_channels": 2,
+            "recording_url": "https://api.twilio.com/…/RE1", "expire_at": 9_000,
+        });
+        let got = events(ChangeKind::Insert, None, Some(partial.clone()));
+        assert!(got.is_empty(), "not a leg yet: {got:?}");
+        let mut done = leg(CallStatus::Completed);
+        done.duration = 31;
+        done.date_ended = Some(2_031);
+        let mut full = item(&done, sk);
+        for key in [
+            "recording_sid",
+            "recording_duration",
+            "recording_channels",
+            "recording_url",
+        ] {
+            full[key] = partial[key].clone();
+        }
+        let got = events(ChangeKind::Modify, Some(partial), Some(full));
+        assert_eq!(
+            types(&got),
+            [
+                "interaction.started",
+                "interaction.completed",
+                "recording.completed"
+            ]
+        );
+        assert_eq!(got[2].data["recording_sid"], "RE1");
     }
 
     #[test]

@@ -282,6 +282,7 @@ impl Store {
     ) -> Result<Option<Interaction>, StoreError> {
         self.get(interaction_key(session_sid, call_sid))
             .await?
+            .filter(is_leg)
             .map(from_item)
             .transpose()
     }
@@ -295,6 +296,7 @@ impl Store {
             .query_all(format!("SESSION#{session_sid}"), "CALL#")
             .await?
             .into_iter()
+            .filter(is_leg)
             .map(from_item)
             .collect::<Result<_, _>>()?;
         oldest_first(&mut legs);
@@ -303,12 +305,17 @@ impl Store {
 
     /// Stores a finished recording on its call's interaction, once: the first callback for
     /// the leg writes it, a repeated one (Twilio retrying) finds it there and changes
-    /// nothing. `Ok(false)`: already stored, or no such interaction.
+    /// nothing (`Ok(false)`). Twilio does not order a recording's callback after its call's
+    /// final status callback, and a plain masked call's caller leg is first written by that
+    /// final callback: a recording that comes first starts the item with the recording
+    /// alone (no `status`: not yet a leg, which listings and events pass over), and the
+    /// leg's own callback completes it (`upsert_leg` writes into an item without a rank).
     pub async fn store_recording(
         &self,
         session_sid: &str,
         call_sid: &str,
         recording: &RecordingInfo,
+        expire_at: i64,
     ) -> Result<bool, StoreError> {
         let result = self
             .client
@@ -317,15 +324,19 @@ impl Store {
             .set_key(Some(interaction_key(session_sid, call_sid)))
             .update_expression(
                 "SET recording_sid = :sid, recording_duration = :duration, \
-                 recording_channels = :channels, recording_url = :url",
+                 recording_channels = :channels, recording_url = :url, \
+                 session_sid = if_not_exists(session_sid, :session), \
+                 call_sid = if_not_exists(call_sid, :call), \
+                 expire_at = if_not_exists(expire_at, :expire)",
             )
-            .only_if(Condition::new(
-                "attribute_exists(pk) AND attribute_not_exists(recording_sid)",
-            ))
+            .only_if(Condition::new("attribute_not_exists(recording_sid)"))
             .expression_attribute_values(":sid", s(recording.sid.clone()))
             .expression_attribute_values(":duration", n(recording.duration))
             .expression_attribute_values(":channels", n(recording.channels))
             .expression_attribute_values(":url", s(recording.url.clone()))
+            .expression_attribute_values(":session", s(session_sid.to_owned()))
+            .expression_attribute_values(":call", s(call_sid.to_owned()))
+            .expression_attribute_values(":expire", n(expire_at))
             .send()
             .await;
         written(result)
@@ -366,6 +377,12 @@ impl Store {
             .map(from_item::<SessionRef>)
             .transpose()
     }
+}
+
+/// Whether an interaction item is a leg yet: a recording whose callback came before its
+/// call's final status callback starts the item alone ([`Store::store_recording`]).
+fn is_leg(item: &super::Item) -> bool {
+    item.contains_key("status")
 }
 
 #[cfg(test)]

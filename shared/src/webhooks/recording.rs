@@ -37,7 +37,12 @@ pub async fn recording_status(app: Arc<App>, req: Request) -> Response<Body> {
         };
         let stored = app
             .store
-            .store_recording(&session_sid, &call_sid, &recording)
+            .store_recording(
+                &session_sid,
+                &call_sid,
+                &recording,
+                app.now() + app.config.retention_seconds(),
+            )
             .await?;
         tracing::info!(session = %session_sid, call = %call_sid, recording = %recording.sid, stored, "recording completed");
         Ok(empty())
