@@ -418,6 +418,7 @@ mod tests {
             date_created: 2_000,
             date_updated: 2_000,
             date_ended: None,
+            recording: Default::default(),
         }
     }
 

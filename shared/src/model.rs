@@ -391,6 +391,23 @@ pub struct Interaction {
     pub date_updated: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_ended: Option<i64>,
+    /// The call's recording, once Twilio has posted it (`recording-status`); the media stays
+    /// in the Twilio account.
+    #[serde(flatten)]
+    pub recording: RecordingRef,
+}
+
+/// Where a leg's recording is: the attributes `recording-status` writes on the interaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_duration: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_channels: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_url: Option<String>,
 }
 
 impl Interaction {

@@ -131,6 +131,25 @@ async fn a_recorded_call_is_announced_to_both_and_its_recording_stored_once() {
             recording.url.as_str()
         )
     );
+    // The call log shows it on the caller's leg; the media stays at Twilio's URL.
+    let (_, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    let shown = log["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["call_sid"] == parent.as_str())
+        .map(|l| l["recording"].clone())
+        .expect("the caller's leg is logged");
+    assert_eq!(
+        shown,
+        serde_json::json!({
+            "sid": recording.sid, "duration": recording.duration_secs,
+            "channels": 2, "url": recording.url,
+        }),
+        "{log}"
+    );
 
     // Twilio retries the callback, and another one arrives for the same call: still 200,
     // and the first recording stays as stored.

@@ -481,3 +481,61 @@ async fn an_interaction_is_read_by_its_sid() {
         .await;
     assert_eq!((code, &p["code"]), (404, &json!(20404)), "{p}");
 }
+
+#[tokio::test]
+async fn a_sessions_interactions_are_paged_oldest_first() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = created(&stack, session_body(A, B)).await;
+    let sid = sid(&s);
+    let proxy = s["participants"][0]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Two calls: four legs (each caller's and each dialled party's).
+    assert!(b_is_reached(&stack, &proxy).await);
+    assert!(b_is_reached(&stack, &proxy).await);
+    let (_, all) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    let every = all["interactions"].as_array().unwrap().clone();
+    assert_eq!(every.len(), 4, "{all}");
+    assert_eq!(
+        all["meta"],
+        json!({"page_size": 50, "next_page_token": null})
+    );
+
+    let mut seen = Vec::new();
+    let mut path = format!("/v1/sessions/{sid}/interactions?page_size=3");
+    let mut pages = 0;
+    loop {
+        let (code, page) = stack.api("GET", &path, None).await;
+        assert_eq!(code, 200, "{page}");
+        pages += 1;
+        assert_eq!(page["meta"]["page_size"], 3);
+        assert_eq!(
+            page["total_cost"], all["total_cost"],
+            "the session's, every page"
+        );
+        seen.extend(page["interactions"].as_array().unwrap().iter().cloned());
+        match page["meta"]["next_page_token"].as_str() {
+            Some(token) => {
+                path = format!("/v1/sessions/{sid}/interactions?page_size=3&page_token={token}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen, every, "the pages, in order, are the whole log");
+
+    for bad in ["page_size=0", "page_size=1001", "page_token=bm90LWEtY2FsbA"] {
+        let (code, p) = stack
+            .api(
+                "GET",
+                &format!("/v1/sessions/{sid}/interactions?{bad}"),
+                None,
+            )
+            .await;
+        assert_eq!((code, &p["code"]), (400, &json!(80701)), "{bad}: {p}");
+    }
+}

@@ -56,6 +56,7 @@ fn leg(session: &Session, call_sid: &str, status: CallStatus, duration: u64) -> 
         date_created: 0,
         date_updated: 0,
         date_ended: None,
+        recording: Default::default(),
     }
 }
 

@@ -222,6 +222,7 @@ fn v_call_leg(call_sid: &str, to: &Participant) -> Interaction {
         date_created: CONNECTED - 10,
         date_updated: CONNECTED,
         date_ended: None,
+        recording: Default::default(),
     }
 }
 

@@ -312,6 +312,18 @@ struct InteractionView<'a> {
     date_created: String,
     date_updated: String,
     date_ended: Option<String>,
+    /// Shown once Twilio has posted the call's recording (sessions with `record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recording: Option<RecordingView<'a>>,
+}
+
+/// A leg's recording as the API shows it: the media stays in the Twilio account, at `url`.
+#[derive(Serialize)]
+struct RecordingView<'a> {
+    sid: &'a str,
+    duration: u64,
+    channels: u32,
+    url: Option<&'a str>,
 }
 
 impl<'a> InteractionView<'a> {
@@ -336,6 +348,16 @@ impl<'a> InteractionView<'a> {
             date_created: clock::iso(i.date_created),
             date_updated: clock::iso(i.date_updated),
             date_ended: i.date_ended.map(clock::iso),
+            recording: i
+                .recording
+                .recording_sid
+                .as_deref()
+                .map(|sid| RecordingView {
+                    sid,
+                    duration: i.recording.recording_duration.unwrap_or(0),
+                    channels: i.recording.recording_channels.unwrap_or(1),
+                    url: i.recording.recording_url.as_deref(),
+                }),
         }
     }
 }
@@ -344,8 +366,49 @@ impl<'a> InteractionView<'a> {
 struct InteractionList<'a> {
     session_sid: &'a str,
     interactions: Vec<InteractionView<'a>>,
+    /// The whole session's, every page alike.
     total_cost: Yen,
     cost_unit: &'static str,
+    meta: PageMeta,
+}
+
+#[derive(Serialize)]
+struct PageMeta {
+    page_size: usize,
+    next_page_token: Option<String>,
+}
+
+/// A page of a session's legs, oldest first (a call reads in order), after the leg a
+/// `page_token` names. The legs are one partition of the table, read by one Query: paging
+/// bounds the answer, not the read. The token is the base64url of the page's last CallSid.
+fn legs_page<'a>(
+    legs: &'a [Interaction],
+    page_size: usize,
+    token: Option<&str>,
+) -> Result<(&'a [Interaction], Option<String>), Problem> {
+    use base64::Engine as _;
+    let codec = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let start = match token {
+        None => 0,
+        Some(t) => {
+            let after = codec
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|call_sid| legs.iter().position(|l| l.call_sid == call_sid))
+                .ok_or_else(|| {
+                    Problem::invalid(
+                        "page_token is not one this API handed out for this session; use meta.next_page_token as given",
+                    )
+                })?;
+            after + 1
+        }
+    };
+    let page = &legs[start..legs.len().min(start + page_size)];
+    let next = (start + page.len() < legs.len())
+        .then(|| page.last().map(|l| codec.encode(l.call_sid.as_bytes())))
+        .flatten();
+    Ok((page, next))
 }
 
 /// `GET /v1/sessions/{sid}/interactions`, and one of them by `interaction_sid`.
@@ -363,11 +426,18 @@ pub async fn list_interactions(app: Arc<App>, req: Request) -> Response<Body> {
             })?;
             return Ok(web::json(StatusCode::OK, &InteractionView::of(leg)));
         }
+        let page_size = page_size(&req)?;
+        let token = web::query_param(&req, "page_token");
+        let (page, next_page_token) = legs_page(&legs, page_size, token.as_deref())?;
         let body = InteractionList {
             session_sid: &session.sid,
             total_cost: legs.iter().map(Interaction::cost).sum(),
-            interactions: legs.iter().map(InteractionView::of).collect(),
+            interactions: page.iter().map(InteractionView::of).collect(),
             cost_unit: "JPY",
+            meta: PageMeta {
+                page_size,
+                next_page_token,
+            },
         };
         Ok(web::json(StatusCode::OK, &body))
     }

@@ -170,6 +170,7 @@ fn inbound_leg(
         date_created: now,
         date_updated: now,
         date_ended: None,
+        recording: Default::default(),
     }
 }
 

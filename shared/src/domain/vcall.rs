@@ -368,6 +368,7 @@ async fn ring(
         date_created: now,
         date_updated: now,
         date_ended: None,
+        recording: Default::default(),
     };
     if let Err(e) = ctx
         .store

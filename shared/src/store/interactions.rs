@@ -413,6 +413,7 @@ mod tests {
             date_created: 100,
             date_updated: 200,
             date_ended: Some(200),
+            recording: Default::default(),
         }
     }
 
@@ -425,6 +426,27 @@ mod tests {
         assert_eq!(item["expire_at"], n(86_600));
         let back: Interaction = from_item(item).unwrap();
         assert_eq!(back, leg);
+    }
+
+    #[test]
+    fn a_stored_recording_is_read_back_with_its_leg() {
+        let leg = leg("CA1", CallStatus::Completed);
+        let mut item = interaction_item(&leg, 200, 86_400).unwrap();
+        item.insert("recording_sid".into(), s("RE1"));
+        item.insert("recording_duration".into(), n(58));
+        item.insert("recording_channels".into(), n(2));
+        item.insert("recording_url".into(), s("https://api.twilio.com/RE1"));
+        let back: Interaction = from_item(item).unwrap();
+        assert_eq!(
+            back.recording,
+            crate::model::RecordingRef {
+                recording_sid: Some("RE1".into()),
+                recording_duration: Some(58),
+                recording_channels: Some(2),
+                recording_url: Some("https://api.twilio.com/RE1".into()),
+            }
+        );
+        assert!(is_leg(&interaction_item(&leg, 200, 86_400).unwrap()));
     }
 
     /// The attributes a first upsert leaves on a new item: each `SET` clause's attribute

@@ -183,5 +183,6 @@ fn leg_from_callback(
         date_created: now,
         date_updated: now,
         date_ended: status.is_final().then_some(now),
+        recording: Default::default(),
     }
 }

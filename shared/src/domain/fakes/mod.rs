@@ -133,5 +133,6 @@ pub fn leg(
         date_created: updated,
         date_updated: updated,
         date_ended: None,
+        recording: Default::default(),
     }
 }
