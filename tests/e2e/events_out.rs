@@ -9,7 +9,7 @@ use crate::common::*;
 use serde_json::{Value, json};
 use tsunagu_tests::iam::Denial;
 use tsunagu_tests::receiver::Receiver;
-use tsunagu_tests::simulator::PhoneScript;
+use tsunagu_tests::simulator::{CallerScript, PhoneScript};
 use tsunagu_tests::stack::{CALLBACK_SIGNING_KEY, Options, REGION, Stack};
 use tsunagu_tests::template;
 
@@ -181,6 +181,119 @@ async fn a_whole_timed_session_reaches_the_platform_signed_and_in_order() {
             "{c}"
         );
     }
+    assert_eq!(stack.take_denials(), Vec::<Denial>::new());
+}
+
+#[tokio::test]
+async fn participants_a_recorded_call_and_a_reopening_reach_the_platform_in_order() {
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    let stack = stack_sending_to(&receiver, &[]).await;
+    stack.add_proxy_number(P1).await;
+    // Proxy's flow: a session first, its participants after; every call recorded.
+    let (code, s) = stack
+        .api("POST", "/v1/sessions", Some(json!({"record": true})))
+        .await;
+    assert_eq!(code, 201, "{s}");
+    let session_sid = sid(&s);
+    let mut participants = Vec::new();
+    for who in [A, B] {
+        let (code, p) = stack
+            .api(
+                "POST",
+                &format!("/v1/sessions/{session_sid}/participants"),
+                Some(json!({"identifier": who})),
+            )
+            .await;
+        assert_eq!(code, 201, "{p}");
+        participants.push(p);
+    }
+    let proxy = participants[0]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sim = stack.sim();
+    sim.set_phone(
+        &e164(B),
+        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(20)),
+    );
+    sim.dial_in(&e164(A), &proxy, CallerScript::default()).await;
+    stack.finish_calls().await;
+    let b_sid = participants[1]["sid"].as_str().unwrap();
+    let (code, _) = stack
+        .api(
+            "DELETE",
+            &format!("/v1/sessions/{session_sid}/participants/{b_sid}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    let (code, _) = stack
+        .api("DELETE", &format!("/v1/sessions/{session_sid}"), None)
+        .await;
+    assert_eq!(code, 200);
+    let (code, reopened) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{session_sid}"),
+            Some(json!({"status": "in-progress"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{reopened}");
+
+    let arrived = receiver
+        .wait_until(WITHIN, |r| {
+            r.iter().any(|r| r.event["type"] == "session.updated")
+                && r.iter().any(|r| r.event["type"] == "recording.completed")
+        })
+        .await;
+    let got = receiver.accepted();
+    assert!(arrived, "{:?}", types(&got));
+    assert!(receiver.received().iter().all(|r| r.signature_valid));
+    let order = [
+        "session.created",
+        "participant.added",
+        "interaction.started",
+        "participant.removed",
+        "session.closed",
+        "session.updated",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            position(&got, pair[0]) < position(&got, pair[1]),
+            "{} before {}: {:?}",
+            pair[0],
+            pair[1],
+            types(&got)
+        );
+    }
+    let added: Vec<&Value> = got
+        .iter()
+        .filter(|e| e["type"] == "participant.added")
+        .collect();
+    assert_eq!(added.len(), 2, "{:?}", types(&got));
+    let removed = &got[position(&got, "participant.removed")];
+    assert_eq!(removed["data"]["sid"], b_sid, "{removed}");
+    let recording = &got[position(&got, "recording.completed")];
+    assert!(
+        recording["data"]["recording_sid"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("RE")),
+        "{recording}"
+    );
+    assert_eq!(recording["data"]["channels"], 2, "{recording}");
+    assert!(
+        position(&got, "interaction.started") < position(&got, "recording.completed"),
+        "{:?}",
+        types(&got)
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|e| e["type"] == "interaction.completed")
+            .count(),
+        2,
+        "the caller's leg and the dialled one: {:?}",
+        types(&got)
+    );
     assert_eq!(stack.take_denials(), Vec::<Denial>::new());
 }
 
