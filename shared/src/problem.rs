@@ -69,6 +69,8 @@ pub enum Code {
     CallInProgress = 140902,
     /// The session changed between reading and writing (a close or another extension won).
     InvalidStatusChange = 140903,
+    /// An extension that would take the live call past the session's `max_cost`.
+    ExtensionPastMaxCost = 140904,
     /// An extension asked of a session without an end to move.
     NothingToExtend = 140001,
     /// A participant's number is in a country `ALLOWED_COUNTRIES` does not list.
@@ -114,7 +116,8 @@ impl Code {
             | Code::NumberInUse
             | Code::NumberAlreadyInPool
             | Code::CallInProgress
-            | Code::InvalidStatusChange => &[409],
+            | Code::InvalidStatusChange
+            | Code::ExtensionPastMaxCost => &[409],
             Code::Internal => &[500],
             Code::Upstream => &[502, 504],
             Code::Busy => &[503],
@@ -167,6 +170,7 @@ every_code!(
     NumberAlreadyInPool,
     CallInProgress,
     InvalidStatusChange,
+    ExtensionPastMaxCost,
     NothingToExtend,
     CountryNotAllowed,
     ParticipantIsProxyNumber,
@@ -324,6 +328,11 @@ impl From<DomainError> for Problem {
                 StatusCode::BAD_REQUEST,
                 Code::NothingToExtend,
                 "Nothing to extend",
+                detail,
+            ),
+            E::ExtensionPastMaxCost(detail) => Problem::conflict(
+                Code::ExtensionPastMaxCost,
+                "Extension past max_cost",
                 detail,
             ),
             E::SessionChanged(detail) => {

@@ -898,6 +898,20 @@ async fn max_cost_warns_and_ends_the_call_before_its_cost_would_pass_it() {
     let after = session(&stack, &s).await;
     assert_eq!(after.extension_count, 0);
     assert_eq!(after.live_call.and_then(|l| l.deadline), Some(deadline));
+    // Nor may the platform extend it past the cap through the API.
+    let (code, problem) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/extend", sid(&s)),
+            Some(json!({"seconds": 60})),
+        )
+        .await;
+    assert_eq!((code, &problem["code"]), (409, &json!(140904)), "{problem}");
+    assert_eq!(
+        session(&stack, &s).await.live_call.and_then(|l| l.deadline),
+        Some(deadline),
+        "nothing moved"
+    );
 
     advance_to(&stack, t0, from_t0).await;
     let ended = stack.sweep_at(stack.clock.now()).await;

@@ -270,6 +270,7 @@ mod tests {
             DomainError::SessionClosed("x".into()),
             DomainError::CallInProgress("x".into()),
             DomainError::NothingToExtend("x".into()),
+            DomainError::ExtensionPastMaxCost("x".into()),
             DomainError::SessionChanged("x".into()),
             DomainError::NoProxyNumber("x".into()),
             DomainError::NoNumbersInPool("x".into()),
@@ -309,6 +310,7 @@ mod tests {
                 | DomainError::SessionClosed(_)
                 | DomainError::CallInProgress(_)
                 | DomainError::NothingToExtend(_)
+                | DomainError::ExtensionPastMaxCost(_)
                 | DomainError::SessionChanged(_)
                 | DomainError::NoProxyNumber(_)
                 | DomainError::NoNumbersInPool(_)

@@ -19,6 +19,9 @@ pub enum DomainError {
     /// An extension asked of a session without an end to move.
     #[error("{0}")]
     NothingToExtend(String),
+    /// An extension that would take the live call past the session's `max_cost`.
+    #[error("{0}")]
+    ExtensionPastMaxCost(String),
     /// The session changed between reading and writing (a close or another extension won).
     #[error("{0}")]
     SessionChanged(String),

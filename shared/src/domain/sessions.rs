@@ -370,6 +370,18 @@ pub async fn extend(ctx: Ctx<'_>, sid_or_name: &str, seconds: u64) -> Result<Ses
             crate::clock::iso(furthest)
         )));
     }
+    // A cost cap holds whoever extends: the call may not run past the moment its running
+    // cost would pass max_cost (as pressing 1 may not: domain::extension).
+    if let Some(deadline) = deadline
+        && let Some(cap) = crate::domain::deadline::cost_deadline_of(ctx, &session, now).await?
+        && deadline + seconds > cap
+    {
+        return Err(DomainError::ExtensionPastMaxCost(format!(
+            "extending by {seconds} s would end the live call at {}, after its cost would pass max_cost at {}",
+            crate::clock::iso(deadline + seconds),
+            crate::clock::iso(cap)
+        )));
+    }
     // The sweep must wake for the moved end (and its warning), not the old one.
     let due = crate::domain::due::next_due(&session.extended_by(seconds), false, now);
     match ctx.store.extend_session(&session, seconds, due, now).await {
