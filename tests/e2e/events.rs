@@ -302,6 +302,23 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
     legs.sort();
     assert_eq!(legs, [seed::A_LEG, seed::B_LEG]);
 
+    let ran = events.run("list-interactions-one").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    assert_eq!(ran.json()["call_sid"], seed::A_LEG);
+
+    // The seeded sessions in progress (the live one only), at most two a page.
+    let ran = events.run("get-session-list").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let page = ran.json();
+    let listed: Vec<&str> = page["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sid"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [live], "{page}");
+    assert_eq!(page["meta"]["page_size"], 2);
+
     // C and D's session, seeded to end a day after its creation (see `seed`).
     let ran = events.run("extend-session").await;
     assert_eq!(ran.status, 200, "{}", ran.body);
