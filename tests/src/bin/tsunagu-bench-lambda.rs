@@ -195,6 +195,7 @@ async fn main() {
         ("PublicBaseUrl".to_owned(), EVENTS_BASE_URL.to_owned()),
         ("TwilioApiBaseUrl".to_owned(), stack.sim().base_url()),
         ("CallTimers".to_owned(), stack.schedule_group.clone()),
+        ("EventQueue".to_owned(), stack.event_queue_url.clone()),
         (
             "CallTimersRole.Arn".to_owned(),
             tsunagu_tests::iam::call_timers_role_arn(&stack.table),
