@@ -35,6 +35,22 @@ struct Tables {
 }
 
 impl Tables {
+    /// I1: the first of `participants` whose (proxy, number) an open session already routes.
+    fn route_taken(&self, participants: &[Participant]) -> Option<CreateConflict> {
+        participants.iter().find_map(|p| {
+            let taken = self.sessions.values().any(|s| {
+                s.status.is_open()
+                    && s.participants.iter().any(|q| {
+                        q.identifier == p.identifier && q.proxy_identifier == p.proxy_identifier
+                    })
+            });
+            taken.then(|| CreateConflict::Route {
+                proxy: p.proxy_identifier.clone(),
+                participant: p.identifier.clone(),
+            })
+        })
+    }
+
     /// Files the session in the due index for `due`, or takes it out with `None`.
     fn file_due(&mut self, sid: &str, due: Option<i64>) {
         match due {
@@ -231,19 +247,8 @@ impl SessionStore for MemoryStore {
         {
             return Err(CreateError::Conflict(CreateConflict::UniqueName));
         }
-        for p in &session.participants {
-            let taken = t.sessions.values().any(|s| {
-                s.status.is_open()
-                    && s.participants.iter().any(|q| {
-                        q.identifier == p.identifier && q.proxy_identifier == p.proxy_identifier
-                    })
-            });
-            if taken {
-                return Err(CreateError::Conflict(CreateConflict::Route {
-                    proxy: p.proxy_identifier.clone(),
-                    participant: p.identifier.clone(),
-                }));
-            }
+        if let Some(conflict) = t.route_taken(&session.participants) {
+            return Err(CreateError::Conflict(conflict));
         }
         drop(t);
         self.put_session(session.clone());
@@ -329,19 +334,8 @@ impl SessionStore for MemoryStore {
         {
             return Err(CreateError::Conflict(CreateConflict::UniqueName));
         }
-        for p in &after.participants {
-            let taken = t.sessions.values().any(|s| {
-                s.status.is_open()
-                    && s.participants.iter().any(|q| {
-                        q.identifier == p.identifier && q.proxy_identifier == p.proxy_identifier
-                    })
-            });
-            if taken {
-                return Err(CreateError::Conflict(CreateConflict::Route {
-                    proxy: p.proxy_identifier.clone(),
-                    participant: p.identifier.clone(),
-                }));
-            }
+        if let Some(conflict) = t.route_taken(&after.participants) {
+            return Err(CreateError::Conflict(conflict));
         }
         drop(t);
         self.put_session(after.clone());
