@@ -1,8 +1,8 @@
 //! What a function needs, built once per container: configuration, the store, the secret
 //! cache and HTTP clients. Building does no I/O at all — no network, and not even the system
 //! root certificates, which both HTTP stacks read on their first connection — so the first
-//! poll of the Runtime API is not delayed. [`warm_up`] then starts, in the background, what
-//! the first invocation would otherwise wait for (docs/PERFORMANCE.md, "Cold start").
+//! poll of the Runtime API is not delayed. [`warm_up`] then starts, on a thread of its own,
+//! what the first invocation would otherwise wait for (docs/PERFORMANCE.md, "Cold start").
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -380,36 +380,48 @@ impl ServerCertVerifier for SystemRoots {
     }
 }
 
-/// What the first invocation would otherwise wait for, started in the background at init
-/// and not awaited, so the first poll of the Runtime API is not delayed (on Lambda, init
-/// runs with the full CPU): the system roots parsed for reqwest, a first DynamoDB connection
-/// (the SDK's own read of the roots and, on AWS, the TLS handshake included), and, when
-/// `secret`, the Twilio secret into the cache. The first event meets them on first use: the
-/// secret cache's lock makes it wait for the fetch in flight rather than make its own; the
-/// SDK's connection pool races an idle connection against a new one (hyper's checkout), so
-/// it takes the warm one as soon as it is free and never waits for it longer than for a
-/// connection of its own; the roots are read once (`OnceLock`). Failures are logged and left
-/// to the requests, which retry as they always did.
+/// What the first invocation would otherwise wait for, started at init and not awaited, so
+/// the first poll of the Runtime API is not delayed: a first DynamoDB connection (the SDK's
+/// read of the system roots and, on AWS, the TLS handshake included) and, when `secret`, the
+/// Twilio secret into the cache, both at once; then the system roots parsed for reqwest.
+///
+/// Its CPU work (building the requests, parsing certificates) runs on a blocking thread, not
+/// on the function's one runtime thread, which goes on to the first poll without waiting
+/// for it; that thread drives the warm-up's I/O (`Handle::block_on` on a current-thread
+/// runtime leaves the I/O driver to the thread in `Runtime::block_on`). Started on the
+/// runtime's own threads, the same work delayed the first poll by about 2.4 ms on two cores
+/// (docs/PERFORMANCE.md, "Cold start").
+///
+/// The first event meets the warm-up on first use: the secret cache's lock makes it wait for
+/// the fetch in flight rather than make its own; the SDK's connection pool races an idle
+/// connection against a new one (hyper's checkout), so it takes the warm one as soon as it is
+/// free and never waits for it longer than for a connection of its own; the roots are read
+/// once per process. Failures are logged and left to the requests, which retry as they
+/// always did.
 pub fn warm_up(app: &App, secret: bool, table: bool) {
-    tokio::task::spawn_blocking(|| {
+    let runtime = tokio::runtime::Handle::current();
+    let store = table.then(|| app.store.clone());
+    let cache = secret.then(|| app.secrets.clone());
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(async {
+            let table = async {
+                if let Some(store) = store
+                    && let Err(e) = connect_store(&store).await
+                {
+                    tracing::warn!(error = %e, "warm-up: DynamoDB not reached at init");
+                }
+            };
+            let secret = async {
+                if let Some(cache) = cache
+                    && let Err(e) = cache.versions().await
+                {
+                    tracing::warn!(error = %e, "warm-up: the Twilio secret not fetched at init");
+                }
+            };
+            tokio::join!(table, secret);
+        });
         system_roots();
     });
-    if table {
-        let store = app.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connect_store(&store).await {
-                tracing::warn!(error = %e, "warm-up: DynamoDB not reached at init");
-            }
-        });
-    }
-    if secret {
-        let cache = app.secrets.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cache.versions().await {
-                tracing::warn!(error = %e, "warm-up: the Twilio secret not fetched at init");
-            }
-        });
-    }
 }
 
 /// The cheapest request every function's policy allows (each has `dynamodb:GetItem` on the

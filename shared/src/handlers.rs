@@ -153,42 +153,58 @@ pub const HTTP_FUNCTIONS: &[&str] = &[
 /// A Lambda function's whole `main`: build the app once (no I/O), start its warm-up in the
 /// background (`app::warm_up`), then serve events, each in its invocation's span (request
 /// id, trace id, cold start: `telemetry`).
-pub async fn run_http<H, Fut>(handler: H) -> Result<(), lambda_http::Error>
+pub fn run_http<H, Fut>(handler: H) -> Result<(), lambda_http::Error>
 where
     H: Fn(Arc<App>, Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    crate::telemetry::logs::init();
-    let app = App::from_env().await?;
-    crate::app::warm_up(&app, prefetch_secret(), warm_table());
-    lambda_http::run(service_fn(move |req: Request| {
-        let span = match req.lambda_context_ref() {
-            Some(context) => app.telemetry.invocation_of(context),
-            None => app.telemetry.invocation("", None),
-        };
-        let response = handler(app.clone(), req).instrument(span);
-        async move { Ok::<_, Infallible>(response.await) }
-    }))
-    .await
+    runtime()?.block_on(async {
+        crate::telemetry::logs::init();
+        let app = App::from_env().await?;
+        crate::app::warm_up(&app, prefetch_secret(), warm_table());
+        lambda_http::run(service_fn(move |req: Request| {
+            let span = match req.lambda_context_ref() {
+                Some(context) => app.telemetry.invocation_of(context),
+                None => app.telemetry.invocation("", None),
+            };
+            let response = handler(app.clone(), req).instrument(span);
+            async move { Ok::<_, Infallible>(response.await) }
+        }))
+        .await
+    })
 }
 
 /// `main` of an event-triggered function: build the app once, then handle each event in its
 /// invocation's span.
-pub async fn run_event<H, Fut>(handler: H) -> Result<(), lambda_runtime::Error>
+pub fn run_event<H, Fut>(handler: H) -> Result<(), lambda_runtime::Error>
 where
     H: Fn(Arc<App>, serde_json::Value) -> Fut,
     Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
 {
-    crate::telemetry::logs::init();
-    let app = App::from_env().await?;
-    crate::app::warm_up(&app, prefetch_secret(), warm_table());
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-            let span = app.telemetry.invocation_of(&event.context);
-            handler(app.clone(), event.payload).instrument(span)
-        },
-    ))
-    .await
+    runtime()?.block_on(async {
+        crate::telemetry::logs::init();
+        let app = App::from_env().await?;
+        crate::app::warm_up(&app, prefetch_secret(), warm_table());
+        lambda_runtime::run(lambda_runtime::service_fn(
+            move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+                let span = app.telemetry.invocation_of(&event.context);
+                handler(app.clone(), event.payload).instrument(span)
+            },
+        ))
+        .await
+    })
+}
+
+/// One thread runs the function: Lambda hands an environment one event at a time, and an
+/// event's work is waiting on DynamoDB, Twilio and the platform, which one thread overlaps as
+/// well as several. A multi-threaded runtime would start its workers (and read the cgroup's
+/// CPU quota) during init, and would run the warm-up on them beside the path to the first
+/// poll; here the warm-up's CPU work is on a thread of its own (`app::warm_up`) and the
+/// runtime's thread goes straight to the poll (docs/PERFORMANCE.md, "Cold start").
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// `PREFETCH_TWILIO_SECRET=true` in a function's environment (template.yaml) fetches the

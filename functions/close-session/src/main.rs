@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    tsunagu::handlers::run_http(tsunagu::handlers::close_session).await
+fn main() -> Result<(), lambda_http::Error> {
+    tsunagu::handlers::run_http(tsunagu::handlers::close_session)
 }

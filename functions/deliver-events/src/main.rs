@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    tsunagu::handlers::run_event(tsunagu::handlers::deliver_events).await
+fn main() -> Result<(), lambda_runtime::Error> {
+    tsunagu::handlers::run_event(tsunagu::handlers::deliver_events)
 }

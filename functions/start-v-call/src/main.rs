@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    tsunagu::handlers::run_http(tsunagu::handlers::start_v_call).await
+fn main() -> Result<(), lambda_http::Error> {
+    tsunagu::handlers::run_http(tsunagu::handlers::start_v_call)
 }
