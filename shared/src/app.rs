@@ -7,7 +7,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::{
@@ -46,11 +48,11 @@ pub struct App {
 }
 
 impl App {
-    /// The Lambda path: configuration from the environment, AWS settings from the SDK's
-    /// usual sources (`AWS_REGION`, `AWS_ENDPOINT_URL`, the execution role).
-    pub async fn from_env() -> Result<Arc<App>, ConfigError> {
+    /// The Lambda path: configuration and AWS settings from the environment
+    /// ([`aws_config_from_env`]).
+    pub fn from_env() -> Result<Arc<App>, ConfigError> {
         let config = Config::from_env()?;
-        let aws = load_aws_config().await;
+        let aws = aws_config_from_env();
         Ok(Arc::new(App::new(config, &aws, Arc::new(SystemClock))))
     }
 
@@ -180,12 +182,30 @@ impl App {
     }
 }
 
-/// The AWS SDK configuration with rustls on ring (no aws-lc, no OpenSSL).
-pub async fn load_aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(aws_http_client())
-        .load()
-        .await
+/// The AWS SDK configuration, with rustls on ring (no aws-lc, no OpenSSL), from the
+/// variables Lambda sets in every function's environment: `AWS_REGION`, and the execution
+/// role's credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_SESSION_TOKEN` ("Defined runtime environment variables", Lambda developer guide);
+/// plus `AWS_ENDPOINT_URL`, which the local stack uses to reach the emulator.
+///
+/// Not `aws_config::defaults`: its provider chains (profile files, SSO, web identity and
+/// STS, ECS, IMDS) never find anything on Lambda that the environment has not already
+/// given, yet linking them made a quarter of each function's binary, and loading them a
+/// third of its init (docs/PERFORMANCE.md, "Binary size").
+pub fn aws_config_from_env() -> SdkConfig {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(region.map(Region::new))
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .http_client(aws_http_client());
+    if let Some(url) = env("AWS_ENDPOINT_URL") {
+        config = config.endpoint_url(url);
+    }
+    config.build()
 }
 
 /// The SDK's HTTP client on rustls with ring, trusting the system's root certificates.

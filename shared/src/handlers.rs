@@ -160,7 +160,7 @@ where
 {
     runtime()?.block_on(async {
         crate::telemetry::logs::init();
-        let app = App::from_env().await?;
+        let app = App::from_env()?;
         crate::app::warm_up(&app, prefetch_secret(), warm_table());
         lambda_http::run(service_fn(move |req: Request| {
             let span = match req.lambda_context_ref() {
@@ -183,7 +183,7 @@ where
 {
     runtime()?.block_on(async {
         crate::telemetry::logs::init();
-        let app = App::from_env().await?;
+        let app = App::from_env()?;
         crate::app::warm_up(&app, prefetch_secret(), warm_table());
         lambda_runtime::run(lambda_runtime::service_fn(
             move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
