@@ -56,18 +56,25 @@ impl App {
         Ok(Arc::new(App::new(config, &aws, Arc::new(SystemClock))))
     }
 
+    /// Builds the clients this function's configuration calls for: the Scheduler's only
+    /// with `SCHEDULE_GROUP`, SQS's only with `EVENT_QUEUE_URL` (each client costs init a
+    /// parse of the SDK's endpoint rules).
     pub fn new(config: Config, aws: &SdkConfig, clock: Arc<dyn Clock>) -> App {
-        let scheduler = aws_sdk_scheduler::Client::from_conf(
-            aws_sdk_scheduler::config::Builder::from(aws)
-                .timeout_config(sdk_timeouts())
-                .build(),
-        );
-        let sqs = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(aws)
-                .timeout_config(sdk_timeouts())
-                .build(),
-        );
-        Self::with_clients(
+        let scheduler = config.schedule_group.is_some().then(|| {
+            aws_sdk_scheduler::Client::from_conf(
+                aws_sdk_scheduler::config::Builder::from(aws)
+                    .timeout_config(sdk_timeouts())
+                    .build(),
+            )
+        });
+        let sqs = config.event_queue_url.is_some().then(|| {
+            aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(aws)
+                    .timeout_config(sdk_timeouts())
+                    .build(),
+            )
+        });
+        let mut app = Self::with_clients(
             config,
             aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(aws)
@@ -80,9 +87,14 @@ impl App {
                     .build(),
             ),
             clock,
-        )
-        .with_scheduler(scheduler)
-        .with_sqs(sqs)
+        );
+        if let Some(scheduler) = scheduler {
+            app = app.with_scheduler(scheduler);
+        }
+        if let Some(sqs) = sqs {
+            app = app.with_sqs(sqs);
+        }
+        app
     }
 
     /// The same app setting its timers through `client` (when `SCHEDULE_GROUP` is set). The
