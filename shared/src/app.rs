@@ -474,6 +474,96 @@ pub async fn connect_store(store: &crate::store::Store) -> Result<(), String> {
         .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
+#[cfg(test)]
+mod warm_up_tests {
+    use super::*;
+    use crate::secrets::{SecretError, TwilioCredentials, parse_secret};
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    /// A secret that takes a while to arrive (a timer, which only the runtime's own thread
+    /// drives) and notes which threads asked for it.
+    #[derive(Default)]
+    struct SlowSecret {
+        asked_on: Mutex<Vec<ThreadId>>,
+    }
+
+    impl SlowSecret {
+        async fn answer(&self) -> Result<TwilioCredentials, SecretError> {
+            self.asked_on
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            parse_secret("test", r#"{"account_sid":"AC1","auth_token":"t"}"#)
+        }
+    }
+
+    #[async_trait]
+    impl SecretSource for SlowSecret {
+        async fn fetch(&self) -> Result<TwilioCredentials, SecretError> {
+            self.answer().await
+        }
+        async fn fetch_previous(&self) -> Result<Option<TwilioCredentials>, SecretError> {
+            self.answer().await.map(Some)
+        }
+    }
+
+    /// As `handlers::run_http` runs it: a current-thread runtime, the warm-up started and not
+    /// awaited. Its fetch happens on another thread, yet completes while the runtime's thread
+    /// only awaits (that thread drives its timer and I/O); the first event then waits for that
+    /// fetch instead of making its own, and nothing deadlocks.
+    #[test]
+    fn the_warm_up_fetches_the_secret_off_the_runtime_thread_and_the_first_event_shares_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let runtime_thread = std::thread::current().id();
+        runtime.block_on(async {
+            let config = Config::from_lookup(|name| match name {
+                "PUBLIC_BASE_URL" => Some("https://tsunagu.example".into()),
+                "TABLE_NAME" => Some("t".into()),
+                "TWILIO_SECRET_ID" => Some("s".into()),
+                _ => None,
+            })
+            .unwrap();
+            let dynamo = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::new()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new("ap-northeast-1"))
+                    .build(),
+            );
+            let secret = Arc::new(SlowSecret::default());
+            let app =
+                App::with_secret_source(config, dynamo, Arc::new(SystemClock), secret.clone());
+
+            warm_up(&app, true, false);
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while secret.asked_on.lock().unwrap().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .expect("the warm-up asked for the secret");
+            let versions = tokio::time::timeout(Duration::from_secs(5), app.secrets.versions())
+                .await
+                .expect("the first event got the secret: no deadlock")
+                .unwrap();
+
+            assert_eq!(versions.current.auth_token, "t");
+            let asked_on = secret.asked_on.lock().unwrap().clone();
+            assert_eq!(
+                asked_on.len(),
+                2,
+                "current and previous, once: {asked_on:?}"
+            );
+            assert!(asked_on.iter().all(|thread| *thread != runtime_thread));
+        });
+    }
+}
+
 /// Both HTTP stacks as the app builds them, against a real TLS server: a local HTTPS server
 /// whose certificate a test CA signed. Trusting that CA (as an extra root, next to the
 /// system's), each stack completes the handshake and gets its answer; without it, each
