@@ -159,9 +159,7 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     runtime()?.block_on(async {
-        crate::telemetry::logs::init();
-        let app = App::from_env()?;
-        crate::app::warm_up(&app, prefetch_secret(), warm_table());
+        let app = start()?;
         lambda_http::run(service_fn(move |req: Request| {
             let span = match req.lambda_context_ref() {
                 Some(context) => app.telemetry.invocation_of(context),
@@ -182,9 +180,7 @@ where
     Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
 {
     runtime()?.block_on(async {
-        crate::telemetry::logs::init();
-        let app = App::from_env()?;
-        crate::app::warm_up(&app, prefetch_secret(), warm_table());
+        let app = start()?;
         lambda_runtime::run(lambda_runtime::service_fn(
             move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
                 let span = app.telemetry.invocation_of(&event.context);
@@ -193,6 +189,14 @@ where
         ))
         .await
     })
+}
+
+/// Init, inside the runtime: the logs, the app from the environment, and its warm-up started.
+fn start() -> Result<Arc<App>, crate::config::ConfigError> {
+    crate::telemetry::logs::init();
+    let app = App::from_env()?;
+    crate::app::warm_up(&app, prefetch_secret(), warm_table());
+    Ok(app)
 }
 
 /// One thread runs the function: Lambda hands an environment one event at a time, and an

@@ -10,12 +10,11 @@
 //! `BENCH_ONLY=f1,f2` measures only those functions beside the floor.
 //!
 //! Per binary: exec → first poll of `/next` (its init: the median of 7 starts) and its
-//! ratio to the floor's, the
-//! first invoke (seen from the Runtime API: from handing out the event to receiving the
-//! answer; the event is handed out at the first poll, as in a cold start that a request
-//! caused), exec → first answer (the two together: what that request waited), p50 and p99 of the
-//! warm invokes that follow, and the peak RSS (`VmHWM` in `/proc/<pid>/status`, read
-//! after the last invoke). The warm invokes repeat the same event without re-seeding; the
+//! ratio to the floor's; the first invoke (seen from the Runtime API: from handing out the
+//! event to receiving the answer; the event is handed out at the first poll, as in a cold
+//! start that a request caused); exec → first answer (the two together: what that request
+//! waited); p50 and p99 of the warm invokes that follow; and the peak RSS (`VmHWM` in
+//! `/proc/<pid>/status`, read after the last invoke). The warm invokes repeat the same event without re-seeding; the
 //! `answers` column says what they answered, so where an event changes state (a number
 //! bought, a session created or closed) the warm figure is that of the repeat's answer
 //! path (e.g. 409), which the table shows rather than hides.
