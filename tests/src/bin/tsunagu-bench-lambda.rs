@@ -7,15 +7,18 @@
 //!     scripts/with-moto.sh cargo run -p tsunagu-tests --bin tsunagu-bench-lambda -- \
 //!         [binary dir, default target/release] [warm invokes, default 200]
 //!
-//! `BENCH_ONLY=f1,f2` measures only those functions beside the floor.
+//! `BENCH_ONLY=f1,f2` measures only those functions beside the floor;
+//! `BENCH_PREINITIALIZED_MS=N` hands out the first event N ms after the first poll, the
+//! process frozen meanwhile (an environment initialized ahead of its requests);
+//! `WARM_UP_BEFORE_FIRST_POLL=true` overrides the template's default for every function.
 //!
 //! Per binary: exec → first poll of `/next` (its init: the median of 7 starts) and its
 //! ratio to the floor's; the first invoke (seen from the Runtime API: from handing out the
 //! event to receiving the answer; the event is handed out at the first poll, as in a cold
 //! start that a request caused); exec → first answer (the two together: what that request
 //! waited); p50 and p99 of the warm invokes that follow; and the peak RSS (`VmHWM` in
-//! `/proc/<pid>/status`, read after the last invoke). The warm invokes repeat the same event without re-seeding; the
-//! `answers` column says what they answered, so where an event changes state (a number
+//! `/proc/<pid>/status`, read after the last invoke). The warm invokes repeat the same
+//! event without re-seeding; the `answers` column says what they answered, so where an event changes state (a number
 //! bought, a session created or closed) the warm figure is that of the repeat's answer
 //! path (e.g. 409), which the table shows rather than hides.
 
@@ -118,6 +121,15 @@ async fn measure(
     let (init, mut process) = start(name, binary, &api, env).await;
     inits.push(init);
     inits.sort();
+    if let Some(gap) = preinitialized() {
+        // An environment Lambda initialized before any request (provisioned concurrency) is
+        // frozen once its runtime polls and no event is pending, until the event comes
+        // ("Understanding the Lambda execution environment lifecycle").
+        let pid = process.id().unwrap_or(0).to_string();
+        signal("-STOP", &pid);
+        tokio::time::sleep(gap).await;
+        signal("-CONT", &pid);
+    }
     let mut answers = BTreeMap::new();
     let mut invoke = async || {
         let t = Instant::now();
@@ -168,6 +180,24 @@ async fn start(
         status = process.wait() => fail(format!("{name} exited before polling: {status:?}")),
     };
     (ready - started, process)
+}
+
+/// `BENCH_PREINITIALIZED_MS=N`: the first event comes N ms after the first poll, the
+/// process frozen meanwhile, as in an environment initialized ahead of its requests.
+fn preinitialized() -> Option<Duration> {
+    std::env::var("BENCH_PREINITIALIZED_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+}
+
+fn signal(which: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([which, pid])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        fail(format!("kill {which} {pid} failed"));
+    }
 }
 
 /// Starts per binary whose init is measured (beside the measured start).
@@ -283,6 +313,10 @@ async fn main() {
         let mut env = template::function_environment(&template_text, function, &locals)
             .unwrap_or_else(|e| fail(e));
         env.extend(aws_env.iter().cloned());
+        // The template's default, or this process's choice for the bench.
+        if let Ok(value) = std::env::var("WARM_UP_BEFORE_FIRST_POLL") {
+            env.push(("WARM_UP_BEFORE_FIRST_POLL".into(), value));
+        }
         eprintln!("make bench-lambda: {function}");
         rows.push(
             measure(
