@@ -18,9 +18,9 @@
 //! start that a request caused); exec → first answer (the two together: what that request
 //! waited); p50 and p99 of the warm invokes that follow; and the peak RSS (`VmHWM` in
 //! `/proc/<pid>/status`, read after the last invoke). The warm invokes repeat the same
-//! event without re-seeding; the `answers` column says what they answered, so where an event changes state (a number
-//! bought, a session created or closed) the warm figure is that of the repeat's answer
-//! path (e.g. 409), which the table shows rather than hides.
+//! event without re-seeding; the `answers` column says what they answered, so where an
+//! event changes state (a number bought, a session created or closed) the warm figure is
+//! that of the repeat's answer path (e.g. 409), which the table shows rather than hides.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
