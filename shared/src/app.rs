@@ -412,11 +412,10 @@ impl ServerCertVerifier for SystemRoots {
     }
 }
 
-/// What the first invocation would otherwise wait for, started at init and not awaited
-/// (unless `handlers::WARM_UP_BEFORE_FIRST_POLL`), so the first poll of the Runtime API is
-/// not delayed: a first DynamoDB connection (the SDK's read of the system roots and, on AWS,
-/// the TLS handshake included) and, when `secret`, the Twilio secret into the cache, both at
-/// once; then the system roots parsed for reqwest. The handle is for init to await it.
+/// What the first invocation would otherwise wait for, started at init and not awaited, so
+/// the first poll of the Runtime API is not delayed: a first DynamoDB connection (the SDK's
+/// read of the system roots and, on AWS, the TLS handshake included) and, when `secret`, the
+/// Twilio secret into the cache, both at once; then the system roots parsed for reqwest.
 ///
 /// Its CPU work (building the requests, parsing certificates) runs on a blocking thread, not
 /// on the function's one runtime thread, which goes on to the first poll without waiting
@@ -431,7 +430,7 @@ impl ServerCertVerifier for SystemRoots {
 /// free and never waits for it longer than for a connection of its own; the roots are read
 /// once per process. Failures are logged and left to the requests, which retry as they
 /// always did.
-pub fn warm_up(app: &App, secret: bool, table: bool) -> tokio::task::JoinHandle<()> {
+pub fn warm_up(app: &App, secret: bool, table: bool) {
     let runtime = tokio::runtime::Handle::current();
     let store = table.then(|| app.store.clone());
     let cache = secret.then(|| app.secrets.clone());
@@ -454,7 +453,7 @@ pub fn warm_up(app: &App, secret: bool, table: bool) -> tokio::task::JoinHandle<
             tokio::join!(table, secret);
         });
         system_roots();
-    })
+    });
 }
 
 /// The cheapest request every function's policy allows (each has `dynamodb:GetItem` on the

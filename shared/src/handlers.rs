@@ -159,7 +159,7 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     runtime()?.block_on(async {
-        let app = start().await?;
+        let app = start()?;
         lambda_http::run(service_fn(move |req: Request| {
             let span = match req.lambda_context_ref() {
                 Some(context) => app.telemetry.invocation_of(context),
@@ -180,7 +180,7 @@ where
     Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
 {
     runtime()?.block_on(async {
-        let app = start().await?;
+        let app = start()?;
         lambda_runtime::run(lambda_runtime::service_fn(
             move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
                 let span = app.telemetry.invocation_of(&event.context);
@@ -191,43 +191,12 @@ where
     })
 }
 
-/// Init, inside the runtime: the logs, the app from the environment, and its warm-up
-/// started; awaited (up to [`WARM_UP_LIMIT`]) where `WARM_UP_BEFORE_FIRST_POLL` says so.
-async fn start() -> Result<Arc<App>, crate::config::ConfigError> {
+/// Init, inside the runtime: the logs, the app from the environment, and its warm-up started.
+fn start() -> Result<Arc<App>, crate::config::ConfigError> {
     crate::telemetry::logs::init();
     let app = App::from_env()?;
-    let warm_up = crate::app::warm_up(&app, prefetch_secret(), warm_table());
-    if env_is(WARM_UP_BEFORE_FIRST_POLL, "true") {
-        finish_warm_up(warm_up, WARM_UP_LIMIT).await;
-    }
+    crate::app::warm_up(&app, prefetch_secret(), warm_table());
     Ok(app)
-}
-
-/// `WARM_UP_BEFORE_FIRST_POLL=true` (template parameter `WarmUpBeforeFirstPoll`) finishes the
-/// warm-up before the first poll. Lambda freezes an execution environment once its runtime
-/// has asked for the next event and none is pending ("Understanding the Lambda execution
-/// environment lifecycle", Lambda developer guide), so in an environment initialized ahead of
-/// its requests (provisioned concurrency) a warm-up left running resumes only with the first
-/// event, which then waits for it. Without it (the default) the first poll comes at once: the
-/// shorter start when a request is what starts the environment (docs/PERFORMANCE.md).
-pub const WARM_UP_BEFORE_FIRST_POLL: &str = "WARM_UP_BEFORE_FIRST_POLL";
-
-/// How long init waits for the warm-up at most: Secrets Manager or DynamoDB being slow must
-/// not hold the function's start (Lambda's init phase is limited to 10 s).
-pub const WARM_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Waits for `warm_up` up to `limit`; past it, the warm-up goes on in the background.
-async fn finish_warm_up(warm_up: tokio::task::JoinHandle<()>, limit: std::time::Duration) {
-    if tokio::time::timeout(limit, warm_up).await.is_err() {
-        tracing::warn!(
-            limit_ms = limit.as_millis() as u64,
-            "warm-up unfinished at the limit; polling for events anyway"
-        );
-    }
-}
-
-fn env_is(name: &str, value: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == value)
 }
 
 /// One thread runs the function: Lambda hands an environment one event at a time, and an
@@ -249,7 +218,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub const PREFETCH_TWILIO_SECRET: &str = "PREFETCH_TWILIO_SECRET";
 
 fn prefetch_secret() -> bool {
-    env_is(PREFETCH_TWILIO_SECRET, "true")
+    std::env::var(PREFETCH_TWILIO_SECRET).is_ok_and(|v| v == "true")
 }
 
 /// `WARM_UP_TABLE=false` in a function's environment (template.yaml) skips the init
@@ -258,51 +227,12 @@ fn prefetch_secret() -> bool {
 pub const WARM_UP_TABLE: &str = "WARM_UP_TABLE";
 
 fn warm_table() -> bool {
-    !env_is(WARM_UP_TABLE, "false")
+    !std::env::var(WARM_UP_TABLE).is_ok_and(|v| v == "false")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-
-    fn current_thread() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn an_awaited_warm_up_is_finished_before_the_first_poll() {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        current_thread().block_on(async move {
-            let warm_up = tokio::task::spawn_blocking(move || {
-                std::thread::sleep(Duration::from_millis(30));
-                flag.store(true, Ordering::SeqCst);
-            });
-            finish_warm_up(warm_up, Duration::from_secs(10)).await;
-        });
-        assert!(done.load(Ordering::SeqCst));
-    }
-
-    #[test]
-    fn a_warm_up_past_its_limit_is_left_running_and_init_goes_on() {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        let runtime = current_thread();
-        runtime.block_on(async move {
-            let warm_up = tokio::task::spawn_blocking(move || {
-                std::thread::sleep(Duration::from_secs(3));
-                flag.store(true, Ordering::SeqCst);
-            });
-            finish_warm_up(warm_up, Duration::from_millis(10)).await;
-        });
-        assert!(!done.load(Ordering::SeqCst), "init waited past the limit");
-        runtime.shutdown_background();
-    }
 
     #[test]
     fn every_listed_function_has_a_handler() {

@@ -177,11 +177,6 @@ impl Events {
 
     /// Seeds, then runs `name` through its function's binary.
     async fn run(&self, name: &str) -> Ran {
-        self.run_with(name, &[]).await
-    }
-
-    /// [`Events::run`] with `extra` added to the function's environment.
-    async fn run_with(&self, name: &str, extra: &[(&str, &str)]) -> Ran {
         let target = Target {
             gateway_url: self.stack.url.clone(),
             aws: self.stack.aws.clone(),
@@ -198,13 +193,7 @@ impl Events {
             10
         });
         let api = RuntimeApi::start(&function, REGION, timeout).await.unwrap();
-        let mut environment = self.environment(&function);
-        environment.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        let mut process = runtime_api::spawn(&binary, &api, &environment)
+        let mut process = runtime_api::spawn(&binary, &api, &self.environment(&function))
             .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
         let rest_before = self.stack.sim().rest_requests().len();
         let outcome = api
@@ -256,27 +245,6 @@ impl Events {
         let n = PhoneNumber::parse(n).unwrap();
         self.stack.app.store.get_number(&n).await.unwrap().is_some()
     }
-}
-
-/// `WarmUpBeforeFirstPoll=true`: init waits for the warm-up (the emulator's secret and its
-/// first DynamoDB connection, on a blocking thread whose I/O the runtime's one thread
-/// drives while it waits), then polls, and the call is answered as with the default.
-#[tokio::test]
-async fn a_function_that_warms_up_before_its_first_poll_answers_as_before() {
-    let events = Events::start().await;
-    let ran = events
-        .run_with(
-            "inbound-call",
-            &[(tsunagu::handlers::WARM_UP_BEFORE_FIRST_POLL, "true")],
-        )
-        .await;
-    assert_eq!(ran.status, 200);
-    assert!(
-        ran.body.contains(&format!(r#"callerId="{}""#, seed::P2))
-            && ran.body.contains(&format!(">{}</Number>", seed::B)),
-        "{}",
-        ran.body
-    );
 }
 
 #[tokio::test]

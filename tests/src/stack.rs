@@ -101,7 +101,6 @@ pub const SET_BY_THE_STACK: &[&str] = &[
     // Per function in template.yaml; read only by the Lambda entry points (handlers.rs).
     "PREFETCH_TWILIO_SECRET",
     "WARM_UP_TABLE",
-    "WARM_UP_BEFORE_FIRST_POLL",
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
     "AWS_ACCESS_KEY_ID",

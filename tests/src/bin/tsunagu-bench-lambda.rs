@@ -9,8 +9,7 @@
 //!
 //! `BENCH_ONLY=f1,f2` measures only those functions beside the floor;
 //! `BENCH_PREINITIALIZED_MS=N` hands out the first event N ms after the first poll, the
-//! process frozen meanwhile (an environment initialized ahead of its requests);
-//! `WARM_UP_BEFORE_FIRST_POLL=true` overrides the template's default for every function.
+//! process frozen meanwhile (an environment initialized ahead of its requests).
 //!
 //! Per binary: exec → first poll of `/next` (its init: the median of 7 starts) and its
 //! ratio to the floor's; the first invoke (seen from the Runtime API: from handing out the
@@ -313,10 +312,6 @@ async fn main() {
         let mut env = template::function_environment(&template_text, function, &locals)
             .unwrap_or_else(|e| fail(e));
         env.extend(aws_env.iter().cloned());
-        // The template's default, or this process's choice for the bench.
-        if let Ok(value) = std::env::var("WARM_UP_BEFORE_FIRST_POLL") {
-            env.push(("WARM_UP_BEFORE_FIRST_POLL".into(), value));
-        }
         eprintln!("make bench-lambda: {function}");
         rows.push(
             measure(
