@@ -24,6 +24,17 @@ async fn add(stack: &Stack, sid: &str, body: Value) -> (u16, Value) {
         .await
 }
 
+/// A session between A and B, their one proxy number P1: its SID and that number.
+async fn a_session_on_one_number(stack: &Stack) -> (String, String) {
+    stack.add_proxy_number(P1).await;
+    let s = created(stack, session_body(A, B)).await;
+    let proxy = s["participants"][0]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (sid(&s), proxy)
+}
+
 /// A calls `proxy` and B answers: true when B's phone rang.
 async fn b_is_reached(stack: &Stack, proxy: &str) -> bool {
     let sim = stack.sim();
@@ -451,13 +462,7 @@ async fn sessions_are_listed_newest_first_a_page_at_a_time() {
 #[tokio::test]
 async fn an_interaction_is_read_by_its_sid() {
     let stack = stack().await;
-    stack.add_proxy_number(P1).await;
-    let s = created(&stack, session_body(A, B)).await;
-    let sid = sid(&s);
-    let proxy = s["participants"][0]["proxy_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (sid, proxy) = a_session_on_one_number(&stack).await;
     assert!(b_is_reached(&stack, &proxy).await);
     let (_, log) = stack
         .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
@@ -485,13 +490,7 @@ async fn an_interaction_is_read_by_its_sid() {
 #[tokio::test]
 async fn a_sessions_interactions_are_paged_oldest_first() {
     let stack = stack().await;
-    stack.add_proxy_number(P1).await;
-    let s = created(&stack, session_body(A, B)).await;
-    let sid = sid(&s);
-    let proxy = s["participants"][0]["proxy_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (sid, proxy) = a_session_on_one_number(&stack).await;
     // Two calls: four legs (each caller's and each dialled party's).
     assert!(b_is_reached(&stack, &proxy).await);
     assert!(b_is_reached(&stack, &proxy).await);

@@ -35,6 +35,15 @@ struct Tables {
 }
 
 impl Tables {
+    /// The next conflict a test scripted for a write that adds routes, if any.
+    fn scripted_conflict(&mut self) -> Result<(), CreateError> {
+        if self.create_conflicts.is_empty() {
+            Ok(())
+        } else {
+            Err(CreateError::Conflict(self.create_conflicts.remove(0)))
+        }
+    }
+
     /// I1: the first of `participants` whose (proxy, number) an open session already routes.
     fn route_taken(&self, participants: &[Participant]) -> Option<CreateConflict> {
         participants.iter().find_map(|p| {
@@ -236,9 +245,7 @@ impl SessionStore for MemoryStore {
     async fn create_session(&self, session: &Session, _now: i64) -> Result<(), CreateError> {
         self.failure("create_session")?;
         let mut t = self.tables();
-        if !t.create_conflicts.is_empty() {
-            return Err(CreateError::Conflict(t.create_conflicts.remove(0)));
-        }
+        t.scripted_conflict()?;
         // A name is free again once its session has closed (as the store releases it).
         if let Some(name) = &session.unique_name
             && t.unique_names
@@ -321,9 +328,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<(), CreateError> {
         self.failure("reopen_session")?;
         let mut t = self.tables();
-        if !t.create_conflicts.is_empty() {
-            return Err(CreateError::Conflict(t.create_conflicts.remove(0)));
-        }
+        t.scripted_conflict()?;
         if t.sessions.get(&before.sid) != Some(before) {
             return Err(CreateError::Conflict(CreateConflict::Contention));
         }
@@ -381,9 +386,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<(), CreateError> {
         self.failure("add_participant")?;
         let mut t = self.tables();
-        if !t.create_conflicts.is_empty() {
-            return Err(CreateError::Conflict(t.create_conflicts.remove(0)));
-        }
+        t.scripted_conflict()?;
         let unchanged = t
             .sessions
             .get(&session.sid)
