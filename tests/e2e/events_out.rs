@@ -342,6 +342,21 @@ async fn a_receiver_answering_500_twice_gets_each_event_once_after_de_duplicatio
         received[..3].iter().map(|r| r.answered).collect::<Vec<_>>(),
         [500, 500, 200]
     );
+    // Exponential backoff through the visibility timeout: the stack's
+    // EVENT_RETRY_BASE_SECONDS is 1, so the event comes back after at least 1 s, then 2 s.
+    // Only lower bounds: a loaded machine makes retries later, never earlier.
+    let gaps: Vec<Duration> = received[..3]
+        .windows(2)
+        .map(|w| w[1].arrived - w[0].arrived)
+        .collect();
+    assert!(
+        gaps[0] >= Duration::from_secs(1) - CLOCK_SLACK,
+        "first retry after {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_secs(2) - CLOCK_SLACK,
+        "second retry waited twice as long: {gaps:?}"
+    );
     let accepted = receiver.accepted();
     assert_eq!(
         types(&accepted),
