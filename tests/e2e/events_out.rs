@@ -11,21 +11,11 @@ use tsunagu::delivery::DELIVERY_TIMEOUT;
 use tsunagu_tests::iam::Denial;
 use tsunagu_tests::receiver::Receiver;
 use tsunagu_tests::simulator::{CallerScript, PhoneScript};
-use tsunagu_tests::stack::{CALLBACK_SIGNING_KEY, Options, REGION, Stack};
+use tsunagu_tests::stack::{CALLBACK_SIGNING_KEY, Options, REGION};
 use tsunagu_tests::template;
 
 /// Generous: the mappings poll four times a second and retries back off from one second.
 const WITHIN: Duration = Duration::from_secs(60);
-
-async fn stack_sending_to(receiver: &Receiver, extra: &[(&str, &str)]) -> Stack {
-    let mut env = vec![("EVENT_CALLBACK_URL".to_owned(), receiver.url.clone())];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    stack_with(Options {
-        env,
-        ..Options::default()
-    })
-    .await
-}
 
 /// Polls `check` until it gives a value or `WITHIN` has passed: for conditions only the
 /// emulator shows (a queue's contents, a denial), which notify nobody.
