@@ -51,6 +51,10 @@ fn said_to(phone: &str) -> impl Fn(&Event) -> bool + '_ {
     move |e| matches!(e, Event::Said { to, .. } if to == phone)
 }
 
+fn joined_room(phone: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::ConferenceJoined { who, .. } if who == phone)
+}
+
 /// A masked call from A to B in a recorded session (with `extra`'s fields) where B has an
 /// announcement: B answers after 3 s and talks 40 s; run to its end. The session as
 /// created, and A's call.
@@ -250,6 +254,96 @@ async fn a_recorded_call_is_announced_to_both_and_its_recording_stored_once() {
     assert_eq!(post_recording_callback(&stack, &sid, &other).await, 200);
     let again = stack.app.store.get_recording(&sid, &parent).await.unwrap();
     assert_eq!(again.as_ref(), Some(&stored));
+}
+
+#[tokio::test]
+async fn a_recorded_timed_call_runs_through_the_recorded_room_announced_to_both_and_stored_once() {
+    let stack = stack().await;
+    // A call time limit makes the call timed: it runs through the session's room.
+    let (s, caller) = recorded_masked_call(&stack, json!({"call_time_limit": 600})).await;
+    let sid = sid(&s);
+    let (a, b) = (e164(A), e164(B));
+    let sim = stack.sim();
+    let rooms = sim.conferences();
+    assert_eq!(rooms.len(), 1, "through the room, no Dial: {rooms:?}");
+
+    // A hears the notice before joining (then the wait message, alone in the room); B,
+    // called into the room, hears the announcement, then the notice, before joining.
+    let heard_by_a = sim.heard_by(&a);
+    assert_eq!(
+        heard_by_a.first().map(String::as_str),
+        Some(DEFAULT_RECORDING_ANNOUNCEMENT),
+        "{heard_by_a:?}"
+    );
+    assert!(
+        !heard_by_a.iter().any(|t| t == ANNOUNCEMENT),
+        "B's announcement is B's alone: {heard_by_a:?}"
+    );
+    assert!(position(&stack, said_to(&a)) < position(&stack, joined_room(&a)));
+    assert_eq!(
+        sim.heard_by(&b),
+        [ANNOUNCEMENT, DEFAULT_RECORDING_ANNOUNCEMENT]
+    );
+    let b_joined = position(&stack, joined_room(&b));
+    assert!(
+        b_joined.is_some() && last_position(&stack, said_to(&b)) < b_joined,
+        "B hears both before joining"
+    );
+
+    // The room was recorded (one mixed channel), not a Dial.
+    let recordings = sim.recordings();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let recording = &recordings[0];
+    assert_eq!(
+        recording.conference_sid.as_deref(),
+        Some(rooms[0].sid.as_str())
+    );
+    assert_eq!(
+        (recording.call_sid.as_deref(), recording.channels),
+        (None, 1)
+    );
+    assert!(recording.duration_secs > 0 && recording.duration_secs <= 40);
+    assert!(
+        sim.transcript().iter().any(|e| matches!(&e.event,
+            Event::RecordingCallback { recording_sid, status: 200, .. } if *recording_sid == recording.sid)),
+        "the callback was answered 200"
+    );
+
+    // Stored once, on the caller's leg (the session's first participant in the room), and
+    // again as it was after Twilio retries the callback.
+    let stored = stack
+        .app
+        .store
+        .get_recording(&sid, &caller)
+        .await
+        .unwrap()
+        .expect("stored on the caller's leg");
+    assert_eq!(
+        (stored.sid.as_str(), stored.duration, stored.channels),
+        (recording.sid.as_str(), recording.duration_secs, 1)
+    );
+    let retried = [
+        ("AccountSid", tsunagu_tests::stack::ACCOUNT_SID.to_owned()),
+        ("ConferenceSid", rooms[0].sid.clone()),
+        ("RecordingSid", recording.sid.clone()),
+        ("RecordingUrl", recording.url.clone()),
+        ("RecordingStatus", "completed".to_owned()),
+        ("RecordingDuration", recording.duration_secs.to_string()),
+        ("RecordingChannels", "1".to_owned()),
+    ];
+    assert_eq!(post_recording_callback(&stack, &sid, &retried).await, 200);
+    let (_, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    let legs = log["interactions"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "A's and B's: {log}");
+    let with_recording: Vec<&Value> = legs.iter().filter(|l| !l["recording"].is_null()).collect();
+    assert_eq!(with_recording.len(), 1, "{log}");
+    assert_eq!(with_recording[0]["call_sid"], caller.as_str(), "{log}");
+    assert_eq!(
+        with_recording[0]["recording"]["sid"],
+        recording.sid.as_str()
+    );
 }
 
 #[tokio::test]
