@@ -18,6 +18,20 @@ pub async fn stack_with(options: Options) -> Stack {
         .unwrap_or_else(|e| panic!("local stack: {e}"))
 }
 
+/// A stack whose events go to `receiver` (`EVENT_CALLBACK_URL`), with `extra` configuration.
+pub async fn stack_sending_to(
+    receiver: &tsunagu_tests::receiver::Receiver,
+    extra: &[(&str, &str)],
+) -> Stack {
+    let mut env = vec![("EVENT_CALLBACK_URL".to_owned(), receiver.url.clone())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    stack_with(Options {
+        env,
+        ..Options::default()
+    })
+    .await
+}
+
 pub fn e164(n: &str) -> String {
     tsunagu::phone::PhoneNumber::parse(n).unwrap().to_string()
 }

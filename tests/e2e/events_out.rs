@@ -7,24 +7,15 @@ use std::time::Duration;
 
 use crate::common::*;
 use serde_json::{Value, json};
+use tsunagu::delivery::DELIVERY_TIMEOUT;
 use tsunagu_tests::iam::Denial;
 use tsunagu_tests::receiver::Receiver;
 use tsunagu_tests::simulator::{CallerScript, PhoneScript};
-use tsunagu_tests::stack::{CALLBACK_SIGNING_KEY, Options, REGION, Stack};
+use tsunagu_tests::stack::{CALLBACK_SIGNING_KEY, Options, REGION};
 use tsunagu_tests::template;
 
 /// Generous: the mappings poll four times a second and retries back off from one second.
 const WITHIN: Duration = Duration::from_secs(60);
-
-async fn stack_sending_to(receiver: &Receiver, extra: &[(&str, &str)]) -> Stack {
-    let mut env = vec![("EVENT_CALLBACK_URL".to_owned(), receiver.url.clone())];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    stack_with(Options {
-        env,
-        ..Options::default()
-    })
-    .await
-}
 
 /// Polls `check` until it gives a value or `WITHIN` has passed: for conditions only the
 /// emulator shows (a queue's contents, a denial), which notify nobody.
@@ -341,10 +332,84 @@ async fn a_receiver_answering_500_twice_gets_each_event_once_after_de_duplicatio
         received[..3].iter().map(|r| r.answered).collect::<Vec<_>>(),
         [500, 500, 200]
     );
+    // Exponential backoff through the visibility timeout: the stack's
+    // EVENT_RETRY_BASE_SECONDS is 1, so the event comes back after at least 1 s, then 2 s.
+    // Only lower bounds: a loaded machine makes retries later, never earlier.
+    let gaps: Vec<Duration> = received[..3]
+        .windows(2)
+        .map(|w| w[1].arrived - w[0].arrived)
+        .collect();
+    assert!(
+        gaps[0] >= Duration::from_secs(1) - CLOCK_SLACK,
+        "first retry after {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_secs(2) - CLOCK_SLACK,
+        "second retry waited twice as long: {gaps:?}"
+    );
     let accepted = receiver.accepted();
     assert_eq!(
         types(&accepted),
         ["session.created", "participant.added", "participant.added"]
+    );
+    assert!(received.iter().all(|r| r.signature_valid));
+}
+
+/// The emulator's and the receiver's clocks, and the start of a request against its
+/// arrival, may differ by a little: a margin for lower bounds on real-time gaps.
+const CLOCK_SLACK: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn an_event_the_receiver_does_not_answer_in_time_comes_again_and_is_taken_once() {
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    // Far past deliver-events' limit, so the retry comes while this request still waits.
+    receiver.stall_next(DELIVERY_TIMEOUT * 12);
+    let stack = stack_sending_to(&receiver, &[]).await;
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+
+    let all_three = receiver
+        .wait_until(WITHIN, |r| {
+            r.iter()
+                .filter(|r| r.answered == 200)
+                .map(|r| r.event["id"].clone())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= 3
+        })
+        .await;
+    let received = receiver.received();
+    assert!(all_three, "{received:?}");
+    let first = &received[0];
+    assert_eq!(first.event["type"], "session.created");
+    let attempts: Vec<&tsunagu_tests::receiver::Received> = received
+        .iter()
+        .filter(|r| r.event["id"] == first.event["id"])
+        .collect();
+    assert_eq!(attempts.len(), 2, "{received:?}");
+    // The second came while the first was still unanswered: Tsunagu stopped waiting.
+    assert_eq!(
+        attempts.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [0, 200]
+    );
+    assert_eq!(attempts[1].body, attempts[0].body, "the same event");
+    assert_eq!(
+        received[1].event["id"], first.event["id"],
+        "nothing of the session overtook it"
+    );
+    // It gave up only at its limit, then backed off (EVENT_RETRY_BASE_SECONDS, 1 here).
+    let gap = attempts[1].arrived - attempts[0].arrived;
+    assert!(
+        gap >= DELIVERY_TIMEOUT + Duration::from_secs(1) - CLOCK_SLACK,
+        "retried after {gap:?}"
+    );
+    assert_eq!(
+        types(&receiver.accepted()),
+        ["session.created", "participant.added", "participant.added"],
+        "each event once"
     );
     assert!(received.iter().all(|r| r.signature_valid));
 }

@@ -7,15 +7,26 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::{Value, json};
 use tsunagu::model::DEFAULT_RECORDING_ANNOUNCEMENT;
+use tsunagu_tests::receiver::Receiver;
 use tsunagu_tests::simulator::{CallerScript, Event, PhoneScript};
-use tsunagu_tests::stack::{AUTH_TOKEN, Stack};
+use tsunagu_tests::stack::{AUTH_TOKEN, CALLBACK_SIGNING_KEY, Stack};
 
 const ANNOUNCEMENT: &str = "〇〇アプリのお取引についてのお電話です。";
+/// The first party's, in the bridge V-calls.
+const A_ANNOUNCEMENT: &str = "〇〇アプリからお電話をおつなぎします。";
 
 async fn create(stack: &Stack, body: Value) -> Value {
     let (status, s) = stack.api("POST", "/v1/sessions", Some(body)).await;
     assert_eq!(status, 201, "{s}");
     s
+}
+
+/// `body` with `extra`'s fields added (or replaced).
+fn with_fields(mut body: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
 }
 
 /// Index in the transcript of the first event `matches` accepts.
@@ -25,6 +36,93 @@ fn position(stack: &Stack, matches: impl Fn(&Event) -> bool) -> Option<usize> {
         .transcript()
         .iter()
         .position(|e| matches(&e.event))
+}
+
+/// Index in the transcript of the last event `matches` accepts.
+fn last_position(stack: &Stack, matches: impl Fn(&Event) -> bool) -> Option<usize> {
+    stack
+        .sim()
+        .transcript()
+        .iter()
+        .rposition(|e| matches(&e.event))
+}
+
+fn said_to(phone: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::Said { to, .. } if to == phone)
+}
+
+fn joined_room(phone: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::ConferenceJoined { who, .. } if who == phone)
+}
+
+/// A masked call from A to B in a recorded session (with `extra`'s fields) where B has an
+/// announcement: B answers after 3 s and talks 40 s; run to its end. The session as
+/// created, and A's call.
+async fn recorded_masked_call(stack: &Stack, extra: Value) -> (Value, String) {
+    stack.add_proxy_number(P1).await;
+    let s = create(
+        stack,
+        with_fields(
+            json!({"record": true, "participants": [
+                {"identifier": A},
+                {"identifier": B, "announcement": ANNOUNCEMENT}]}),
+            extra,
+        ),
+    )
+    .await;
+    let p = s["participants"][0]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sim = stack.sim();
+    sim.set_phone(
+        &e164(B),
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(40)),
+    );
+    let caller = sim.dial_in(&e164(A), &p, CallerScript::default()).await;
+    stack.finish_calls().await;
+    (s, caller)
+}
+
+/// Places a V-call of session `sid` in `mode` and runs every call to its end.
+async fn v_call(stack: &Stack, sid: &str, mode: &str) {
+    let (status, placed) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{sid}/calls"),
+            Some(json!({ "mode": mode })),
+        )
+        .await;
+    assert_eq!(status, 202, "{placed}");
+    stack.finish_calls().await;
+}
+
+/// A bridge V-call in a session (with `extra`'s fields) where each party has an
+/// announcement: A answers after 2 s and stays 60 s, B answers after 3 s and talks 30 s;
+/// run to its end. The session as created.
+async fn announced_bridge_v_call(stack: &Stack, extra: Value) -> Value {
+    stack.add_proxy_number(P1).await;
+    let s = create(
+        stack,
+        with_fields(
+            json!({"participants": [
+                {"identifier": A, "announcement": A_ANNOUNCEMENT},
+                {"identifier": B, "announcement": ANNOUNCEMENT}]}),
+            extra,
+        ),
+    )
+    .await;
+    let sim = stack.sim();
+    sim.set_phone(
+        &e164(A),
+        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(60)),
+    );
+    sim.set_phone(
+        &e164(B),
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(30)),
+    );
+    v_call(stack, &sid(&s), "bridge").await;
+    s
 }
 
 /// A signed recording status callback, as Twilio posts it, straight to the stack.
@@ -55,30 +153,13 @@ async fn post_recording_callback(stack: &Stack, session: &str, form: &[(&str, St
 #[tokio::test]
 async fn a_recorded_call_is_announced_to_both_and_its_recording_stored_once() {
     let stack = stack().await;
-    stack.add_proxy_number(P1).await;
-    let s = create(
-        &stack,
-        json!({"record": true, "participants": [
-            {"identifier": A},
-            {"identifier": B, "announcement": ANNOUNCEMENT}]}),
-    )
-    .await;
-    let sid = s["sid"].as_str().unwrap().to_owned();
+    let (s, parent) = recorded_masked_call(&stack, json!({})).await;
+    let sid = sid(&s);
     assert_eq!(s["record"], true);
     assert_eq!(s["recording_announcement"], DEFAULT_RECORDING_ANNOUNCEMENT);
     assert_eq!(s["participants"][1]["announcement"], ANNOUNCEMENT);
     let (a, b) = (e164(A), e164(B));
-    let p = s["participants"][0]["proxy_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let sim = stack.sim();
-    sim.set_phone(
-        &b,
-        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(40)),
-    );
-    let parent = sim.dial_in(&a, &p, CallerScript::default()).await;
-    stack.finish_calls().await;
 
     // A hears the notice before B is dialled; B hears the announcement, then the notice,
     // both before the bridge, and A hears neither of B's.
@@ -176,6 +257,96 @@ async fn a_recorded_call_is_announced_to_both_and_its_recording_stored_once() {
 }
 
 #[tokio::test]
+async fn a_recorded_timed_call_runs_through_the_recorded_room_announced_to_both_and_stored_once() {
+    let stack = stack().await;
+    // A call time limit makes the call timed: it runs through the session's room.
+    let (s, caller) = recorded_masked_call(&stack, json!({"call_time_limit": 600})).await;
+    let sid = sid(&s);
+    let (a, b) = (e164(A), e164(B));
+    let sim = stack.sim();
+    let rooms = sim.conferences();
+    assert_eq!(rooms.len(), 1, "through the room, no Dial: {rooms:?}");
+
+    // A hears the notice before joining (then the wait message, alone in the room); B,
+    // called into the room, hears the announcement, then the notice, before joining.
+    let heard_by_a = sim.heard_by(&a);
+    assert_eq!(
+        heard_by_a.first().map(String::as_str),
+        Some(DEFAULT_RECORDING_ANNOUNCEMENT),
+        "{heard_by_a:?}"
+    );
+    assert!(
+        !heard_by_a.iter().any(|t| t == ANNOUNCEMENT),
+        "B's announcement is B's alone: {heard_by_a:?}"
+    );
+    assert!(position(&stack, said_to(&a)) < position(&stack, joined_room(&a)));
+    assert_eq!(
+        sim.heard_by(&b),
+        [ANNOUNCEMENT, DEFAULT_RECORDING_ANNOUNCEMENT]
+    );
+    let b_joined = position(&stack, joined_room(&b));
+    assert!(
+        b_joined.is_some() && last_position(&stack, said_to(&b)) < b_joined,
+        "B hears both before joining"
+    );
+
+    // The room was recorded (one mixed channel), not a Dial.
+    let recordings = sim.recordings();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let recording = &recordings[0];
+    assert_eq!(
+        recording.conference_sid.as_deref(),
+        Some(rooms[0].sid.as_str())
+    );
+    assert_eq!(
+        (recording.call_sid.as_deref(), recording.channels),
+        (None, 1)
+    );
+    assert!(recording.duration_secs > 0 && recording.duration_secs <= 40);
+    assert!(
+        sim.transcript().iter().any(|e| matches!(&e.event,
+            Event::RecordingCallback { recording_sid, status: 200, .. } if *recording_sid == recording.sid)),
+        "the callback was answered 200"
+    );
+
+    // Stored once, on the caller's leg (the session's first participant in the room), and
+    // again as it was after Twilio retries the callback.
+    let stored = stack
+        .app
+        .store
+        .get_recording(&sid, &caller)
+        .await
+        .unwrap()
+        .expect("stored on the caller's leg");
+    assert_eq!(
+        (stored.sid.as_str(), stored.duration, stored.channels),
+        (recording.sid.as_str(), recording.duration_secs, 1)
+    );
+    let retried = [
+        ("AccountSid", tsunagu_tests::stack::ACCOUNT_SID.to_owned()),
+        ("ConferenceSid", rooms[0].sid.clone()),
+        ("RecordingSid", recording.sid.clone()),
+        ("RecordingUrl", recording.url.clone()),
+        ("RecordingStatus", "completed".to_owned()),
+        ("RecordingDuration", recording.duration_secs.to_string()),
+        ("RecordingChannels", "1".to_owned()),
+    ];
+    assert_eq!(post_recording_callback(&stack, &sid, &retried).await, 200);
+    let (_, log) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/interactions"), None)
+        .await;
+    let legs = log["interactions"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "A's and B's: {log}");
+    let with_recording: Vec<&Value> = legs.iter().filter(|l| !l["recording"].is_null()).collect();
+    assert_eq!(with_recording.len(), 1, "{log}");
+    assert_eq!(with_recording[0]["call_sid"], caller.as_str(), "{log}");
+    assert_eq!(
+        with_recording[0]["recording"]["sid"],
+        recording.sid.as_str()
+    );
+}
+
+#[tokio::test]
 async fn each_party_of_a_recorded_v_call_hears_their_announcement_and_the_room_is_recorded() {
     let stack = stack().await;
     stack.add_proxy_number(P1).await;
@@ -200,15 +371,7 @@ async fn each_party_of_a_recorded_v_call_hears_their_announcement_and_the_room_i
         &b,
         PhoneScript::talks(Duration::from_secs(4), Duration::from_secs(600)),
     );
-    let (status, placed) = stack
-        .api(
-            "POST",
-            &format!("/v1/sessions/{sid}/calls"),
-            Some(json!({"mode": "conference"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{placed}");
-    stack.finish_calls().await;
+    v_call(&stack, &sid, "conference").await;
 
     assert_eq!(sim.heard_by(&a)[..2], [ANNOUNCEMENT, "録音します。"]);
     assert_eq!(
@@ -296,41 +459,16 @@ async fn bad_announcements_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn a_bridge_v_call_announces_to_the_first_before_dialling_and_to_the_other_on_answering() {
     let stack = stack().await;
-    stack.add_proxy_number(P1).await;
-    let s = create(
-        &stack,
-        json!({"participants": [
-            {"identifier": A, "announcement": "〇〇アプリからお電話をおつなぎします。"},
-            {"identifier": B, "announcement": ANNOUNCEMENT}]}),
-    )
-    .await;
-    let sid = s["sid"].as_str().unwrap().to_owned();
+    let s = announced_bridge_v_call(&stack, json!({})).await;
     assert!(
         s.get("record").is_none(),
         "a session that does not record shows no record: {s}"
     );
     let (a, b) = (e164(A), e164(B));
     let sim = stack.sim();
-    sim.set_phone(
-        &a,
-        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(60)),
-    );
-    sim.set_phone(
-        &b,
-        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(30)),
-    );
-    let (status, placed) = stack
-        .api(
-            "POST",
-            &format!("/v1/sessions/{sid}/calls"),
-            Some(json!({"mode": "bridge"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{placed}");
-    stack.finish_calls().await;
 
     // No recording notice without `record`, only each party's own announcement.
-    assert_eq!(sim.heard_by(&a), ["〇〇アプリからお電話をおつなぎします。"]);
+    assert_eq!(sim.heard_by(&a), [A_ANNOUNCEMENT]);
     assert_eq!(sim.heard_by(&b), [ANNOUNCEMENT]);
     let told_a = position(&stack, |e| matches!(e, Event::Said { to, .. } if *to == a));
     let b_rings = position(&stack, |e| matches!(e, Event::Ringing { to } if *to == b));
@@ -338,4 +476,102 @@ async fn a_bridge_v_call_announces_to_the_first_before_dialling_and_to_the_other
     let bridged = position(&stack, |e| matches!(e, Event::Bridged { .. }));
     assert!(told_a < b_rings && told_b.is_some() && told_b < bridged);
     assert!(sim.recordings().is_empty(), "nothing recorded");
+}
+
+#[tokio::test]
+async fn a_recorded_bridge_v_call_is_announced_to_each_and_its_recording_reaches_the_platform() {
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    let stack = stack_sending_to(&receiver, &[]).await;
+    let s = announced_bridge_v_call(&stack, json!({"record": true})).await;
+    let sid = sid(&s);
+    let (a, b) = (e164(A), e164(B));
+    let sim = stack.sim();
+
+    // Each hears their announcement, then the notice: A before B is dialled, B on
+    // answering, before the bridge.
+    assert_eq!(
+        sim.heard_by(&a),
+        [A_ANNOUNCEMENT, DEFAULT_RECORDING_ANNOUNCEMENT]
+    );
+    assert_eq!(
+        sim.heard_by(&b),
+        [ANNOUNCEMENT, DEFAULT_RECORDING_ANNOUNCEMENT]
+    );
+    let b_rings = position(&stack, |e| matches!(e, Event::Ringing { to } if *to == b));
+    let bridged = position(&stack, |e| matches!(e, Event::Bridged { .. }));
+    assert!(b_rings.is_some() && last_position(&stack, said_to(&a)) < b_rings);
+    assert!(bridged.is_some() && last_position(&stack, said_to(&b)) < bridged);
+
+    // The Dial on A's call recorded both, one channel each.
+    let a_leg = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.to == a)
+        .expect("A was called")
+        .sid;
+    let recordings = sim.recordings();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let recording = &recordings[0];
+    assert_eq!(recording.call_sid.as_deref(), Some(a_leg.as_str()));
+    assert_eq!(recording.channels, 2);
+    assert!(recording.duration_secs > 0 && recording.duration_secs <= 30);
+    let stored = stack
+        .app
+        .store
+        .get_recording(&sid, &a_leg)
+        .await
+        .unwrap()
+        .expect("stored on A's leg");
+    assert_eq!(
+        (stored.sid.as_str(), stored.duration, stored.channels),
+        (recording.sid.as_str(), recording.duration_secs, 2)
+    );
+
+    // And the platform is told, signed, once.
+    let told = receiver
+        .wait_until(Duration::from_secs(60), |r| {
+            r.iter().any(|r| r.event["type"] == "recording.completed")
+        })
+        .await;
+    let events = receiver.accepted();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(told, "{types:?}");
+    assert!(receiver.received().iter().all(|r| r.signature_valid));
+    let completed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "recording.completed")
+        .collect();
+    assert_eq!(completed.len(), 1, "{types:?}");
+    let event = completed[0];
+    assert_eq!(event["session_sid"], sid.as_str());
+    assert_eq!(
+        (
+            &event["data"]["recording_sid"],
+            &event["data"]["call_sid"],
+            &event["data"]["channels"],
+            &event["data"]["duration"],
+            &event["data"]["url"],
+        ),
+        (
+            &json!(recording.sid),
+            &json!(a_leg),
+            &json!(2),
+            &json!(recording.duration_secs),
+            &json!(recording.url),
+        )
+    );
+    // After A's leg started, as the session lived it.
+    let a_started = events
+        .iter()
+        .position(|e| e["type"] == "interaction.started" && e["data"]["call_sid"] == a_leg.as_str())
+        .expect("A's leg started");
+    let recorded = events
+        .iter()
+        .position(|e| e["type"] == "recording.completed")
+        .unwrap();
+    assert!(a_started < recorded, "{types:?}");
+    assert_eq!(
+        event["data"]["interaction_sid"], events[a_started]["data"]["sid"],
+        "on A's leg"
+    );
 }

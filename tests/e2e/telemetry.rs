@@ -1,7 +1,8 @@
 //! Operations: the demo's scenario (`make demo`, tests/src/bin/tsunagu-demo.rs) run as is,
-//! and the EMF documents its functions wrote compared with its own totals.
+//! the EMF documents its functions wrote compared with its own totals, and the events its
+//! platform received checked.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tsunagu::telemetry::metrics::{declares, name};
 
 use crate::common::{A, B, P1, e164, session_body, sid, stack};
@@ -11,7 +12,7 @@ use crate::common::{A, B, P1, e164, session_body, sid, stack};
 mod demo;
 
 #[tokio::test]
-async fn the_demos_metrics_match_its_own_totals() {
+async fn the_demos_metrics_match_its_own_totals_and_its_platform_got_every_event() {
     let run = demo::run().await.expect("the demo runs through");
     let (t, m) = (&run.totals, &run.metrics);
     // The scenario as staged: calls were made, cost money, and one warning was extended.
@@ -60,6 +61,184 @@ async fn the_demos_metrics_match_its_own_totals() {
     }
     let by = |f: &str| docs.iter().filter(|d| d["function_name"] == f).count();
     assert!(by("call-status") > 0 && by("expiry-warning") > 0 && by("extension") == 1);
+
+    assert_the_platform_got_the_demos_events(&run);
+}
+
+/// The demo's platform (its EVENT_CALLBACK_URL) received every event of each session the
+/// scenario staged, signed, once each, in the order the session lived it.
+fn assert_the_platform_got_the_demos_events(run: &demo::Run) {
+    assert!(!run.deliveries.is_empty());
+    for d in &run.deliveries {
+        assert!(
+            d.signature_valid,
+            "not signed with the secret's key: {}",
+            d.body
+        );
+    }
+
+    // The recorded masked-call session: a call each way (two legs each), both
+    // recorded, then closed by the platform.
+    let order = events_of(&run.events, "order-1234");
+    let legs = assert_each_leg_started_then_completed(&order);
+    assert_eq!(legs, 4, "{:?}", types(&order));
+    assert_eq!(
+        others(&order),
+        [
+            "session.created",
+            "participant.added",
+            "participant.added",
+            "recording.completed",
+            "recording.completed",
+            "session.closed"
+        ]
+    );
+    let names: Vec<&Value> = order
+        .iter()
+        .filter(|e| e["type"] == "participant.added")
+        .map(|e| &e["data"]["friendly_name"])
+        .collect();
+    assert_eq!(names, [&json!("購入者"), &json!("出品者")]);
+    for (i, recording) in order
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["type"] == "recording.completed")
+    {
+        // On the caller's leg, which started before it.
+        let leg = order[..i]
+            .iter()
+            .find(|e| {
+                e["type"] == "interaction.started"
+                    && e["data"]["sid"] == recording["data"]["interaction_sid"]
+            })
+            .unwrap_or_else(|| panic!("{recording}: no leg started before"));
+        assert_eq!(leg["data"]["direction"], "inbound", "{leg}");
+        assert_eq!(recording["data"]["call_sid"], leg["data"]["call_sid"]);
+        assert_eq!(recording["data"]["channels"], 2, "{recording}");
+        assert!(
+            recording["data"]["recording_sid"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("RE")),
+            "{recording}"
+        );
+    }
+    let closed = order.last().unwrap();
+    assert_eq!(closed["data"]["closed_reason"], "closed-by-api", "{closed}");
+
+    // The V-call session: a bridge (two legs) and a conference (two), still open.
+    let consultation = events_of(&run.events, "consultation-77");
+    assert_eq!(assert_each_leg_started_then_completed(&consultation), 4);
+    assert_eq!(
+        others(&consultation),
+        ["session.created", "participant.added", "participant.added"]
+    );
+
+    // The timed session: warned at 7:00, extended by the buyer, warned again with no
+    // extension left, closed at its (extended) expiry. Its two legs end with it, so their
+    // completions may come either side of session.closed.
+    let timed = events_of(&run.events, "consultation-78");
+    assert_eq!(assert_each_leg_started_then_completed(&timed), 2);
+    assert_eq!(
+        others(&timed),
+        [
+            "session.created",
+            "participant.added",
+            "participant.added",
+            "call.warning",
+            "call.extended",
+            "session.updated",
+            "call.warning",
+            "session.closed"
+        ]
+    );
+    let first_warning = position(&timed, "call.warning");
+    assert!(
+        timed[..first_warning]
+            .iter()
+            .filter(|e| e["type"] == "interaction.started")
+            .count()
+            == 2,
+        "both legs started before the warning: {:?}",
+        types(&timed)
+    );
+    let extended = &timed[position(&timed, "call.extended")];
+    assert_eq!(extended["data"]["seconds"], 300, "{extended}");
+    let updated = &timed[position(&timed, "session.updated")];
+    assert_eq!(
+        updated["data"]["date_expiry"], extended["data"]["deadline"],
+        "the session now ends with the call"
+    );
+    let closed = &timed[position(&timed, "session.closed")];
+    assert_eq!(closed["data"]["closed_reason"], "expired", "{closed}");
+
+    assert_eq!(
+        order.len() + consultation.len() + timed.len(),
+        run.events.len(),
+        "no event of any other session"
+    );
+}
+
+/// The events of the session created with `unique_name`, in the order they arrived.
+fn events_of<'a>(events: &'a [Value], unique_name: &str) -> Vec<&'a Value> {
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "session.created" && e["data"]["unique_name"] == unique_name)
+        .unwrap_or_else(|| panic!("no session.created for {unique_name}"));
+    let events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["session_sid"] == created["session_sid"])
+        .collect();
+    assert_eq!(events[0]["type"], "session.created", "created first");
+    events
+}
+
+fn types<'a>(events: &[&'a Value]) -> Vec<&'a str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+/// The types of the events that are not about one leg, in order.
+fn others<'a>(events: &[&'a Value]) -> Vec<&'a str> {
+    types(events)
+        .into_iter()
+        .filter(|t| !t.starts_with("interaction."))
+        .collect()
+}
+
+fn position(events: &[&Value], kind: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {:?}", types(events)))
+}
+
+/// Each leg (call) got interaction.started, then interaction.completed, once each, after
+/// the session's participants were added; the number of legs.
+fn assert_each_leg_started_then_completed(events: &[&Value]) -> usize {
+    let after_participants = events
+        .iter()
+        .rposition(|e| e["type"] == "participant.added")
+        .expect("participants added");
+    let mut legs: Vec<(&Value, Vec<&str>)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let kind = e["type"].as_str().unwrap();
+        if !kind.starts_with("interaction.") {
+            continue;
+        }
+        assert!(i > after_participants, "{:?}", types(events));
+        let call = &e["data"]["call_sid"];
+        match legs.iter_mut().find(|(c, _)| *c == call) {
+            Some((_, seen)) => seen.push(kind),
+            None => legs.push((call, vec![kind])),
+        }
+    }
+    for (call, seen) in &legs {
+        assert_eq!(
+            seen,
+            &["interaction.started", "interaction.completed"],
+            "{call}"
+        );
+    }
+    legs.len()
 }
 
 #[tokio::test]

@@ -1,10 +1,10 @@
 //! A platform's event endpoint, for tests and the demo: it checks each request's
 //! `Tsunagu-Signature` as the README tells platforms to, records what arrived, and answers
-//! with the statuses it was scripted to (then 200).
+//! as it was scripted to (a status, or a stall before 200), then 200.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -18,14 +18,23 @@ pub struct Received {
     /// The header's `t=`, and whether `v1=` matched the HMAC under the receiver's key.
     pub timestamp: Option<i64>,
     pub signature_valid: bool,
-    /// The status the receiver answered.
+    /// The status the receiver answered; 0 while it has sent none (a stalled request).
     pub answered: u16,
+    /// When it arrived (real time: retries back off in real time, through SQS).
+    pub arrived: Instant,
+}
+
+/// One scripted answer: `status`, once `after` has passed.
+#[derive(Clone, Copy)]
+struct Reply {
+    status: u16,
+    after: Duration,
 }
 
 #[derive(Default)]
 struct State {
     received: Vec<Received>,
-    script: VecDeque<u16>,
+    script: VecDeque<Reply>,
 }
 
 #[derive(Clone)]
@@ -84,18 +93,37 @@ impl Receiver {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
                     let timestamp = verify(&k, header, &body);
-                    let mut state = st.lock().unwrap();
-                    let answered = state.script.pop_front().unwrap_or(200);
-                    state.received.push(Received {
-                        body: String::from_utf8_lossy(&body).into_owned(),
-                        event: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                        timestamp,
-                        signature_valid: timestamp.is_some(),
-                        answered,
-                    });
-                    drop(state);
+                    let arrived = Instant::now();
+                    // In a block: no guard may live across the stall's await.
+                    let (reply, index) = {
+                        let mut state = st.lock().unwrap();
+                        let reply = state.script.pop_front().unwrap_or(Reply {
+                            status: 200,
+                            after: Duration::ZERO,
+                        });
+                        state.received.push(Received {
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                            event: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                            timestamp,
+                            signature_valid: timestamp.is_some(),
+                            answered: if reply.after.is_zero() {
+                                reply.status
+                            } else {
+                                0
+                            },
+                            arrived,
+                        });
+                        (reply, state.received.len() - 1)
+                    };
                     ch.notify_waiters();
-                    StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
+                    if !reply.after.is_zero() {
+                        // Recorded on arrival: the sender may give up, and drop the
+                        // connection, before this answer goes out.
+                        tokio::time::sleep(reply.after).await;
+                        st.lock().unwrap().received[index].answered = reply.status;
+                        ch.notify_waiters();
+                    }
+                    StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK)
                 }
             }),
         );
@@ -113,7 +141,23 @@ impl Receiver {
 
     /// The next requests get these statuses, in order; then 200 again.
     pub fn answer_next(&self, statuses: &[u16]) {
-        self.state.lock().unwrap().script.extend(statuses);
+        self.state
+            .lock()
+            .unwrap()
+            .script
+            .extend(statuses.iter().map(|&status| Reply {
+                status,
+                after: Duration::ZERO,
+            }));
+    }
+
+    /// The next request gets no answer for `stall`, then 200: a platform slower than
+    /// Tsunagu waits for. Its [`Received::answered`] stays 0 until then.
+    pub fn stall_next(&self, stall: Duration) {
+        self.state.lock().unwrap().script.push_back(Reply {
+            status: 200,
+            after: stall,
+        });
     }
 
     pub fn key(&self) -> &str {
@@ -164,5 +208,24 @@ mod tests {
         assert_eq!(verify("k", &header, b"{\"a\":2}"), None);
         assert_eq!(verify("other", &header, b"{\"a\":1}"), None);
         assert_eq!(verify("k", "", b"{\"a\":1}"), None);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_request_stays_unanswered_while_the_next_is_taken() {
+        let receiver = Receiver::start("k").await;
+        receiver.stall_next(Duration::from_secs(60));
+        let http = tsunagu::app::http_client();
+        let first = http
+            .post(&receiver.url)
+            .body("{}")
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        assert!(first.is_err_and(|e| e.is_timeout()), "no answer in time");
+        let second = http.post(&receiver.url).body("{}").send().await.unwrap();
+        assert_eq!(second.status(), 200);
+        let answered: Vec<u16> = receiver.received().iter().map(|r| r.answered).collect();
+        assert_eq!(answered, [0, 200]);
+        assert_eq!(receiver.accepted().len(), 1, "only what was answered 2xx");
     }
 }

@@ -39,6 +39,9 @@ pub struct Run {
     pub metrics: tsunagu::telemetry::MemorySink,
     /// The events the platform took, each once.
     pub events: Vec<Value>,
+    /// Every request the platform's endpoint received, retries included, with its
+    /// signature checked.
+    pub deliveries: Vec<tsunagu_tests::receiver::Received>,
 }
 
 impl Demo {
@@ -287,6 +290,7 @@ pub async fn run() -> Result<Run, String> {
     let extensions = time_limit(&mut demo).await?;
     let totals = metrics(&mut demo, extensions)?;
     let events = platform_events(&demo, &receiver, &totals).await?;
+    let deliveries = receiver.received();
     println!(
         "\nDone: {} masked as {} and {} as {} throughout.",
         BUYER,
@@ -298,11 +302,14 @@ pub async fn run() -> Result<Run, String> {
         totals,
         metrics: demo.stack.metrics.clone(),
         events,
+        deliveries,
     })
 }
 
 /// The events the platform received (table stream → queue → deliver-events), each with its
-/// signature checked as the README shows; once every leg's `interaction.completed` is in.
+/// signature checked as the README shows; once the last of each session's has come: every
+/// leg's `interaction.completed`, every recording's `recording.completed`, and the two
+/// sessions' `session.closed` (the order's, closed by the platform; the timed one, expired).
 async fn platform_events(
     demo: &Demo,
     receiver: &Receiver,
@@ -310,12 +317,16 @@ async fn platform_events(
 ) -> Result<Vec<Value>, String> {
     demo.step("Events the platform received at EVENT_CALLBACK_URL (signed, in order per session)");
     let legs = totals.legs;
+    let recordings = demo.stack.sim().recordings().len();
+    const CLOSED_SESSIONS: usize = 2;
+    let count = |r: &[tsunagu_tests::receiver::Received], kind: &str| {
+        r.iter().filter(|r| r.event["type"] == kind).count()
+    };
     let complete = receiver
         .wait_until(Duration::from_secs(60), |r| {
-            r.iter()
-                .filter(|r| r.event["type"] == "interaction.completed")
-                .count()
-                >= legs
+            count(r, "interaction.completed") >= legs
+                && count(r, "recording.completed") >= recordings
+                && count(r, "session.closed") >= CLOSED_SESSIONS
         })
         .await;
     let events = receiver.accepted();
@@ -354,7 +365,11 @@ async fn platform_events(
     )?;
     demo.check(
         complete,
-        &format!("an interaction.completed for each of the {legs} legs"),
+        &format!(
+            "an interaction.completed for each of the {legs} legs, a recording.completed for \
+             each of the {recordings} recordings, a session.closed for each of the \
+             {CLOSED_SESSIONS} closed sessions"
+        ),
     )?;
     Ok(events)
 }
