@@ -278,6 +278,9 @@ impl SecretCache {
             })
         });
         let now = Instant::now();
+        if with_previous {
+            state.previous_attempt = Some(now);
+        }
         match fetched {
             Ok((current, previous)) => {
                 let previous_known = previous.is_some();
@@ -291,9 +294,6 @@ impl SecretCache {
                     fetched: now,
                 });
                 state.attempt = Some((now, None));
-                if with_previous {
-                    state.previous_attempt = Some(now);
-                }
                 Ok(versions)
             }
             Err(e) => {
@@ -308,34 +308,41 @@ impl SecretCache {
     /// not), the secret is unchanged, or Secrets Manager cannot be reached while tokens are
     /// cached (they decide: a mismatch stays a mismatch).
     ///
-    /// The first failure since the current version was fetched asks for the previous version
-    /// first, on its own limiter: the request may be signed with the token a rotation has
-    /// just replaced.
+    /// Within the interval, the previous version may still be asked for once, on a limiter of
+    /// its own, if it has not been since the current one was fetched: the request may be
+    /// signed with the token a rotation has just replaced.
     pub async fn refresh_after_failure(&self) -> Result<Option<SecretVersions>, SecretError> {
         let mut state = self.state.lock().await;
-        if state.previous_to_ask().is_some() {
-            state.previous_attempt = Some(Instant::now());
-            if let Some(previous) = self.ask_previous().await
-                && let Some(cached) = state.cached.as_mut()
-            {
-                cached.previous_known = true;
-                if let Some(previous) = previous {
-                    cached.versions.previous = Some(previous);
-                    return Ok(Some(cached.versions.clone()));
+        if !state.attempted_within(MIN_FORCED_REFRESH_INTERVAL) {
+            let before = state.cached.as_ref().map(|c| c.versions.clone());
+            return match self.load(&mut state, true).await {
+                Ok(fresh) => Ok((before.as_ref() != Some(&fresh)).then_some(fresh)),
+                Err(e) if before.is_some() => {
+                    tracing::warn!(error = %e, "secret refresh failed; the cached tokens decide");
+                    Ok(None)
                 }
-            }
+                Err(e) => Err(e),
+            };
         }
-        if state.attempted_within(MIN_FORCED_REFRESH_INTERVAL) {
+        if state.previous_to_ask().is_none() {
             return Ok(None);
         }
-        let before = state.cached.as_ref().map(|c| c.versions.clone());
-        match self.load(&mut state, true).await {
-            Ok(fresh) => Ok((before.as_ref() != Some(&fresh)).then_some(fresh)),
-            Err(e) if before.is_some() => {
-                tracing::warn!(error = %e, "secret refresh failed; the cached tokens decide");
+        state.previous_attempt = Some(Instant::now());
+        let asked = self.ask_previous().await;
+        let Some(cached) = state.cached.as_mut() else {
+            return Ok(None);
+        };
+        match asked {
+            Some(Some(previous)) => {
+                cached.previous_known = true;
+                cached.versions.previous = Some(previous);
+                Ok(Some(cached.versions.clone()))
+            }
+            Some(None) => {
+                cached.previous_known = true;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            None => Ok(None),
         }
     }
 
