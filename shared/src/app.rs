@@ -16,6 +16,7 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -198,7 +199,8 @@ impl App {
 /// variables Lambda sets in every function's environment: `AWS_REGION`, and the execution
 /// role's credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
 /// `AWS_SESSION_TOKEN` ("Defined runtime environment variables", Lambda developer guide);
-/// plus `AWS_ENDPOINT_URL`, which the local stack uses to reach the emulator.
+/// plus `AWS_ENDPOINT_URL`, which the local stack uses to reach the emulator, and the
+/// SDK's per-service `AWS_ENDPOINT_URL_<SERVICE>` ([`EndpointPerService`]).
 ///
 /// Not `aws_config::defaults`: its provider chains (profile files, SSO, web identity and
 /// STS, ECS, IMDS) never find anything on Lambda that the environment has not already
@@ -213,11 +215,50 @@ pub fn aws_config_from_env() -> SdkConfig {
         .credentials_provider(SharedCredentialsProvider::new(
             EnvironmentVariableCredentialsProvider::new(),
         ))
-        .http_client(aws_http_client());
+        .http_client(aws_http_client())
+        .service_config(EndpointPerService::from_env());
     if let Some(url) = env("AWS_ENDPOINT_URL") {
         config = config.endpoint_url(url);
     }
     config.build()
+}
+
+/// The SDK's service-specific endpoint variables, which `aws-config` would have read:
+/// `AWS_ENDPOINT_URL_<SERVICE>`, the service's id upper-cased with spaces as underscores
+/// (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL_DYNAMODB`), taking precedence over
+/// `AWS_ENDPOINT_URL` ("Service-specific endpoints", AWS SDKs and Tools Reference Guide:
+/// https://docs.aws.amazon.com/sdkref/latest/guide/feature-ss-endpoints.html). Each client
+/// asks when it is built; only the endpoint is looked up this way.
+pub struct EndpointPerService {
+    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl EndpointPerService {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self {
+            lookup: Box::new(lookup),
+        }
+    }
+}
+
+impl std::fmt::Debug for EndpointPerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointPerService")
+    }
+}
+
+impl LoadServiceConfig for EndpointPerService {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        if key.env() != "AWS_ENDPOINT_URL" {
+            return None;
+        }
+        let service = key.service_id().to_ascii_uppercase().replace(' ', "_");
+        (self.lookup)(&format!("AWS_ENDPOINT_URL_{service}")).filter(|v| !v.is_empty())
+    }
 }
 
 /// The SDK's HTTP client on rustls with ring, trusting the system's root certificates.
@@ -475,6 +516,72 @@ pub async fn connect_store(store: &crate::store::Store) -> Result<(), String> {
 }
 
 #[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// The first request that reaches `listener` (none within 2 s: "nothing").
+    async fn first_request(listener: tokio::net::TcpListener) -> String {
+        let accepted = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await;
+        let Ok(Ok((mut socket, _))) = accepted else {
+            return "nothing".into();
+        };
+        let mut buf = vec![0; 4096];
+        let n = socket.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_service_specific_endpoint_takes_precedence_over_the_shared_one() {
+        let shared = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let secrets = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let secrets_url = format!("http://{}", secrets.local_addr().unwrap());
+        let aws = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("ap-northeast-1"))
+            .credentials_provider(SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::for_tests(),
+            ))
+            .http_client(aws_http_client())
+            .endpoint_url(format!("http://{}", shared.local_addr().unwrap()))
+            .service_config(EndpointPerService::from_lookup(move |name| {
+                (name == "AWS_ENDPOINT_URL_SECRETS_MANAGER").then(|| secrets_url.clone())
+            }))
+            .build();
+        let timeouts = TimeoutConfig::builder()
+            .operation_timeout(Duration::from_millis(500))
+            .build();
+        let secretsmanager = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&aws)
+                .timeout_config(timeouts.clone())
+                .build(),
+        );
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&aws)
+                .timeout_config(timeouts)
+                .build(),
+        );
+
+        let (to_secrets, _) = tokio::join!(
+            first_request(secrets),
+            secretsmanager.get_secret_value().secret_id("s").send()
+        );
+        assert!(
+            to_secrets.contains("secretsmanager.GetSecretValue"),
+            "{to_secrets}"
+        );
+        let (to_shared, _) = tokio::join!(
+            first_request(shared),
+            dynamodb.get_item().table_name("t").send()
+        );
+        assert!(
+            to_shared.contains("DynamoDB_20120810.GetItem"),
+            "{to_shared}"
+        );
+    }
+}
+
+#[cfg(test)]
 mod warm_up_tests {
     use super::*;
     use crate::secrets::{SecretError, TwilioCredentials, parse_secret};
@@ -556,8 +663,9 @@ mod warm_up_tests {
             let asked_on = secret.asked_on.lock().unwrap().clone();
             assert_eq!(
                 asked_on.len(),
-                2,
-                "current and previous, once: {asked_on:?}"
+                1,
+                "the current version, once (the previous waits for a failed signature): \
+                 {asked_on:?}"
             );
             assert!(asked_on.iter().all(|thread| *thread != runtime_thread));
         });

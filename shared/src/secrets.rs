@@ -1,10 +1,12 @@
 //! Twilio credentials from Secrets Manager: fetched on first use, or by the init warm-up in
 //! the background (`app::warm_up`, never on the path to the first poll), cached
 //! per container for five minutes, and refreshed when a signature fails (token rotation), at
-//! most once per interval whether the refresh succeeds or not. Both the current and the
-//! previous version of the secret are kept, so that a request signed with either token of a
-//! rotation in progress is accepted; and while Secrets Manager cannot be reached, the tokens
-//! already cached keep deciding (a forged request stays a 403).
+//! most once per interval whether the refresh succeeds or not. The previous version of the
+//! secret is asked for only when a signature fails (outside a rotation no genuine request
+//! needs it, so the first event of a container waits for one `GetSecretValue`, not two), then
+//! kept with the current one, so that a request signed with either token of a rotation in
+//! progress is accepted; and while Secrets Manager cannot be reached, the tokens already
+//! cached keep deciding (a forged request stays a 403).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,6 +181,9 @@ impl SecretSource for SecretsManagerSource {
 
 struct Cached {
     versions: SecretVersions,
+    /// Whether `versions.previous` was asked for since the current version was fetched
+    /// (`None` there then means the secret has no previous version).
+    previous_known: bool,
     fetched: Instant,
 }
 
@@ -187,6 +192,8 @@ struct State {
     cached: Option<Cached>,
     /// The last fetch, successful or not, and its error if it failed.
     attempt: Option<(Instant, Option<SecretError>)>,
+    /// The last time the previous version alone was asked for.
+    previous_attempt: Option<Instant>,
 }
 
 impl State {
@@ -194,6 +201,17 @@ impl State {
         self.attempt
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() < interval)
+    }
+
+    /// The cached versions when their previous one is yet to be asked for, and may be (a
+    /// failed ask counts in the limiter, as a failed fetch does).
+    fn previous_to_ask(&mut self) -> Option<&mut Cached> {
+        let asked_lately = self
+            .previous_attempt
+            .is_some_and(|at| at.elapsed() < MIN_FORCED_REFRESH_INTERVAL);
+        self.cached
+            .as_mut()
+            .filter(|c| !c.previous_known && !asked_lately)
     }
 }
 
@@ -234,7 +252,7 @@ impl SecretCache {
             }
             _ => {}
         }
-        match self.load(&mut state).await {
+        match self.load(&mut state, false).await {
             Ok(v) => Ok(v),
             Err(e) => match &state.cached {
                 Some(c) => {
@@ -246,22 +264,33 @@ impl SecretCache {
         }
     }
 
-    /// Fetches both versions, recording the attempt whatever its outcome.
-    async fn load(&self, state: &mut State) -> Result<SecretVersions, SecretError> {
+    /// Fetches the current version, and the previous one beside it when `with_previous`,
+    /// recording the attempt whatever its outcome.
+    async fn load(
+        &self,
+        state: &mut State,
+        with_previous: bool,
+    ) -> Result<SecretVersions, SecretError> {
         let fetched = futures::try_join!(self.source.fetch(), async {
-            // Without the previous version only a rotation in progress suffers; the current
-            // one still decides.
-            Ok(self.source.fetch_previous().await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "could not read the secret's previous version");
-                None
-            }))
+            Ok(match with_previous {
+                true => self.ask_previous().await,
+                false => None,
+            })
         });
         let now = Instant::now();
+        if with_previous {
+            state.previous_attempt = Some(now);
+        }
         match fetched {
             Ok((current, previous)) => {
-                let versions = SecretVersions { current, previous };
+                let previous_known = previous.is_some();
+                let versions = SecretVersions {
+                    current,
+                    previous: previous.flatten(),
+                };
                 state.cached = Some(Cached {
                     versions: versions.clone(),
+                    previous_known,
                     fetched: now,
                 });
                 state.attempt = Some((now, None));
@@ -278,20 +307,56 @@ impl SecretCache {
     /// when nothing new can be learnt: a fetch was attempted moments ago (successful or
     /// not), the secret is unchanged, or Secrets Manager cannot be reached while tokens are
     /// cached (they decide: a mismatch stays a mismatch).
+    ///
+    /// Within the interval, the previous version may still be asked for once, on a limiter of
+    /// its own, if it has not been since the current one was fetched: the request may be
+    /// signed with the token a rotation has just replaced.
     pub async fn refresh_after_failure(&self) -> Result<Option<SecretVersions>, SecretError> {
         let mut state = self.state.lock().await;
-        if state.attempted_within(MIN_FORCED_REFRESH_INTERVAL) {
+        if !state.attempted_within(MIN_FORCED_REFRESH_INTERVAL) {
+            let before = state.cached.as_ref().map(|c| c.versions.clone());
+            return match self.load(&mut state, true).await {
+                Ok(fresh) => Ok((before.as_ref() != Some(&fresh)).then_some(fresh)),
+                Err(e) if before.is_some() => {
+                    tracing::warn!(error = %e, "secret refresh failed; the cached tokens decide");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        if state.previous_to_ask().is_none() {
             return Ok(None);
         }
-        let before = state.cached.as_ref().map(|c| c.versions.clone());
-        match self.load(&mut state).await {
-            Ok(fresh) => Ok((before.as_ref() != Some(&fresh)).then_some(fresh)),
-            Err(e) if before.is_some() => {
-                tracing::warn!(error = %e, "secret refresh failed; the cached tokens decide");
+        state.previous_attempt = Some(Instant::now());
+        let asked = self.ask_previous().await;
+        let Some(cached) = state.cached.as_mut() else {
+            return Ok(None);
+        };
+        match asked {
+            Some(Some(previous)) => {
+                cached.previous_known = true;
+                cached.versions.previous = Some(previous);
+                Ok(Some(cached.versions.clone()))
+            }
+            Some(None) => {
+                cached.previous_known = true;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            None => Ok(None),
         }
+    }
+
+    /// The previous version (`Some(None)`: the secret has none), or `None` when it cannot be
+    /// read (logged): without it only a rotation in progress suffers, and the current version
+    /// still decides.
+    async fn ask_previous(&self) -> Option<Option<TwilioCredentials>> {
+        self.source
+            .fetch_previous()
+            .await
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "could not read the secret's previous version"),
+            )
+            .ok()
     }
 
     /// For tests: make the last fetch (and its attempt) `by` older.
@@ -302,6 +367,9 @@ impl SecretCache {
             c.fetched = c.fetched.checked_sub(by).unwrap_or(c.fetched);
         }
         if let Some((at, _)) = state.attempt.as_mut() {
+            *at = at.checked_sub(by).unwrap_or(*at);
+        }
+        if let Some(at) = state.previous_attempt.as_mut() {
             *at = at.checked_sub(by).unwrap_or(*at);
         }
     }
@@ -416,15 +484,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn both_the_current_and_the_previous_token_are_kept() {
-        let cache = SecretCache::new(Switchable::new());
+    async fn the_previous_token_is_asked_for_at_the_first_failure_then_kept() {
+        let source = Switchable::new();
+        let cache = SecretCache::new(source.clone());
         let versions = cache.versions().await.unwrap();
-        assert_eq!(versions.auth_tokens().collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(versions.auth_tokens().collect::<Vec<_>>(), ["new"]);
+        assert_eq!(source.calls(), 1, "the first request waits for one fetch");
+
+        // A signature the current token did not make, moments after the fetch: the previous
+        // version is asked for at once (the request may be signed with a rotated-out token).
+        let fresh = cache.refresh_after_failure().await.unwrap().unwrap();
+        assert_eq!(fresh.auth_tokens().collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(source.calls(), 2);
+        assert_eq!(
+            cache.versions().await.unwrap(),
+            fresh,
+            "kept beside the current"
+        );
         assert_eq!(
             cache.get().await.unwrap().auth_token,
             "new",
             "REST uses the current one"
         );
+        for _ in 0..50 {
+            assert_eq!(cache.refresh_after_failure().await.unwrap(), None);
+        }
+        assert_eq!(source.calls(), 2, "a flood of bad signatures asks no more");
+
+        // When the cache expires, the previous version is forgotten with the current one and
+        // asked for again at the next failure.
+        cache.age_for_test(CACHE_FOR).await;
+        assert_eq!(cache.versions().await.unwrap().previous, None);
+        assert_eq!(source.calls(), 3);
+        assert!(cache.refresh_after_failure().await.unwrap().is_some());
+        assert_eq!(source.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_failed_ask_for_the_previous_token_counts_in_the_limiter() {
+        let source = Switchable::new();
+        let cache = SecretCache::new(source.clone());
+        cache.versions().await.unwrap();
+        source.set_down(true);
+        for _ in 0..50 {
+            assert_eq!(cache.refresh_after_failure().await.unwrap(), None);
+        }
+        assert_eq!(source.calls(), 2, "asked once, not once per bad signature");
+
+        source.set_down(false);
+        cache.age_for_test(MIN_FORCED_REFRESH_INTERVAL).await;
+        let fresh = cache.refresh_after_failure().await.unwrap().unwrap();
+        assert_eq!(fresh.auth_tokens().collect::<Vec<_>>(), ["new", "old"]);
     }
 
     #[tokio::test]

@@ -7,6 +7,12 @@
 //!     scripts/with-moto.sh cargo run -p tsunagu-tests --bin tsunagu-bench-lambda -- \
 //!         [binary dir, default target/release] [warm invokes, default 200]
 //!
+//! Secrets Manager is served by an emulator process of its own (`AWS_ENDPOINT_URL_SECRETS_MANAGER`),
+//! as AWS serves it apart from DynamoDB: the emulator answers one request at a time
+//! (scripts/moto-serial.py, for DynamoDB's atomicity), so with one process a function's
+//! secret fetch would queue behind its own, unrelated DynamoDB requests, which on AWS run
+//! concurrently. `BENCH_ONE_EMULATOR=1` keeps both on the stack's one emulator.
+//!
 //! `BENCH_ONLY=f1,f2` measures only those functions beside the floor;
 //! `BENCH_PREINITIALIZED_MS=N` hands out the first event N ms after the first poll, the
 //! process frozen meanwhile (an environment initialized ahead of its requests).
@@ -199,6 +205,68 @@ fn signal(which: &str, pid: &str) {
     }
 }
 
+/// A second emulator process serving only Secrets Manager, holding a copy of the stack's
+/// Twilio secret; stopped when dropped.
+struct SecretsEmulator {
+    url: String,
+    secret_arn: String,
+    _process: tokio::process::Child,
+}
+
+impl SecretsEmulator {
+    async fn start(stack_aws: &aws_config::SdkConfig, secret_id: &str) -> Result<Self, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let process = tokio::process::Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("scripts/moto-serial.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!(".venv/bin/python: {e}"))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..100 {
+            if http.get(format!("{url}/moto-api/")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !up {
+            return Err(format!("no answer on {url}"));
+        }
+        let from = aws_sdk_secretsmanager::Client::new(stack_aws);
+        let to = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(stack_aws)
+                .endpoint_url(&url)
+                .build(),
+        );
+        let secret = from
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())?;
+        let created = to
+            .create_secret()
+            .name(secret.name().unwrap_or("tsunagu/twilio"))
+            .secret_string(secret.secret_string().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())?;
+        Ok(Self {
+            url,
+            secret_arn: created.arn().unwrap_or_default().to_owned(),
+            _process: process,
+        })
+    }
+}
+
 /// Starts per binary whose init is measured (beside the measured start).
 const INIT_STARTS: usize = 6;
 
@@ -246,12 +314,20 @@ async fn main() {
     let template_text = std::fs::read_to_string(template::default_path())
         .unwrap_or_else(|e| fail(format!("template.yaml: {e}")));
     let config = &stack.app.config;
+    let secrets_apart = match std::env::var("BENCH_ONE_EMULATOR").is_ok_and(|v| v == "1") {
+        true => None,
+        false => Some(
+            SecretsEmulator::start(&stack.aws, &config.twilio_secret_id)
+                .await
+                .unwrap_or_else(|e| fail(format!("Secrets Manager's own emulator: {e}"))),
+        ),
+    };
+    let secret_id = secrets_apart
+        .as_ref()
+        .map_or(config.twilio_secret_id.clone(), |s| s.secret_arn.clone());
     let locals = HashMap::from([
         ("Table".to_owned(), stack.table.clone()),
-        (
-            "TwilioSecretArn".to_owned(),
-            config.twilio_secret_id.clone(),
-        ),
+        ("TwilioSecretArn".to_owned(), secret_id),
         ("PublicBaseUrl".to_owned(), EVENTS_BASE_URL.to_owned()),
         ("TwilioApiBaseUrl".to_owned(), stack.sim().base_url()),
         ("CallTimers".to_owned(), stack.schedule_group.clone()),
@@ -265,7 +341,7 @@ async fn main() {
             tsunagu_tests::iam::lambda_function_arn(tsunagu_tests::stack::REGION, "expiry-warning"),
         ),
     ]);
-    let aws_env = [
+    let mut aws_env = vec![
         (
             "AWS_ENDPOINT_URL".to_owned(),
             tsunagu_tests::stack::emulator_url().unwrap_or_else(|e| fail(e)),
@@ -274,6 +350,12 @@ async fn main() {
         ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
+    if let Some(secrets) = &secrets_apart {
+        aws_env.push((
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
+            secrets.url.clone(),
+        ));
+    }
     let target = Target {
         gateway_url: stack.url.clone(),
         aws: stack.aws.clone(),
