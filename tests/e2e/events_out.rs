@@ -185,7 +185,7 @@ async fn a_whole_timed_session_reaches_the_platform_signed_and_in_order() {
 }
 
 #[tokio::test]
-async fn participants_a_recorded_call_and_a_reopening_reach_the_platform_in_order() {
+async fn participants_a_recording_a_reopening_and_a_closing_update_arrive_in_order() {
     let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
     let stack = stack_sending_to(&receiver, &[]).await;
     stack.add_proxy_number(P1).await;
@@ -239,11 +239,28 @@ async fn participants_a_recorded_call_and_a_reopening_reach_the_platform_in_orde
         )
         .await;
     assert_eq!(code, 200, "{reopened}");
+    // Closed again, this time through the update route rather than DELETE.
+    let (code, closed) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{session_sid}"),
+            Some(json!({"status": "closed"})),
+        )
+        .await;
+    assert_eq!(
+        (code, &closed["status"]),
+        (200, &json!("closed")),
+        "{closed}"
+    );
 
+    let closings = |r: &[tsunagu_tests::receiver::Received]| {
+        r.iter()
+            .filter(|r| r.answered == 200 && r.event["type"] == "session.closed")
+            .count()
+    };
     let arrived = receiver
         .wait_until(WITHIN, |r| {
-            r.iter().any(|r| r.event["type"] == "session.updated")
-                && r.iter().any(|r| r.event["type"] == "recording.completed")
+            closings(r) == 2 && r.iter().any(|r| r.event["type"] == "recording.completed")
         })
         .await;
     let got = receiver.accepted();
@@ -271,6 +288,21 @@ async fn participants_a_recorded_call_and_a_reopening_reach_the_platform_in_orde
         .filter(|e| e["type"] == "participant.added")
         .collect();
     assert_eq!(added.len(), 2, "{:?}", types(&got));
+    // The second session.closed, after the reopening, is the update's: signed, with why.
+    let last_closed = got
+        .iter()
+        .rposition(|e| e["type"] == "session.closed")
+        .unwrap();
+    assert!(
+        position(&got, "session.updated") < last_closed,
+        "{:?}",
+        types(&got)
+    );
+    assert_eq!(
+        got[last_closed]["data"]["closed_reason"], "closed-by-api",
+        "{}",
+        got[last_closed]
+    );
     let removed = &got[position(&got, "participant.removed")];
     assert_eq!(removed["data"]["sid"], b_sid, "{removed}");
     let recording = &got[position(&got, "recording.completed")];
