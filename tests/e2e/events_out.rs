@@ -381,6 +381,43 @@ async fn a_receiver_answering_500_twice_gets_each_event_once_after_de_duplicatio
     assert!(received.iter().all(|r| r.signature_valid));
 }
 
+#[tokio::test]
+async fn events_are_signed_with_make_ups_callback_signing_key_not_the_default() {
+    const PLATFORM_KEY: &str = "whsec-chosen-by-the-platform-0123456789";
+    let receiver = Receiver::start(PLATFORM_KEY).await;
+    // `make up` as a platform developer starts it, with their own key; on free ports and a
+    // table of its own, as every test stack.
+    let make_up = Options::from_make_up_environment([
+        ("EVENT_CALLBACK_URL".to_owned(), receiver.url.clone()),
+        ("CALLBACK_SIGNING_KEY".to_owned(), PLATFORM_KEY.to_owned()),
+    ]);
+    let stack = stack_with(Options {
+        gateway_port: 0,
+        simulator_port: 0,
+        table_name: None,
+        ..make_up
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+
+    // session.created and both participant.added.
+    let arrived = receiver.wait_until(WITHIN, |r| r.len() >= 3).await;
+    let received = receiver.received();
+    assert!(arrived, "{received:?}");
+    for r in &received {
+        assert!(r.signature_valid, "not under the configured key: {r:?}");
+        assert_eq!(
+            tsunagu_tests::receiver::verify(CALLBACK_SIGNING_KEY, &r.signature, r.body.as_bytes()),
+            None,
+            "verifies under the default key too: {r:?}"
+        );
+    }
+}
+
 /// The repository's template with the event queue's `maxReceiveCount` set to `n`.
 fn template_with_max_receives(n: u32) -> std::path::PathBuf {
     let text = std::fs::read_to_string(template::default_path()).unwrap();
