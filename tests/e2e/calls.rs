@@ -567,6 +567,27 @@ async fn webhooks_refuse_unsigned_and_wrongly_signed_requests() {
         .await
         .unwrap();
     assert_eq!(forged_status.status(), 403);
+    // The whisper, too: unsigned, or with another request's signature, it tells nothing
+    // (not even a participant's announcement).
+    let whisper_url = format!(
+        "{}/twilio/voice/inbound/whisper?session={}&participant={}",
+        stack.url,
+        s["sid"].as_str().unwrap(),
+        s["participants"][1]["sid"].as_str().unwrap()
+    );
+    let whisper_form = [
+        ("CallSid", "CA98989898989898989898989898989898"),
+        ("CallStatus", "in-progress"),
+        ("Direction", "outbound-dial"),
+    ];
+    for signature in [None, Some(good.as_str())] {
+        let mut request = stack.http.post(&whisper_url).form(&whisper_form);
+        if let Some(signature) = signature {
+            request = request.header("x-twilio-signature", signature);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 403, "whisper, signature {signature:?}");
+    }
     assert_eq!(
         item_count(&stack).await,
         before,

@@ -1,16 +1,18 @@
-//! Every file in `events/` — the events `sam local invoke` and `cargo lambda invoke` use —
-//! run through its function's real binary behind a Lambda Runtime API
+//! Every file in `events/` — the events `sam local invoke` and `cargo lambda invoke` use, one
+//! per route of template.yaml and per event source — run through its function's real
+//! binary behind a Lambda Runtime API
 //! (`tsunagu_tests::runtime_api`), each on its own on a freshly seeded stack (`make seed`'s
 //! state, `tsunagu_tests::seed`), and checked to do what its name says: the answer, the
 //! change in the table, the Twilio REST requests the simulator saw.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::common::*;
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tsunagu::phone::PhoneNumber;
 use tsunagu_tests::receiver::Receiver;
 use tsunagu_tests::runtime_api::{self, Outcome, RuntimeApi};
@@ -21,11 +23,24 @@ use tsunagu_tests::template;
 /// The base URL the Twilio events were signed for (scripts/sign-events.py).
 const EVENTS_BASE_URL: &str = "https://abc123defg.execute-api.ap-northeast-1.amazonaws.com";
 
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
 fn event(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../events")
-        .join(format!("{name}.json"));
+    let path = events_dir().join(format!("{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The names of every file in `events/`, without `.json`.
+fn event_names() -> BTreeSet<String> {
+    std::fs::read_dir(events_dir())
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            path.file_stem().unwrap().to_str().unwrap().to_owned()
+        })
+        .collect()
 }
 
 /// The function that owns an event file.
@@ -36,13 +51,11 @@ fn function_of(file: &str) -> String {
 }
 
 #[test]
-fn every_function_has_an_event_on_a_route_it_owns() {
+fn every_route_and_every_function_has_an_event() {
     let tpl = template::load(&template::default_path()).unwrap();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
     let mut covered = std::collections::HashSet::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+    let mut routes_covered = std::collections::HashSet::new();
+    for name in event_names() {
         let function = function_of(&name);
         if tsunagu::handlers::EVENT_FUNCTIONS.contains(&function.as_str()) {
             let e = event(&name);
@@ -75,7 +88,16 @@ fn every_function_has_an_event_on_a_route_it_owns() {
                 .any(|r| r.function == function && r.route_key() == route_key),
             "events/{name}.json: {route_key} is not a route of {function} in template.yaml"
         );
+        routes_covered.insert(route_key);
         covered.insert(function);
+    }
+    for route in &tpl.routes {
+        assert!(
+            routes_covered.contains(&route.route_key()),
+            "{} ({}) has no event in events/",
+            route.route_key(),
+            route.function
+        );
     }
     for f in tsunagu::handlers::HTTP_FUNCTIONS
         .iter()
@@ -108,6 +130,8 @@ struct Events {
     template: String,
     /// The platform's event endpoint `deliver-events.json` posts to.
     receiver: Receiver,
+    /// The events run so far, so the test can tell that it ran them all.
+    ran: Mutex<BTreeSet<String>>,
 }
 
 impl Events {
@@ -132,6 +156,7 @@ impl Events {
             stack,
             template,
             receiver,
+            ran: Mutex::default(),
         }
     }
 
@@ -185,6 +210,7 @@ impl Events {
         seed::seed(&target)
             .await
             .unwrap_or_else(|e| panic!("seed: {e}"));
+        self.ran.lock().unwrap().insert(name.to_owned());
         let function = function_of(name);
         let binary = runtime_api::function_binary(&function).unwrap_or_else(|e| panic!("{e}"));
         let timeout = Duration::from_secs(if function == "expiry-warning" {
@@ -241,9 +267,22 @@ impl Events {
             .unwrap()
     }
 
-    async fn in_pool(&self, n: &str) -> bool {
+    async fn number(&self, n: &str) -> Option<tsunagu::model::ProxyNumber> {
         let n = PhoneNumber::parse(n).unwrap();
-        self.stack.app.store.get_number(&n).await.unwrap().is_some()
+        self.stack.app.store.get_number(&n).await.unwrap()
+    }
+
+    async fn in_pool(&self, n: &str) -> bool {
+        self.number(n).await.is_some()
+    }
+
+    /// Where a call from `who` to `proxy` goes, if anywhere.
+    async fn route(&self, proxy: &str, who: &str) -> Option<tsunagu::store::Route> {
+        let (proxy, who) = (
+            PhoneNumber::parse(proxy).unwrap(),
+            PhoneNumber::parse(who).unwrap(),
+        );
+        self.stack.app.store.get_route(&proxy, &who).await.unwrap()
     }
 }
 
@@ -272,6 +311,18 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
     let ran = events.run("numbers-delete").await;
     assert_eq!(ran.status, 204, "{}", ran.body);
     assert!(!events.in_pool(seed::P3).await);
+
+    // P3 reserved: from now on used only when a proxy_identifier names it. The next event's
+    // seeding must release it again, or create-session.json could not be given P3.
+    let ran = events.run("numbers-update").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let updated = ran.json();
+    assert_eq!(
+        (updated["phone_number"].as_str(), &updated["is_reserved"]),
+        (Some(seed::P3), &json!(true)),
+        "{updated}"
+    );
+    assert!(events.number(seed::P3).await.unwrap().is_reserved);
 
     let ran = events.run("create-session").await;
     assert_eq!(ran.status, 201, "{}", ran.body);
@@ -344,6 +395,90 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
         .map(|p| p["identifier"].as_str().unwrap())
         .collect();
     assert_eq!(identifiers, [seed::A, seed::B], "{listed}");
+
+    let ran = events.run("participants-get").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let b = ran.json();
+    assert_eq!(
+        (
+            b["sid"].as_str(),
+            b["session_sid"].as_str(),
+            b["identifier"].as_str(),
+            b["proxy_identifier"].as_str(),
+            b["announcement"].as_str()
+        ),
+        (
+            Some(seed::QUIET_B),
+            Some(quiet),
+            Some(seed::B),
+            Some(seed::P2),
+            Some(seed::ANNOUNCEMENT)
+        ),
+        "{b}"
+    );
+
+    // Proxy's flow: C's session gets its second participant, D, who shares C's P2 (D is on
+    // P1 already, with C, elsewhere), and the two can reach each other. Run twice: the
+    // second run's seeding forgets the first one's Idempotency-Key, so it adds D again
+    // rather than replaying the first answer.
+    for _ in 0..2 {
+        let ran = events.run("participants-add").await;
+        assert_eq!(ran.status, 201, "{}", ran.body);
+        let d = ran.json();
+        assert_eq!(
+            (
+                d["session_sid"].as_str(),
+                d["identifier"].as_str(),
+                d["proxy_identifier"].as_str(),
+                d["friendly_name"].as_str(),
+                d["announcement"].as_str()
+            ),
+            (
+                Some(seed::HALF_SESSION),
+                Some(seed::D),
+                Some(seed::P2),
+                Some("出品者"),
+                Some(seed::ANNOUNCEMENT)
+            ),
+            "{d}"
+        );
+        assert_eq!(
+            events.session(seed::HALF_SESSION).await.participants.len(),
+            2
+        );
+        let c_to_d = events.route(seed::P2, seed::C).await.expect("C's route");
+        assert_eq!(
+            Some(c_to_d.other_participant_sid.as_str()),
+            d["sid"].as_str()
+        );
+        assert!(events.route(seed::P2, seed::D).await.is_some(), "D's route");
+    }
+
+    // D leaves C and D's session, taking both routes and D's hold on P1 along.
+    let ran = events.run("participants-delete").await;
+    assert_eq!((ran.status, ran.body.as_str()), (204, ""));
+    let remaining: Vec<String> = events
+        .session(seed::EXPIRING_SESSION)
+        .await
+        .participants
+        .into_iter()
+        .map(|p| p.sid)
+        .collect();
+    assert_eq!(remaining, [seed::EXPIRING_C]);
+    assert!(events.route(seed::P1, seed::C).await.is_none());
+    assert!(events.route(seed::P1, seed::D).await.is_none());
+    let d = PhoneNumber::parse(seed::D).unwrap();
+    assert!(
+        events
+            .stack
+            .app
+            .store
+            .proxies_of(&d)
+            .await
+            .unwrap()
+            .is_empty(),
+        "D is in no session any more"
+    );
 
     let ran = events.run("numbers-get").await;
     assert_eq!(ran.status, 200, "{}", ran.body);
@@ -482,6 +617,11 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
             && ran.body.contains(&format!(">{}</Number>", seed::B))
             && ran.body.contains(&format!(
                 r#"action="{EVENTS_BASE_URL}/twilio/voice/inbound/dial-result?session={quiet}""#
+            ))
+            // B is announced: their end runs the whisper on answering.
+            && ran.body.contains(&format!(
+                r#"url="{EVENTS_BASE_URL}/twilio/voice/inbound/whisper?session={quiet}&amp;participant={}""#,
+                seed::QUIET_B
             )),
         "{}",
         ran.body
@@ -500,6 +640,18 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
         Some("CA11111111111111111111111111111111")
     );
     assert!(store.list_interactions(quiet).await.unwrap().is_empty());
+
+    // B answers that call: before the two are connected, B alone hears their announcement;
+    // the TwiML then ends, and Twilio bridges the call.
+    let ran = events.run("inbound-call-whisper").await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    assert!(
+        ran.body.contains(&format!("{}</Say>", seed::ANNOUNCEMENT))
+            && !ran.body.contains("<Hangup")
+            && !ran.body.contains("<Dial"),
+        "{}",
+        ran.body
+    );
 
     let ran = events.run("inbound-call-dial-result").await;
     assert_eq!(ran.status, 200);
@@ -605,5 +757,11 @@ async fn every_event_runs_alone_through_its_binary_on_a_seeded_stack() {
         ran.rest_to(seed::CONFERENCE) || ran.rest_to(seed::A_LEG),
         "the live call ended through Twilio: {:?}",
         ran.rest
+    );
+
+    assert_eq!(
+        *events.ran.lock().unwrap(),
+        event_names(),
+        "every file in events/ is run above"
     );
 }

@@ -176,7 +176,7 @@ async fn a_whole_timed_session_reaches_the_platform_signed_and_in_order() {
 }
 
 #[tokio::test]
-async fn participants_a_recorded_call_and_a_reopening_reach_the_platform_in_order() {
+async fn participants_a_recording_a_reopening_and_a_closing_update_arrive_in_order() {
     let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
     let stack = stack_sending_to(&receiver, &[]).await;
     stack.add_proxy_number(P1).await;
@@ -230,11 +230,28 @@ async fn participants_a_recorded_call_and_a_reopening_reach_the_platform_in_orde
         )
         .await;
     assert_eq!(code, 200, "{reopened}");
+    // Closed again, this time through the update route rather than DELETE.
+    let (code, closed) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{session_sid}"),
+            Some(json!({"status": "closed"})),
+        )
+        .await;
+    assert_eq!(
+        (code, &closed["status"]),
+        (200, &json!("closed")),
+        "{closed}"
+    );
 
+    let closings = |r: &[tsunagu_tests::receiver::Received]| {
+        r.iter()
+            .filter(|r| r.answered == 200 && r.event["type"] == "session.closed")
+            .count()
+    };
     let arrived = receiver
         .wait_until(WITHIN, |r| {
-            r.iter().any(|r| r.event["type"] == "session.updated")
-                && r.iter().any(|r| r.event["type"] == "recording.completed")
+            closings(r) == 2 && r.iter().any(|r| r.event["type"] == "recording.completed")
         })
         .await;
     let got = receiver.accepted();
@@ -262,6 +279,21 @@ async fn participants_a_recorded_call_and_a_reopening_reach_the_platform_in_orde
         .filter(|e| e["type"] == "participant.added")
         .collect();
     assert_eq!(added.len(), 2, "{:?}", types(&got));
+    // The second session.closed, after the reopening, is the update's: signed, with why.
+    let last_closed = got
+        .iter()
+        .rposition(|e| e["type"] == "session.closed")
+        .unwrap();
+    assert!(
+        position(&got, "session.updated") < last_closed,
+        "{:?}",
+        types(&got)
+    );
+    assert_eq!(
+        got[last_closed]["data"]["closed_reason"], "closed-by-api",
+        "{}",
+        got[last_closed]
+    );
     let removed = &got[position(&got, "participant.removed")];
     assert_eq!(removed["data"]["sid"], b_sid, "{removed}");
     let recording = &got[position(&got, "recording.completed")];
@@ -412,6 +444,43 @@ async fn an_event_the_receiver_does_not_answer_in_time_comes_again_and_is_taken_
         "each event once"
     );
     assert!(received.iter().all(|r| r.signature_valid));
+}
+
+#[tokio::test]
+async fn events_are_signed_with_make_ups_callback_signing_key_not_the_default() {
+    const PLATFORM_KEY: &str = "whsec-chosen-by-the-platform-0123456789";
+    let receiver = Receiver::start(PLATFORM_KEY).await;
+    // `make up` as a platform developer starts it, with their own key; on free ports and a
+    // table of its own, as every test stack.
+    let make_up = Options::from_make_up_environment([
+        ("EVENT_CALLBACK_URL".to_owned(), receiver.url.clone()),
+        ("CALLBACK_SIGNING_KEY".to_owned(), PLATFORM_KEY.to_owned()),
+    ]);
+    let stack = stack_with(Options {
+        gateway_port: 0,
+        simulator_port: 0,
+        table_name: None,
+        ..make_up
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+
+    // session.created and both participant.added.
+    let arrived = receiver.wait_until(WITHIN, |r| r.len() >= 3).await;
+    let received = receiver.received();
+    assert!(arrived, "{received:?}");
+    for r in &received {
+        assert!(r.signature_valid, "not under the configured key: {r:?}");
+        assert_eq!(
+            tsunagu_tests::receiver::verify(CALLBACK_SIGNING_KEY, &r.signature, r.body.as_bytes()),
+            None,
+            "verifies under the default key too: {r:?}"
+        );
+    }
 }
 
 /// The repository's template with the event queue's `maxReceiveCount` set to `n`.

@@ -347,6 +347,79 @@ async fn a_recorded_timed_call_runs_through_the_recorded_room_announced_to_both_
 }
 
 #[tokio::test]
+async fn an_unsigned_or_wrongly_signed_recording_status_is_refused_and_stores_nothing() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    // Not recorded, so the only recording callbacks are the test's own.
+    let s = create(&stack, session_body(A, B)).await;
+    let sid = sid(&s);
+    let proxy = s["participants"][0]["proxy_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sim = stack.sim();
+    sim.set_phone(
+        &e164(B),
+        PhoneScript::talks(Duration::from_secs(2), Duration::from_secs(20)),
+    );
+    let parent = sim.dial_in(&e164(A), &proxy, CallerScript::default()).await;
+    stack.finish_calls().await;
+    let recording_sid = "RE12121212121212121212121212121212";
+    let form = [
+        ("AccountSid", tsunagu_tests::stack::ACCOUNT_SID.to_owned()),
+        ("CallSid", parent.clone()),
+        ("RecordingSid", recording_sid.to_owned()),
+        (
+            "RecordingUrl",
+            format!("https://api.twilio.com/Recordings/{recording_sid}"),
+        ),
+        ("RecordingStatus", "completed".to_owned()),
+        ("RecordingDuration", "18".to_owned()),
+        ("RecordingChannels", "2".to_owned()),
+    ];
+    let params: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let url = format!("{}/twilio/voice/recording-status?session={sid}", stack.url);
+    // Signed with another token, and signed right but for another session's URL.
+    let other_token = tsunagu::signature::compute("not-the-auth-token-000000000000", &url, &params);
+    let other_session = tsunagu::signature::compute(
+        AUTH_TOKEN,
+        &url.replace(&sid, "KC00000000000000000000000000000000"),
+        &params,
+    );
+    let before = item_count(&stack).await;
+    for signature in [
+        None,
+        Some("bm90IGEgc2lnbmF0dXJl"),
+        Some(other_token.as_str()),
+        Some(other_session.as_str()),
+    ] {
+        let mut request = stack.http.post(&url).form(&params);
+        if let Some(signature) = signature {
+            request = request.header("x-twilio-signature", signature);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 403, "signature {signature:?}");
+    }
+    assert_eq!(
+        stack.app.store.get_recording(&sid, &parent).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        item_count(&stack).await,
+        before,
+        "refused callbacks wrote nothing"
+    );
+
+    // The same callback, signed, is stored: what was refused would have been.
+    assert_eq!(post_recording_callback(&stack, &sid, &form).await, 200);
+    let stored = stack.app.store.get_recording(&sid, &parent).await.unwrap();
+    assert_eq!(stored.map(|r| r.sid), Some(recording_sid.to_owned()));
+}
+
+#[tokio::test]
 async fn each_party_of_a_recorded_v_call_hears_their_announcement_and_the_room_is_recorded() {
     let stack = stack().await;
     stack.add_proxy_number(P1).await;

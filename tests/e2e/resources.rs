@@ -161,6 +161,87 @@ async fn a_participant_lifecycle_from_an_empty_session_to_a_removed_party() {
 }
 
 #[tokio::test]
+async fn a_named_proxy_identifier_is_honoured_when_free_and_refused_when_taken_or_not_in_the_pool()
+{
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    stack.add_proxy_number(P2).await;
+    // P2 reserved: never picked unless named, so B getting it shows the name was honoured.
+    let p2 = format!("/v1/numbers/{}", e164(P2).replace('+', "%2B"));
+    let (code, n) = stack
+        .api("POST", &p2, Some(json!({"is_reserved": true})))
+        .await;
+    assert_eq!(code, 200, "{n}");
+    let s = created(&stack, json!({"participants": [{"identifier": A}]})).await;
+    let sid = sid(&s);
+    assert_eq!(s["participants"][0]["proxy_identifier"], e164(P1).as_str());
+    // B already has P2 in another open session (with C): I1 forbids a second one.
+    let other = created(
+        &stack,
+        json!({"participants": [
+            {"identifier": B, "proxy_identifier": P2},
+            {"identifier": "070-1111-2222"}]}),
+    )
+    .await;
+
+    let before = item_count(&stack).await;
+    let (code, p) = add(
+        &stack,
+        &sid,
+        json!({"identifier": B, "proxy_identifier": P2}),
+    )
+    .await;
+    assert_eq!((code, &p["code"]), (409, &json!(80604)), "{p}");
+    let (code, p) = add(
+        &stack,
+        &sid,
+        json!({"identifier": B, "proxy_identifier": "050-3999-0000"}),
+    )
+    .await;
+    assert_eq!((code, &p["code"]), (400, &json!(80605)), "{p}");
+    assert_eq!(item_count(&stack).await, before, "refusals wrote nothing");
+    let (_, listed) = stack
+        .api("GET", &format!("/v1/sessions/{sid}/participants"), None)
+        .await;
+    assert_eq!(
+        listed["participants"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
+    // B's other session closed, P2 is free for B and is what B gets, not A's P1 (which B
+    // would otherwise share).
+    let (code, _) = stack
+        .api(
+            "DELETE",
+            &format!("/v1/sessions/{}", other["sid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, b) = add(
+        &stack,
+        &sid,
+        json!({"identifier": B, "proxy_identifier": P2}),
+    )
+    .await;
+    assert_eq!(code, 201, "{b}");
+    assert_eq!(b["proxy_identifier"], e164(P2).as_str(), "{b}");
+    // A calls P1 and reaches B, who sees A calling from P2: B's number for A.
+    assert!(
+        b_is_reached(&stack, &e164(P1)).await,
+        "the call went through"
+    );
+    let to_b = stack
+        .sim()
+        .calls()
+        .into_iter()
+        .rfind(|c| c.to == e164(B))
+        .unwrap();
+    assert_eq!(to_b.from, e164(P2));
+}
+
+#[tokio::test]
 async fn fifty_concurrent_adds_never_double_route_a_participant() {
     let stack = stack().await;
     stack.add_proxy_number(P1).await;

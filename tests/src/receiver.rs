@@ -15,6 +15,8 @@ use serde_json::Value;
 pub struct Received {
     pub body: String,
     pub event: Value,
+    /// The `Tsunagu-Signature` header as sent (empty when there was none).
+    pub signature: String,
     /// The header's `t=`, and whether `v1=` matched the HMAC under the receiver's key.
     pub timestamp: Option<i64>,
     pub signature_valid: bool,
@@ -104,6 +106,7 @@ impl Receiver {
                         state.received.push(Received {
                             body: String::from_utf8_lossy(&body).into_owned(),
                             event: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                            signature: header.to_owned(),
                             timestamp,
                             signature_valid: timestamp.is_some(),
                             answered: if reply.after.is_zero() {

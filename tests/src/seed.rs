@@ -11,15 +11,21 @@
 //! (`python3 scripts/sign-events.py`).
 //!
 //! What is seeded (numbers in E.164; A = 090-1234-5678, B = 080-9876-5432):
-//! - the pool: P1, P2, P3; and not P4, which `numbers.json` adds;
+//! - the pool: P1, P2, P3, none of them reserved (`numbers-update.json` reserves P3); and
+//!   not P4, which `numbers.json` adds;
 //! - [`LIVE_SESSION`]: A and B on P1, with a live conference V-call — A's leg [`A_LEG`] in the
 //!   room [`CONFERENCE`], B's leg [`B_LEG`] answered but its join not yet reported — whose
 //!   deadline is [`DEADLINE`], the `deadline` the extension events carry; the room's
 //!   recording, which `recording-status.json` reports, is kept on A's leg;
-//! - [`QUIET_SESSION`]: A and B on P2, no call yet (V字発信 and the masked inbound call);
+//! - [`QUIET_SESSION`]: A and B on P2, no call yet (V字発信 and the masked inbound call); B
+//!   has an [`ANNOUNCEMENT`], which the whisper of a call to B (`inbound-call-whisper.json`)
+//!   speaks;
 //! - [`EXPIRING_SESSION`]: C and D on P1, created at seeding time with a `date_expiry` a day
 //!   later, which `extend-session.json` moves (an end may not move past 365 days from now,
-//!   so this one follows the wall clock, not the events' date);
+//!   so this one follows the wall clock, not the events' date); `participants-delete.json`
+//!   removes D from it;
+//! - [`HALF_SESSION`]: C alone on P2 (Proxy's flow: a session first, its participants
+//!   after), to which `participants-add.json` adds D;
 //! - no other open session of A or B, no session named `order-1234`, and none of the events'
 //!   `Idempotency-Key`s recorded, so `create-session.json` creates and gets P3.
 //!
@@ -67,6 +73,13 @@ pub const UNIQUE_NAME: &str = "order-1234";
 pub const EXPIRING_SESSION: &str = "KC00112233445566778899aabbccddeeff";
 pub const EXPIRING_C: &str = "KP0000000000000000000000000000000c";
 pub const EXPIRING_D: &str = "KP0000000000000000000000000000000d";
+/// Every session the seed writes, restored on each run.
+const SEEDED_SESSIONS: [&str; 4] = [LIVE_SESSION, QUIET_SESSION, EXPIRING_SESSION, HALF_SESSION];
+/// C alone on P2, waiting for a second participant.
+pub const HALF_SESSION: &str = "KC99887766554433221100ffeeddccbbaa";
+pub const HALF_C: &str = "KP1111111111111111111111111111111c";
+/// What B hears on answering a call placed to them in [`QUIET_SESSION`].
+pub const ANNOUNCEMENT: &str = "〇〇アプリのお取引についてのお電話です。";
 
 pub const CONFERENCE: &str = "CF44444444444444444444444444444444";
 pub const A_LEG: &str = "CA33333333333333333333333333333333";
@@ -89,9 +102,11 @@ fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
-/// Every `Idempotency-Key` the events send: a seeded stack has none of them recorded, so
-/// each of those events does its work instead of replaying an earlier answer.
-pub fn event_idempotency_keys() -> Result<BTreeSet<String>, String> {
+/// The idempotency record of every `Idempotency-Key` the events send: a seeded stack has
+/// none of them, so each of those events does its work instead of replaying an earlier
+/// answer. The API scopes a key by its request's method and raw path
+/// (`"{method} {raw_path}#{key}"`, `tsunagu::api`'s `idempotent`), so the record is named so.
+pub fn event_idempotency_records() -> Result<BTreeSet<String>, String> {
     let mut keys = BTreeSet::new();
     let dir = events_dir();
     for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
@@ -103,7 +118,12 @@ pub fn event_idempotency_keys() -> Result<BTreeSet<String>, String> {
         let event: Value =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(key) = event["headers"]["idempotency-key"].as_str() {
-            keys.insert(key.to_owned());
+            let method = event["requestContext"]["http"]["method"].as_str();
+            let raw_path = event["rawPath"].as_str();
+            let (Some(method), Some(raw_path)) = (method, raw_path) else {
+                return Err(format!("{}: no method or rawPath", path.display()));
+            };
+            keys.insert(format!("{method} {raw_path}#{key}"));
         }
     }
     Ok(keys)
@@ -124,7 +144,7 @@ fn participant(sid: &str, identifier: &str, proxy: &str) -> Participant {
     }
 }
 
-fn session(sid: &str, a: Participant, b: Participant) -> Session {
+fn session(sid: &str, participants: Vec<Participant>) -> Session {
     Session {
         sid: sid.into(),
         unique_name: None,
@@ -143,7 +163,7 @@ fn session(sid: &str, a: Participant, b: Participant) -> Session {
             max_count: 1,
         },
         extension_count: 0,
-        participants: vec![a, b],
+        participants,
         total_cost_milli_yen: 0,
         max_cost_milli_yen: None,
         current_conference: None,
@@ -159,8 +179,7 @@ fn session(sid: &str, a: Participant, b: Participant) -> Session {
 pub fn live_session() -> Session {
     let mut s = session(
         LIVE_SESSION,
-        participant(LIVE_A, A, P1),
-        participant(LIVE_B, B, P1),
+        vec![participant(LIVE_A, A, P1), participant(LIVE_B, B, P1)],
     );
     s.status = SessionStatus::InProgress;
     s.date_expiry = Some(EXPIRY);
@@ -178,21 +197,26 @@ pub fn live_session() -> Session {
     s
 }
 
-/// The session without a call, as seeded.
+/// The session without a call, as seeded: B is announced when a call to them is answered.
 pub fn quiet_session() -> Session {
-    session(
-        QUIET_SESSION,
-        participant(QUIET_A, A, P2),
-        participant(QUIET_B, B, P2),
-    )
+    let mut b = participant(QUIET_B, B, P2);
+    b.announcement = Some(ANNOUNCEMENT.into());
+    session(QUIET_SESSION, vec![participant(QUIET_A, A, P2), b])
+}
+
+/// The session with one participant, as seeded.
+pub fn half_session() -> Session {
+    session(HALF_SESSION, vec![participant(HALF_C, C, P2)])
 }
 
 /// The session `extend-session.json` extends: no call, ending a day after `now`.
 pub fn expiring_session(now: i64) -> Session {
     let mut s = session(
         EXPIRING_SESSION,
-        participant(EXPIRING_C, C, P1),
-        participant(EXPIRING_D, D, P1),
+        vec![
+            participant(EXPIRING_C, C, P1),
+            participant(EXPIRING_D, D, P1),
+        ],
     );
     s.date_created = now;
     s.date_updated = now;
@@ -282,6 +306,48 @@ impl Seeder<'_> {
         }
     }
 
+    /// Makes `n` allocatable again (`numbers-update.json` reserves P3, and create-session.json
+    /// must get it).
+    async fn unreserve(&self, n: &str) -> Result<(), String> {
+        let path = format!("/v1/numbers/{}", n.replace('+', "%2B"));
+        let (status, body) = self
+            .api("POST", &path, Some(json!({ "is_reserved": false })))
+            .await?;
+        if status != 200 {
+            return Err(format!("unreserving {n}: {status} {body}"));
+        }
+        Ok(())
+    }
+
+    /// The open sessions `who` takes part in: their participation items name them, one per
+    /// proxy number, whether or not the session has its second participant yet.
+    async fn sessions_of(&self, who: &str) -> Result<Vec<String>, String> {
+        let pk = format!("PARTICIPANT#{}", number(who));
+        let items = self
+            .dynamo
+            .query()
+            .table_name(&self.target.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "reading {pk}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?
+            .items
+            .unwrap_or_default();
+        Ok(items
+            .iter()
+            .filter_map(|item| match item.get("session_sid") {
+                Some(AttributeValue::S(sid)) => Some(sid.clone()),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Closes a session through the API (ending its calls, releasing its routes and
     /// numbers), unless it is closed or gone already.
     async fn close(&self, sid: &str, report: &mut Report) -> Result<(), String> {
@@ -367,16 +433,14 @@ impl Seeder<'_> {
         let mut report = Report::default();
         for n in [P1, P2, P3] {
             self.ensure_number(n).await?;
+            self.unreserve(n).await?;
         }
 
         // Whatever is in the way: the seeded sessions as they are now, the session holding
-        // the events' unique name, and every open session of A or B (I1 would refuse the
-        // seeded routes, and create-session.json must find P3 free for them).
-        let mut in_the_way = BTreeSet::from([
-            LIVE_SESSION.to_owned(),
-            QUIET_SESSION.to_owned(),
-            EXPIRING_SESSION.to_owned(),
-        ]);
+        // the events' unique name, and every open session of A, B, C or D, even one where
+        // they are alone (I1 would refuse the seeded participants, and create-session.json
+        // must find P3 free for A and B).
+        let mut in_the_way = BTreeSet::from(SEEDED_SESSIONS.map(str::to_owned));
         if let Some(sid) = self
             .store
             .session_sid_by_unique_name(UNIQUE_NAME)
@@ -386,22 +450,7 @@ impl Seeder<'_> {
             in_the_way.insert(sid);
         }
         for who in [A, B, C, D] {
-            let who = number(who);
-            for proxy in self
-                .store
-                .proxies_of(&who)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                if let Some(route) = self
-                    .store
-                    .get_route(&proxy, &who)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    in_the_way.insert(route.session_sid);
-                }
-            }
+            in_the_way.extend(self.sessions_of(who).await?);
         }
         for sid in &in_the_way {
             self.close(sid, &mut report).await?;
@@ -418,7 +467,7 @@ impl Seeder<'_> {
             return Err(format!("removing {P4} from the pool: {status} {body}"));
         }
 
-        for sid in [LIVE_SESSION, QUIET_SESSION, EXPIRING_SESSION] {
+        for sid in SEEDED_SESSIONS {
             self.forget_session(sid, &mut report).await?;
         }
         self.delete(
@@ -427,7 +476,7 @@ impl Seeder<'_> {
             &mut report,
         )
         .await?;
-        for key in event_idempotency_keys()? {
+        for key in event_idempotency_records()? {
             self.delete(
                 format!("IDEMPOTENCY#{key}"),
                 "IDEMPOTENCY".into(),
@@ -447,6 +496,10 @@ impl Seeder<'_> {
             .create_session(&expiring_session(now), now)
             .await
             .map_err(|e| format!("creating {EXPIRING_SESSION}: {e}"))?;
+        self.store
+            .create_session(&half_session(), CREATED)
+            .await
+            .map_err(|e| format!("creating {HALF_SESSION}: {e}"))?;
         let live = live_session();
         self.store
             .create_session(&live, CREATED)

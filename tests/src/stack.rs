@@ -87,6 +87,47 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// `make up`'s options (`tsunagu-local`), from its environment: `GATEWAY_PORT` (3000),
+    /// `SIMULATOR_PORT` (3001, fixed so that local.env can name it), `TABLE_NAME`
+    /// (`tsunagu`), the Twilio account (`TWILIO_API_BASE_URL` instead of the simulator), every
+    /// variable of the README's configuration table ([`passed_through`]: an empty value
+    /// counts as unset there, as in the functions), and `CALLBACK_SIGNING_KEY` as the secret's
+    /// `callback_signing_key` (unset or empty: [`CALLBACK_SIGNING_KEY`]).
+    pub fn from_make_up_environment(vars: impl IntoIterator<Item = (String, String)>) -> Options {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let env = vars
+            .iter()
+            .filter(|(name, _)| passed_through(name))
+            .cloned()
+            .collect();
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let port = |name: &str, default: u16| {
+            vars.get(name)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default)
+        };
+        Options {
+            gateway_port: port("GATEWAY_PORT", 3000),
+            simulator_port: port("SIMULATOR_PORT", 3001),
+            table_name: Some(
+                vars.get("TABLE_NAME")
+                    .cloned()
+                    .unwrap_or_else(|| "tsunagu".into()),
+            ),
+            twilio_api_base_url: vars.get("TWILIO_API_BASE_URL").cloned(),
+            account_sid: vars.get("TWILIO_ACCOUNT_SID").cloned(),
+            auth_token: vars.get("TWILIO_AUTH_TOKEN").cloned(),
+            env,
+            callback_signing_key: vars
+                .get("CALLBACK_SIGNING_KEY")
+                .filter(|k| !k.is_empty())
+                .cloned(),
+            ..Options::default()
+        }
+    }
+}
+
 /// Configuration the stack sets itself (or the SDK and the runtime read directly); every
 /// other variable of the README's configuration table is [`passed_through`].
 pub const SET_BY_THE_STACK: &[&str] = &[

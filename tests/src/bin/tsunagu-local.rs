@@ -16,31 +16,7 @@ use tsunagu_tests::stack::{Options, REGION, Stack};
 #[tokio::main]
 async fn main() {
     tsunagu::telemetry::logs::init();
-    let port = std::env::var("GATEWAY_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000);
-    let options = Options {
-        gateway_port: port,
-        // Fixed, so local.env can name it for `cargo lambda watch`.
-        simulator_port: std::env::var("SIMULATOR_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(3001),
-        table_name: Some(std::env::var("TABLE_NAME").unwrap_or_else(|_| "tsunagu".into())),
-        twilio_api_base_url: std::env::var("TWILIO_API_BASE_URL").ok(),
-        account_sid: std::env::var("TWILIO_ACCOUNT_SID").ok(),
-        auth_token: std::env::var("TWILIO_AUTH_TOKEN").ok(),
-        // The README's configuration, as given to `make up` (EVENT_CALLBACK_URL, the rates,
-        // the prompts, …); an empty value counts as unset, as in the functions.
-        env: std::env::vars()
-            .filter(|(name, _)| tsunagu_tests::stack::passed_through(name))
-            .collect(),
-        callback_signing_key: std::env::var("CALLBACK_SIGNING_KEY")
-            .ok()
-            .filter(|k| !k.is_empty()),
-        ..Options::default()
-    };
+    let options = Options::from_make_up_environment(std::env::vars());
     let stack = match Stack::start(options).await {
         Ok(s) => s,
         Err(e) => {

@@ -28,12 +28,13 @@ async fn main() {
     match seed::seed(&target).await {
         Ok(report) => {
             println!(
-                "seeded table {}: sessions {} (live call, deadline {}), {} (no call) and {} (ends in a day); pool {}, {}, {}",
+                "seeded table {}: sessions {} (live call, deadline {}), {} (no call), {} (ends in a day) and {} (one participant); pool {}, {}, {}",
                 target.table,
                 seed::LIVE_SESSION,
                 tsunagu::clock::iso(seed::DEADLINE),
                 seed::QUIET_SESSION,
                 seed::EXPIRING_SESSION,
+                seed::HALF_SESSION,
                 seed::P1,
                 seed::P2,
                 seed::P3
