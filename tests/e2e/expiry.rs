@@ -1133,3 +1133,52 @@ async fn a_closed_session_deletes_its_schedules() {
     assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
     stack.finish_calls().await;
 }
+
+#[tokio::test]
+async fn an_api_extension_moves_a_live_rooms_schedules_and_its_end() {
+    let stack = stack().await;
+    // Nobody presses 1: only the API moves the deadline.
+    let (s, deadline) = off_the_minute_conference(&stack, phone(2, None, &[])).await;
+    let session_sid = sid(&s);
+    let schedule = |kind: &str| format!("{session_sid}-{kind}");
+    // Two minutes more keeps the end between two minute sweeps, 20 s or more from each.
+    let (status, extended) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{session_sid}/extend"),
+            Some(json!({"seconds": 120})),
+        )
+        .await;
+    assert_eq!(status, 200, "{extended}");
+    let moved = deadline + 120;
+    assert_eq!(session_deadline(&stack, &s).await, Some(moved));
+    assert_eq!(
+        schedules_of(&stack, &session_sid).await,
+        vec![
+            (schedule("end"), moved),
+            (schedule("notice"), moved - 20),
+            (schedule("warning"), moved - 180),
+        ]
+    );
+    // The warning comes for the new deadline, not the old one.
+    advance_to_instant(&stack, moved - 170).await;
+    let warned = first_heard(&stack, &e164(A), "延長する場合は1を押してください").expect("warned");
+    assert!(
+        (moved - 180..=moved - 178).contains(&warned),
+        "warned {} s before the new deadline",
+        moved - warned
+    );
+    stack.finish_calls().await;
+    let calls = stack.sim().calls();
+    assert_eq!(calls.len(), 2);
+    for call in calls {
+        let ended = call.ended_at.unwrap().unix_timestamp();
+        assert!(
+            (moved..=moved + 2).contains(&ended),
+            "{} ended {} s after the new deadline",
+            call.sid,
+            ended - moved
+        );
+    }
+    assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
+}
