@@ -1184,3 +1184,55 @@ async fn an_api_extension_moves_a_live_rooms_schedules_and_its_end() {
     }
     assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
 }
+
+/// With Twilio elsewhere (no simulator), the stack keeps time on the wall clock: its
+/// functions' "now" moves, and the minute sweep runs as the timers' safety net.
+#[tokio::test]
+async fn without_the_simulator_the_stack_keeps_wall_clock_time_and_sweeps() {
+    let stack = stack_with(Options {
+        // Nothing listens there; this test places no call.
+        twilio_api_base_url: Some("http://127.0.0.1:9".into()),
+        // A sweep every second rather than every minute, so the test waits seconds.
+        sweep_every: Some(Duration::from_secs(1)),
+        ..Options::default()
+    })
+    .await;
+    assert!(stack.sim.is_none());
+    let wall = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let started = wall();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let now = stack.app.now();
+    assert!(
+        (started + 2..=wall()).contains(&now),
+        "the functions' clock stood still: {} s since the start",
+        now - started
+    );
+
+    // A session that ends 2 s from now, with no call: only the sweep can close it.
+    let store = &stack.app.store;
+    store
+        .add_number(&ProxyNumber {
+            phone_number: PhoneNumber::parse(P1).unwrap(),
+            is_reserved: false,
+            in_use: 0,
+            date_created: now,
+            date_updated: now,
+        })
+        .await
+        .unwrap();
+    let session = due_session(now, 0, Some(now + 2), None);
+    store.create_session(&session, now).await.unwrap();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+    let closed = loop {
+        let read = store.get_session(&session.sid).await.unwrap().unwrap();
+        if !read.status.is_open() || tokio::time::Instant::now() > give_up {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (closed.status, closed.closed_reason.as_deref()),
+        (SessionStatus::Closed, Some("expired")),
+        "{closed:?}"
+    );
+}
