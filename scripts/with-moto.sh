@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs a command with the moto emulator (DynamoDB, Secrets Manager) on 127.0.0.1, then stops
-# the emulator, whatever the command's outcome. The command sees AWS_ENDPOINT_URL.
+# Runs a command with the moto emulator (DynamoDB and its streams, Secrets Manager, SQS,
+# EventBridge Scheduler) on 127.0.0.1, then stops the emulator, whatever the command's
+# outcome. The command sees AWS_ENDPOINT_URL.
 #   scripts/with-moto.sh cargo test --workspace --tests
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -756,6 +756,74 @@ async fn allowed_countries_opens_participants_to_other_countries() {
     assert_eq!((status, p["code"].as_u64()), (400, Some(140002)), "{p}");
 }
 
+#[tokio::test]
+async fn a_foreign_number_allowed_but_without_a_rate_is_refused_and_changes_nothing() {
+    // ALLOWED_COUNTRIES admits +1, but RATE_OUTBOUND_FOREIGN_JPY_PER_MIN is unset.
+    let stack = stack_with(tsunagu_tests::stack::Options {
+        env: vec![("ALLOWED_COUNTRIES".into(), "81,1".into())],
+        ..Default::default()
+    })
+    .await;
+    stack.add_proxy_number(P1).await;
+    let abroad = "+1 415 555 0100";
+    let before = item_count(&stack).await;
+    let (status, p) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, abroad)))
+        .await;
+    assert_eq!((status, p["code"].as_u64()), (400, Some(80701)), "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RATE_OUTBOUND_FOREIGN_JPY_PER_MIN"),
+        "{p}"
+    );
+    assert_eq!(item_count(&stack).await, before, "no session was written");
+
+    // Added later to a session of A alone, the number is refused the same way.
+    let (status, s) = stack
+        .api(
+            "POST",
+            "/v1/sessions",
+            Some(json!({"participants": [{"identifier": A}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let before = item_count(&stack).await;
+    let (status, p) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{}/participants", sid(&s)),
+            Some(json!({"identifier": abroad})),
+        )
+        .await;
+    assert_eq!((status, p["code"].as_u64()), (400, Some(80701)), "{p}");
+    assert_eq!(item_count(&stack).await, before, "nothing was written");
+    let (_, read) = stack
+        .api("GET", &format!("/v1/sessions/{}", sid(&s)), None)
+        .await;
+    assert_eq!(read["participants"].as_array().unwrap().len(), 1, "{read}");
+}
+
+#[tokio::test]
+async fn an_empty_pool_refuses_a_session_with_80205_and_writes_nothing() {
+    let stack = stack().await;
+    let before = item_count(&stack).await;
+    let (status, p) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!((status, p["code"].as_u64()), (409, Some(80205)), "{p}");
+    assert_eq!(item_count(&stack).await, before, "nothing was written");
+    let (_, listed) = stack.api("GET", "/v1/sessions", None).await;
+    assert_eq!(listed["sessions"], json!([]), "{listed}");
+    // With a number in the pool, the same request is served.
+    stack.add_proxy_number(P1).await;
+    let (status, s) = stack
+        .api("POST", "/v1/sessions", Some(session_body(A, B)))
+        .await;
+    assert_eq!(status, 201, "{s}");
+}
+
 /// A unique name is held while its session is open, and free again once it closes, by
 /// DELETE or by expiring; until it is taken again it still finds the closed session.
 #[tokio::test]

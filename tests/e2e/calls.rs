@@ -116,6 +116,45 @@ async fn a_masked_call_goes_both_ways_and_is_logged_with_its_cost() {
     assert_eq!(log["interactions"].as_array().unwrap().len(), 4);
 }
 
+/// 060-1… to 060-9… are mobile numbers since the numbering plan's change of 2024-12-20: such
+/// a participant joins a session, is reached, and their leg is priced as a mobile.
+#[tokio::test]
+async fn a_060_participant_is_reached_and_billed_at_the_mobile_rate() {
+    let stack = stack().await;
+    stack.add_proxy_number(P1).await;
+    let s = session(&stack, session_body(A, "060-1234-5678")).await;
+    assert_eq!(s["participants"][1]["identifier"], "+816012345678", "{s}");
+    let sim = stack.sim();
+    sim.set_phone(
+        "+816012345678",
+        PhoneScript::talks(Duration::from_secs(3), Duration::from_secs(65)),
+    );
+    sim.dial_in(&e164(A), &proxy(&s, 0), CallerScript::default())
+        .await;
+    stack.finish_calls().await;
+
+    let (_, log) = stack
+        .api(
+            "GET",
+            &format!("/v1/sessions/{}/interactions", sid(&s)),
+            None,
+        )
+        .await;
+    let legs = log["interactions"].as_array().unwrap();
+    let outbound = legs
+        .iter()
+        .find(|l| l["direction"] == "outbound")
+        .unwrap_or_else(|| panic!("the 060 party was dialled: {log}"));
+    assert_eq!(outbound["to"], "+8160****5678");
+    assert_eq!(outbound["status"], "completed");
+    assert_eq!(outbound["billed_minutes"], 2);
+    // Every other Japanese class defaults to the landline rate, 5.4 JPY (10.8 here).
+    assert_eq!(
+        outbound["cost"], 32.4,
+        "two started minutes to a mobile at 16.2 JPY: {outbound}"
+    );
+}
+
 /// Issue 12: a masked call costs `inbound-call` one DynamoDB request per webhook — counted
 /// where every request of the function passes (the local IAM interceptor) — and keeps its
 /// guarantees: the caller's leg is logged once with its cost although Twilio retried the

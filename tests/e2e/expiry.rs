@@ -409,7 +409,9 @@ async fn a_timed_masked_call_runs_through_the_room_and_gets_the_warning() {
         ["UpdateItem", "TransactWriteItems", "TransactWriteItems"]
     );
     // The call's clock starts when the conference does, once B is in it (3 s): the warning
-    // is due at 7:03, so the minute sweep gives it at 8:00.
+    // is due at 7:03 and its schedule gives it then. Running on to 8:10 also leaves room
+    // for the minute sweep (8:00), so this test does not depend on the timers' punctuality
+    // (exact_timers_warn_notify_and_end_on_time_extension_included checks that).
     stack.sim().advance(Duration::from_secs(460)).await;
     assert_eq!(
         count(&stack.sim().heard_by(&e164(A)), WARNING),
@@ -1132,4 +1134,105 @@ async fn a_closed_session_deletes_its_schedules() {
     assert!((200..300).contains(&status), "{status}");
     assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
     stack.finish_calls().await;
+}
+
+#[tokio::test]
+async fn an_api_extension_moves_a_live_rooms_schedules_and_its_end() {
+    let stack = stack().await;
+    // Nobody presses 1: only the API moves the deadline.
+    let (s, deadline) = off_the_minute_conference(&stack, phone(2, None, &[])).await;
+    let session_sid = sid(&s);
+    let schedule = |kind: &str| format!("{session_sid}-{kind}");
+    // Two minutes more keeps the end between two minute sweeps, 20 s or more from each.
+    let (status, extended) = stack
+        .api(
+            "POST",
+            &format!("/v1/sessions/{session_sid}/extend"),
+            Some(json!({"seconds": 120})),
+        )
+        .await;
+    assert_eq!(status, 200, "{extended}");
+    let moved = deadline + 120;
+    assert_eq!(session_deadline(&stack, &s).await, Some(moved));
+    assert_eq!(
+        schedules_of(&stack, &session_sid).await,
+        vec![
+            (schedule("end"), moved),
+            (schedule("notice"), moved - 20),
+            (schedule("warning"), moved - 180),
+        ]
+    );
+    // The warning comes for the new deadline, not the old one.
+    advance_to_instant(&stack, moved - 170).await;
+    let warned = first_heard(&stack, &e164(A), "延長する場合は1を押してください").expect("warned");
+    assert!(
+        (moved - 180..=moved - 178).contains(&warned),
+        "warned {} s before the new deadline",
+        moved - warned
+    );
+    stack.finish_calls().await;
+    let calls = stack.sim().calls();
+    assert_eq!(calls.len(), 2);
+    for call in calls {
+        let ended = call.ended_at.unwrap().unix_timestamp();
+        assert!(
+            (moved..=moved + 2).contains(&ended),
+            "{} ended {} s after the new deadline",
+            call.sid,
+            ended - moved
+        );
+    }
+    assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
+}
+
+/// With Twilio elsewhere (no simulator), the stack keeps time on the wall clock: its
+/// functions' "now" moves, and the minute sweep runs as the timers' safety net.
+#[tokio::test]
+async fn without_the_simulator_the_stack_keeps_wall_clock_time_and_sweeps() {
+    let stack = stack_with(Options {
+        // Nothing listens there; this test places no call.
+        twilio_api_base_url: Some("http://127.0.0.1:9".into()),
+        // A sweep every second rather than every minute, so the test waits seconds.
+        sweep_every: Some(Duration::from_secs(1)),
+        ..Options::default()
+    })
+    .await;
+    assert!(stack.sim.is_none());
+    let wall = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let started = wall();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let now = stack.app.now();
+    assert!(
+        (started + 2..=wall()).contains(&now),
+        "the functions' clock stood still: {} s since the start",
+        now - started
+    );
+
+    // A session that ends 2 s from now, with no call: only the sweep can close it.
+    let store = &stack.app.store;
+    store
+        .add_number(&ProxyNumber {
+            phone_number: PhoneNumber::parse(P1).unwrap(),
+            is_reserved: false,
+            in_use: 0,
+            date_created: now,
+            date_updated: now,
+        })
+        .await
+        .unwrap();
+    let session = due_session(now, 0, Some(now + 2), None);
+    store.create_session(&session, now).await.unwrap();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+    let closed = loop {
+        let read = store.get_session(&session.sid).await.unwrap().unwrap();
+        if !read.status.is_open() || tokio::time::Instant::now() > give_up {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (closed.status, closed.closed_reason.as_deref()),
+        (SessionStatus::Closed, Some("expired")),
+        "{closed:?}"
+    );
 }

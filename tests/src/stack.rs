@@ -34,7 +34,8 @@ pub const AUTH_TOKEN: &str = "local-auth-token-not-a-secret-00";
 pub const CALLBACK_SIGNING_KEY: &str = "local-callback-signing-key-not-a-secret";
 pub const REGION: &str = "ap-northeast-1";
 
-/// The app's clock is the simulator's: both agree on "now" in virtual time.
+/// The app's clock is the simulator's, when the stack has one: both agree on "now" in
+/// virtual time.
 pub struct SimClock(pub VirtualClock);
 
 impl Clock for SimClock {
@@ -57,8 +58,9 @@ pub struct Options {
     pub auth_token: Option<String>,
     /// Extra configuration for the app (e.g. `INTERCEPT_CALLBACK_URL`).
     pub env: Vec<(String, String)>,
-    /// How often `expiry-warning` fires on the simulator's clock (None: never; tests that
-    /// drive the sweep themselves). With None, the live calls' timers do not fire either.
+    /// How often `expiry-warning` fires: on the simulator's clock, or on the wall clock when
+    /// Twilio is elsewhere (None: never; tests that drive the sweep themselves). With None,
+    /// the live calls' timers do not fire either.
     pub sweep_every: Option<Duration>,
     /// Another template than the repository's (a test that removes a permission).
     pub template: Option<PathBuf>,
@@ -172,6 +174,24 @@ pub fn passed_through(name: &str) -> bool {
             .any(|prefix| name.starts_with(prefix))
 }
 
+/// EventBridge's `rate(…)` rule on the wall clock, for a stack without the simulator: posts
+/// the scheduled event for now to `invoke` every `period`, the first a `period` from now.
+/// The timers then fire on the wall clock too, and this sweep stays their safety net.
+pub fn spawn_wall_clock_sweep(invoke: String, period: Duration) -> tokio::task::JoinHandle<()> {
+    let http = tsunagu::app::http_client();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let event = scheduled_event(time::OffsetDateTime::now_utc());
+            if let Err(e) = http.post(&invoke).json(&event).send().await {
+                eprintln!("expiry-warning invocation failed: {e}");
+            }
+        }
+    })
+}
+
 /// The event EventBridge's schedule delivers, for the instant `at`.
 pub fn scheduled_event(at: time::OffsetDateTime) -> Value {
     serde_json::json!({
@@ -216,13 +236,15 @@ pub struct Stack {
     /// The local event source mappings (stream → publish-events, queue → deliver-events),
     /// running while EVENT_CALLBACK_URL is set.
     mappings: Vec<tokio::task::JoinHandle<()>>,
+    /// The sweep and the timers on the wall clock, when Twilio is not the simulator.
+    wall_clock: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         self.server.abort();
-        for mapping in &self.mappings {
-            mapping.abort();
+        for task in self.mappings.iter().chain(&self.wall_clock) {
+            task.abort();
         }
         let denials = self.take_denials();
         if !denials.is_empty() {
@@ -438,7 +460,12 @@ impl Stack {
                 .map(|(_, v)| v.clone())
         })
         .map_err(|e| e.to_string())?;
-        let app_clock: Arc<dyn Clock> = Arc::new(SimClock(clock.clone()));
+        // Without the simulator nothing moves the virtual clock: the functions take the
+        // wall clock's time, on which the timers and the sweep then fire too.
+        let app_clock: Arc<dyn Clock> = match &sim {
+            Some(_) => Arc::new(SimClock(clock.clone())),
+            None => Arc::new(tsunagu::clock::SystemClock),
+        };
         let app = Arc::new(App::new(config.clone(), &aws, app_clock.clone()));
         let denials = Denials::default();
         let requests = RequestLog::default();
@@ -530,19 +557,24 @@ impl Stack {
             control,
         };
         let server = gateway::spawn(listener, gateway.clone());
-        if let (Some(sim), Some(period)) = (&sim, options.sweep_every) {
-            // EventBridge's rate(1 minute), on the simulator's clock, through the Invoke API.
-            let invoke = format!("{url}/2015-03-31/functions/expiry-warning/invocations");
-            let http = tsunagu::app::http_client();
-            sim.every(period, move |at| {
-                let (invoke, http) = (invoke.clone(), http.clone());
-                async move {
-                    let event = scheduled_event(at);
-                    if let Err(e) = http.post(&invoke).json(&event).send().await {
-                        eprintln!("expiry-warning invocation failed: {e}");
+        let mut wall_clock = Vec::new();
+        // EventBridge's rate(1 minute), on the stack's clock, through the Invoke API.
+        let invoke = format!("{url}/2015-03-31/functions/expiry-warning/invocations");
+        match (&sim, options.sweep_every) {
+            (Some(sim), Some(period)) => {
+                let http = tsunagu::app::http_client();
+                sim.every(period, move |at| {
+                    let (invoke, http) = (invoke.clone(), http.clone());
+                    async move {
+                        let event = scheduled_event(at);
+                        if let Err(e) = http.post(&invoke).json(&event).send().await {
+                            eprintln!("expiry-warning invocation failed: {e}");
+                        }
                     }
-                }
-            });
+                });
+            }
+            (None, Some(period)) => wall_clock.push(spawn_wall_clock_sweep(invoke, period)),
+            (_, None) => {}
         }
         if options.sweep_every.is_some() {
             // Scheduler's one-time schedules, fired at second resolution on the stack's clock.
@@ -558,14 +590,14 @@ impl Stack {
                     async move { firer.tick(at.unix_timestamp()).await }
                 }),
                 None => {
-                    tokio::spawn(async move {
+                    wall_clock.push(tokio::spawn(async move {
                         let mut every = tokio::time::interval(Duration::from_secs(1));
                         loop {
                             every.tick().await;
                             let now = time::OffsetDateTime::now_utc().unix_timestamp();
                             firer.tick(now).await;
                         }
-                    });
+                    }));
                 }
             }
         }
@@ -594,6 +626,7 @@ impl Stack {
             event_queue_url,
             event_dlq_url,
             mappings,
+            wall_clock,
             gateway,
             denials,
             requests,
@@ -838,5 +871,54 @@ mod tests {
         }
         assert!(names > 20);
         assert!(passed_through("EVENT_CALLBACK_URL"));
+    }
+
+    /// Without the simulator, the sweep still runs, on the wall clock: each tick posts a
+    /// scheduled event for the moment it was sent.
+    #[tokio::test]
+    async fn the_wall_clock_sweep_invokes_expiry_warning_with_the_current_time() {
+        use std::sync::Mutex;
+        let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let record = received.clone();
+        let app = axum::Router::new().route(
+            "/{*path}",
+            axum::routing::post(
+                move |uri: axum::http::Uri, axum::Json(event): axum::Json<Value>| {
+                    let record = record.clone();
+                    async move { record.lock().unwrap().push((uri.path().to_owned(), event)) }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let period = Duration::from_millis(200);
+        let started = time::OffsetDateTime::now_utc().unix_timestamp();
+        let path = "/2015-03-31/functions/expiry-warning/invocations";
+        let sweep = spawn_wall_clock_sweep(format!("{url}{path}"), period);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            received.lock().unwrap().is_empty(),
+            "the first comes a period later"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while received.lock().unwrap().len() < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sweep.abort();
+        server.abort();
+        let ended = time::OffsetDateTime::now_utc().unix_timestamp();
+
+        let received = received.lock().unwrap().clone();
+        assert!(received.len() >= 3, "{received:?}");
+        for (at, event) in &received {
+            assert_eq!(at, path);
+            assert_eq!(event["detail-type"], "Scheduled Event");
+            let time = tsunagu::clock::parse_iso(event["time"].as_str().unwrap()).unwrap();
+            assert!((started..=ended).contains(&time), "{event}");
+        }
     }
 }

@@ -772,11 +772,32 @@ mod tests {
             }),
             ..open_session()
         });
+        // The timers as the call's connection set them, for the old deadline.
+        use crate::domain::ports::TimerKind;
+        let old = NOW + 300;
+        crate::domain::timers::arm(world.ctx(), &world.store.session(SID).unwrap(), old).await;
+        assert_eq!(world.timers.get(SID, TimerKind::End), Some((old, old)));
         let session = extend(world.ctx(), SID, 120).await.unwrap();
         assert_eq!(session.date_expiry, Some(NOW + 3_720));
         assert_eq!(session.live_call.unwrap().deadline, Some(NOW + 420));
         // The sweep wakes for the moved deadline's warning, 180 s before it.
         assert_eq!(world.store.due(SID), Some(NOW + 240));
+        // Each exact timer moves to the new deadline and carries it.
+        let new = NOW + 420;
+        assert_eq!(
+            world.timers.get(SID, TimerKind::Warning),
+            Some((new - 180, new))
+        );
+        assert_eq!(
+            world.timers.get(SID, TimerKind::Notice),
+            Some((new - crate::domain::timers::NOTICE_LEAD_SECONDS, new))
+        );
+        assert_eq!(world.timers.get(SID, TimerKind::End), Some((new, new)));
+        assert_eq!(
+            world.timers.all().len(),
+            3,
+            "no timer left for the old deadline"
+        );
     }
 
     #[tokio::test]
