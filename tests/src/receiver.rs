@@ -203,6 +203,87 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
+
+    const KEY: &str = "whsec-readme-check";
+
+    /// The README's fenced block in `lang` that contains `marker`.
+    fn readme_block(lang: &str, marker: &str) -> String {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        readme
+            .split(&format!("```{lang}\n"))
+            .skip(1)
+            .filter_map(|rest| rest.split("\n```").next())
+            .find(|block| block.contains(marker))
+            .unwrap_or_else(|| panic!("no ```{lang} block with {marker} in README.md"))
+            .to_owned()
+    }
+
+    /// Signed now, signed long ago, altered, and signed with another key: what the README's
+    /// check must answer for each.
+    fn cases() -> Vec<(String, String, &'static str)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let body = r#"{"id":"EV1","type":"session.created"}"#;
+        let sign = |key: &str, t: i64| tsunagu::callback::signature(key, t, body.as_bytes());
+        vec![
+            (sign(KEY, now - 5), body.to_owned(), "true"),
+            (sign(KEY, now - 400), body.to_owned(), "false"),
+            (sign(KEY, now - 5), body.replace("EV1", "EV2"), "false"),
+            (sign("another-key", now - 5), body.to_owned(), "false"),
+        ]
+    }
+
+    #[test]
+    fn the_readmes_python_check_takes_what_tsunagu_signs_and_refuses_stale_or_altered_requests() {
+        let function = readme_block("python", "def from_tsunagu");
+        let script = format!(
+            "{function}\nimport sys\nprint(str(from_tsunagu(sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode())).lower())\n"
+        );
+        for (header, body, expected) in cases() {
+            let out = Command::new("python3")
+                .args(["-c", &script, &header, &body, KEY])
+                .output()
+                .expect("python3");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                expected,
+                "{header} {body}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn the_readmes_node_check_takes_what_tsunagu_signs_and_refuses_stale_or_altered_requests() {
+        let function = readme_block("js", "function fromTsunagu");
+        let script = format!(
+            "{function}\nconst [h, b, k] = process.argv.slice(1);\nconsole.log(fromTsunagu(h, Buffer.from(b), k));\n"
+        );
+        for (header, body, expected) in cases() {
+            let out = match Command::new("node")
+                .args(["-e", &script, &header, &body, KEY])
+                .output()
+            {
+                Ok(out) => out,
+                // Node is not among what `make test` installs; Python's check above always runs.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("node not installed: the README's Node check not run");
+                    return;
+                }
+                Err(e) => panic!("node: {e}"),
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                expected,
+                "{header} {body}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 
     #[test]
     fn verify_accepts_the_signature_and_refuses_any_change() {
