@@ -230,8 +230,11 @@ pub fn aws_config_from_env() -> SdkConfig {
 /// https://docs.aws.amazon.com/sdkref/latest/guide/feature-ss-endpoints.html). Each client
 /// asks when it is built; only the endpoint is looked up this way.
 pub struct EndpointPerService {
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    lookup: Box<VariableLookup>,
 }
+
+/// Reads an environment variable (the process's, or a test's).
+type VariableLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl EndpointPerService {
     pub fn from_env() -> Self {
