@@ -203,15 +203,15 @@ impl State {
             .is_some_and(|(at, _)| at.elapsed() < interval)
     }
 
-    /// The cached versions when their previous one is yet to be asked for, and may be (a
-    /// failed ask counts in the limiter, as a failed fetch does).
-    fn previous_to_ask(&mut self) -> Option<&mut Cached> {
+    /// Whether the cached versions' previous one is yet to be asked for, and may be (a
+    /// failed ask counts in its limiter, as a failed fetch does in the other).
+    fn may_ask_previous(&self) -> bool {
         let asked_lately = self
             .previous_attempt
             .is_some_and(|at| at.elapsed() < MIN_FORCED_REFRESH_INTERVAL);
         self.cached
-            .as_mut()
-            .filter(|c| !c.previous_known && !asked_lately)
+            .as_ref()
+            .is_some_and(|c| !c.previous_known && !asked_lately)
     }
 }
 
@@ -324,7 +324,7 @@ impl SecretCache {
                 Err(e) => Err(e),
             };
         }
-        if state.previous_to_ask().is_none() {
+        if !state.may_ask_previous() {
             return Ok(None);
         }
         state.previous_attempt = Some(Instant::now());
