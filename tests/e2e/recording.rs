@@ -126,6 +126,15 @@ async fn announced_bridge_v_call(stack: &Stack, extra: Value) -> Value {
 }
 
 /// A signed recording status callback, as Twilio posts it, straight to the stack.
+/// The simulator posted `recording_sid`'s status callback, and Tsunagu answered it 200.
+fn assert_callback_answered(stack: &Stack, recording_sid: &str) {
+    assert!(
+        stack.sim().transcript().iter().any(|e| matches!(&e.event,
+            Event::RecordingCallback { recording_sid: sid, status: 200, .. } if sid == recording_sid)),
+        "the callback of {recording_sid} was answered 200"
+    );
+}
+
 async fn post_recording_callback(stack: &Stack, session: &str, form: &[(&str, String)]) -> u16 {
     let url = format!(
         "{}/twilio/voice/recording-status?session={session}",
@@ -186,11 +195,7 @@ async fn a_recorded_call_is_announced_to_both_and_its_recording_stored_once() {
     assert_eq!(recording.channels, 2);
     assert!(recording.sid.starts_with("RE") && recording.url.starts_with(&sim.base_url()));
     assert!(recording.duration_secs > 0 && recording.duration_secs < 40);
-    assert!(
-        sim.transcript().iter().any(|e| matches!(&e.event,
-            Event::RecordingCallback { recording_sid, status: 200, .. } if *recording_sid == recording.sid)),
-        "the callback was answered 200"
-    );
+    assert_callback_answered(&stack, &recording.sid);
     let stored = stack
         .app
         .store
@@ -303,11 +308,7 @@ async fn a_recorded_timed_call_runs_through_the_recorded_room_announced_to_both_
         (None, 1)
     );
     assert!(recording.duration_secs > 0 && recording.duration_secs <= 40);
-    assert!(
-        sim.transcript().iter().any(|e| matches!(&e.event,
-            Event::RecordingCallback { recording_sid, status: 200, .. } if *recording_sid == recording.sid)),
-        "the callback was answered 200"
-    );
+    assert_callback_answered(&stack, &recording.sid);
 
     // Stored once, on the caller's leg (the session's first participant in the room), and
     // again as it was after Twilio retries the callback.

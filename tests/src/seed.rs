@@ -34,7 +34,7 @@
 //! (conditionally: only items that exist), and writes the seeded ones again with the
 //! product's own store calls.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use aws_config::SdkConfig;
@@ -319,16 +319,14 @@ impl Seeder<'_> {
         Ok(())
     }
 
-    /// The open sessions `who` takes part in: their participation items name them, one per
-    /// proxy number, whether or not the session has its second participant yet.
-    async fn sessions_of(&self, who: &str) -> Result<Vec<String>, String> {
-        let pk = format!("PARTICIPANT#{}", number(who));
-        let items = self
+    /// Every item whose partition key is `pk`.
+    async fn items_under(&self, pk: &str) -> Result<Vec<HashMap<String, AttributeValue>>, String> {
+        let out = self
             .dynamo
             .query()
             .table_name(&self.target.table)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
             .send()
             .await
             .map_err(|e| {
@@ -336,9 +334,15 @@ impl Seeder<'_> {
                     "reading {pk}: {}",
                     aws_sdk_dynamodb::error::DisplayErrorContext(e)
                 )
-            })?
-            .items
-            .unwrap_or_default();
+            })?;
+        Ok(out.items.unwrap_or_default())
+    }
+
+    /// The open sessions `who` takes part in: their participation items name them, one per
+    /// proxy number, whether or not the session has its second participant yet.
+    async fn sessions_of(&self, who: &str) -> Result<Vec<String>, String> {
+        let pk = format!("PARTICIPANT#{}", number(who));
+        let items = self.items_under(&pk).await?;
         Ok(items
             .iter()
             .filter_map(|item| match item.get("session_sid") {
@@ -400,22 +404,7 @@ impl Seeder<'_> {
     /// conferences, and its calls' references.
     async fn forget_session(&self, sid: &str, report: &mut Report) -> Result<(), String> {
         let pk = format!("SESSION#{sid}");
-        let items = self
-            .dynamo
-            .query()
-            .table_name(&self.target.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "reading {pk}: {}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                )
-            })?
-            .items
-            .unwrap_or_default();
+        let items = self.items_under(&pk).await?;
         for item in items {
             let Some(AttributeValue::S(sk)) = item.get("sk") else {
                 continue;
