@@ -320,11 +320,13 @@ async fn participants_a_recording_a_reopening_and_a_closing_update_arrive_in_ord
     assert_eq!(stack.take_denials(), Vec::<Denial>::new());
 }
 
-#[tokio::test]
-async fn a_receiver_answering_500_twice_gets_each_event_once_after_de_duplication() {
-    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
-    receiver.answer_next(&[500, 500]);
-    let stack = stack_sending_to(&receiver, &[]).await;
+/// A session created on a stack sending to `receiver`; waits until its three events
+/// (session.created, both participant.added) were each answered 200, and gives every
+/// request that arrived.
+async fn a_session_created_and_its_three_events_taken(
+    receiver: &Receiver,
+) -> Vec<tsunagu_tests::receiver::Received> {
+    let stack = stack_sending_to(receiver, &[]).await;
     stack.add_proxy_number(P1).await;
     let (status, s) = stack
         .api("POST", "/v1/sessions", Some(session_body(A, B)))
@@ -343,6 +345,14 @@ async fn a_receiver_answering_500_twice_gets_each_event_once_after_de_duplicatio
         .await;
     let received = receiver.received();
     assert!(all_three, "{received:?}");
+    received
+}
+
+#[tokio::test]
+async fn a_receiver_answering_500_twice_gets_each_event_once_after_de_duplication() {
+    let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
+    receiver.answer_next(&[500, 500]);
+    let received = a_session_created_and_its_three_events_taken(&receiver).await;
     // The first event was refused twice, then taken; nothing overtook it meanwhile.
     let first = &received[0].event;
     assert_eq!(first["type"], "session.created");
@@ -396,25 +406,7 @@ async fn an_event_the_receiver_does_not_answer_in_time_comes_again_and_is_taken_
     let receiver = Receiver::start(CALLBACK_SIGNING_KEY).await;
     // Far past deliver-events' limit, so the retry comes while this request still waits.
     receiver.stall_next(DELIVERY_TIMEOUT * 12);
-    let stack = stack_sending_to(&receiver, &[]).await;
-    stack.add_proxy_number(P1).await;
-    let (status, s) = stack
-        .api("POST", "/v1/sessions", Some(session_body(A, B)))
-        .await;
-    assert_eq!(status, 201, "{s}");
-
-    let all_three = receiver
-        .wait_until(WITHIN, |r| {
-            r.iter()
-                .filter(|r| r.answered == 200)
-                .map(|r| r.event["id"].clone())
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-                >= 3
-        })
-        .await;
-    let received = receiver.received();
-    assert!(all_three, "{received:?}");
+    let received = a_session_created_and_its_three_events_taken(&receiver).await;
     let first = &received[0];
     assert_eq!(first.event["type"], "session.created");
     let attempts: Vec<&tsunagu_tests::receiver::Received> = received

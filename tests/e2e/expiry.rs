@@ -1069,18 +1069,7 @@ async fn exact_timers_warn_notify_and_end_on_time_extension_included() {
             extended - noticed
         );
     }
-    stack.finish_calls().await;
-    let calls = stack.sim().calls();
-    assert_eq!(calls.len(), 2);
-    for call in calls {
-        let ended = call.ended_at.unwrap().unix_timestamp();
-        assert!(
-            (extended..=extended + 2).contains(&ended),
-            "{} ended {} s after its deadline",
-            call.sid,
-            ended - extended
-        );
-    }
+    both_calls_end_within_2_s_of(&stack, extended).await;
     // Each schedule ran once and was deleted (ActionAfterCompletion DELETE), or was
     // removed with the call.
     assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
@@ -1170,19 +1159,25 @@ async fn an_api_extension_moves_a_live_rooms_schedules_and_its_end() {
         "warned {} s before the new deadline",
         moved - warned
     );
+    both_calls_end_within_2_s_of(&stack, moved).await;
+    assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
+}
+
+/// Once the calls have run their course, both legs ended within 2 s after `deadline` (Unix
+/// seconds on the simulator's clock).
+async fn both_calls_end_within_2_s_of(stack: &Stack, deadline: i64) {
     stack.finish_calls().await;
     let calls = stack.sim().calls();
     assert_eq!(calls.len(), 2);
     for call in calls {
         let ended = call.ended_at.unwrap().unix_timestamp();
         assert!(
-            (moved..=moved + 2).contains(&ended),
-            "{} ended {} s after the new deadline",
+            (deadline..=deadline + 2).contains(&ended),
+            "{} ended {} s after its deadline",
             call.sid,
-            ended - moved
+            ended - deadline
         );
     }
-    assert_eq!(schedules_of(&stack, &session_sid).await, vec![]);
 }
 
 /// With Twilio elsewhere (no simulator), the stack keeps time on the wall clock: its
